@@ -1,0 +1,77 @@
+"""Deterministic training batches with batched augmentation on the data's device.
+
+Batch `step` is a pure function of (seed, step): the epoch's permutation comes from
+a generator seeded by (seed, epoch) and the crops and flips from one seeded by
+(seed, step). A resumed run therefore sees exactly the batches an uninterrupted run
+would, and a DistributedDataParallel rank takes its share of the same global batch.
+Augmentation (pad-4 random crop + horizontal flip) is one gather over the whole
+batch: no per-image Python work in the hot loop.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from archfamily.data import MEAN, STD
+
+PAD = 4
+
+
+def _generator(*keys: int) -> torch.Generator:
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + k) % (2**63)
+    return torch.Generator().manual_seed(seed)
+
+
+def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 NCHW -> float, standardised with the CIFAR-10 mean and std."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    x = (images.float() / 255 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def random_crop_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Pad by 4 with zeros, crop 32x32 at a random offset, flip half of the images; one gather."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (PAD, PAD, PAD, PAD))
+    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=gen).to(images.device)
+    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=gen).to(images.device)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(images.device)
+    ar_h, ar_w = torch.arange(h, device=images.device), torch.arange(w, device=images.device)
+    rows = dy[:, None] + ar_h
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    chans = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class BatchStream:
+    """Endless shuffled, augmented batches of a uint8 image tensor (kept on `device`)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
+                 device: torch.device, rank: int = 0, world: int = 1, channels_last: bool = False) -> None:
+        if batch_size > images.shape[0]:
+            batch_size = images.shape[0]
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} does not split over {world} processes")
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self.channels_last = channels_last
+        self.steps_per_epoch = images.shape[0] // batch_size
+        self._perm_epoch, self._perm = -1, torch.empty(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            self._perm = torch.randperm(self.images.shape[0], generator=_generator(self.seed, 1, epoch))
+            self._perm = self._perm.to(self.images.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        images = random_crop_flip(self.images[idx], _generator(self.seed, 2, step))
+        mine = slice(self.rank, None, self.world)
+        return normalize(images[mine], self.channels_last), self.labels[idx][mine]

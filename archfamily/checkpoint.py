@@ -1,0 +1,89 @@
+"""Saving and loading networks and resumable training state, as safetensors plus JSON.
+
+- A *model file* is one safetensors file whose metadata holds the spec as JSON, so
+  the file alone rebuilds its network. Loading never unpickles anything.
+- A *run checkpoint* is `ckpt-<step>.safetensors` (model and optimizer tensors)
+  plus `state.json` (loop state), written in that order, each atomically, so a
+  run killed at any moment resumes from the last complete checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from archfamily.errors import UserError
+from archfamily.files import atomic_save_safetensors, atomic_write_json
+from archfamily.models import build_model
+from archfamily.specs import ArchSpec, spec_from_json, spec_to_json
+
+MODEL_FORMAT = "archfamily.model/1"
+
+
+def save_model(path: Path, model: nn.Module, metadata: Optional[dict[str, str]] = None) -> None:
+    """Weights (gate masks dropped) and the spec, so `load_model(path)` rebuilds the network."""
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("gate.mask")}
+    meta = {"format": MODEL_FORMAT, "spec": spec_to_json(model.spec), **(metadata or {})}
+    atomic_save_safetensors(state, path, meta)
+
+
+def read_model_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+    if meta.get("format") != MODEL_FORMAT or "spec" not in meta:
+        raise UserError(f"{path} is not an archfamily model file (no spec in its metadata)")
+    return meta
+
+
+def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, dict[str, str]]:
+    """(spec, model, metadata) from a model file, with one-line errors for anything wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    meta = read_model_metadata(path)
+    spec = spec_from_json(meta["spec"])
+    model = build_model(spec, gated=gated)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("gate.mask")]
+    if missing or unexpected:
+        raise UserError(f"checkpoint {path} does not match its spec ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return spec, model, meta
+
+
+class RunCheckpoint:
+    """The resumable state of one training loop, kept in one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def save(self, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        name = f"ckpt-{step:09d}.safetensors"
+        atomic_save_safetensors(tensors, self.folder / name)
+        atomic_write_json(self.folder / "state.json", {**state, "step": step, "file": name})
+        for old in self.folder.glob("ckpt-*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load(self) -> Optional[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+        """The last complete checkpoint, or None when the loop has not saved one yet."""
+        state_file = self.folder / "state.json"
+        if not state_file.is_file():
+            return None
+        try:
+            state = json.loads(state_file.read_text())
+            tensors = load_file(str(self.folder / state["file"]))
+        except (json.JSONDecodeError, KeyError, SafetensorError, OSError) as exc:
+            raise UserError(f"cannot resume from {self.folder}: damaged checkpoint ({exc})") from None
+        return tensors, state

@@ -1,0 +1,297 @@
+"""`archfamily derive`: train a base network, Fisher-prune it once, record what pruning found.
+
+Output folder:
+- `run.json`: the settings (a resumed run must match them);
+- `base.safetensors`: the trained base network;
+- `trajectory.jsonl`: one line per prune step (pruned spec, params, MACs, test error
+  where measured);
+- `pruned-050.safetensors`, `pruned-025.safetensors`, `pruned-final.safetensors`:
+  compressed pruned networks at 50% and 25% of the base's parameters and at the end;
+- `family.json`: the versioned summary that `archfamily scale` reads: base spec,
+  method, data, seed, recipes, per-stage and per-block width ratios along the
+  trajectory, and provenance.
+Resumable state lives in `.checkpoints/` until the run completes.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm import tqdm
+
+from archfamily import __version__
+from archfamily.checkpoint import RunCheckpoint, load_model, save_model
+from archfamily.data import Cifar10, load_cifar10
+from archfamily.distributed import DistContext, init_distributed, resolve_device
+from archfamily.errors import UserError
+from archfamily.files import atomic_write_json, atomic_write_text
+from archfamily.models import build_model
+from archfamily.pruning import METHODS, Pruner, compress, pruned_spec
+from archfamily.pruning.pruner import COSTS
+from archfamily.recipes import FINETUNE, recipe_for
+from archfamily.specs import ArchSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
+from archfamily.train import Trainer
+
+FAMILY_FORMAT = "archfamily.family"
+FAMILY_VERSION = 1
+MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
+
+
+@dataclass(frozen=True)
+class DerivePreset:
+    """Defaults for one kind of run; every field can be overridden on the command line."""
+
+    base: str
+    subset: Optional[int]
+    test_subset: Optional[int]
+    epochs: Optional[float]  # base training epochs; None is the paper's recipe in full
+    prune_every: int
+    channels_per_step: int
+    eval_every: int  # prune steps between test-error measurements (and checkpoints)
+
+
+PRESETS = {
+    # Seconds, for tests: a tiny WRN on 500 images.
+    "smoke": DerivePreset("wrn-16-1", 500, 200, 1, 2, 16, 4),
+    # About 10 minutes on a 2-core CPU: WRN-16-2 on 10k images, pruned 8 channels every 10 steps.
+    "quick": DerivePreset("wrn-16-2", 10_000, 2_000, 6, 10, 8, 5),
+    # Crowley et al.: the full recipe, one channel every 100 steps, for a GPU.
+    "paper": DerivePreset("wrn-40-2", None, None, None, 100, 1, 50),
+}
+
+
+@dataclass(frozen=True)
+class DeriveConfig:
+    """Everything that determines a derive run's results (the device does not)."""
+
+    base: str
+    method: str = "fisher"
+    cost: str = "params"
+    data: Optional[str] = None
+    subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    seed: int = 0
+    epochs: Optional[float] = None
+    prune_every: int = 100
+    channels_per_step: int = 1
+    eval_every: int = 50
+    until_params: Optional[int] = None
+    checkpoint: Optional[str] = None
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
+        p = PRESETS[preset]
+        config = cls(base=p.base, subset=p.subset, test_subset=p.test_subset, epochs=p.epochs,
+                     prune_every=p.prune_every, channels_per_step=p.channels_per_step, eval_every=p.eval_every)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DeriveResult:
+    out: Path
+    base_error: float
+    final_spec: ArchSpec
+    final_error: float
+    prune_steps: int
+    seconds: float
+    trajectory: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+
+def _validate(config: DeriveConfig) -> ArchSpec:
+    if config.method not in METHODS:
+        raise UserError(f"unknown pruning method {config.method!r}; choose from {', '.join(METHODS)}")
+    if config.cost not in COSTS:
+        raise UserError(f"unknown cost {config.cost!r}; choose from {', '.join(COSTS)}")
+    for name in ("prune_every", "channels_per_step", "eval_every"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if config.epochs is not None and config.epochs <= 0:
+        raise UserError("--epochs must be positive")
+    spec = base_spec(config.base)
+    if config.checkpoint:
+        ckpt_spec, _, _ = load_model(Path(config.checkpoint))
+        if ckpt_spec != spec:
+            raise UserError(f"mismatched checkpoint: {config.checkpoint} holds a different network than --base {config.base}")
+    base_params = spec.num_params()
+    smallest = spec.with_prunable_widths([0] * len(spec.prunable_widths())).num_params()
+    if config.until_params is not None:
+        if config.until_params >= base_params:
+            raise UserError(f"--until-params {config.until_params:,} must be below the base's {base_params:,} parameters")
+        if config.until_params < smallest:
+            raise UserError(f"--until-params {config.until_params:,} is below the smallest network {config.base} prunes to ({smallest:,})")
+    return spec
+
+
+def _prepare_out(out: Path, config: DeriveConfig, resume: bool) -> None:
+    """Refuse to mix runs in one folder; a resumed run must have the same settings."""
+    run_file = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text())["config"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"--out {out} holds a damaged run.json; choose another --out") from None
+        if not resume:
+            raise UserError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
+        if previous != config.to_dict():
+            changed = sorted(k for k in config.to_dict() if previous.get(k) != config.to_dict()[k])
+            raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); cannot resume it")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")
+
+
+def _provenance(command: list[str], device: torch.device, dist_ctx: DistContext) -> dict[str, Any]:
+    return {
+        "archfamily": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "command": command, "device": str(device), "world_size": dist_ctx.world,
+        "machine": platform.machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
+                dist_ctx: DistContext) -> tuple[torch.nn.Module, float]:
+    base_file = out / "base.safetensors"
+    if config.checkpoint or base_file.is_file():
+        _, model, meta = load_model(Path(config.checkpoint) if config.checkpoint else base_file)
+        trainer = Trainer(model, data, recipe_for(spec.family), device, config.seed, dist_ctx)
+        error = float(meta["test_error"]) if "test_error" in meta and not config.checkpoint else trainer.evaluate()
+        return trainer.model, error
+    recipe = recipe_for(spec.family)
+    if config.epochs is not None:
+        recipe = recipe.shortened(config.epochs)
+    trainer = Trainer(build_model(spec), data, recipe, device, config.seed, dist_ctx)
+    checkpoint = RunCheckpoint(out / ".checkpoints" / "base")
+    trainer.resume(checkpoint)
+    trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc="train base")
+    error = trainer.evaluate()
+    if dist_ctx.is_main:
+        save_model(base_file, trainer.model, {"test_error": f"{error:.4f}", "recipe": json.dumps(recipe.to_dict())})
+    return trainer.model, error
+
+
+def _trajectory_entry(model: torch.nn.Module, base: ArchSpec, prune_step: int, train_step: int,
+                      error: Optional[float]) -> dict[str, Any]:
+    spec = pruned_spec(model)
+    return {
+        "prune_step": prune_step, "train_step": train_step, "params": spec.num_params(), "macs": spec.num_macs(),
+        "test_error": error, "spec": spec_to_dict(spec),
+        "stage_ratios": stage_ratios(spec, base), "block_ratios": block_ratios(spec, base),
+    }
+
+
+def _write_trajectory(out: Path, trajectory: list[dict[str, Any]]) -> None:
+    keys = ("prune_step", "train_step", "params", "macs", "test_error", "spec")
+    atomic_write_text(out / "trajectory.jsonl", "".join(json.dumps({k: e[k] for k in keys}) + "\n" for e in trajectory))
+
+
+def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
+           out: Path, device: torch.device, dist_ctx: DistContext) -> list[dict[str, Any]]:
+    """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
+    model = build_model(spec, gated=True)
+    model.load_state_dict(base_model.state_dict(), strict=False)
+    trainer = Trainer(model, data, FINETUNE, device, config.seed, dist_ctx)
+    pruner = Pruner(trainer.model, config.method, config.cost, config.seed)
+    checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
+    state = trainer.resume(checkpoint)
+    floor = config.until_params or spec.num_params() // 10
+    trajectory = state["trajectory"] if state else [_trajectory_entry(trainer.model, spec, 0, 0, base_error)]
+    saved = set(state["milestones"]) if state else set()
+    pruner.num_prunes = trajectory[-1]["prune_step"]
+    base_params = spec.num_params()
+    with tqdm(total=base_params - floor, initial=base_params - trajectory[-1]["params"], desc="prune",
+              unit="param", unit_scale=True, disable=not dist_ctx.is_main, dynamic_ncols=True) as bar:
+        while trajectory[-1]["params"] > floor and pruner.open_channels() > 0:
+            for _ in range(config.prune_every):
+                trainer.train_step()
+            pruner.prune(config.channels_per_step)
+            params = pruned_spec(trainer.model).num_params()
+            done = params <= floor or pruner.open_channels() == 0
+            measure = done or pruner.num_prunes % config.eval_every == 0
+            error = trainer.evaluate() if measure else None
+            entry = _trajectory_entry(trainer.model, spec, pruner.num_prunes, trainer.step, error)
+            trajectory.append(entry)
+            bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
+            bar.update(min(base_params - floor, base_params - params) - bar.n)
+            for fraction in MILESTONES:
+                if params <= fraction * base_params and fraction not in saved:
+                    saved.add(fraction)
+                    if dist_ctx.is_main:
+                        _, small = compress(trainer.model)
+                        save_model(out / f"pruned-{round(fraction * 100):03d}.safetensors", small, {"params": str(params)})
+            if dist_ctx.is_main:
+                _write_trajectory(out, trajectory)
+            if measure:
+                trainer.save(checkpoint, {"trajectory": trajectory, "milestones": sorted(saved)})
+    if dist_ctx.is_main:
+        _, small = compress(trainer.model)
+        save_model(out / "pruned-final.safetensors", small,
+                   {"params": str(trajectory[-1]["params"]), "test_error": f"{trajectory[-1]['test_error']:.4f}"})
+    pruner.remove_hooks()
+    return trajectory
+
+
+def family_document(config: DeriveConfig, spec: ArchSpec, data: Cifar10, trajectory: list[dict[str, Any]],
+                    provenance: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The versioned `family.json` that `archfamily scale` reads."""
+    return {
+        "format": FAMILY_FORMAT, "version": FAMILY_VERSION,
+        "base": spec_to_dict(spec), "base_name": config.base,
+        "base_params": spec.num_params(), "base_macs": spec.num_macs(), "base_test_error": trajectory[0]["test_error"],
+        "method": config.method, "cost": config.cost if config.method == "fisher-cost" else None,
+        "channels_per_step": config.channels_per_step, "prune_every": config.prune_every,
+        "seed": config.seed,
+        "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
+                 "test_images": int(data.test_x.shape[0]), "subset": config.subset, "test_subset": config.test_subset},
+        "recipes": {"base": recipe_for(spec.family).shortened(config.epochs).to_dict() if config.epochs
+                    else recipe_for(spec.family).to_dict(), "finetune": FINETUNE.to_dict()},
+        "trajectory": [
+            {k: e[k] for k in ("prune_step", "params", "macs", "test_error", "stage_ratios", "block_ratios")}
+            for e in trajectory
+        ],
+        "checkpoints": sorted(p.name for p in out.glob("*.safetensors")),
+        "provenance": provenance,
+    }
+
+
+def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: bool = False,
+           command: Optional[list[str]] = None) -> DeriveResult:
+    """Run (or resume) a whole derive: validate, train the base, prune, write the family."""
+    started = time.time()
+    spec = _validate(config)
+    device = resolve_device(device_name)
+    data = load_cifar10(config.data, config.subset, config.test_subset)
+    out = Path(out)
+    dist_ctx = init_distributed(device)
+    _prepare_out(out, config, resume)
+    if dist_ctx.enabled:
+        torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
+    torch.manual_seed(config.seed)
+    provenance = _provenance(command or sys.argv, device, dist_ctx)
+    if dist_ctx.is_main and not (out / "run.json").is_file():
+        atomic_write_json(out / "run.json", {"config": config.to_dict(), "provenance": provenance})
+    if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
+        trajectory = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
+        return _result(out, trajectory, 0.0)
+    base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx)
+    trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
+    if dist_ctx.is_main:
+        atomic_write_json(out / "family.json", family_document(config, spec, data, trajectory, provenance, out))
+        shutil.rmtree(out / ".checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
+    return _result(out, trajectory, time.time() - started)
+
+
+def _result(out: Path, trajectory: list[dict[str, Any]], seconds: float) -> DeriveResult:
+    final = trajectory[-1]
+    return DeriveResult(out, trajectory[0]["test_error"], spec_from_dict(final["spec"]), final["test_error"],
+                        final["prune_step"], seconds, trajectory)

@@ -1,0 +1,20 @@
+"""Build a network from its spec: `build_model(spec)`; `gated=True` adds channel gates for pruning."""
+from __future__ import annotations
+
+from torch import nn
+
+from archfamily.models.densenet import DenseNetBC
+from archfamily.models.gates import ChannelGate, PruneGroup
+from archfamily.models.resnet import ResNet
+from archfamily.models.wrn import WideResNet
+from archfamily.specs import ArchSpec
+
+MODEL_TYPES: dict[str, type[nn.Module]] = {"wrn": WideResNet, "densenet_bc": DenseNetBC, "resnet": ResNet}
+
+
+def build_model(spec: ArchSpec, gated: bool = False) -> nn.Module:
+    """The network a spec describes; its parameter count is `spec.num_params()` exactly."""
+    return MODEL_TYPES[spec.family](spec, gated=gated)
+
+
+__all__ = ["build_model", "ChannelGate", "PruneGroup", "WideResNet", "DenseNetBC", "ResNet"]

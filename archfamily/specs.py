@@ -1,0 +1,407 @@
+"""Architecture specs: the single source of truth from which every network is built.
+
+A spec is a small frozen dataclass per family. It fixes every width that pruning or
+scaling can change, so a pruned network, a scaled family member and a base network
+are all just specs. Each spec knows its exact parameter count and its MACs
+analytically, so budget searches never need to build a model; tests check both
+against the built module (`sum(p.numel())`) and against `torch.utils.flop_counter`.
+
+Convention for MACs: multiply-accumulates of convolutions and linear layers only,
+which is what `FlopCounterMode` counts (its FLOPs are 2x MACs). Norms, activations,
+pooling and additions are not counted.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar, Union
+
+from archfamily.errors import UserError
+
+
+def _conv(cin: int, cout: int, k: int) -> int:
+    return cin * cout * k * k
+
+
+def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def _as_tuple2(rows: Any) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(w) for w in row) for row in rows)
+
+
+@dataclass(frozen=True)
+class WideResNetSpec:
+    """CIFAR WideResNet (Zagoruyko & Komodakis), pre-activation basic blocks.
+
+    `stage_widths` are the outer widths of the three stages (16k, 32k, 64k for
+    WRN-d-k). `inner_widths[s][b]` is the width between block b's two 3x3 convs:
+    the channels pruning removes. An inner width of 0 leaves only the shortcut.
+    """
+
+    family: ClassVar[str] = "wrn"
+    stage_widths: tuple[int, ...]
+    inner_widths: tuple[tuple[int, ...], ...]
+    stem_width: int = 16
+    num_classes: int = 10
+    in_chans: int = 3
+
+    @classmethod
+    def from_depth_width(cls, depth: int, k: float, num_classes: int = 10) -> "WideResNetSpec":
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise UserError(f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}")
+        n = (depth - 4) // 6
+        widths = tuple(max(1, round(base * k)) for base in (16, 32, 64))
+        return cls(widths, tuple((w,) * n for w in widths), num_classes=num_classes)
+
+    def block_strides(self, stage: int, block: int) -> int:
+        return 2 if stage > 0 and block == 0 else 1
+
+    def block_inputs(self) -> list[list[int]]:
+        """Input width of every block, in stage/block order."""
+        cin, out = self.stem_width, []
+        for s, row in enumerate(self.inner_widths):
+            out.append([])
+            for _ in row:
+                out[-1].append(cin)
+                cin = self.stage_widths[s]
+        return out
+
+    def needs_projection(self, stage: int, block: int) -> bool:
+        return self.block_inputs()[stage][block] != self.stage_widths[stage] or self.block_strides(stage, block) != 1
+
+    def prunable_widths(self) -> list[int]:
+        return [w for row in self.inner_widths for w in row]
+
+    def with_prunable_widths(self, widths: list[int]) -> "WideResNetSpec":
+        it = iter(widths)
+        return replace(self, inner_widths=tuple(tuple(int(next(it)) for _ in row) for row in self.inner_widths))
+
+    def prunable_stages(self) -> list[int]:
+        """Stage index of each prunable width, in `prunable_widths` order."""
+        return [s for s, row in enumerate(self.inner_widths) for _ in row]
+
+    def num_params(self) -> int:
+        total = _conv(self.in_chans, self.stem_width, 3)
+        inputs = self.block_inputs()
+        for s, row in enumerate(self.inner_widths):
+            out = self.stage_widths[s]
+            for b, mid in enumerate(row):
+                cin, proj = inputs[s][b], self.needs_projection(s, b)
+                if mid > 0 or proj:
+                    total += 2 * cin  # norm1 feeds the residual branch and the projection
+                if mid > 0:
+                    total += _conv(cin, mid, 3) + 2 * mid + _conv(mid, out, 3)
+                if proj:
+                    total += _conv(cin, out, 1)
+        return total + 2 * self.stage_widths[-1] + self.stage_widths[-1] * self.num_classes + self.num_classes
+
+    input_size: ClassVar[int] = 32
+
+    def num_macs(self, input_size: int | None = None) -> int:
+        input_size = input_size or self.input_size
+        size = input_size
+        total = size * size * _conv(self.in_chans, self.stem_width, 3)
+        inputs = self.block_inputs()
+        for s, row in enumerate(self.inner_widths):
+            out = self.stage_widths[s]
+            for b, mid in enumerate(row):
+                stride = self.block_strides(s, b)
+                size = _conv_out(size, 3, stride, 1)
+                if mid > 0:
+                    total += size * size * (_conv(inputs[s][b], mid, 3) + _conv(mid, out, 3))
+                if self.needs_projection(s, b):
+                    total += size * size * _conv(inputs[s][b], out, 1)
+        return total + self.stage_widths[-1] * self.num_classes
+
+
+@dataclass(frozen=True)
+class DenseNetBCSpec:
+    """CIFAR DenseNet-BC (Huang et al.): bottleneck layers and compressing transitions.
+
+    `bottleneck_widths[s][l]` is the width between dense layer l's 1x1 and 3x3
+    convs (4k by default): the channels pruning removes. A layer of width 0 adds
+    `growth` channels of zeros, which is exactly what its masked twin computes.
+    """
+
+    family: ClassVar[str] = "densenet_bc"
+    growth: int
+    bottleneck_widths: tuple[tuple[int, ...], ...]
+    compression: float = 0.5
+    stem_width: int = 0  # 0 means the paper's 2 * growth
+    num_classes: int = 10
+    in_chans: int = 3
+
+    @classmethod
+    def from_depth_growth(cls, depth: int, growth: int = 12, num_classes: int = 10) -> "DenseNetBCSpec":
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise UserError(f"DenseNet-BC depth must be 6n+4 with n >= 1 (40, 100, 190, ...), got {depth}")
+        n = (depth - 4) // 6
+        return cls(growth, tuple((4 * growth,) * n for _ in range(3)), num_classes=num_classes)
+
+    @property
+    def stem_channels(self) -> int:
+        return self.stem_width or 2 * self.growth
+
+    def block_inputs(self) -> list[list[int]]:
+        """Input width of every dense layer, plus the width leaving each dense block."""
+        cin, out = self.stem_channels, []
+        for s, row in enumerate(self.bottleneck_widths):
+            out.append([])
+            for _ in row:
+                out[-1].append(cin)
+                cin += self.growth
+            out[-1].append(cin)
+            if s < len(self.bottleneck_widths) - 1:
+                cin = int(cin * self.compression)
+        return out
+
+    def prunable_widths(self) -> list[int]:
+        return [w for row in self.bottleneck_widths for w in row]
+
+    def with_prunable_widths(self, widths: list[int]) -> "DenseNetBCSpec":
+        it = iter(widths)
+        return replace(self, bottleneck_widths=tuple(tuple(int(next(it)) for _ in row) for row in self.bottleneck_widths))
+
+    def prunable_stages(self) -> list[int]:
+        return [s for s, row in enumerate(self.bottleneck_widths) for _ in row]
+
+    def num_params(self) -> int:
+        total = _conv(self.in_chans, self.stem_channels, 3)
+        inputs = self.block_inputs()
+        for s, row in enumerate(self.bottleneck_widths):
+            for layer, mid in enumerate(row):
+                if mid > 0:
+                    cin = inputs[s][layer]
+                    total += 2 * cin + _conv(cin, mid, 1) + 2 * mid + _conv(mid, self.growth, 3)
+            if s < len(self.bottleneck_widths) - 1:
+                cin = inputs[s][-1]
+                total += 2 * cin + _conv(cin, int(cin * self.compression), 1)
+        final = inputs[-1][-1]
+        return total + 2 * final + final * self.num_classes + self.num_classes
+
+    input_size: ClassVar[int] = 32
+
+    def num_macs(self, input_size: int | None = None) -> int:
+        input_size = input_size or self.input_size
+        size = input_size
+        total = size * size * _conv(self.in_chans, self.stem_channels, 3)
+        inputs = self.block_inputs()
+        for s, row in enumerate(self.bottleneck_widths):
+            for layer, mid in enumerate(row):
+                if mid > 0:
+                    total += size * size * (_conv(inputs[s][layer], mid, 1) + _conv(mid, self.growth, 3))
+            if s < len(self.bottleneck_widths) - 1:
+                cin = inputs[s][-1]
+                total += size * size * _conv(cin, int(cin * self.compression), 1)
+                size //= 2
+        return total + inputs[-1][-1] * self.num_classes
+
+
+RESNET_LAYERS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """ResNet (He et al.) with basic or bottleneck blocks, post-activation as in torchvision.
+
+    `mid_widths[s][b]` is the width after block b's first conv. Bottleneck blocks
+    have a second inner width, after the 3x3 conv, in `mid2_widths`. A block with
+    any inner width 0 keeps only its shortcut. The `imagenet` stem is a 7x7/2 conv
+    and a max pool; the `cifar` stem a 3x3/1 conv, for 32x32 inputs.
+    """
+
+    family: ClassVar[str] = "resnet"
+    block: str
+    stage_widths: tuple[int, ...]
+    mid_widths: tuple[tuple[int, ...], ...]
+    mid2_widths: tuple[tuple[int, ...], ...] = ()
+    stem: str = "cifar"
+    stem_width: int = 64
+    num_classes: int = 10
+    in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        if self.block not in ("basic", "bottleneck"):
+            raise UserError(f"ResNet block must be 'basic' or 'bottleneck', got {self.block!r}")
+        if self.stem not in ("cifar", "imagenet"):
+            raise UserError(f"ResNet stem must be 'cifar' or 'imagenet', got {self.stem!r}")
+        if (self.block == "bottleneck") != bool(self.mid2_widths):
+            raise UserError("mid2_widths is given exactly for bottleneck ResNets")
+
+    @classmethod
+    def from_depth(cls, depth: int, stem: str = "cifar", num_classes: int = 10) -> "ResNetSpec":
+        if depth not in RESNET_LAYERS:
+            raise UserError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
+        block, layers = RESNET_LAYERS[depth]
+        expansion = 4 if block == "bottleneck" else 1
+        mids = tuple((64 * 2**s,) * n for s, n in enumerate(layers))
+        outs = tuple(64 * 2**s * expansion for s in range(4))
+        return cls(block, outs, mids, mids if block == "bottleneck" else (), stem, num_classes=num_classes)
+
+    def block_stride(self, stage: int, block: int) -> int:
+        return 2 if stage > 0 and block == 0 else 1
+
+    def block_inputs(self) -> list[list[int]]:
+        cin, out = self.stem_width, []
+        for s, row in enumerate(self.mid_widths):
+            out.append([])
+            for _ in row:
+                out[-1].append(cin)
+                cin = self.stage_widths[s]
+        return out
+
+    def needs_projection(self, stage: int, block: int) -> bool:
+        return self.block_inputs()[stage][block] != self.stage_widths[stage] or self.block_stride(stage, block) != 1
+
+    def block_widths(self, stage: int, block: int) -> tuple[int, ...]:
+        """The inner widths of one block: (mid,) or (mid, mid2)."""
+        if self.block == "basic":
+            return (self.mid_widths[stage][block],)
+        return (self.mid_widths[stage][block], self.mid2_widths[stage][block])
+
+    def prunable_widths(self) -> list[int]:
+        return [w for s, row in enumerate(self.mid_widths) for b in range(len(row)) for w in self.block_widths(s, b)]
+
+    def with_prunable_widths(self, widths: list[int]) -> "ResNetSpec":
+        """Rebuild with new inner widths; a block with any width 0 loses its whole branch."""
+        it = iter(widths)
+        per = 2 if self.block == "bottleneck" else 1
+        rows = [[tuple(int(next(it)) for _ in range(per)) for _ in row] for row in self.mid_widths]
+        rows = [[ws if min(ws) > 0 else (0,) * per for ws in row] for row in rows]
+        mids = tuple(tuple(ws[0] for ws in row) for row in rows)
+        mids2 = tuple(tuple(ws[1] for ws in row) for row in rows) if per == 2 else ()
+        return replace(self, mid_widths=mids, mid2_widths=mids2)
+
+    def prunable_stages(self) -> list[int]:
+        per = 2 if self.block == "bottleneck" else 1
+        return [s for s, row in enumerate(self.mid_widths) for _ in row for _ in range(per)]
+
+    def _stem_params(self) -> int:
+        return _conv(self.in_chans, self.stem_width, 7 if self.stem == "imagenet" else 3) + 2 * self.stem_width
+
+    def _block_params(self, s: int, b: int) -> int:
+        cin, out, ws = self.block_inputs()[s][b], self.stage_widths[s], self.block_widths(s, b)
+        total = _conv(cin, out, 1) + 2 * out if self.needs_projection(s, b) else 0
+        if min(ws) == 0:
+            return total
+        if self.block == "basic":
+            return total + _conv(cin, ws[0], 3) + 2 * ws[0] + _conv(ws[0], out, 3) + 2 * out
+        mid, mid2 = ws
+        return total + _conv(cin, mid, 1) + 2 * mid + _conv(mid, mid2, 3) + 2 * mid2 + _conv(mid2, out, 1) + 2 * out
+
+    def num_params(self) -> int:
+        total = self._stem_params()
+        for s, row in enumerate(self.mid_widths):
+            total += sum(self._block_params(s, b) for b in range(len(row)))
+        return total + self.stage_widths[-1] * self.num_classes + self.num_classes
+
+    @property
+    def input_size(self) -> int:
+        return 224 if self.stem == "imagenet" else 32
+
+    def num_macs(self, input_size: int | None = None) -> int:
+        input_size = input_size or self.input_size
+        if self.stem == "imagenet":
+            size = _conv_out(input_size, 7, 2, 3)
+            total = size * size * _conv(self.in_chans, self.stem_width, 7)
+            size = _conv_out(size, 3, 2, 1)
+        else:
+            size = input_size
+            total = size * size * _conv(self.in_chans, self.stem_width, 3)
+        inputs = self.block_inputs()
+        for s, row in enumerate(self.mid_widths):
+            out = self.stage_widths[s]
+            for b in range(len(row)):
+                cin, ws, stride = inputs[s][b], self.block_widths(s, b), self.block_stride(s, b)
+                out_size = _conv_out(size, 3, stride, 1)
+                if self.needs_projection(s, b):
+                    total += out_size * out_size * _conv(cin, out, 1)
+                if min(ws) > 0 and self.block == "basic":
+                    total += out_size * out_size * (_conv(cin, ws[0], 3) + _conv(ws[0], out, 3))
+                elif min(ws) > 0:
+                    total += size * size * _conv(cin, ws[0], 1)
+                    total += out_size * out_size * (_conv(ws[0], ws[1], 3) + _conv(ws[1], out, 1))
+                size = out_size
+        return total + self.stage_widths[-1] * self.num_classes
+
+
+ArchSpec = Union[WideResNetSpec, DenseNetBCSpec, ResNetSpec]
+SPEC_TYPES: dict[str, type] = {t.family: t for t in (WideResNetSpec, DenseNetBCSpec, ResNetSpec)}
+_NESTED = ("inner_widths", "bottleneck_widths", "mid_widths", "mid2_widths")
+
+
+def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
+    """A JSON-ready dict; `family` says which spec class reads it back."""
+    return {"family": spec.family, **asdict(spec)}
+
+
+def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
+    """Inverse of `spec_to_dict`, with a one-line error for anything malformed."""
+    if not isinstance(data, dict) or data.get("family") not in SPEC_TYPES:
+        raise UserError(f"not an archfamily spec: family must be one of {sorted(SPEC_TYPES)}")
+    cls = SPEC_TYPES[data["family"]]
+    kwargs = {k: v for k, v in data.items() if k != "family"}
+    try:
+        for key in _NESTED:
+            if key in kwargs:
+                kwargs[key] = _as_tuple2(kwargs[key])
+        if "stage_widths" in kwargs:
+            kwargs["stage_widths"] = tuple(int(w) for w in kwargs["stage_widths"])
+        spec = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"malformed {cls.family} spec: {exc}") from None
+    if any(w < 0 for w in spec.prunable_widths()):
+        raise UserError("malformed spec: widths must be non-negative")
+    return spec
+
+
+def spec_to_json(spec: ArchSpec) -> str:
+    return json.dumps(spec_to_dict(spec), separators=(",", ":"))
+
+
+def spec_from_json(text: str) -> ArchSpec:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"spec is not valid JSON: {exc}") from None
+    return spec_from_dict(data)
+
+
+_BASE_PATTERNS = (
+    (re.compile(r"wrn-(\d+)-(\d+(?:\.\d+)?)"), lambda m, nc: WideResNetSpec.from_depth_width(int(m[1]), float(m[2]), nc)),
+    (re.compile(r"densenet-bc-(\d+)(?:-(\d+))?"), lambda m, nc: DenseNetBCSpec.from_depth_growth(int(m[1]), int(m[2] or 12), nc)),
+    (re.compile(r"resnet-(\d+)(-imagenet)?"), lambda m, nc: ResNetSpec.from_depth(int(m[1]), "imagenet" if m[2] else "cifar", nc)),
+)
+BASE_EXAMPLES = "wrn-40-2, wrn-16-2, densenet-bc-100, densenet-bc-100-12, resnet-18, resnet-50-imagenet"
+
+
+def base_spec(name: str, num_classes: int = 10) -> ArchSpec:
+    """The unpruned base network of a name such as `wrn-40-2` or `densenet-bc-100`.
+
+    ResNets get the CIFAR stem unless the name ends in `-imagenet`, since
+    archfamily trains on 32x32 CIFAR-10 images.
+    """
+    for pattern, make in _BASE_PATTERNS:
+        match = pattern.fullmatch(name.strip().lower())
+        if match:
+            return make(match, num_classes)
+    raise UserError(f"unknown base network {name!r}; examples: {BASE_EXAMPLES}")
+
+
+def stage_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:
+    """Fraction of each stage's prunable channels that survive in `spec`, relative to `base`."""
+    kept: dict[int, int] = {}
+    full: dict[int, int] = {}
+    for stage, w, w0 in zip(base.prunable_stages(), spec.prunable_widths(), base.prunable_widths()):
+        kept[stage] = kept.get(stage, 0) + w
+        full[stage] = full.get(stage, 0) + w0
+    return [kept[s] / full[s] for s in sorted(full)]
+
+
+def block_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:
+    """Kept / original of every prunable width, in `prunable_widths` order."""
+    return [w / w0 for w, w0 in zip(spec.prunable_widths(), base.prunable_widths())]
+

@@ -1,0 +1,28 @@
+"""Human-friendly counts on the command line: 70k, 1M, 1.5e6, 100M, 1000000."""
+from __future__ import annotations
+
+import re
+
+from archfamily.errors import UserError
+
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
+_PATTERN = re.compile(r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)\s*([kmgb]?)", re.IGNORECASE)
+
+
+def parse_count(text: str, what: str = "count") -> int:
+    """'250k' -> 250000; a one-line UserError for anything else."""
+    match = _PATTERN.fullmatch(str(text).strip())
+    if not match:
+        raise UserError(f"malformed {what} {text!r}: use a number with an optional k, M or G suffix (e.g. 250k, 1.5M, 1e6)")
+    value = float(match[1]) * _SUFFIX[match[2].lower()]
+    if value <= 0:
+        raise UserError(f"{what} must be positive, got {text!r}")
+    return int(round(value))
+
+
+def format_count(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.0f}"

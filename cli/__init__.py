@@ -1,0 +1,1 @@
+"""The `archfamily` command line (click)."""

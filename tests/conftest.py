@@ -1,0 +1,47 @@
+"""Shared fixtures: an isolated dataset cache, and the CLI run in-process as a user runs it."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from cli.main import main
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ARCHFAMILY_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(2)
+    yield
+    mp.undo()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run `archfamily ARGS...` through the console-script entry point."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        old_argv = sys.argv
+        sys.argv = ["archfamily", *args]
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            sys.argv = old_argv
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

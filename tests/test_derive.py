@@ -1,0 +1,143 @@
+"""`archfamily derive` as a user runs it: outputs, resume, and every bad input."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import save_file
+
+from archfamily.checkpoint import load_model, save_model
+from archfamily.derive import FAMILY_FORMAT, FAMILY_VERSION
+from archfamily.models import build_model
+from archfamily.pruning.pruner import Pruner
+from archfamily.specs import base_spec, spec_from_dict
+
+SMOKE = ("derive", "--preset", "smoke", "--device", "cpu")
+
+
+def _trajectory(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_writes_a_family_in_under_a_minute(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    result = run_cli(*SMOKE, "--out", str(out))
+    assert result.code == 0, result.err
+    assert time.perf_counter() - started < 60
+    assert "test error" in result.out
+
+    family = json.loads((out / "family.json").read_text())
+    assert family["format"] == FAMILY_FORMAT and family["version"] == FAMILY_VERSION
+    assert family["method"] == "fisher" and family["seed"] == 0 and family["base_name"] == "wrn-16-1"
+    assert family["provenance"]["command"][:2] == ["archfamily", "derive"]
+    assert spec_from_dict(family["base"]) == base_spec("wrn-16-1")
+    steps = family["trajectory"]
+    assert steps[0]["stage_ratios"] == [1.0, 1.0, 1.0] and steps[0]["test_error"] is not None
+    assert all(len(s["block_ratios"]) == 6 for s in steps)
+    assert [s["params"] for s in steps] == sorted((s["params"] for s in steps), reverse=True)
+    assert steps[-1]["params"] <= base_spec("wrn-16-1").num_params() // 10
+
+    lines = _trajectory(out)
+    assert len(lines) == len(steps)
+    for line in lines:
+        spec = spec_from_dict(line["spec"])
+        assert spec.num_params() == line["params"] and spec.num_macs() == line["macs"]
+    assert lines[-1]["test_error"] is not None
+
+    for name in ("base", "pruned-050", "pruned-025", "pruned-final"):
+        spec, model, _ = load_model(out / f"{name}.safetensors")
+        assert sum(p.numel() for p in model.parameters()) == spec.num_params()
+    assert not (out / ".checkpoints").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_trajectory(run_cli, tmp_path: Path, monkeypatch) -> None:
+    whole = tmp_path / "whole"
+    assert run_cli(*SMOKE, "--out", str(whole)).code == 0
+
+    cut = tmp_path / "cut"
+    real_prune = Pruner.prune
+
+    def prune_then_die(self, k=1):
+        if self.num_prunes == 6:  # after the checkpoint at prune 4, before the one at 8
+            raise KeyboardInterrupt
+        return real_prune(self, k)
+
+    monkeypatch.setattr(Pruner, "prune", prune_then_die)
+    interrupted = run_cli(*SMOKE, "--out", str(cut))
+    assert interrupted.code == 130 and "--resume" in interrupted.err
+    assert not (cut / "family.json").exists()
+    assert len(_trajectory(cut)) == 7  # the base and six prune steps were written as they happened
+    monkeypatch.setattr(Pruner, "prune", real_prune)
+
+    assert run_cli(*SMOKE, "--out", str(cut), "--resume").code == 0
+    assert _trajectory(cut) == _trajectory(whole)
+
+
+def test_checkpoint_option_skips_base_training(run_cli, tmp_path: Path) -> None:
+    ckpt = tmp_path / "base.safetensors"
+    save_model(ckpt, build_model(base_spec("wrn-16-1")))
+    result = run_cli(*SMOKE, "--checkpoint", str(ckpt), "--out", str(tmp_path / "run"))
+    assert result.code == 0, result.err
+    assert "train base" not in result.err
+
+
+def _bad_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    truncated = tmp_path / "truncated.safetensors"
+    save_model(truncated, build_model(base_spec("wrn-16-1")))
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    other = tmp_path / "other.safetensors"
+    save_model(other, build_model(base_spec("wrn-16-2")))
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": build_model(base_spec("wrn-16-1")).fc.weight.detach()}, str(bare))
+    return {"truncated": truncated, "other": other, "bare": bare}
+
+
+BAD_INPUTS = [
+    (("--base", "vgg-16"), "unknown base network"),
+    (("--base", "wrn-15-2"), "6n+4"),
+    (("--data", "{tmp}/nowhere"), "dataset not found"),
+    (("--data", "{tmp}"), "not a CIFAR-10 folder"),
+    (("--checkpoint", "{tmp}/truncated.safetensors"), "cannot read checkpoint"),
+    (("--checkpoint", "{tmp}/missing.safetensors"), "checkpoint not found"),
+    (("--checkpoint", "{tmp}/other.safetensors"), "mismatched checkpoint"),
+    (("--checkpoint", "{tmp}/bare.safetensors"), "not an archfamily model file"),
+    (("--until-params", "175066"), "must be below the base"),
+    (("--until-params", "1M"), "must be below the base"),
+    (("--until-params", "lots"), "malformed --until-params"),
+    (("--until-params", "10"), "below the smallest network"),
+    (("--method", "magic"), "Invalid value for '--method'"),
+    (("--prune-every", "0"), "--prune-every must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[a[0] + "=" + a[1] for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path, args, message: str) -> None:
+    _bad_checkpoints(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli(*SMOKE, "--out", str(out), *(a.format(tmp=tmp_path) for a in args))
+    assert result.code == 2
+    assert message in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_out_holding_another_run_needs_resume(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run_cli(*SMOKE, "--out", str(out)).code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run_cli(*SMOKE, "--out", str(out))
+    assert again.code == 2 and "already holds a run; pass --resume" in again.err
+    other = run_cli(*SMOKE, "--out", str(out), "--seed", "1", "--resume")
+    assert other.code == 2 and "other settings (seed)" in other.err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    done = run_cli(*SMOKE, "--out", str(out), "--resume")  # resuming a finished run is a no-op
+    assert done.code == 0 and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_out_that_is_not_a_run_is_refused(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run_cli(*SMOKE, "--out", str(tmp_path))
+    assert result.code == 2 and "holds no archfamily run" in result.err

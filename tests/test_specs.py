@@ -1,0 +1,94 @@
+"""Specs are the single source of truth: their counts must equal the built modules'."""
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torchvision
+
+from archfamily.counting import count_params, measure_macs
+from archfamily.errors import UserError
+from archfamily.models import build_model
+from archfamily.specs import (
+    DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec, block_ratios, spec_from_json, spec_to_json, stage_ratios,
+)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("wrn-40-2", 2_243_546), ("wrn-16-2", 691_674), ("densenet-bc-100", 769_162),
+])
+def test_paper_parameter_counts(name: str, expected: int) -> None:
+    spec = base_spec(name)
+    assert spec.num_params() == expected
+    assert count_params(build_model(spec)) == expected
+
+
+@pytest.mark.parametrize("depth, reference", [(18, torchvision.models.resnet18), (50, torchvision.models.resnet50)])
+def test_imagenet_resnets_match_torchvision(depth: int, reference) -> None:
+    spec = ResNetSpec.from_depth(depth, stem="imagenet", num_classes=1000)
+    expected = count_params(reference(weights=None))
+    assert spec.num_params() == expected
+    assert count_params(build_model(spec)) == expected
+
+
+def _random_pruned(spec, rng: random.Random):
+    widths = [rng.choice([0, 1, rng.randint(1, w)]) for w in spec.prunable_widths()]
+    return spec.with_prunable_widths(widths)
+
+
+FAMILY_BASES = ["wrn-16-2", "wrn-10-1", "densenet-bc-40", "resnet-18", "resnet-50"]
+
+
+@pytest.mark.parametrize("name", FAMILY_BASES)
+def test_counts_match_modules_for_pruned_specs(name: str) -> None:
+    rng = random.Random(name)
+    base = base_spec(name)
+    for spec in [base] + [_random_pruned(base, rng) for _ in range(3)]:
+        model = build_model(spec)
+        assert spec.num_params() == count_params(model)
+        assert spec.num_macs() == measure_macs(model, spec.input_size)
+
+
+def test_imagenet_stem_macs_match_flop_counter() -> None:
+    spec = _random_pruned(ResNetSpec.from_depth(18, stem="imagenet"), random.Random(0))
+    assert spec.num_macs(64) == measure_macs(build_model(spec), 64)
+
+
+@pytest.mark.parametrize("name", FAMILY_BASES + ["resnet-34-imagenet", "densenet-bc-100-24"])
+def test_json_round_trip(name: str) -> None:
+    spec = _random_pruned(base_spec(name), random.Random(1))
+    again = spec_from_json(spec_to_json(spec))
+    assert again == spec and type(again) is type(spec)
+
+
+def test_reduced_width_wrn_has_continuous_k() -> None:
+    spec = WideResNetSpec.from_depth_width(16, 1.5)
+    assert spec.stage_widths == (24, 48, 96)
+    assert count_params(build_model(spec)) == spec.num_params()
+
+
+def test_ratios_of_the_base_are_one_and_follow_pruning() -> None:
+    base = base_spec("wrn-16-2")
+    assert stage_ratios(base, base) == [1.0, 1.0, 1.0]
+    half = base.with_prunable_widths([16, 32, 32, 0, 128, 64])
+    assert stage_ratios(half, base) == [0.75, 0.25, 0.75]
+    assert block_ratios(half, base) == [0.5, 1.0, 0.5, 0.0, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("wrn-15-2", "6n+4"), ("vgg-16", "unknown base network"), ("densenet-bc-101", "6n+4"), ("resnet-19", "one of"),
+])
+def test_bad_base_names(name: str, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        base_spec(name)
+
+
+@pytest.mark.parametrize("text", ['{"family": "vgg"}', "[1, 2", '{"family": "wrn", "stage_widths": [1]}'])
+def test_malformed_spec_json(text: str) -> None:
+    with pytest.raises(UserError):
+        spec_from_json(text)
+
+
+def test_densenet_stem_defaults_to_twice_growth() -> None:
+    assert DenseNetBCSpec.from_depth_growth(40, 12).stem_channels == 24
