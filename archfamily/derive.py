@@ -15,7 +15,6 @@ Resumable state lives in `.checkpoints/` until the run completes.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import sys
 import time
@@ -26,21 +25,20 @@ from typing import Any, Optional
 import torch
 from tqdm import tqdm
 
-from archfamily import __version__
 from archfamily.checkpoint import RunCheckpoint, load_model, save_model
 from archfamily.data import Cifar10, load_cifar10
 from archfamily.distributed import DistContext, init_distributed, resolve_device
 from archfamily.errors import UserError
+from archfamily.family import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.pruning import METHODS, Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import COSTS
-from archfamily.recipes import FINETUNE, recipe_for
+from archfamily.recipes import FINETUNE, Recipe, recipe_for
+from archfamily.runs import check_run_dir, provenance, start_run_file
 from archfamily.specs import ArchSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
-from archfamily.train import Trainer
+from archfamily.train import Trainer, train_to_file
 
-FAMILY_FORMAT = "archfamily.family"
-FAMILY_VERSION = 1
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
 
 
@@ -132,52 +130,22 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     return spec
 
 
-def _prepare_out(out: Path, config: DeriveConfig, resume: bool) -> None:
-    """Refuse to mix runs in one folder; a resumed run must have the same settings."""
-    run_file = out / "run.json"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if run_file.is_file():
-        try:
-            previous = json.loads(run_file.read_text())["config"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"--out {out} holds a damaged run.json; choose another --out") from None
-        if not resume:
-            raise UserError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
-        if previous != config.to_dict():
-            changed = sorted(k for k in config.to_dict() if previous.get(k) != config.to_dict()[k])
-            raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); cannot resume it")
-    elif out.is_dir() and any(out.iterdir()):
-        raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")
-
-
-def _provenance(command: list[str], device: torch.device, dist_ctx: DistContext) -> dict[str, Any]:
-    return {
-        "archfamily": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "command": command, "device": str(device), "world_size": dist_ctx.world,
-        "machine": platform.machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def _base_recipe(spec: ArchSpec, config: DeriveConfig) -> Recipe:
+    recipe = recipe_for(spec.family)
+    return recipe.shortened(config.epochs) if config.epochs is not None else recipe
 
 
 def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
                 dist_ctx: DistContext) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
+    recipe = _base_recipe(spec, config)
     if config.checkpoint or base_file.is_file():
         _, model, meta = load_model(Path(config.checkpoint) if config.checkpoint else base_file)
-        trainer = Trainer(model, data, recipe_for(spec.family), device, config.seed, dist_ctx)
+        trainer = Trainer(model, data, recipe, device, config.seed, dist_ctx)
         error = float(meta["test_error"]) if "test_error" in meta and not config.checkpoint else trainer.evaluate()
         return trainer.model, error
-    recipe = recipe_for(spec.family)
-    if config.epochs is not None:
-        recipe = recipe.shortened(config.epochs)
-    trainer = Trainer(build_model(spec), data, recipe, device, config.seed, dist_ctx)
-    checkpoint = RunCheckpoint(out / ".checkpoints" / "base")
-    trainer.resume(checkpoint)
-    trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc="train base")
-    error = trainer.evaluate()
-    if dist_ctx.is_main:
-        save_model(base_file, trainer.model, {"test_error": f"{error:.4f}", "recipe": json.dumps(recipe.to_dict())})
-    return trainer.model, error
+    return train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
+                         out / ".checkpoints" / "base", desc="train base")
 
 
 def _trajectory_entry(model: torch.nn.Module, base: ArchSpec, prune_step: int, train_step: int,
@@ -199,7 +167,8 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
            out: Path, device: torch.device, dist_ctx: DistContext) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
     model = build_model(spec, gated=True)
-    model.load_state_dict(base_model.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
+    assert not unexpected and all(k.endswith("gate.mask") for k in missing), "base and gated model differ"
     trainer = Trainer(model, data, FINETUNE, device, config.seed, dist_ctx)
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed)
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
@@ -241,29 +210,6 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     return trajectory
 
 
-def family_document(config: DeriveConfig, spec: ArchSpec, data: Cifar10, trajectory: list[dict[str, Any]],
-                    provenance: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The versioned `family.json` that `archfamily scale` reads."""
-    return {
-        "format": FAMILY_FORMAT, "version": FAMILY_VERSION,
-        "base": spec_to_dict(spec), "base_name": config.base,
-        "base_params": spec.num_params(), "base_macs": spec.num_macs(), "base_test_error": trajectory[0]["test_error"],
-        "method": config.method, "cost": config.cost if config.method == "fisher-cost" else None,
-        "channels_per_step": config.channels_per_step, "prune_every": config.prune_every,
-        "seed": config.seed,
-        "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
-                 "test_images": int(data.test_x.shape[0]), "subset": config.subset, "test_subset": config.test_subset},
-        "recipes": {"base": recipe_for(spec.family).shortened(config.epochs).to_dict() if config.epochs
-                    else recipe_for(spec.family).to_dict(), "finetune": FINETUNE.to_dict()},
-        "trajectory": [
-            {k: e[k] for k in ("prune_step", "params", "macs", "test_error", "stage_ratios", "block_ratios")}
-            for e in trajectory
-        ],
-        "checkpoints": sorted(p.name for p in out.glob("*.safetensors")),
-        "provenance": provenance,
-    }
-
-
 def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: bool = False,
            command: Optional[list[str]] = None) -> DeriveResult:
     """Run (or resume) a whole derive: validate, train the base, prune, write the family."""
@@ -273,20 +219,22 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     data = load_cifar10(config.data, config.subset, config.test_subset)
     out = Path(out)
     dist_ctx = init_distributed(device)
-    _prepare_out(out, config, resume)
+    check_run_dir(out, config.to_dict(), resume)
     if dist_ctx.enabled:
         torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
     torch.manual_seed(config.seed)
-    provenance = _provenance(command or sys.argv, device, dist_ctx)
-    if dist_ctx.is_main and not (out / "run.json").is_file():
-        atomic_write_json(out / "run.json", {"config": config.to_dict(), "provenance": provenance})
+    prov = provenance(command or sys.argv, device, dist_ctx.world)
+    if dist_ctx.is_main:
+        start_run_file(out, config.to_dict(), prov)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
         trajectory = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
         return _result(out, trajectory, 0.0)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx)
     trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
     if dist_ctx.is_main:
-        atomic_write_json(out / "family.json", family_document(config, spec, data, trajectory, provenance, out))
+        document = family_document(config.to_dict(), spec, _base_recipe(spec, config), data, trajectory, prov,
+                                   sorted(p.name for p in out.glob("*.safetensors")))
+        atomic_write_json(out / "family.json", document)
         shutil.rmtree(out / ".checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
     return _result(out, trajectory, time.time() - started)
 

@@ -5,10 +5,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:
+    import torch
 
 
 _UMASK = os.umask(0)
@@ -37,7 +37,10 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: Optional[dict[str, str]] = None) -> None:
+def atomic_save_safetensors(tensors: dict[str, "torch.Tensor"], path: Path,
+                            metadata: Optional[dict[str, str]] = None) -> None:
     """`safetensors.torch.save_file`, atomically; tensors are made contiguous CPU copies first."""
+    from safetensors.torch import save_file  # imported here so JSON-only callers never load torch
+
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     _atomic(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))

@@ -13,6 +13,7 @@ pooling and additions are not counted.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Union
@@ -30,6 +31,18 @@ def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
 
 def _as_tuple2(rows: Any) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(int(w) for w in row) for row in rows)
+
+
+def round_width(width: float, round_to: int = 1) -> int:
+    """Nearest multiple of `round_to`; any positive width keeps at least `round_to` channels, 0 stays 0."""
+    if width <= 0:
+        return 0
+    return max(round_to, round_to * math.floor(width / round_to + 0.5))
+
+
+def _resize_rows(rows: tuple[tuple[int, ...], ...], counts: list[int]) -> tuple[tuple[int, ...], ...]:
+    """Each stage cut or extended (repeating its last block) to `counts[s]` blocks."""
+    return tuple(tuple(row[min(b, len(row) - 1)] for b in range(n)) for row, n in zip(rows, counts))
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,17 @@ class WideResNetSpec:
     def prunable_stages(self) -> list[int]:
         """Stage index of each prunable width, in `prunable_widths` order."""
         return [s for s, row in enumerate(self.inner_widths) for _ in row]
+
+    def block_counts(self) -> list[int]:
+        return [len(row) for row in self.inner_widths]
+
+    def with_block_counts(self, counts: list[int]) -> "WideResNetSpec":
+        return replace(self, inner_widths=_resize_rows(self.inner_widths, counts))
+
+    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "WideResNetSpec":
+        """Stage widths times `outer`, inner widths set to `inner`; the stem stays 16 as in WRN-d-k."""
+        stages = tuple(round_width(outer * w, round_to) for w in self.stage_widths)
+        return replace(self, stage_widths=stages).with_prunable_widths([round_width(w, round_to) for w in inner])
 
     def num_params(self) -> int:
         total = _conv(self.in_chans, self.stem_width, 3)
@@ -145,6 +169,11 @@ class DenseNetBCSpec:
     def stem_channels(self) -> int:
         return self.stem_width or 2 * self.growth
 
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """Channels leaving each dense block (before its transition)."""
+        return tuple(row[-1] for row in self.block_inputs())
+
     def block_inputs(self) -> list[list[int]]:
         """Input width of every dense layer, plus the width leaving each dense block."""
         cin, out = self.stem_channels, []
@@ -167,6 +196,18 @@ class DenseNetBCSpec:
 
     def prunable_stages(self) -> list[int]:
         return [s for s, row in enumerate(self.bottleneck_widths) for _ in row]
+
+    def block_counts(self) -> list[int]:
+        return [len(row) for row in self.bottleneck_widths]
+
+    def with_block_counts(self, counts: list[int]) -> "DenseNetBCSpec":
+        return replace(self, bottleneck_widths=_resize_rows(self.bottleneck_widths, counts))
+
+    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "DenseNetBCSpec":
+        """Growth (and so every transition and the stem) times `outer`; bottleneck widths set to `inner`."""
+        stem = round_width(outer * self.stem_width, round_to) if self.stem_width else 0
+        return replace(self, growth=round_width(outer * self.growth, round_to), stem_width=stem) \
+            .with_prunable_widths([round_width(w, round_to) for w in inner])
 
     def num_params(self) -> int:
         total = _conv(self.in_chans, self.stem_channels, 3)
@@ -278,6 +319,19 @@ class ResNetSpec:
     def prunable_stages(self) -> list[int]:
         per = 2 if self.block == "bottleneck" else 1
         return [s for s, row in enumerate(self.mid_widths) for _ in row for _ in range(per)]
+
+    def block_counts(self) -> list[int]:
+        return [len(row) for row in self.mid_widths]
+
+    def with_block_counts(self, counts: list[int]) -> "ResNetSpec":
+        mids2 = _resize_rows(self.mid2_widths, counts) if self.mid2_widths else ()
+        return replace(self, mid_widths=_resize_rows(self.mid_widths, counts), mid2_widths=mids2)
+
+    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "ResNetSpec":
+        """Stem and stage widths times `outer`; inner widths set to `inner`."""
+        stages = tuple(round_width(outer * w, round_to) for w in self.stage_widths)
+        return replace(self, stage_widths=stages, stem_width=round_width(outer * self.stem_width, round_to)) \
+            .with_prunable_widths([round_width(w, round_to) for w in inner])
 
     def _stem_params(self) -> int:
         return _conv(self.in_chans, self.stem_width, 7 if self.stem == "imagenet" else 3) + 2 * self.stem_width

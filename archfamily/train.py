@@ -9,6 +9,8 @@ schedule and the batches are functions of it), so checkpoints resume exactly.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -19,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from archfamily.batches import BatchStream, normalize
-from archfamily.checkpoint import RunCheckpoint
+from archfamily.checkpoint import RunCheckpoint, save_model
 from archfamily.data import Cifar10
 from archfamily.distributed import DistContext
 from archfamily.recipes import Recipe
@@ -122,3 +124,19 @@ class Trainer:
         tensors, state = found
         self.load_state_tensors(tensors, int(state["step"]))
         return state
+
+
+def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int,
+                  dist_ctx: DistContext, model_file: Path, checkpoint_dir: Path, desc: str) -> tuple[nn.Module, float]:
+    """Train `model` with `recipe` (resuming from `checkpoint_dir`), then save it with its measured test error."""
+    trainer = Trainer(model, data, recipe, device, seed, dist_ctx)
+    checkpoint = RunCheckpoint(checkpoint_dir)
+    trainer.resume(checkpoint)
+    trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc=desc)
+    error = trainer.evaluate()
+    if dist_ctx.is_main:
+        save_model(model_file, trainer.model, {
+            "test_error": f"{error:.4f}", "test_images": str(data.test_x.shape[0]), "data": data.source,
+            "recipe": json.dumps(recipe.to_dict()), "seed": str(seed),
+        })
+    return trainer.model, error

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import save_file
 
 from archfamily.checkpoint import load_model, save_model
-from archfamily.derive import FAMILY_FORMAT, FAMILY_VERSION
+from archfamily.family import FAMILY_FORMAT, FAMILY_VERSION
 from archfamily.models import build_model
 from archfamily.pruning.pruner import Pruner
 from archfamily.specs import base_spec, spec_from_dict

@@ -1,0 +1,47 @@
+"""Run folders: one run per `--out`, and a resumed run must have the settings it started with."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archfamily import __version__
+from archfamily.errors import UserError
+from archfamily.files import atomic_write_json
+
+
+def check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
+    """Refuse to mix runs in one folder; write nothing."""
+    run_file = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text())["config"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"--out {out} holds a damaged run.json; choose another --out") from None
+        if not resume:
+            raise UserError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
+        if previous != config:
+            changed = sorted(k for k in config if previous.get(k) != config[k])
+            raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); cannot resume it")
+    elif out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")
+
+
+def provenance(command: list[str], device: torch.device, world_size: int) -> dict[str, Any]:
+    return {
+        "archfamily": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "command": command, "device": str(device), "world_size": world_size,
+        "machine": platform.machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def start_run_file(out: Path, config: dict[str, Any], prov: dict[str, Any]) -> None:
+    """Record the settings once; a resumed run keeps the provenance of its start."""
+    if not (out / "run.json").is_file():
+        atomic_write_json(out / "run.json", {"config": config, "provenance": prov})

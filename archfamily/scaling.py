@@ -1,0 +1,232 @@
+"""Scaling rules: one pruning trajectory -> a family member at any parameter or MAC budget.
+
+Every rule maps a multiplier m to a spec, monotonically (a larger m never makes
+a width smaller), so a budget is met by bisection on m using the specs' analytic
+counts; no model is built inside the loop.
+
+- `copycat` (the paper): take the per-block width ratios at one point of the
+  trajectory (`at`, a fraction of the base's parameters; default 0.5), then scale
+  every width, outer and inner, by one multiplier alpha.
+- `fitted`: fit each block's width as a power law of the network's parameter count
+  over the whole trajectory (least squares in log-log space, exponent >= 0, zero
+  below the size at which pruning emptied it), so the profile itself changes with
+  the budget as pruning changed it. Above the base's size it scales uniformly.
+- `reduced-width`: every width times one factor (WRN-d-k with a continuous k).
+- `reduced-depth`: the base's widths with fewer (or more) blocks per stage.
+- `bottleneck`: every inner width times one factor Z, outer widths kept.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from archfamily.errors import UserError
+from archfamily.specs import ArchSpec
+from archfamily.units import format_count
+
+RULES = ("copycat", "fitted", "reduced-width", "reduced-depth", "bottleneck")
+DEFAULT_AT = 0.5
+TOLERANCE = 0.01  # a budget is met when the member is within 1% of it
+
+
+@dataclass(frozen=True)
+class ScalingRule:
+    """A named, monotone map from a multiplier in [lo, hi] to a spec."""
+
+    name: str
+    lo: float
+    hi: float
+    make: Callable[[float, int], ArchSpec]
+    description: str
+
+    def spec(self, multiplier: float, round_to: int = 1) -> ArchSpec:
+        return self.make(multiplier, round_to)
+
+
+def _trajectory_widths(base: ArchSpec, entry: dict[str, Any]) -> list[int]:
+    return [round(r * w) for r, w in zip(entry["block_ratios"], base.prunable_widths())]
+
+
+def copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]:
+    """The first trajectory point at or below `at` x the base's parameters (else the last one)."""
+    if not 0 < at <= 1:
+        raise UserError(f"--at must be a fraction of the base's parameters in (0, 1], got {at}")
+    target = at * trajectory[0]["params"]
+    return next((e for e in trajectory if e["params"] <= target), trajectory[-1])
+
+
+def fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per block: width ~ coef * params^exponent, fitted in log-log space, with its R^2 and RMS error."""
+    sizes = [e["params"] for e in trajectory]
+    widths = [_trajectory_widths(base, e) for e in trajectory]
+    fits = []
+    for b in range(len(base.prunable_widths())):
+        points = [(math.log(p), math.log(w[b])) for p, w in zip(sizes, widths) if w[b] > 0]
+        vanished = max((p for p, w in zip(sizes, widths) if w[b] == 0), default=0)
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx if sxx > 0 else 0.0
+        slope = max(slope, 0.0)  # widths never grow as the network shrinks
+        intercept = mean_y - slope * mean_x
+        residual = sum((y - intercept - slope * x) ** 2 for x, y in points)
+        total = sum((y - mean_y) ** 2 for y in ys)
+        fits.append({
+            "coef": math.exp(intercept), "exponent": slope, "vanished_at": vanished,
+            "r2": 1.0 - residual / total if total > 0 else 1.0, "rms_log": math.sqrt(residual / len(points)),
+            "points": len(points),
+        })
+    return fits
+
+
+def fit_rules(base: ArchSpec, trajectory: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rules a family holds, with their fitted numbers, for family.json."""
+    point = copycat_point(trajectory, DEFAULT_AT)
+    rules: dict[str, Any] = {
+        "copycat": {"at": DEFAULT_AT, "prune_step": point["prune_step"], "params": point["params"],
+                    "block_ratios": point["block_ratios"]},
+        "reduced-width": {}, "reduced-depth": {}, "bottleneck": {},
+    }
+    if len(trajectory) >= 2:
+        rules["fitted"] = {"base_params": trajectory[0]["params"], "blocks": fit_power_laws(base, trajectory)}
+    return rules
+
+
+def _copycat(base: ArchSpec, ratios: list[float], name: str, description: str) -> ScalingRule:
+    widths = base.prunable_widths()
+
+    def make(alpha: float, round_to: int) -> ArchSpec:
+        return base.scaled(alpha, [alpha * r * w for r, w in zip(ratios, widths)], round_to)
+
+    return ScalingRule(name, 1e-3, 4.0, make, description)
+
+
+def _fitted(base: ArchSpec, fit: dict[str, Any]) -> ScalingRule:
+    widths, blocks, base_params = base.prunable_widths(), fit["blocks"], fit["base_params"]
+
+    def profile(params: float) -> list[float]:
+        return [0.0 if params <= f["vanished_at"] else min(w, f["coef"] * params ** f["exponent"])
+                for f, w in zip(blocks, widths)]
+
+    at_base = profile(base_params)
+
+    def make(m: float, round_to: int) -> ArchSpec:
+        if m <= 1:
+            return base.scaled(1.0, profile(m * base_params), round_to)
+        s = math.sqrt(m)  # above the base: uniform scaling, params grow about as s^2
+        return base.scaled(s, [s * w for w in at_base], round_to)
+
+    r2 = [f["r2"] for f in blocks]
+    return ScalingRule("fitted", 5e-3, 16.0, make,
+                       f"fitted power laws per block (R^2 min {min(r2):.2f}, median {sorted(r2)[len(r2) // 2]:.2f})")
+
+
+def _reduced_depth(base: ArchSpec) -> ScalingRule:
+    counts = base.block_counts()
+
+    def make(d: float, round_to: int) -> ArchSpec:
+        spec = base.with_block_counts([max(1, math.floor(d * n + 0.5)) for n in counts])
+        return spec.scaled(1.0, spec.prunable_widths(), round_to)
+
+    return ScalingRule("reduced-depth", 1e-3, 4.5, make, "base widths, blocks per stage times the multiplier")
+
+
+def _bottleneck(base: ArchSpec) -> ScalingRule:
+    widths = base.prunable_widths()
+
+    def make(z: float, round_to: int) -> ArchSpec:
+        return base.scaled(1.0, [z * w for w in widths], round_to)
+
+    return ScalingRule("bottleneck", 1e-3, 8.0, make, "every inner width times Z, outer widths kept")
+
+
+def make_rule(name: str, base: ArchSpec, trajectory: list[dict[str, Any]], rules: dict[str, Any],
+              at: float | None = None) -> ScalingRule:
+    """The rule `name` of a family; `at` re-reads copycat's ratios at another trajectory point."""
+    if name not in RULES:
+        raise UserError(f"unknown rule {name!r}; choose from {', '.join(RULES)}")
+    if name not in rules:
+        raise UserError(f"this family holds no {name!r} rule; it holds {', '.join(sorted(rules))}")
+    if name == "copycat":
+        point = copycat_point(trajectory, at) if at is not None else rules["copycat"]
+        share = point["params"] / trajectory[0]["params"]
+        return _copycat(base, point["block_ratios"], "copycat",
+                        f"copycat of prune step {point['prune_step']} ({share:.0%} of the base's params)")
+    if name == "reduced-width":
+        return _copycat(base, [1.0] * len(base.prunable_widths()), "reduced-width", "every width times alpha")
+    if name == "fitted":
+        return _fitted(base, rules["fitted"])
+    if name == "reduced-depth":
+        return _reduced_depth(base)
+    return _bottleneck(base)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One family member: the rule and multiplier that made it, its spec and its counts."""
+
+    rule: str
+    multiplier: float
+    spec: ArchSpec
+    params: int
+    macs: int
+
+    def count(self, metric: str) -> int:
+        return self.params if metric == "params" else self.macs
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    member: Member
+    metric: str
+    budget: int
+    within_tolerance: bool
+    note: str
+
+    @property
+    def error(self) -> float:
+        return self.member.count(self.metric) / self.budget - 1
+
+
+def member(rule: ScalingRule, multiplier: float, round_to: int = 1) -> Member:
+    spec = rule.spec(multiplier, round_to)
+    return Member(rule.name, multiplier, spec, spec.num_params(), spec.num_macs())
+
+
+def solve(rule: ScalingRule, budget: int, metric: str = "params", round_to: int = 1) -> ScaleResult:
+    """The member closest to `budget` (params or MACs), by bisection on the multiplier."""
+    if metric not in ("params", "macs"):
+        raise ValueError(metric)
+    if round_to < 1:
+        raise UserError(f"--round-to must be at least 1, got {round_to}")
+
+    def count(m: float) -> int:
+        spec = rule.spec(m, round_to)
+        return spec.num_params() if metric == "params" else spec.num_macs()
+
+    lo, hi = rule.lo, rule.hi
+    smallest, largest = count(lo), count(hi)
+    if budget < smallest * (1 - TOLERANCE) or budget > largest * (1 + TOLERANCE):
+        raise UserError(f"--{metric} {format_count(budget)} is outside what rule {rule.name} reaches for this family "
+                        f"(round-to {round_to}): {format_count(smallest)} to {format_count(largest)} {metric}")
+    if budget <= smallest:
+        hi = lo
+    elif budget >= largest:
+        lo = hi
+    while hi / lo > 1 + 1e-9:
+        mid = math.sqrt(lo * hi)
+        if count(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    below, above = member(rule, lo, round_to), member(rule, hi, round_to)
+    best = min((below, above), key=lambda c: abs(c.count(metric) - budget))
+    within = abs(best.count(metric) - budget) <= TOLERANCE * budget
+    note = ""
+    if not within:
+        why = "depth comes in whole blocks" if rule.name == "reduced-depth" else \
+            f"widths come in whole multiples of {round_to} channel{'s' if round_to > 1 else ''}"
+        note = (f"no {rule.name} member is within 1% of {format_count(budget)} {metric}: the nearest members have "
+                f"{below.count(metric):,} and {above.count(metric):,}, and none lies between them because {why}")
+    return ScaleResult(best, metric, budget, within, note)

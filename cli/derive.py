@@ -1,0 +1,49 @@
+"""`archfamily derive`: train a base, Fisher-prune it once, record the trajectory."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from archfamily.units import format_count, parse_count
+from cli.options import training_options
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+              help="smoke: seconds; quick: ~10 min on a 2-core CPU; paper: the paper's recipe, for a GPU.")
+@click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18 [preset's].")
+@click.option("--method", type=click.Choice(["fisher", "fisher-cost", "l1", "random"]), default="fisher",
+              show_default=True, help="Channel saliency; fisher is the paper's.")
+@click.option("--cost", type=click.Choice(["params", "macs"]), default="params", show_default=True,
+              help="What fisher-cost divides Fisher saliency by.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
+@click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
+@click.option("--prune-every", type=int, help="Fine-tuning steps between two prunes [preset's].")
+@click.option("-k", "--channels-per-step", type=int, help="Channels closed per prune; 1 is the paper [preset's].")
+@click.option("--eval-every", type=int, help="Prunes between test-error measurements and checkpoints [preset's].")
+@click.option("--until-params", help="Stop pruning at this many parameters, e.g. 70k [10% of the base].")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
+@training_options
+def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint: Optional[str],
+           epochs: Optional[float], prune_every: Optional[int], channels_per_step: Optional[int],
+           eval_every: Optional[int], until_params: Optional[str], out: Optional[str], data: Optional[str],
+           subset: Optional[int], test_subset: Optional[int], seed: int, device: str, resume: bool) -> None:
+    """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
+    from archfamily.derive import DeriveConfig, derive as run_derive
+
+    config = DeriveConfig.from_preset(
+        preset, base=base, method=method, cost=cost, data=data, subset=subset, test_subset=test_subset, seed=seed,
+        epochs=epochs, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
+        until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
+    )
+    out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
+    result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]])
+    spec = result.final_spec
+    click.echo(f"base {config.base}: {format_count(result.trajectory[0]['params'])} params, "
+               f"test error {result.base_error:.2f}%")
+    click.echo(f"pruned in {result.prune_steps} steps to {format_count(spec.num_params())} params "
+               f"({format_count(spec.num_macs())} MACs), test error {result.final_error:.2f}%")
+    click.echo(f"wrote {result.out}/family.json and trajectory.jsonl ({result.seconds:.0f} s)")

@@ -1,0 +1,110 @@
+"""`archfamily scale`: the family member at a parameter or MAC budget, as a table, JSON or a spec file."""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import click
+
+from archfamily.errors import UserError
+from archfamily.scaling import RULES, ScaleResult
+from archfamily.specs import ArchSpec, spec_to_dict
+from archfamily.units import format_count, parse_count
+
+
+def _budgets(params: Optional[str], macs: Optional[str], sweep: Optional[str]) -> tuple[str, list[int]]:
+    given = [(name, text) for name, text in (("params", params), ("macs", macs), ("sweep", sweep)) if text]
+    if len(given) != 1:
+        raise UserError("give exactly one budget: --params, --macs or --sweep")
+    name, text = given[0]
+    metric = "macs" if name == "macs" else "params"
+    flag = "--params" if name == "sweep" else f"--{name}"
+    return metric, [parse_count(part, flag) for part in text.split(",") if part.strip()]
+
+
+def _stage_rows(spec: ArchSpec) -> list[tuple[int, int, int, int, list[int]]]:
+    """Per stage: (stage, outer width, active blocks, blocks, inner widths)."""
+    rows = []
+    widths, stages, counts = spec.prunable_widths(), spec.prunable_stages(), spec.block_counts()
+    for s, outer in enumerate(spec.stage_widths):
+        inner = [w for w, st in zip(widths, stages) if st == s]
+        per_block = len(inner) // counts[s]
+        rows.append((s + 1, outer, sum(w > 0 for w in inner) // per_block, counts[s], inner))
+    return rows
+
+
+def _as_dict(result: ScaleResult, family: str, round_to: int, description: str) -> dict[str, Any]:
+    m = result.member
+    return {
+        "family": family, "rule": m.rule, "description": description, "multiplier": m.multiplier,
+        "round_to": round_to, "budget": {result.metric: result.budget}, "within_1pct": result.within_tolerance,
+        "note": result.note or None, "params": m.params, "macs": m.macs, "spec": spec_to_dict(m.spec),
+    }
+
+
+def _print_member(result: ScaleResult, family: str, base_name: str, method: str, description: str) -> None:
+    m = result.member
+    click.echo(f"family   {family} (base {base_name}, {method} pruning)")
+    click.echo(f"rule     {description}; multiplier {m.multiplier:.4f}")
+    click.echo(f"budget   {format_count(result.budget)} {result.metric}: {m.params:,} params, "
+               f"{format_count(m.macs)} MACs ({result.error:+.2%} off the budget)")
+    click.echo("")
+    click.echo("stage  outer  blocks   inner widths (min / mean / max)")
+    for stage, outer, active, blocks, inner in _stage_rows(m.spec):
+        live = [w for w in inner if w > 0] or [0]
+        click.echo(f"{stage:>5}  {outer:>5}  {active:>2} / {blocks:<2}  "
+                   f"{min(live):>4} / {sum(live) / len(live):6.1f} / {max(live):<4}")
+    if result.note:
+        click.echo(f"\nnote: {result.note}")
+
+
+def _print_sweep(results: list[ScaleResult], description: str) -> None:
+    click.echo(f"rule: {description}")
+    click.echo(f"{'budget':>8}  {'params':>11}  {'MACs':>7}  {'off':>7}  {'multiplier':>10}  stage widths (outer)")
+    for r in results:
+        m = r.member
+        outer = "/".join(str(w) for w in m.spec.stage_widths)
+        flag = "" if r.within_tolerance else "  (nearest member; see --json note)"
+        click.echo(f"{format_count(r.budget):>8}  {m.params:>11,}  {format_count(m.macs):>7}  {r.error:>+7.2%}  "
+                   f"{m.multiplier:>10.4f}  {outer}{flag}")
+
+
+@click.command()
+@click.option("--family", "family_path", required=True, help="A derive run folder or its family.json.")
+@click.option("--params", help="Parameter budget, e.g. 1M, 250k, 1.5e6; or a comma list.")
+@click.option("--macs", help="MAC budget, e.g. 100M; or a comma list.")
+@click.option("--sweep", help="Several parameter budgets at once, e.g. 0.25M,0.5M,1M.")
+@click.option("--rule", type=click.Choice(RULES), default="copycat", show_default=True)
+@click.option("--at", type=float, help="copycat: copy the profile where pruning reached this fraction of the "
+                                       "base's params [the family's, 0.5].")
+@click.option("--round-to", type=int, default=1, show_default=True, help="Widths in multiples of N (8, 16 for hardware).")
+@click.option("--json", "as_json", is_flag=True, help="Print the spec and its counts as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
+def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,
+          at: Optional[float], round_to: int, as_json: bool, out: Optional[str]) -> None:
+    """The member of a family that meets a parameter or MAC budget."""
+    from pathlib import Path
+
+    from archfamily.family import load_family
+    from archfamily.files import atomic_write_json
+    from archfamily.scaling import make_rule, solve
+
+    metric, budgets = _budgets(params, macs, sweep)
+    if out and len(budgets) > 1:
+        raise UserError("--out writes one spec: give a single budget")
+    if at is not None and rule != "copycat":
+        raise UserError("--at applies to the copycat rule only")
+    family = load_family(family_path)
+    scaling_rule = make_rule(rule, family.base, family.trajectory, family.rules, at)
+    results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
+    if out:
+        atomic_write_json(Path(out), spec_to_dict(results[0].member.spec))
+    if as_json:
+        docs = [_as_dict(r, str(family.path), round_to, scaling_rule.description) for r in results]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    elif len(results) == 1:
+        _print_member(results[0], str(family.path.parent), family.base_name, family.method, scaling_rule.description)
+    else:
+        _print_sweep(results, scaling_rule.description)
+    if out and not as_json:
+        click.echo(f"\nwrote {out}")
