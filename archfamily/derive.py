@@ -148,7 +148,7 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                          out / ".checkpoints" / "base", desc="train base")
 
 
-def _trajectory_entry(model: torch.nn.Module, base: ArchSpec, prune_step: int, train_step: int,
+def trajectory_entry(model: torch.nn.Module, base: ArchSpec, prune_step: int, train_step: int,
                       error: Optional[float]) -> dict[str, Any]:
     spec = pruned_spec(model)
     return {
@@ -174,7 +174,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     state = trainer.resume(checkpoint)
     floor = config.until_params or spec.num_params() // 10
-    trajectory = state["trajectory"] if state else [_trajectory_entry(trainer.model, spec, 0, 0, base_error)]
+    trajectory = state["trajectory"] if state else [trajectory_entry(trainer.model, spec, 0, 0, base_error)]
     saved = set(state["milestones"]) if state else set()
     pruner.num_prunes = trajectory[-1]["prune_step"]
     base_params = spec.num_params()
@@ -188,7 +188,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             done = params <= floor or pruner.open_channels() == 0
             measure = done or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            entry = _trajectory_entry(trainer.model, spec, pruner.num_prunes, trainer.step, error)
+            entry = trajectory_entry(trainer.model, spec, pruner.num_prunes, trainer.step, error)
             trajectory.append(entry)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)

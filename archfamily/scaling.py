@@ -10,7 +10,8 @@ counts; no model is built inside the loop.
 - `fitted`: fit each block's width as a power law of the network's parameter count
   over the whole trajectory (least squares in log-log space, exponent >= 0, zero
   below the size at which pruning emptied it), so the profile itself changes with
-  the budget as pruning changed it. Above the base's size it scales uniformly.
+  the budget as pruning changed it. Beyond the trajectory (above the base, below
+  the smallest pruned network) the profile at the nearer end scales uniformly.
 - `reduced-width`: every width times one factor (WRN-d-k with a continuous k).
 - `reduced-depth`: the base's widths with fewer (or more) blocks per stage.
 - `bottleneck`: every inner width times one factor Z, outer widths kept.
@@ -89,7 +90,8 @@ def fit_rules(base: ArchSpec, trajectory: list[dict[str, Any]]) -> dict[str, Any
         "reduced-width": {}, "reduced-depth": {}, "bottleneck": {},
     }
     if len(trajectory) >= 2:
-        rules["fitted"] = {"base_params": trajectory[0]["params"], "blocks": fit_power_laws(base, trajectory)}
+        rules["fitted"] = {"base_params": trajectory[0]["params"], "floor_params": trajectory[-1]["params"],
+                           "blocks": fit_power_laws(base, trajectory)}
     return rules
 
 
@@ -104,18 +106,20 @@ def _copycat(base: ArchSpec, ratios: list[float], name: str, description: str) -
 
 def _fitted(base: ArchSpec, fit: dict[str, Any]) -> ScalingRule:
     widths, blocks, base_params = base.prunable_widths(), fit["blocks"], fit["base_params"]
+    floor = fit["floor_params"] / base_params  # the multiplier of the smallest pruned network
 
     def profile(params: float) -> list[float]:
         return [0.0 if params <= f["vanished_at"] else min(w, f["coef"] * params ** f["exponent"])
                 for f, w in zip(blocks, widths)]
 
-    at_base = profile(base_params)
+    at_base, at_floor = profile(base_params), profile(fit["floor_params"])
 
     def make(m: float, round_to: int) -> ArchSpec:
-        if m <= 1:
+        if floor <= m <= 1:  # inside the trajectory: the fitted profile at that size
             return base.scaled(1.0, profile(m * base_params), round_to)
-        s = math.sqrt(m)  # above the base: uniform scaling, params grow about as s^2
-        return base.scaled(s, [s * w for w in at_base], round_to)
+        # outside it, scale the profile at the nearer end uniformly (params grow about as s^2)
+        s, ends = (math.sqrt(m), at_base) if m > 1 else (math.sqrt(m / floor), at_floor)
+        return base.scaled(s, [s * w for w in ends], round_to)
 
     r2 = [f["r2"] for f in blocks]
     return ScalingRule("fitted", 5e-3, 16.0, make,
@@ -144,6 +148,14 @@ def _bottleneck(base: ArchSpec) -> ScalingRule:
 def make_rule(name: str, base: ArchSpec, trajectory: list[dict[str, Any]], rules: dict[str, Any],
               at: float | None = None) -> ScalingRule:
     """The rule `name` of a family; `at` re-reads copycat's ratios at another trajectory point."""
+    try:
+        return _make_rule(name, base, trajectory, rules, at)
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise UserError(f"the family's {name!r} rule is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _make_rule(name: str, base: ArchSpec, trajectory: list[dict[str, Any]], rules: dict[str, Any],
+               at: float | None) -> ScalingRule:
     if name not in RULES:
         raise UserError(f"unknown rule {name!r}; choose from {', '.join(RULES)}")
     if name not in rules:

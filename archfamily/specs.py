@@ -45,8 +45,57 @@ def _resize_rows(rows: tuple[tuple[int, ...], ...], counts: list[int]) -> tuple[
     return tuple(tuple(row[min(b, len(row) - 1)] for b in range(n)) for row, n in zip(rows, counts))
 
 
+class _OneWidthPerBlock:
+    """Prunable-width bookkeeping for specs with one prunable width per block, kept as rows per stage.
+
+    `_rows` names the dataclass field holding the rows (`inner_widths`, `bottleneck_widths`).
+    """
+
+    _rows: ClassVar[str]
+
+    def _width_rows(self) -> tuple[tuple[int, ...], ...]:
+        return getattr(self, self._rows)
+
+    def prunable_widths(self) -> list[int]:
+        return [w for row in self._width_rows() for w in row]
+
+    def with_prunable_widths(self, widths: list[int]):
+        it = iter(widths)
+        return replace(self, **{self._rows: tuple(tuple(int(next(it)) for _ in row) for row in self._width_rows())})
+
+    def prunable_stages(self) -> list[int]:
+        """Stage index of each prunable width, in `prunable_widths` order."""
+        return [s for s, row in enumerate(self._width_rows()) for _ in row]
+
+    def block_counts(self) -> list[int]:
+        return [len(row) for row in self._width_rows()]
+
+    def with_block_counts(self, counts: list[int]):
+        return replace(self, **{self._rows: _resize_rows(self._width_rows(), counts)})
+
+
+class _ResidualStages:
+    """Stages of residual blocks with one output width per stage; the first block of stages 2+ strides by 2."""
+
+    def block_stride(self, stage: int, block: int) -> int:
+        return 2 if stage > 0 and block == 0 else 1
+
+    def block_inputs(self) -> list[list[int]]:
+        """Input width of every block, in stage/block order."""
+        cin, out = self.stem_width, []
+        for s, n in enumerate(self.block_counts()):
+            out.append([])
+            for _ in range(n):
+                out[-1].append(cin)
+                cin = self.stage_widths[s]
+        return out
+
+    def needs_projection(self, stage: int, block: int) -> bool:
+        return self.block_inputs()[stage][block] != self.stage_widths[stage] or self.block_stride(stage, block) != 1
+
+
 @dataclass(frozen=True)
-class WideResNetSpec:
+class WideResNetSpec(_OneWidthPerBlock, _ResidualStages):
     """CIFAR WideResNet (Zagoruyko & Komodakis), pre-activation basic blocks.
 
     `stage_widths` are the outer widths of the three stages (16k, 32k, 64k for
@@ -55,6 +104,7 @@ class WideResNetSpec:
     """
 
     family: ClassVar[str] = "wrn"
+    _rows: ClassVar[str] = "inner_widths"
     stage_widths: tuple[int, ...]
     inner_widths: tuple[tuple[int, ...], ...]
     stem_width: int = 16
@@ -68,39 +118,6 @@ class WideResNetSpec:
         n = (depth - 4) // 6
         widths = tuple(max(1, round(base * k)) for base in (16, 32, 64))
         return cls(widths, tuple((w,) * n for w in widths), num_classes=num_classes)
-
-    def block_strides(self, stage: int, block: int) -> int:
-        return 2 if stage > 0 and block == 0 else 1
-
-    def block_inputs(self) -> list[list[int]]:
-        """Input width of every block, in stage/block order."""
-        cin, out = self.stem_width, []
-        for s, row in enumerate(self.inner_widths):
-            out.append([])
-            for _ in row:
-                out[-1].append(cin)
-                cin = self.stage_widths[s]
-        return out
-
-    def needs_projection(self, stage: int, block: int) -> bool:
-        return self.block_inputs()[stage][block] != self.stage_widths[stage] or self.block_strides(stage, block) != 1
-
-    def prunable_widths(self) -> list[int]:
-        return [w for row in self.inner_widths for w in row]
-
-    def with_prunable_widths(self, widths: list[int]) -> "WideResNetSpec":
-        it = iter(widths)
-        return replace(self, inner_widths=tuple(tuple(int(next(it)) for _ in row) for row in self.inner_widths))
-
-    def prunable_stages(self) -> list[int]:
-        """Stage index of each prunable width, in `prunable_widths` order."""
-        return [s for s, row in enumerate(self.inner_widths) for _ in row]
-
-    def block_counts(self) -> list[int]:
-        return [len(row) for row in self.inner_widths]
-
-    def with_block_counts(self, counts: list[int]) -> "WideResNetSpec":
-        return replace(self, inner_widths=_resize_rows(self.inner_widths, counts))
 
     def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "WideResNetSpec":
         """Stage widths times `outer`, inner widths set to `inner`; the stem stays 16 as in WRN-d-k."""
@@ -132,7 +149,7 @@ class WideResNetSpec:
         for s, row in enumerate(self.inner_widths):
             out = self.stage_widths[s]
             for b, mid in enumerate(row):
-                stride = self.block_strides(s, b)
+                stride = self.block_stride(s, b)
                 size = _conv_out(size, 3, stride, 1)
                 if mid > 0:
                     total += size * size * (_conv(inputs[s][b], mid, 3) + _conv(mid, out, 3))
@@ -142,7 +159,7 @@ class WideResNetSpec:
 
 
 @dataclass(frozen=True)
-class DenseNetBCSpec:
+class DenseNetBCSpec(_OneWidthPerBlock):
     """CIFAR DenseNet-BC (Huang et al.): bottleneck layers and compressing transitions.
 
     `bottleneck_widths[s][l]` is the width between dense layer l's 1x1 and 3x3
@@ -151,6 +168,7 @@ class DenseNetBCSpec:
     """
 
     family: ClassVar[str] = "densenet_bc"
+    _rows: ClassVar[str] = "bottleneck_widths"
     growth: int
     bottleneck_widths: tuple[tuple[int, ...], ...]
     compression: float = 0.5
@@ -186,22 +204,6 @@ class DenseNetBCSpec:
             if s < len(self.bottleneck_widths) - 1:
                 cin = int(cin * self.compression)
         return out
-
-    def prunable_widths(self) -> list[int]:
-        return [w for row in self.bottleneck_widths for w in row]
-
-    def with_prunable_widths(self, widths: list[int]) -> "DenseNetBCSpec":
-        it = iter(widths)
-        return replace(self, bottleneck_widths=tuple(tuple(int(next(it)) for _ in row) for row in self.bottleneck_widths))
-
-    def prunable_stages(self) -> list[int]:
-        return [s for s, row in enumerate(self.bottleneck_widths) for _ in row]
-
-    def block_counts(self) -> list[int]:
-        return [len(row) for row in self.bottleneck_widths]
-
-    def with_block_counts(self, counts: list[int]) -> "DenseNetBCSpec":
-        return replace(self, bottleneck_widths=_resize_rows(self.bottleneck_widths, counts))
 
     def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "DenseNetBCSpec":
         """Growth (and so every transition and the stem) times `outer`; bottleneck widths set to `inner`."""
@@ -245,7 +247,7 @@ RESNET_LAYERS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: (
 
 
 @dataclass(frozen=True)
-class ResNetSpec:
+class ResNetSpec(_ResidualStages):
     """ResNet (He et al.) with basic or bottleneck blocks, post-activation as in torchvision.
 
     `mid_widths[s][b]` is the width after block b's first conv. Bottleneck blocks
@@ -281,21 +283,6 @@ class ResNetSpec:
         mids = tuple((64 * 2**s,) * n for s, n in enumerate(layers))
         outs = tuple(64 * 2**s * expansion for s in range(4))
         return cls(block, outs, mids, mids if block == "bottleneck" else (), stem, num_classes=num_classes)
-
-    def block_stride(self, stage: int, block: int) -> int:
-        return 2 if stage > 0 and block == 0 else 1
-
-    def block_inputs(self) -> list[list[int]]:
-        cin, out = self.stem_width, []
-        for s, row in enumerate(self.mid_widths):
-            out.append([])
-            for _ in row:
-                out[-1].append(cin)
-                cin = self.stage_widths[s]
-        return out
-
-    def needs_projection(self, stage: int, block: int) -> bool:
-        return self.block_inputs()[stage][block] != self.stage_widths[stage] or self.block_stride(stage, block) != 1
 
     def block_widths(self, stage: int, block: int) -> tuple[int, ...]:
         """The inner widths of one block: (mid,) or (mid, mid2)."""

@@ -2,18 +2,20 @@
 
 Each dense layer is BN -> ReLU -> conv1x1 -> BN -> ReLU -> [gate] -> conv3x3 and
 appends `growth` channels. Its bottleneck width (4k by default) is
-`spec.bottleneck_widths[s][l]`; a layer of width 0 appends zeros, which is what the
+`bottleneck_widths[s][l]`; a layer of width 0 appends zeros, which is what the
 fully gated layer computes, so masked and compressed networks agree exactly.
+`stages` alternates dense blocks and transitions: stages.0, .2, .4 are the blocks.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from archfamily.models.gates import PruneGroup, init_weights, make_gate
+from archfamily.models.head import ClassifierNet
 from archfamily.specs import DenseNetBCSpec
 
 
@@ -52,38 +54,42 @@ class Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(2)
 
 
-class DenseNetBC(nn.Module):
-    """DenseNet-BC for 32x32 inputs, built from a `DenseNetBCSpec`."""
+class DenseNetBC(ClassifierNet):
+    """DenseNet-BC for 32x32 inputs; `DenseNetBC(**spec_kwargs(spec))` builds a spec's network."""
 
-    def __init__(self, spec: DenseNetBCSpec, gated: bool = False) -> None:
+    def __init__(self, growth: int, bottleneck_widths: Sequence[Sequence[int]], compression: float = 0.5,
+                 stem_width: int = 0, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0,
+                 global_pool: str = "avg", gated: bool = False) -> None:
         super().__init__()
-        self.spec = spec
-        self.stem = nn.Conv2d(spec.in_chans, spec.stem_channels, 3, 1, 1, bias=False)
+        spec = DenseNetBCSpec(growth, tuple(tuple(r) for r in bottleneck_widths), compression, stem_width,
+                              num_classes, in_chans)
+        self._spec = spec
+        self.stem = nn.Conv2d(in_chans, spec.stem_channels, 3, 1, 1, bias=False)
         inputs = spec.block_inputs()
         stages: list[nn.Module] = []
+        self.feature_info = [dict(num_chs=spec.stem_channels, reduction=1, module="stem")]
         for s, row in enumerate(spec.bottleneck_widths):
-            stage = nn.Sequential(*[DenseLayer(inputs[s][i], mid, spec.growth, gated) for i, mid in enumerate(row)])
+            stages.append(nn.Sequential(*[DenseLayer(inputs[s][i], mid, growth, gated) for i, mid in enumerate(row)]))
+            self.feature_info.append(dict(num_chs=inputs[s][-1], reduction=2**s, module=f"stages.{2 * s}"))
             if s < len(spec.bottleneck_widths) - 1:
-                stage.add_module("transition", Transition(inputs[s][-1], int(inputs[s][-1] * spec.compression)))
-            stages.append(stage)
+                stages.append(Transition(inputs[s][-1], int(inputs[s][-1] * compression)))
         self.stages = nn.Sequential(*stages)
-        self.num_features = inputs[-1][-1]
-        self.norm = nn.BatchNorm2d(self.num_features)
-        self.fc = nn.Linear(self.num_features, spec.num_classes)
+        self.norm = nn.BatchNorm2d(inputs[-1][-1])
+        self._init_head(inputs[-1][-1], num_classes, global_pool, drop_rate)
         init_weights(self)
+
+    @property
+    def spec(self) -> DenseNetBCSpec:
+        s = self._spec
+        return DenseNetBCSpec(s.growth, s.bottleneck_widths, s.compression, s.stem_width, self.num_classes, s.in_chans)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.norm(self.stages(self.stem(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
-
     def prune_groups(self) -> list[PruneGroup]:
         groups, index = [], 0
-        for stage in self.stages:
+        for stage in self.stages[::2]:
             for layer in stage:
-                if not isinstance(layer, DenseLayer):
-                    continue
                 if layer.conv1 is not None:
                     groups.append(PruneGroup(index, layer.gate, layer.conv1, layer.norm2, layer.conv2))
                 index += 1

@@ -7,13 +7,14 @@ by `gate.alive()`, so a block whose channels are all pruned is its shortcut alon
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archfamily.models.gates import ChannelGate, PruneGroup, init_weights, make_gate
+from archfamily.models.gates import PruneGroup, init_weights, make_gate
+from archfamily.models.head import ClassifierNet
 from archfamily.specs import ResNetSpec
 
 
@@ -23,16 +24,13 @@ def _downsample(cin: int, cout: int, stride: int) -> Optional[nn.Sequential]:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
-def _branch_scale(gates: list[nn.Module]) -> Optional[torch.Tensor]:
-    scales = [g.alive() for g in gates if isinstance(g, ChannelGate)]
-    return torch.stack(scales).amin() if scales else None
-
-
 class BasicBlock(nn.Module):
+    __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
+
     def __init__(self, cin: int, mid: int, cout: int, stride: int, gated: bool) -> None:
         super().__init__()
         self.downsample = _downsample(cin, cout, stride)
-        self.has_branch = mid > 0
+        self.has_branch, self.gated = mid > 0, gated
         if self.has_branch:
             self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
@@ -45,8 +43,9 @@ class BasicBlock(nn.Module):
         if not self.has_branch:
             return F.relu(shortcut)
         out = self.bn2(self.conv2(self.gate(F.relu(self.bn1(self.conv1(x))))))
-        scale = _branch_scale([self.gate])
-        return F.relu(shortcut + (out if scale is None else out * scale))
+        if self.gated:
+            out = out * self.gate.alive()
+        return F.relu(shortcut + out)
 
     def prune_groups(self, index: int) -> list[PruneGroup]:
         return [PruneGroup(index, self.gate, self.conv1, self.bn1, self.conv2)] if self.has_branch else []
@@ -55,10 +54,12 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 -> 3x3 (strided) -> 1x1, with a gate after each of the first two convs."""
 
+    __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
+
     def __init__(self, cin: int, mid: int, mid2: int, cout: int, stride: int, gated: bool) -> None:
         super().__init__()
         self.downsample = _downsample(cin, cout, stride)
-        self.has_branch = mid > 0 and mid2 > 0
+        self.has_branch, self.gated = mid > 0 and mid2 > 0, gated
         if self.has_branch:
             self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
@@ -75,8 +76,9 @@ class Bottleneck(nn.Module):
             return F.relu(shortcut)
         out = self.gate1(F.relu(self.bn1(self.conv1(x))))
         out = self.bn3(self.conv3(self.gate2(F.relu(self.bn2(self.conv2(out))))))
-        scale = _branch_scale([self.gate1, self.gate2])
-        return F.relu(shortcut + (out if scale is None else out * scale))
+        if self.gated:
+            out = out * torch.minimum(self.gate1.alive(), self.gate2.alive())
+        return F.relu(shortcut + out)
 
     def prune_groups(self, index: int) -> list[PruneGroup]:
         if not self.has_branch:
@@ -87,47 +89,55 @@ class Bottleneck(nn.Module):
         ]
 
 
-class ResNet(nn.Module):
-    """ResNet built from a `ResNetSpec`, with a CIFAR (3x3) or ImageNet (7x7 + max pool) stem."""
+class ResNet(ClassifierNet):
+    """ResNet with a CIFAR (3x3) or ImageNet (7x7 + max pool) stem; built from `ResNetSpec` fields."""
 
-    def __init__(self, spec: ResNetSpec, gated: bool = False) -> None:
+    def __init__(self, block: str, stage_widths: Sequence[int], mid_widths: Sequence[Sequence[int]],
+                 mid2_widths: Sequence[Sequence[int]] = (), stem: str = "cifar", stem_width: int = 64,
+                 num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg",
+                 gated: bool = False) -> None:
         super().__init__()
-        self.spec = spec
-        if spec.stem == "imagenet":
+        spec = ResNetSpec(block, tuple(stage_widths), tuple(tuple(r) for r in mid_widths),
+                          tuple(tuple(r) for r in mid2_widths), stem, stem_width, num_classes, in_chans)
+        self._spec = spec
+        if stem == "imagenet":
             self.stem = nn.Sequential(
-                nn.Conv2d(spec.in_chans, spec.stem_width, 7, 2, 3, bias=False), nn.BatchNorm2d(spec.stem_width),
-                nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                nn.Conv2d(in_chans, stem_width, 7, 2, 3, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
             )
         else:
-            self.stem = nn.Sequential(
-                nn.Conv2d(spec.in_chans, spec.stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(spec.stem_width),
-                nn.ReLU(),
-            )
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width),
+                                      nn.ReLU())
+        reduction = 4 if stem == "imagenet" else 1
+        self.feature_info = [dict(num_chs=stem_width, reduction=reduction, module="stem")]
         inputs = spec.block_inputs()
         stages = []
         for s, row in enumerate(spec.mid_widths):
             blocks: list[nn.Module] = []
             for b in range(len(row)):
                 cin, cout, stride, ws = inputs[s][b], spec.stage_widths[s], spec.block_stride(s, b), spec.block_widths(s, b)
-                if spec.block == "basic":
+                if block == "basic":
                     blocks.append(BasicBlock(cin, ws[0], cout, stride, gated))
                 else:
                     blocks.append(Bottleneck(cin, ws[0], ws[1], cout, stride, gated))
             stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=spec.stage_widths[s], reduction=reduction * 2**s, module=f"stages.{s}"))
         self.stages = nn.Sequential(*stages)
-        self.num_features = spec.stage_widths[-1]
-        self.fc = nn.Linear(self.num_features, spec.num_classes)
+        self._init_head(spec.stage_widths[-1], num_classes, global_pool, drop_rate)
         init_weights(self)
+
+    @property
+    def spec(self) -> ResNetSpec:
+        s = self._spec
+        return ResNetSpec(s.block, s.stage_widths, s.mid_widths, s.mid2_widths, s.stem, s.stem_width,
+                          self.num_classes, s.in_chans)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
-
     def prune_groups(self) -> list[PruneGroup]:
         groups, index = [], 0
-        per_block = 2 if self.spec.block == "bottleneck" else 1
+        per_block = 2 if self._spec.block == "bottleneck" else 1
         for stage in self.stages:
             for block in stage:
                 groups.extend(block.prune_groups(index))

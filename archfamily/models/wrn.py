@@ -2,17 +2,20 @@
 
 Pre-activation basic blocks. The residual branch of block b in stage s is
 conv3x3 -> BN -> ReLU -> [gate] -> conv3x3, and its inner width is
-`spec.inner_widths[s][b]`. With inner width 0 the block is its shortcut alone.
+`inner_widths[s][b]`. With inner width 0 the block is its shortcut alone.
+The constructor takes the fields of `WideResNetSpec`, so timm's `model_args`
+rebuild any member of a family.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from archfamily.models.gates import PruneGroup, init_weights, make_gate
+from archfamily.models.head import ClassifierNet
 from archfamily.specs import WideResNetSpec
 
 
@@ -44,31 +47,39 @@ class WideBasicBlock(nn.Module):
         return shortcut + self.conv2(self.gate(F.relu(self.norm2(self.conv1(act)))))
 
 
-class WideResNet(nn.Module):
-    """WRN-d-k for 32x32 inputs, built from a `WideResNetSpec`."""
+class WideResNet(ClassifierNet):
+    """WRN-d-k for 32x32 inputs; `WideResNet(**spec_kwargs(spec))` builds a spec's network."""
 
-    def __init__(self, spec: WideResNetSpec, gated: bool = False) -> None:
+    def __init__(self, stage_widths: Sequence[int], inner_widths: Sequence[Sequence[int]], stem_width: int = 16,
+                 num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg",
+                 gated: bool = False) -> None:
         super().__init__()
-        self.spec = spec
-        self.stem = nn.Conv2d(spec.in_chans, spec.stem_width, 3, 1, 1, bias=False)
+        spec = WideResNetSpec(tuple(stage_widths), tuple(tuple(r) for r in inner_widths), stem_width, num_classes,
+                              in_chans)
+        self._spec = spec
+        self.stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
         inputs = spec.block_inputs()
         self.stages = nn.Sequential(*[
             nn.Sequential(*[
-                WideBasicBlock(inputs[s][b], mid, spec.stage_widths[s], spec.block_strides(s, b), gated)
+                WideBasicBlock(inputs[s][b], mid, spec.stage_widths[s], spec.block_stride(s, b), gated)
                 for b, mid in enumerate(row)
             ])
             for s, row in enumerate(spec.inner_widths)
         ])
-        self.num_features = spec.stage_widths[-1]
-        self.norm = nn.BatchNorm2d(self.num_features)
-        self.fc = nn.Linear(self.num_features, spec.num_classes)
+        self.feature_info = [dict(num_chs=stem_width, reduction=1, module="stem")] + [
+            dict(num_chs=w, reduction=2**s, module=f"stages.{s}") for s, w in enumerate(spec.stage_widths)
+        ]
+        self.norm = nn.BatchNorm2d(spec.stage_widths[-1])
+        self._init_head(spec.stage_widths[-1], num_classes, global_pool, drop_rate)
         init_weights(self)
+
+    @property
+    def spec(self) -> WideResNetSpec:
+        return WideResNetSpec(self._spec.stage_widths, self._spec.inner_widths, self._spec.stem_width,
+                              self.num_classes, self._spec.in_chans)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.norm(self.stages(self.stem(x))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.forward_features(x).mean((2, 3)))
 
     def prune_groups(self) -> list[PruneGroup]:
         groups, index = [], 0

@@ -1,0 +1,33 @@
+"""Families for tests without training: a real trajectory of random pruning on an untrained network."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from archfamily.data import Cifar10
+from archfamily.derive import DeriveConfig, trajectory_entry
+from archfamily.family import family_document
+from archfamily.models import build_model
+from archfamily.pruning import Pruner, pruned_spec
+from archfamily.recipes import WRN
+from archfamily.specs import base_spec
+
+
+def write_family(folder: Path, base_name: str = "wrn-16-2", seed: int = 0, k: int = 8) -> Path:
+    base = base_spec(base_name)
+    model = build_model(base, gated=True)
+    pruner = Pruner(model, "random", seed=seed)
+    trajectory = [trajectory_entry(model, base, 0, 0, 50.0)]
+    while trajectory[-1]["params"] > base.num_params() // 10 and pruner.open_channels():
+        pruner.prune(k)
+        trajectory.append(trajectory_entry(model, base, pruner.num_prunes, 0, None))
+    assert pruned_spec(model).num_params() == trajectory[-1]["params"]
+    tiny = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
+    data = Cifar10(tiny, torch.arange(10), tiny, torch.arange(10), "synthetic")
+    config = DeriveConfig(base=base_name, method="random", seed=seed, channels_per_step=k).to_dict()
+    doc = family_document(config, base, WRN, data, trajectory, {"command": ["tests"]}, [])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "family.json").write_text(json.dumps(doc))
+    return folder / "family.json"
