@@ -15,7 +15,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Run `write(tmp)` on a temporary path beside `path`, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,7 +31,7 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -43,4 +44,4 @@ def atomic_save_safetensors(tensors: dict[str, "torch.Tensor"], path: Path,
     from safetensors.torch import save_file  # imported here so JSON-only callers never load torch
 
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))

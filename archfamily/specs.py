@@ -40,6 +40,14 @@ def round_width(width: float, round_to: int = 1) -> int:
     return max(round_to, round_to * math.floor(width / round_to + 0.5))
 
 
+def _check_rows(name: str, rows: tuple[tuple[int, ...], ...], stages: int) -> None:
+    """Every spec's width rows: one row per stage, at least one block each, no negative width."""
+    if len(rows) != stages or any(len(row) == 0 for row in rows):
+        raise UserError(f"{name} must hold one non-empty row of widths per stage ({stages} stages), got {len(rows)} rows")
+    if any(w < 0 for row in rows for w in row):
+        raise UserError(f"{name} must not hold negative widths")
+
+
 def _resize_rows(rows: tuple[tuple[int, ...], ...], counts: list[int]) -> tuple[tuple[int, ...], ...]:
     """Each stage cut or extended (repeating its last block) to `counts[s]` blocks."""
     return tuple(tuple(row[min(b, len(row) - 1)] for b in range(n)) for row, n in zip(rows, counts))
@@ -111,6 +119,11 @@ class WideResNetSpec(_OneWidthPerBlock, _ResidualStages):
     num_classes: int = 10
     in_chans: int = 3
 
+    def __post_init__(self) -> None:
+        _check_rows("inner_widths", self.inner_widths, len(self.stage_widths))
+        if min(self.stage_widths) < 1 or self.stem_width < 1:
+            raise UserError("stage and stem widths must be at least 1")
+
     @classmethod
     def from_depth_width(cls, depth: int, k: float, num_classes: int = 10) -> "WideResNetSpec":
         if depth < 10 or (depth - 4) % 6 != 0:
@@ -175,6 +188,11 @@ class DenseNetBCSpec(_OneWidthPerBlock):
     stem_width: int = 0  # 0 means the paper's 2 * growth
     num_classes: int = 10
     in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        _check_rows("bottleneck_widths", self.bottleneck_widths, len(self.bottleneck_widths) or 1)
+        if self.growth < 1 or not 0 < self.compression <= 1:
+            raise UserError("growth must be at least 1 and compression in (0, 1]")
 
     @classmethod
     def from_depth_growth(cls, depth: int, growth: int = 12, num_classes: int = 10) -> "DenseNetBCSpec":
@@ -273,6 +291,11 @@ class ResNetSpec(_ResidualStages):
             raise UserError(f"ResNet stem must be 'cifar' or 'imagenet', got {self.stem!r}")
         if (self.block == "bottleneck") != bool(self.mid2_widths):
             raise UserError("mid2_widths is given exactly for bottleneck ResNets")
+        _check_rows("mid_widths", self.mid_widths, len(self.stage_widths))
+        if self.mid2_widths:
+            _check_rows("mid2_widths", self.mid2_widths, len(self.stage_widths))
+            if [len(r) for r in self.mid2_widths] != [len(r) for r in self.mid_widths]:
+                raise UserError("mid2_widths must have as many blocks per stage as mid_widths")
 
     @classmethod
     def from_depth(cls, depth: int, stem: str = "cifar", num_classes: int = 10) -> "ResNetSpec":
@@ -394,8 +417,6 @@ def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
         spec = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"malformed {cls.family} spec: {exc}") from None
-    if any(w < 0 for w in spec.prunable_widths()):
-        raise UserError("malformed spec: widths must be non-negative")
     return spec
 
 

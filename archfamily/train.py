@@ -20,10 +20,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from archfamily.batches import BatchStream, normalize
+from archfamily.batches import BatchStream
 from archfamily.checkpoint import RunCheckpoint, save_model
-from archfamily.data import Cifar10
+from archfamily.data import MEAN, STD, Cifar10
 from archfamily.distributed import DistContext
+from archfamily.evaluate import count_errors
 from archfamily.recipes import Recipe
 
 
@@ -75,26 +76,16 @@ class Trainer:
                 if checkpoint is not None and (self.step == total_steps or (every and self.step % every == 0)):
                     self.save(checkpoint)
 
-    @torch.inference_mode()
-    def evaluate(self, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                 batch_size: int = 500) -> float:
+    def evaluate(self, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None) -> float:
         """Top-1 error in percent on the test split (or the given images), split over ranks."""
         images = self.data.test_x if images is None else images
         labels = self.data.test_y if labels is None else labels
-        images, labels = images[self.dist.rank::self.dist.world], labels[self.dist.rank::self.dist.world]
-        was_training = self.model.training
-        self.model.eval()
-        wrong = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for start in range(0, images.shape[0], batch_size):
-            x = normalize(images[start:start + batch_size].to(self.device), channels_last=True)
-            y = labels[start:start + batch_size].to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
-                pred = self.model(x).argmax(1)
-            wrong += torch.tensor([(pred != y).sum().item(), y.numel()], dtype=torch.float64, device=self.device)
+        shard = slice(self.dist.rank, None, self.dist.world)
+        wrong, total = count_errors(self.model, images[shard], labels[shard], MEAN, STD, self.device, bf16=self.on_gpu)
+        counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
         if self.dist.enabled:
-            dist.all_reduce(wrong)
-        self.model.train(was_training)
-        return 100.0 * float(wrong[0] / wrong[1])
+            dist.all_reduce(counts)
+        return 100.0 * float(counts[0] / counts[1])
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Model tensors (masks included) and SGD momentum buffers, keyed by name."""

@@ -13,8 +13,10 @@ import click
 from archfamily import __version__
 from archfamily.errors import UserError
 from cli.derive import derive
+from cli.export import export
 from cli.scale import scale
 from cli.train import train
+from cli.zoo import zoo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +28,8 @@ def cli() -> None:
 cli.add_command(derive)
 cli.add_command(scale)
 cli.add_command(train)
+cli.add_command(export)
+cli.add_command(zoo)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,4 +1,4 @@
-"""Options shared by the commands that train: where the data is, the seed, the device, resuming."""
+"""Options shared by the commands that train or measure: where the data is, the seed, the device, resuming."""
 from __future__ import annotations
 
 from typing import Callable
@@ -17,5 +17,19 @@ _SHARED = [
 
 def training_options(command: Callable) -> Callable:
     for option in reversed(_SHARED):
+        command = option(command)
+    return command
+
+
+_EVAL = [
+    click.option("--data", help="cifar-10-batches-py/ folder, ImageFolder tree or .tar.gz [the vendored archive]."),
+    click.option("--test-subset", type=int, help="Measure on the first N/10 test images of each class [all 10,000]."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+]
+
+
+def data_options(command: Callable) -> Callable:
+    """The options of commands that only measure: data, test subset, device."""
+    for option in reversed(_EVAL):
         command = option(command)
     return command

@@ -109,7 +109,8 @@ class ResNet(ClassifierNet):
             self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width),
                                       nn.ReLU())
         reduction = 4 if stem == "imagenet" else 1
-        self.feature_info = [dict(num_chs=stem_width, reduction=reduction, module="stem")]
+        # the stem's last layer (ReLU, or max pool): timm flattens the Sequential stem into stem.0, stem.1, ...
+        self.feature_info = [dict(num_chs=stem_width, reduction=reduction, module=f"stem.{len(self.stem) - 1}")]
         inputs = spec.block_inputs()
         stages = []
         for s, row in enumerate(spec.mid_widths):

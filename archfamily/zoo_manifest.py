@@ -1,0 +1,67 @@
+"""The zoo's `manifest.json`: every trained network in the zoo, with its measured figures.
+
+The zoo is the `zoo/` package of this repository (or the folder in
+`$ARCHFAMILY_ZOO`): `manifest.json` plus `weights/<name>.safetensors`. Entry
+names carry the `archfamily_` prefix, so no timm model is ever overwritten.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from archfamily.errors import UserError
+from archfamily.files import atomic_write_json
+
+MANIFEST_FORMAT = "archfamily.zoo"
+MANIFEST_VERSION = 1
+PREFIX = "archfamily_"
+NAME = re.compile(r"archfamily_[a-z0-9_]+")
+
+
+def zoo_dir() -> Path:
+    """`$ARCHFAMILY_ZOO`, else the folder of the installed `zoo` package."""
+    if os.environ.get("ARCHFAMILY_ZOO"):
+        return Path(os.environ["ARCHFAMILY_ZOO"])
+    spec = importlib.util.find_spec("zoo")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the zoo package is not installed; run pip install -e . in the archfamily repository")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def read_manifest(folder: Optional[Path] = None) -> list[dict[str, Any]]:
+    path = (folder or zoo_dir()) / "manifest.json"
+    if not path.is_file():
+        return []
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is corrupted: {exc}") from None
+    if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+        raise UserError(f"{path} is not a version {MANIFEST_VERSION} archfamily zoo manifest")
+    return doc["entries"]
+
+
+def write_manifest(entries: list[dict[str, Any]], folder: Optional[Path] = None) -> None:
+    atomic_write_json((folder or zoo_dir()) / "manifest.json",
+                      {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "entries": entries})
+
+
+def entry_named(name: str, folder: Optional[Path] = None) -> dict[str, Any]:
+    entries = read_manifest(folder)
+    for entry in entries:
+        if name in (entry["name"], f"{entry['name']}.{entry['tag']}"):
+            return entry
+    known = ", ".join(e["name"] for e in entries) or "none yet"
+    raise UserError(f"no zoo entry named {name!r} (the zoo holds: {known})")
+
+
+def normalise_name(name: str) -> str:
+    """`wrn16_2_quick` -> `archfamily_wrn16_2_quick`; a one-line error for names timm cannot take."""
+    full = name if name.startswith(PREFIX) else PREFIX + name
+    if not NAME.fullmatch(full):
+        raise UserError(f"zoo names use lowercase letters, digits and underscores only, got {name!r}")
+    return full

@@ -1,0 +1,103 @@
+"""`archfamily zoo add / eval`: measure networks through `timm.create_model` and keep the manifest honest.
+
+Every figure in the manifest is measured here: parameter and MAC counts from the
+network timm builds, and the CIFAR-10 test error of that network with its
+pretrained weights, normalised with the mean and std of its pretrained cfg.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+from torch import nn
+
+import archfamily.timm_models  # noqa: F401  (registers archfamily_wrn, _densenet_bc, _resnet)
+from archfamily.checkpoint import load_model, save_model
+from archfamily.counting import count_params, measure_macs
+from archfamily.data import Cifar10
+from archfamily.errors import UserError
+from archfamily.evaluate import count_errors
+from archfamily.models import spec_kwargs
+from archfamily.zoo_manifest import entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
+
+
+def test_error(model: nn.Module, data: Cifar10, device: torch.device) -> float:
+    """Top-1 error (%) on the test split, with the normalisation of the model's pretrained cfg."""
+    cfg = resolve_model_data_config(model)
+    wrong, total = count_errors(model.to(device), data.test_x, data.test_y, cfg["mean"], cfg["std"], device)
+    return 100.0 * wrong / total
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
+    """(recipe, family, rule) of a model file: its own metadata, else the derive run it sits in."""
+    recipe: Any = json.loads(meta["recipe"]) if "recipe" in meta else None
+    family_file = source.parent / "family.json"
+    if family_file.is_file():
+        family = json.loads(family_file.read_text())
+        stage = "base" if source.name == "base.safetensors" else f"pruned ({family['method']})"
+        if recipe is None:
+            recipe = {**family["recipes"], "method": family["method"], "channels_per_step": family["channels_per_step"],
+                      "prune_every": family["prune_every"]}
+        return recipe, str(source.parent), stage
+    return recipe, "", ""
+
+
+def add(source: str, name: str, data: Cifar10, device: torch.device, family: Optional[str] = None,
+        rule: Optional[str] = None, tag: str = "c10", replace: bool = False) -> dict[str, Any]:
+    """Measure a trained network through timm, then copy it into the zoo and list it."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    name = normalise_name(name)
+    folder = zoo_dir()
+    entries = read_manifest(folder)
+    if any(e["name"] == name for e in entries) and not replace:
+        raise UserError(f"the zoo already holds {name}; pass --replace to measure and replace it")
+    spec, _, meta = load_model(path)
+    model = timm.create_model(f"archfamily_{spec.family}", pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(path.resolve())), **spec_kwargs(spec))
+    error = test_error(model, data, device)
+    recipe, run_family, stage = _provenance(path, meta)
+    entry = {
+        "name": name, "tag": tag, "architecture": spec.family, "model_args": spec_kwargs(spec),
+        "file": f"weights/{name}.safetensors", "params": count_params(model),
+        "macs": measure_macs(model, spec.input_size, spec.in_chans), "test_error": round(error, 4),
+        "test_images": int(data.test_x.shape[0]), "data": data.source, "recipe": recipe,
+        "source": {"family": family or run_family, "rule": rule or stage, "file": str(path)},
+        "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    weights = folder / entry["file"]
+    save_model(weights, model, {"test_error": f"{error:.4f}", "recipe": json.dumps(recipe),
+                                "source": json.dumps(entry["source"]), "zoo_name": name})
+    entry["sha256"] = _sha256(weights)
+    write_manifest([e for e in entries if e["name"] != name] + [entry], folder)
+    return entry
+
+
+def evaluate(name: str, data: Cifar10, device: torch.device, write: bool = False) -> tuple[dict[str, Any], float]:
+    """Re-measure a zoo entry through `timm.create_model(name, pretrained=True)`; optionally record it."""
+    import zoo
+
+    folder = zoo_dir()
+    entry = entry_named(name, folder)
+    if folder.resolve() != zoo.ZOO_DIR.resolve():
+        zoo.register_zoo(folder)
+    model = timm.create_model(entry["name"], pretrained=True)
+    error = test_error(model, data, device)
+    if write:
+        entries = read_manifest(folder)
+        for e in entries:
+            if e["name"] == entry["name"]:
+                e["test_error"], e["test_images"], e["data"] = round(error, 4), int(data.test_x.shape[0]), data.source
+        write_manifest(entries, folder)
+    return entry, error

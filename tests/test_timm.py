@@ -1,0 +1,233 @@
+"""timm integration, after timm's own tests/test_models.py: every family and every zoo entry."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import zoo
+from archfamily.errors import UserError
+from archfamily.models import spec_kwargs
+from archfamily.specs import DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec
+from archfamily.zoo_manifest import read_manifest
+
+# one small member of each family, as timm model args
+FAMILY_MEMBERS = {
+    "archfamily_wrn": spec_kwargs(WideResNetSpec.from_depth_width(10, 1).with_prunable_widths([7, 0, 40])),
+    "archfamily_densenet_bc": spec_kwargs(DenseNetBCSpec.from_depth_growth(16, 6).with_prunable_widths([24, 0, 9, 24, 5, 0])),
+    "archfamily_resnet": spec_kwargs(ResNetSpec("basic", (8, 16, 24, 32), ((4, 0), (8, 3), (5, 12), (32, 0)))),
+}
+ZOO = [e["name"] for e in read_manifest(zoo.ZOO_DIR)]
+MODELS = [(name, args) for name, args in FAMILY_MEMBERS.items()] + [(name, {}) for name in ZOO]
+IDS = [name for name, _ in MODELS]
+x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_registry_lists_families_and_zoo() -> None:
+    assert set(FAMILY_MEMBERS) <= set(timm.list_models("archfamily*"))
+    assert set(ZOO) <= set(timm.list_models("archfamily*"))
+    assert {f"{name}.c10" for name in ZOO} == set(timm.list_pretrained("archfamily*"))
+    assert not [m for m in timm.list_models("archfamily*") if not m.startswith("archfamily_")]
+
+
+def test_generic_entrypoints_default_to_the_paper_bases() -> None:
+    for name, base in (("archfamily_wrn", "wrn-40-2"), ("archfamily_densenet_bc", "densenet-bc-100")):
+        model = timm.create_model(name)
+        assert sum(p.numel() for p in model.parameters()) == base_spec(base).num_params()
+
+
+@pytest.mark.parametrize("name, args", MODELS, ids=IDS)
+def test_model_forward(name: str, args: dict) -> None:
+    model = timm.create_model(name, **args).eval()
+    out = model(x)
+    assert out.shape == (2, model.num_classes) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name, args", MODELS, ids=IDS)
+def test_model_backward(name: str, args: dict) -> None:
+    model = timm.create_model(name, **{**args, "num_classes": 42})
+    out = model(x)
+    out.mean().backward()
+    assert out.shape == (2, 42)
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize("name, args", MODELS, ids=IDS)
+def test_model_default_cfgs(name: str, args: dict) -> None:
+    model = timm.create_model(name, **args).eval()
+    cfg = model.pretrained_cfg
+    assert cfg["input_size"] == (3, 32, 32) and len(cfg["mean"]) == 3 and len(cfg["std"]) == 3
+    assert cfg["paper_ids"] == "arXiv:1810.04622" and cfg["license"]
+    modules = dict(model.named_modules())
+    assert isinstance(modules[cfg["first_conv"]], torch.nn.Conv2d) and modules[cfg["first_conv"]].in_channels == 3
+    classifier = modules[cfg["classifier"]]
+    assert classifier is model.get_classifier() and classifier.out_features == model.num_classes
+    features = model.forward_features(x)
+    assert features.ndim == 4 and features.shape[1] == model.num_features
+    assert model.forward_head(features, pre_logits=True).shape == (2, model.head_hidden_size)
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and model(x).shape == (2, model.num_features)
+    model.reset_classifier(0, "")  # no pooling: the output is the feature map
+    assert model(x).shape == features.shape
+    unpooled = timm.create_model(name, **{**args, "num_classes": 0, "global_pool": ""}).eval()
+    assert unpooled(x).shape == features.shape
+
+
+@pytest.mark.parametrize("name, args", MODELS, ids=IDS)
+def test_model_features_only(name: str, args: dict) -> None:
+    model = timm.create_model(name, **args).eval()
+    features = timm.create_model(name, features_only=True, **args).eval()
+    outs = features(x)
+    assert [o.shape[1] for o in outs] == features.feature_info.channels()
+    assert [32 // o.shape[-1] for o in outs] == features.feature_info.reduction()
+    assert features.feature_info.channels() == [f["num_chs"] for f in model.feature_info]
+
+
+@pytest.mark.parametrize("name, args", MODELS, ids=IDS)
+def test_model_torchscript(name: str, args: dict) -> None:
+    model = timm.create_model(name, **args).eval()
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), model(x))
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_pretrained_loads_the_zoo_file(name: str) -> None:
+    model = timm.create_model(name, pretrained=True).eval()
+    weights = load_file(model.pretrained_cfg["file"])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_pretrained_adapts_classes_and_channels(name: str) -> None:
+    base = timm.create_model(name, pretrained=True).eval()
+    five = timm.create_model(name, pretrained=True, num_classes=5).eval()
+    assert five(x).shape == (2, 5)
+    assert torch.equal(five.forward_features(x), base.forward_features(x))  # the backbone kept its weights
+    grey = timm.create_model(name, pretrained=True, in_chans=1).eval()
+    stem = grey.pretrained_cfg["first_conv"] + ".weight"
+    torch.testing.assert_close(grey.state_dict()[stem], base.state_dict()[stem].sum(1, keepdim=True))
+    assert grey(torch.randn(2, 1, 32, 32)).shape == (2, base.num_classes)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_pretrained_features_only(name: str) -> None:
+    features = timm.create_model(name, pretrained=True, features_only=True).eval()
+    base = timm.create_model(name, pretrained=True).eval()
+    torch.testing.assert_close(features(x)[0], base.stem(x), rtol=0, atol=0)
+
+
+def test_manifest_figures_match_the_networks() -> None:
+    for entry in read_manifest(zoo.ZOO_DIR):
+        model = timm.create_model(entry["name"])
+        assert entry["params"] == sum(p.numel() for p in model.parameters())
+        assert entry["macs"] == model.spec.num_macs()
+        assert 0 < entry["test_error"] < 100 and entry["test_images"] > 0 and entry["recipe"]
+        assert entry["sha256"] and (zoo.ZOO_DIR / entry["file"]).is_file()
+
+
+def test_missing_and_damaged_weights_name_the_file(tmp_path: Path) -> None:
+    name = "archfamily_wrn"
+    args = FAMILY_MEMBERS[name]
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "missing.safetensors")),
+                          **args)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(RuntimeError, match="broken.safetensors"):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(broken)), **args)
+
+
+def test_export_round_trip_is_bit_identical(run_cli, tmp_path: Path) -> None:
+    name = ZOO[0] if ZOO else None
+    spec_file, out = tmp_path / "spec.json", tmp_path / "export"
+    if name:
+        model = timm.create_model(name, pretrained=True).eval()
+        weights = Path(model.pretrained_cfg["file"])
+    else:
+        model = timm.create_model("archfamily_wrn", **FAMILY_MEMBERS["archfamily_wrn"]).eval()
+        weights = None
+    spec_file.write_text(json.dumps({"family": model.spec.family, **spec_kwargs(model.spec)}))
+    args = ["export", "--spec", str(spec_file), "--out", str(out)] + (["--weights", str(weights)] if weights else [])
+    result = run_cli(*args)
+    assert result.code == 0, result.err
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == f"archfamily_{model.spec.family}" and config["num_classes"] == model.num_classes
+    assert config["model_args"]["stage_widths"] == list(model.spec.stage_widths)
+    again = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    if weights:
+        assert torch.equal(again(x), model(x))
+    assert again.spec == model.spec
+
+
+def test_export_family_member_and_bad_config(run_cli, tmp_path: Path) -> None:
+    from families import write_family
+
+    family = write_family(tmp_path / "family")
+    out = tmp_path / "member"
+    result = run_cli("export", "--family", str(family), "--params", "200k", "--out", str(out))
+    assert result.code == 0, result.err
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert abs(sum(p.numel() for p in model.parameters()) - 200_000) <= 2_000
+    config = json.loads((out / "config.json").read_text())
+    config["model_args"]["inner_widths"] = [[1, 2, 3]]  # one stage where the network has three
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_args do not describe an archfamily wrn network"):
+        timm.create_model(f"local-dir:{bad}", pretrained=True)
+    config["model_args"]["inner_widths"] = [[1, 1], [1, 1], [1, 1]]  # a valid network, but not these weights
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RuntimeError, match="model.safetensors do not fit the network"):
+        timm.create_model(f"local-dir:{bad}", pretrained=True)
+    again = run_cli("export", "--family", str(family), "--params", "200k", "--out", str(out))
+    assert again.code == 2 and "not an empty folder" in again.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (("zoo", "eval", "archfamily_nope"), "no zoo entry named"),
+    (("zoo", "add", "{tmp}/missing.safetensors", "--name", "x"), "checkpoint not found"),
+    (("zoo", "add", "{tmp}/missing.safetensors", "--name", "Bad-Name"), "lowercase"),
+    (("export", "--out", "{tmp}/o"), "give --spec FILE"),
+])
+def test_zoo_and_export_bad_input(run_cli, tmp_path: Path, args, message: str) -> None:
+    result = run_cli(*(a.format(tmp=tmp_path) for a in args))
+    assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -> None:
+    from archfamily.checkpoint import save_model
+    from archfamily.models import build_model
+
+    monkeypatch.setenv("ARCHFAMILY_ZOO", str(tmp_path / "zoo"))
+    source = tmp_path / "net.safetensors"
+    save_model(source, build_model(WideResNetSpec.from_depth_width(10, 1)), {"recipe": json.dumps({"epochs": 0})})
+    added = run_cli("zoo", "add", str(source), "--name", "tiny", "--test-subset", "100", "--device", "cpu")
+    assert added.code == 0, added.err
+    entry = read_manifest(tmp_path / "zoo")[0]
+    assert entry["name"] == "archfamily_tiny" and entry["test_images"] == 100 and entry["params"] > 0
+    listed = run_cli("zoo", "list")
+    assert "archfamily_tiny.c10" in listed.out
+    measured = run_cli("zoo", "eval", "archfamily_tiny", "--test-subset", "100", "--device", "cpu")
+    assert measured.code == 0 and f"{entry['test_error']:.2f}%" in measured.out
+    again = run_cli("zoo", "add", str(source), "--name", "tiny", "--test-subset", "100")
+    assert again.code == 2 and "--replace" in again.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_error_matches_the_manifest(name: str) -> None:
+    from archfamily.data import load_cifar10
+    from archfamily.zoo_tools import test_error
+
+    entry = next(e for e in read_manifest(zoo.ZOO_DIR) if e["name"] == name)
+    data = load_cifar10(subset=10)
+    assert entry["test_images"] == data.test_x.shape[0] == 10_000
+    error = test_error(timm.create_model(name, pretrained=True), data, torch.device("cpu"))
+    assert abs(error - entry["test_error"]) <= 0.1

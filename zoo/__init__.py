@@ -1,0 +1,58 @@
+"""The archfamily model zoo: importing it registers every trained network with timm.
+
+    import zoo, timm
+    model = timm.create_model("archfamily_wrn16_2_quick", pretrained=True)
+
+`manifest.json` beside this file lists the entries and their measured figures;
+the weights are `weights/<name>.safetensors`. `archfamily zoo add` adds entries
+and `archfamily zoo eval` re-measures them. Importing the zoo also registers the
+generic entrypoints (`archfamily_wrn`, `archfamily_densenet_bc`, `archfamily_resnet`),
+which `timm.create_model("local-dir:DIR")` needs for `archfamily export` folders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from timm.models import generate_default_cfgs, register_model
+from torch import nn
+
+from archfamily.timm_models import cifar_cfg, create_model_for
+from archfamily.zoo_manifest import read_manifest
+
+ZOO_DIR = Path(__file__).parent
+
+
+def _cfgs(entries: list[dict[str, Any]], folder: Path) -> dict:
+    return generate_default_cfgs({
+        f"{e['name']}.{e['tag']}": cifar_cfg(e["architecture"], file=str((folder / e["file"]).resolve()),
+                                             num_classes=e["model_args"]["num_classes"])
+        for e in entries
+    })
+
+
+default_cfgs = _cfgs(read_manifest(ZOO_DIR), ZOO_DIR)
+
+
+def _entrypoint(entry: dict[str, Any]) -> Callable[..., nn.Module]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        return create_model_for(entry["architecture"], entry["name"], pretrained, **{**entry["model_args"], **kwargs})
+
+    entrypoint.__name__ = entrypoint.__qualname__ = entry["name"]
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = (f"{entry['name']}: {entry['params']:,} params, CIFAR-10 test error "
+                          f"{entry['test_error']:.2f}% ({entry['source']})")
+    return entrypoint
+
+
+def register_zoo(folder: Path) -> list[str]:
+    """Register the entries of a zoo folder (this package's is registered on import); returns their names."""
+    entries = read_manifest(folder)
+    default_cfgs.update(_cfgs(entries, folder))
+    for entry in entries:
+        register_model(_entrypoint(entry))
+    return [e["name"] for e in entries]
+
+
+for _entry in read_manifest(ZOO_DIR):
+    register_model(_entrypoint(_entry))
