@@ -135,6 +135,7 @@ def _base_recipe(spec: ArchSpec, config: DeriveConfig) -> Recipe:
     return recipe.shortened(config.epochs) if config.epochs is not None else recipe
 
 
+
 def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
                 dist_ctx: DistContext) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
@@ -196,18 +197,26 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
                 if params <= fraction * base_params and fraction not in saved:
                     saved.add(fraction)
                     if dist_ctx.is_main:
-                        _, small = compress(trainer.model)
-                        save_model(out / f"pruned-{round(fraction * 100):03d}.safetensors", small, {"params": str(params)})
+                        _save_pruned(out / f"pruned-{round(fraction * 100):03d}.safetensors", trainer.model, entry, config)
             if dist_ctx.is_main:
                 _write_trajectory(out, trajectory)
             if measure:
                 trainer.save(checkpoint, {"trajectory": trajectory, "milestones": sorted(saved)})
     if dist_ctx.is_main:
-        _, small = compress(trainer.model)
-        save_model(out / "pruned-final.safetensors", small,
-                   {"params": str(trajectory[-1]["params"]), "test_error": f"{trajectory[-1]['test_error']:.4f}"})
+        _save_pruned(out / "pruned-final.safetensors", trainer.model, trajectory[-1], config)
     pruner.remove_hooks()
     return trajectory
+
+
+def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], config: DeriveConfig) -> None:
+    """The compressed pruned network, with where it came from in its metadata."""
+    _, small = compress(model)
+    meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
+            "recipe": json.dumps({"finetune": FINETUNE.to_dict(), "prune_every": config.prune_every,
+                                  "channels_per_step": config.channels_per_step})}
+    if entry["test_error"] is not None:
+        meta["test_error"] = f"{entry['test_error']:.4f}"
+    save_model(path, small, meta)
 
 
 def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: bool = False,

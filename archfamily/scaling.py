@@ -198,7 +198,8 @@ class ScaleResult:
 
     @property
     def error(self) -> float:
-        return self.member.count(self.metric) / self.budget - 1
+        """Relative distance from the budget (params or MACs; a latency result carries its figure in `note`)."""
+        return self.member.count(self.metric) / self.budget - 1 if self.metric != "latency" else 0.0
 
 
 def member(rule: ScalingRule, multiplier: float, round_to: int = 1) -> Member:

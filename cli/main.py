@@ -12,6 +12,7 @@ import click
 
 from archfamily import __version__
 from archfamily.errors import UserError
+from cli.bench import bench
 from cli.derive import derive
 from cli.export import export
 from cli.scale import scale
@@ -30,6 +31,7 @@ cli.add_command(scale)
 cli.add_command(train)
 cli.add_command(export)
 cli.add_command(zoo)
+cli.add_command(bench)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,13 +1,18 @@
-"""`archfamily scale`: the family member at a parameter or MAC budget, as a table, JSON or a spec file."""
+"""`archfamily scale`: the family member at a parameter, MAC or measured-latency budget.
+
+Printed as a table, as JSON (`--json`), or written as a spec file (`--out`).
+"""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Optional
 
 import click
+from tqdm import tqdm
 
 from archfamily.errors import UserError
-from archfamily.scaling import RULES, ScaleResult
+from archfamily.scaling import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
 from archfamily.units import format_count, parse_count
 
@@ -46,8 +51,11 @@ def _print_member(result: ScaleResult, family: str, base_name: str, method: str,
     m = result.member
     click.echo(f"family   {family} (base {base_name}, {method} pruning)")
     click.echo(f"rule     {description}; multiplier {m.multiplier:.4f}")
-    click.echo(f"budget   {format_count(result.budget)} {result.metric}: {m.params:,} params, "
-               f"{format_count(m.macs)} MACs ({result.error:+.2%} off the budget)")
+    if result.metric == "latency":
+        click.echo(f"budget   {result.budget:g} ms latency: {m.params:,} params, {format_count(m.macs)} MACs")
+    else:
+        click.echo(f"budget   {format_count(result.budget)} {result.metric}: {m.params:,} params, "
+                   f"{format_count(m.macs)} MACs ({result.error:+.2%} off the budget)")
     click.echo("")
     click.echo("stage  outer  blocks   inner widths (min / mean / max)")
     for stage, outer, active, blocks, inner in _stage_rows(m.spec):
@@ -69,6 +77,30 @@ def _print_sweep(results: list[ScaleResult], description: str) -> None:
                    f"{m.multiplier:>10.4f}  {outer}{flag}")
 
 
+def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int, round_to: int) -> ScaleResult:
+    """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms)."""
+    from archfamily.latency import parse_target, solve_latency
+
+    if latency_ms <= 0 or batch < 1:
+        raise UserError("--latency-ms must be positive and --batch at least 1")
+    device, threads = parse_target(target)
+    bars: list[tqdm] = []  # opened at the first report, after the budget has proved reachable
+
+    def report(candidate: Member, ms: float) -> None:
+        if not bars:
+            bars.append(tqdm(desc="measure", unit="member", dynamic_ncols=True, file=sys.stderr))
+        bars[0].update(1)
+        bars[0].set_postfix(params=candidate.params, ms=f"{ms:.2f}")
+
+    try:
+        found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report)
+    finally:
+        for bar in bars:
+            bar.close()
+    note = f"measured {ms:.3f} ms on {device.type}:{threads} at batch {batch} (budget {latency_ms:g} ms)"
+    return ScaleResult(found, "latency", latency_ms, ms <= latency_ms, note)
+
+
 @click.command()
 @click.option("--family", "family_path", required=True, help="A derive run folder or its family.json.")
 @click.option("--params", help="Parameter budget, e.g. 1M, 250k, 1.5e6; or a comma list.")
@@ -78,25 +110,35 @@ def _print_sweep(results: list[ScaleResult], description: str) -> None:
 @click.option("--at", type=float, help="copycat: copy the profile where pruning reached this fraction of the "
                                        "base's params [the family's, 0.5].")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Widths in multiples of N (8, 16 for hardware).")
+@click.option("--latency-ms", type=float, help="Or a measured latency budget: the largest member within it.")
+@click.option("--on", "target", default="cpu", show_default=True, help="Where --latency-ms is measured: cpu, "
+                                                                        "cpu:THREADS or cuda.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size --latency-ms is measured at.")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec and its counts as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
 def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,
-          at: Optional[float], round_to: int, as_json: bool, out: Optional[str]) -> None:
-    """The member of a family that meets a parameter or MAC budget."""
+          at: Optional[float], round_to: int, latency_ms: Optional[float], target: str, batch: int, as_json: bool,
+          out: Optional[str]) -> None:
+    """The member of a family that meets a parameter, MAC or measured-latency budget."""
     from pathlib import Path
 
     from archfamily.family import load_family
     from archfamily.files import atomic_write_json
     from archfamily.scaling import make_rule, solve
 
-    metric, budgets = _budgets(params, macs, sweep)
+    if latency_ms is not None and (params or macs or sweep):
+        raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")
+    metric, budgets = ("latency", []) if latency_ms is not None else _budgets(params, macs, sweep)
     if out and len(budgets) > 1:
         raise UserError("--out writes one spec: give a single budget")
     if at is not None and rule != "copycat":
         raise UserError("--at applies to the copycat rule only")
     family = load_family(family_path)
     scaling_rule = make_rule(rule, family.base, family.trajectory, family.rules, at)
-    results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
+    if latency_ms is not None:
+        results = [_solve_latency(scaling_rule, latency_ms, target, batch, round_to)]
+    else:
+        results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
     if out:
         atomic_write_json(Path(out), spec_to_dict(results[0].member.spec))
     if as_json:

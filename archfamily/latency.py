@@ -1,0 +1,102 @@
+"""Latency budgets: the largest family member that meets a measured latency on this machine.
+
+`solve_latency` bisects the rule's multiplier with real measurements (batch B,
+eager, channels_last, inference mode). Measurements are cached per machine, device,
+thread count and batch in `$ARCHFAMILY_CACHE/latency.json`, so asking again is quick.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from archfamily.data import cache_dir
+from archfamily.errors import UserError
+from archfamily.files import atomic_write_json
+from archfamily.models import build_model
+from archfamily.scaling import Member, ScalingRule, member
+from archfamily.specs import ArchSpec, spec_to_json
+from archfamily.timing import machine_info, time_interleaved
+
+BISECTION_STEPS = 14
+
+
+def parse_target(on: str) -> tuple[torch.device, int]:
+    """`cpu`, `cpu:2` or `cuda` -> (device, threads); a one-line error for anything else."""
+    name, _, threads = on.partition(":")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {on!r}: use cpu, cpu:THREADS or cuda")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--on cuda was asked for, but this machine has no CUDA GPU")
+        return torch.device("cuda"), 1
+    if threads and not (threads.isdigit() and int(threads) >= 1):
+        raise UserError(f"malformed thread count in {on!r}: use e.g. cpu:1 or cpu:2")
+    return torch.device("cpu"), int(threads) if threads else torch.get_num_threads()
+
+
+class LatencyCache:
+    """Measured latencies of this machine, keyed by spec, device, threads and batch."""
+
+    def __init__(self, path: Optional[Path] = None) -> None:
+        self.path = Path(path) if path else cache_dir() / "latency.json"
+        self.machine = json.dumps(machine_info(), sort_keys=True)
+        try:
+            self.entries: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except json.JSONDecodeError:
+            self.entries = {}  # a damaged cache is only a cache: measure again
+
+    def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> str:
+        text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec_to_json(spec)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def measure(self, spec: ArchSpec, device: torch.device, threads: int, batch: int, fresh: bool = False) -> float:
+        """Median latency in ms of one forward pass of `batch` images."""
+        key = self.key(spec, device, threads, batch)
+        if key in self.entries and not fresh:
+            return self.entries[key]
+        model = build_model(spec).to(device, memory_format=torch.channels_last).eval()
+        x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size, device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        ms = time_interleaved({"net": lambda: model(x)}, device, threads, rounds=1, min_run_time=0.2)["net"].median_ms
+        self.entries[key] = ms
+        atomic_write_json(self.path, self.entries)
+        return ms
+
+
+def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, threads: int, batch: int = 1,
+                  round_to: int = 1, cache: Optional[LatencyCache] = None,
+                  on_step: Optional[Callable[[Member, float], None]] = None) -> tuple[Member, float]:
+    """The largest member whose measured latency is at most `target_ms`, and that latency."""
+    cache = cache or LatencyCache()
+
+    def latency(m: float, report: bool = True) -> tuple[Member, float]:
+        candidate = member(rule, m, round_to)
+        ms = cache.measure(candidate.spec, device, threads, batch)
+        if on_step and report:
+            on_step(candidate, ms)
+        return candidate, ms
+
+    lo, hi = rule.lo, rule.hi
+    smallest, fastest = latency(lo, report=False)  # reachable at all? (reported only once it is)
+    if fastest > target_ms:
+        raise UserError(f"--latency-ms {target_ms:g} is unreachable: the smallest {rule.name} member "
+                        f"({smallest.params:,} params) takes {fastest:.3g} ms on {device.type}:{threads}, batch {batch}")
+    if on_step:
+        on_step(smallest, fastest)
+    largest, slowest = latency(hi)
+    if slowest <= target_ms:
+        return largest, slowest
+    best = (smallest, fastest)
+    for _ in range(BISECTION_STEPS):
+        mid = math.sqrt(lo * hi)
+        candidate, ms = latency(mid)
+        if ms <= target_ms:
+            lo, best = mid, (candidate, ms)
+        else:
+            hi = mid
+    return best

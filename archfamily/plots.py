@@ -1,0 +1,57 @@
+"""The bench's plots (matplotlib, no display): latency vs params, and error vs params and vs latency."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from archfamily.files import atomic_write  # noqa: E402
+
+
+def _save(fig: Any, path: Path) -> Path:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def _headline(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of one setting: batch 1, the most threads, channels_last when measured."""
+    best = max(rows, key=lambda r: (r["batch"] == 1, r["format"] == "channels_last", r["threads"], r["device"] == "cuda"))
+    key = (best["device"], best["threads"], best["batch"], best["format"])
+    chosen = [r for r in rows if (r["device"], r["threads"], r["batch"], r["format"]) == key]
+    return chosen, f"{key[0]}, {key[1]} thread(s), batch {key[2]}, {key[3]}"
+
+
+def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
+    rows, setting = _headline(report["rows"])
+    networks = sorted({r["network"] for r in rows})
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in networks:
+        pts = sorted((r["params"], r["median_ms"]) for r in rows if r["network"] == name)
+        ax.plot([p for p, _ in pts], [t for _, t in pts], marker="o", label=name)
+    ax.set(xlabel="parameters", ylabel="latency (ms, median)", title=f"Latency vs params ({setting})", xscale="log")
+    ax.legend(fontsize=8)
+    written.append(_save(fig, out / "latency_vs_params.png"))
+    known = [r for r in rows if r["test_error"] is not None]
+    trajectory = report.get("trajectory_errors", [])
+    if known or trajectory:
+        for x_key, x_label, name in (("params", "parameters", "error_vs_params.png"),
+                                     ("median_ms", "latency (ms, median)", "error_vs_latency.png")):
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            if x_key == "params" and trajectory:  # the pruning run's own measurements, pruned and fine-tuned
+                pts = sorted((t["params"], t["test_error"]) for t in trajectory)
+                ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
+                        label="pruning trajectory (derive's test split)")
+            for net in sorted({r["network"] for r in known}):
+                pts = sorted((r[x_key], r["test_error"]) for r in known if r["network"] == net)
+                ax.plot([p for p, _ in pts], [e for _, e in pts], marker="o", linestyle="", label=net)
+            title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"
+            ax.set(xlabel=x_label, ylabel="CIFAR-10 test error (%)", xscale="log", title=title)
+            ax.legend(fontsize=8)
+            written.append(_save(fig, out / name))
+    return written

@@ -1,0 +1,101 @@
+"""Timing networks honestly: torch.utils.benchmark on the CPU, CUDA events on a GPU, interleaved rounds.
+
+Each round measures every case once, in the same order (A B C A B C ...), so slow
+drift of a shared machine hits all cases alike; the reported figure is the median
+over all runs of all rounds, with the interquartile range as its spread.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch.utils import benchmark
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    iqr_ms: float
+    runs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cuda_times(fn: Callable[[], Any], iters: int) -> list[float]:
+    """Seconds per call, each call bracketed by CUDA events and synchronised."""
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return times
+
+
+def _summary(times: list[float]) -> Timing:
+    if len(times) < 2:
+        return Timing(times[0] * 1e3, 0.0, len(times))
+    q = statistics.quantiles(times, n=4)
+    return Timing(statistics.median(times) * 1e3, (q[2] - q[0]) * 1e3, len(times))
+
+
+def time_interleaved(cases: dict[str, Callable[[], Any]], device: torch.device, threads: int = 1, rounds: int = 3,
+                     min_run_time: float = 0.2, warmup: int = 2,
+                     on_case: Optional[Callable[[str], None]] = None) -> dict[str, Timing]:
+    """Median and IQR (ms per call) of each case, measured in `rounds` interleaved rounds."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for fn in cases.values():
+                for _ in range(warmup):
+                    fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            samples: dict[str, list[float]] = {label: [] for label in cases}
+            for _ in range(rounds):
+                for label, fn in cases.items():
+                    if device.type == "cuda":
+                        samples[label] += _cuda_times(fn, iters=max(5, int(min_run_time * 100)))
+                    else:
+                        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+                        samples[label] += timer.blocked_autorange(min_run_time=min_run_time).times
+                    if on_case:
+                        on_case(label)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {label: _summary(times) for label, times in samples.items()}
+
+
+def peak_gflops(device: torch.device, threads: int = 1, size: Optional[int] = None) -> float:
+    """Measured float32 GFLOP/s of one large matrix product: the ceiling networks are compared with."""
+    n = size or (8192 if device.type == "cuda" else 1024)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    timing = time_interleaved({"matmul": lambda: a @ b}, device, threads, rounds=1, min_run_time=0.3)["matmul"]
+    return 2 * n**3 / (timing.median_ms / 1e3) / 1e9

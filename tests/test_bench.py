@@ -1,0 +1,110 @@
+"""`archfamily bench` and latency budgets: schemas and files of tiny runs; no timing is asserted."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from archfamily.bench import BenchConfig, networks
+from archfamily.family import load_family
+from archfamily.latency import LatencyCache, parse_target
+from archfamily.errors import UserError
+from archfamily.specs import base_spec
+from families import write_family
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory):
+    return load_family(write_family(tmp_path_factory.mktemp("family"), "wrn-10-1", k=4))
+
+
+def test_bench_networks_cover_every_kind(family) -> None:
+    nets = networks(family, BenchConfig(budgets=(40_000, 100_000), round_tos=(1, 8)), [])
+    kinds = {n.kind for n in nets if n.budget == 40_000}
+    assert kinds == {"reduced-width", "pruned (masked)", "pruned (compressed)", "copycat", "copycat r8", "fitted",
+                     "fitted r8"}
+    masked = next(n for n in nets if n.kind == "pruned (masked)" and n.budget == 40_000)
+    compressed = next(n for n in nets if n.kind == "pruned (compressed)" and n.budget == 40_000)
+    model = masked.build()
+    assert sum(p.numel() for p in model.parameters()) == base_spec("wrn-10-1").num_params()  # full-size convs
+    assert [g.gate.num_open for g in model.prune_groups()] == [w for w in compressed.spec.prunable_widths() if w]
+    assert all(n.kind != "pruned (masked)" for n in nets if n.budget == 100_000)  # above the base: nothing pruned
+
+
+def test_tiny_bench_writes_table_json_and_plots(run_cli, family, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = run_cli("bench", "--family", str(family.path), "--params", "40k,60k", "--device", "cpu", "--quick",
+                     "--threads", "1", "--batch", "1,2", "--formats", "both", "--rounds", "2", "--out", str(out))
+    assert result.code == 0, result.err
+    report = json.loads((out / "results.json").read_text())
+    assert report["format"] == "archfamily.bench" and {"cpu", "cores", "torch"} <= set(report["machine"])
+    assert report["peak_gflops"]["cpu:1"] > 0
+    rows = report["rows"]
+    settings = {(r["threads"], r["batch"], r["format"]) for r in rows}
+    assert settings == {(1, b, f) for b in (1, 2) for f in ("nchw", "channels_last")}
+    per_setting = len(rows) // len(settings)
+    assert per_setting == len(networks(family, BenchConfig(budgets=(40_000, 60_000), round_tos=(1, 8)), []))
+    for r in rows:
+        assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["runs"] >= 2
+        assert r["images_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
+        assert r["gflops"] == pytest.approx(2 * r["macs"] * r["batch"] / (r["median_ms"] / 1e3) / 1e9)
+        assert r["executed_macs"] >= r["macs"]
+    table = (out / "results.md").read_text()
+    assert "## Summary: cpu, 1 thread, channels_last" in table
+    assert table.count("| 40,000 |") == 7 * (len(settings) + 1)  # each setting and the summary; --quick: r1, r8
+    for plot in ("latency_vs_params.png", "error_vs_params.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--params", "40k", "--device", "tpu"), "unknown device 'tpu'"),
+    (("--params", "40k", "--threads", "two"), "--threads takes"),
+    (("--params", "40k", "--macs", "1M"), "exactly one list of budgets"),
+])
+def test_bench_bad_input(run_cli, family, tmp_path: Path, args, message: str) -> None:
+    result = run_cli("bench", "--family", str(family.path), *args, "--out", str(tmp_path / "b"))
+    assert result.code == 2 and message in result.err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_on_a_machine_without_one(run_cli, family, tmp_path: Path) -> None:
+    for args in (("bench", "--family", str(family.path), "--params", "40k", "--device", "cuda", "--out",
+                  str(tmp_path / "b")),
+                 ("scale", "--family", str(family.path), "--latency-ms", "5", "--on", "cuda")):
+        result = run_cli(*args)
+        assert result.code == 2 and "no CUDA GPU" in result.err
+
+
+def test_latency_budget_returns_a_member_and_caches(run_cli, family, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "cache"))
+    result = run_cli("scale", "--family", str(family.path), "--latency-ms", "1000", "--on", "cpu:1", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["budget"] == {"latency": 1000.0} and "measured" in doc["note"] and doc["params"] > 0
+    cache = json.loads((tmp_path / "cache" / "latency.json").read_text())
+    assert cache and all(v > 0 for v in cache.values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--latency-ms", "0.000001", "--on", "cpu:1"), "is unreachable"),
+    (("--latency-ms", "5", "--on", "tpu"), "unknown device"),
+    (("--latency-ms", "5", "--on", "cpu:x"), "malformed thread count"),
+    (("--latency-ms", "5", "--params", "1M"), "exactly one budget"),
+])
+def test_latency_bad_input(run_cli, family, tmp_path: Path, monkeypatch, args, message: str) -> None:
+    monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "cache"))
+    result = run_cli("scale", "--family", str(family.path), *args)
+    assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_parse_target() -> None:
+    assert parse_target("cpu:1") == (torch.device("cpu"), 1)
+    with pytest.raises(UserError):
+        parse_target("gpu")
+
+
+def test_latency_cache_survives_damage(tmp_path: Path) -> None:
+    (tmp_path / "latency.json").write_text("{broken")
+    assert LatencyCache(tmp_path / "latency.json").entries == {}
