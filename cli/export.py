@@ -23,7 +23,10 @@ from archfamily.units import format_count, parse_count
 @click.option("--out", required=True, type=click.Path(), help="Folder to write config.json and model.safetensors.")
 def export(spec_file: Optional[str], family_path: Optional[str], params: Optional[str], macs: Optional[str],
            rule: str, round_to: int, weights: Optional[str], out: str) -> None:
-    """Write a timm-compatible folder: timm.create_model('local-dir:OUT', pretrained=True) after `import zoo`."""
+    """Write a spec as a timm folder: config.json and model.safetensors.
+
+    After `import zoo`, timm.create_model('local-dir:OUT', pretrained=True) rebuilds it.
+    """
     from archfamily.export import export as run_export
     from archfamily.family import load_family
     from archfamily.scaling import make_rule, solve
