@@ -9,26 +9,24 @@ batch: no per-image Python work in the hot loop.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from archfamily.data import MEAN, STD
+from archfamily.errors import UserError
+from archfamily.seeding import generator
 
 PAD = 4
 
 
-def _generator(*keys: int) -> torch.Generator:
-    seed = 0
-    for k in keys:
-        seed = (seed * 1_000_003 + k) % (2**63)
-    return torch.Generator().manual_seed(seed)
-
-
-def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 NCHW -> float, standardised with the CIFAR-10 mean and std."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-    x = (images.float() / 255 - mean) / std
+def normalize(images: torch.Tensor, mean: Sequence[float] = MEAN, std: Sequence[float] = STD,
+              channels_last: bool = False) -> torch.Tensor:
+    """uint8 NCHW -> float, standardised with `mean` and `std` (by default CIFAR-10's)."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    x = (images.float() / 255 - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -55,7 +53,7 @@ class BatchStream:
         if batch_size > images.shape[0]:
             batch_size = images.shape[0]
         if batch_size % world:
-            raise ValueError(f"batch size {batch_size} does not split over {world} processes")
+            raise UserError(f"batch size {batch_size} does not split over {world} processes")
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.channels_last = channels_last
@@ -64,7 +62,7 @@ class BatchStream:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
-            self._perm = torch.randperm(self.images.shape[0], generator=_generator(self.seed, 1, epoch))
+            self._perm = torch.randperm(self.images.shape[0], generator=generator(self.seed, 1, epoch))
             self._perm = self._perm.to(self.images.device)
             self._perm_epoch = epoch
         return self._perm
@@ -72,6 +70,6 @@ class BatchStream:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(step, self.steps_per_epoch)
         idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        images = random_crop_flip(self.images[idx], _generator(self.seed, 2, step))
+        images = random_crop_flip(self.images[idx], generator(self.seed, 2, step))
         mine = slice(self.rank, None, self.world)
-        return normalize(images[mine], self.channels_last), self.labels[idx][mine]
+        return normalize(images[mine], channels_last=self.channels_last), self.labels[idx][mine]

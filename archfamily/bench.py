@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from archfamily.family import Family
 from archfamily.models import build_model, spec_kwargs
-from archfamily.scaling import make_rule, solve
+from archfamily.scaling import make_rule, solve, trajectory_spec
 from archfamily.specs import ArchSpec
 from archfamily.timing import machine_info, peak_gflops, time_interleaved
 
@@ -75,16 +75,9 @@ def _spec_key(model_args: dict[str, Any]) -> str:
     return json.dumps(model_args, sort_keys=True)
 
 
-def _trajectory_points(family: Family) -> list[tuple[dict[str, Any], ArchSpec]]:
-    """Each trajectory entry with its pruned spec (family.json keeps ratios; the spec follows from them)."""
-    widths = family.base.prunable_widths()
-    return [(e, family.base.with_prunable_widths([round(r * w) for r, w in zip(e["block_ratios"], widths)]))
-            for e in family.trajectory]
-
-
 def networks(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]]) -> list[BenchNet]:
     """Every network the bench times, budget by budget; errors come from the trajectory and the zoo."""
-    points = _trajectory_points(family)
+    points = [(e, trajectory_spec(family.base, e)) for e in family.trajectory]
     errors = {_spec_key(spec_kwargs(spec)): e["test_error"] for e, spec in points if e.get("test_error") is not None}
     errors.update({_spec_key(entry["model_args"]): entry["test_error"] for entry in zoo_entries})
     nets: list[BenchNet] = []

@@ -68,8 +68,7 @@ def load_cifar10(path: Optional[str] = None, subset: Optional[int] = None, test_
         raise UserError(f"dataset not found: {source}")
     kind, root = _detect(source)
     label = f"built-in:{DEFAULT_ARCHIVE.name}" if path is None else str(source)
-    stat = root.stat()
-    key = hashlib.sha256(f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{kind}|{subset}|{test_subset}".encode())
+    key = hashlib.sha256(f"{_signature(kind, root)}|{kind}|{subset}|{test_subset}".encode())
     cached = cache_dir() / f"cifar10-{key.hexdigest()[:16]}.safetensors"
     if cached.exists():
         t = load_file(str(cached))
@@ -79,6 +78,17 @@ def load_cifar10(path: Optional[str] = None, subset: Optional[int] = None, test_
     data = Cifar10(train_x, train_y, test_x, test_y, label)
     atomic_save_safetensors({"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}, cached)
     return data
+
+
+def _signature(kind: str, root: Path) -> str:
+    """Path, size and mtime of every file the source reads, so any change to them misses the cache."""
+    if kind == "archive":
+        files = [root]
+    elif kind == "batches":
+        files = sorted(root.glob("*_batch*"))
+    else:
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+    return "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
 def _detect(source: Path) -> tuple[str, Path]:

@@ -15,7 +15,6 @@ Resumable state lives in `.checkpoints/` until the run completes.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,17 +24,17 @@ from typing import Any, Optional
 import torch
 from tqdm import tqdm
 
-from archfamily.checkpoint import RunCheckpoint, load_model, save_model
+from archfamily.checkpoint import RunCheckpoint, load_model, read_model_metadata, save_model
 from archfamily.data import Cifar10, load_cifar10
-from archfamily.distributed import DistContext, init_distributed, resolve_device
+from archfamily.distributed import DistContext, resolve_device
 from archfamily.errors import UserError
 from archfamily.family import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
-from archfamily.pruning import METHODS, Pruner, compress, pruned_spec
-from archfamily.pruning.pruner import COSTS
+from archfamily.pruning import Pruner, compress, pruned_spec
+from archfamily.pruning.pruner import check_method
 from archfamily.recipes import FINETUNE, Recipe, recipe_for
-from archfamily.runs import check_run_dir, provenance, start_run_file
+from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
 from archfamily.train import Trainer, train_to_file
 
@@ -106,10 +105,7 @@ class DeriveResult:
 
 
 def _validate(config: DeriveConfig) -> ArchSpec:
-    if config.method not in METHODS:
-        raise UserError(f"unknown pruning method {config.method!r}; choose from {', '.join(METHODS)}")
-    if config.cost not in COSTS:
-        raise UserError(f"unknown cost {config.cost!r}; choose from {', '.join(COSTS)}")
+    check_method(config.method, config.cost)
     for name in ("prune_every", "channels_per_step", "eval_every"):
         if getattr(config, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -140,11 +136,16 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                 dist_ctx: DistContext) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
     recipe = _base_recipe(spec, config)
-    if config.checkpoint or base_file.is_file():
-        _, model, meta = load_model(Path(config.checkpoint) if config.checkpoint else base_file)
-        trainer = Trainer(model, data, recipe, device, config.seed, dist_ctx)
-        error = float(meta["test_error"]) if "test_error" in meta and not config.checkpoint else trainer.evaluate()
-        return trainer.model, error
+    if base_file.is_file():  # trained (or copied from --checkpoint) before an interruption
+        _, model, meta = load_model(base_file)
+        return model, float(meta["test_error"])
+    if config.checkpoint:  # measured on this run's data, then kept as this run's base
+        _, model, meta = load_model(Path(config.checkpoint))
+        error = Trainer(model, data, recipe, device, config.seed, dist_ctx).evaluate()
+        if dist_ctx.is_main:
+            kept = {k: v for k, v in meta.items() if k not in ("format", "spec", "test_error")}
+            save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint})
+        return model, error
     return train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
                          out / ".checkpoints" / "base", desc="train base")
 
@@ -215,7 +216,7 @@ def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], conf
             "recipe": json.dumps({"finetune": FINETUNE.to_dict(), "prune_every": config.prune_every,
                                   "channels_per_step": config.channels_per_step})}
     if entry["test_error"] is not None:
-        meta["test_error"] = f"{entry['test_error']:.4f}"
+        meta["test_error"] = repr(entry["test_error"])
     save_model(path, small, meta)
 
 
@@ -227,24 +228,20 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     device = resolve_device(device_name)
     data = load_cifar10(config.data, config.subset, config.test_subset)
     out = Path(out)
-    dist_ctx = init_distributed(device)
-    check_run_dir(out, config.to_dict(), resume)
-    if dist_ctx.enabled:
-        torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
+    dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)
-    prov = provenance(command or sys.argv, device, dist_ctx.world)
-    if dist_ctx.is_main:
-        start_run_file(out, config.to_dict(), prov)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
         trajectory = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
         return _result(out, trajectory, 0.0)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx)
     trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
     if dist_ctx.is_main:
-        document = family_document(config.to_dict(), spec, _base_recipe(spec, config), data, trajectory, prov,
+        meta = read_model_metadata(out / "base.safetensors")
+        base_recipe = json.loads(meta["recipe"]) if "recipe" in meta else None
+        document = family_document(config.to_dict(), spec, base_recipe, data, trajectory, prov,
                                    sorted(p.name for p in out.glob("*.safetensors")))
         atomic_write_json(out / "family.json", document)
-        shutil.rmtree(out / ".checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
+    finish_run(out, dist_ctx)
     return _result(out, trajectory, time.time() - started)
 
 

@@ -6,6 +6,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from archfamily.batches import normalize
+
 
 @torch.inference_mode()
 def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
@@ -14,14 +16,13 @@ def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, m
     """(wrong, total) over `images` (uint8 NCHW), in eval mode; the model's mode is restored after."""
     was_training = model.training
     model.eval()
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
     wrong = 0
-    for start in range(0, images.shape[0], batch_size):
-        x = ((images[start:start + batch_size].to(device).float() / 255 - m) / s).contiguous(
-            memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = model(x).argmax(1)
-        wrong += int((pred != labels[start:start + batch_size].to(device)).sum())
-    model.train(was_training)
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            x = normalize(images[start:start + batch_size].to(device), mean, std, channels_last=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pred = model(x).argmax(1)
+            wrong += int((pred != labels[start:start + batch_size].to(device)).sum())
+    finally:
+        model.train(was_training)
     return wrong, int(images.shape[0])

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from archfamily.errors import UserError
-from archfamily.recipes import FINETUNE, Recipe
+from archfamily.recipes import FINETUNE
 from archfamily.scaling import fit_rules
 from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
 
@@ -60,10 +60,13 @@ def load_family(path: str | Path) -> Family:
         raise UserError(f"{path} is corrupted or truncated: missing {exc}") from None
 
 
-def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Recipe, data: "Cifar10",
+def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]], data: "Cifar10",
                     trajectory: list[dict[str, Any]], provenance: dict[str, Any],
                     checkpoints: list[str]) -> dict[str, Any]:
-    """The family.json of a finished derive run, with its scaling rules fitted."""
+    """The family.json of a finished derive run, with its scaling rules fitted.
+
+    `base_recipe` is None when the base came from a checkpoint that does not record its recipe.
+    """
     return {
         "format": FAMILY_FORMAT, "version": FAMILY_VERSION,
         "base": spec_to_dict(base), "base_name": config["base"],
@@ -74,7 +77,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Recipe,
         "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
                  "test_images": int(data.test_x.shape[0]), "subset": config["subset"],
                  "test_subset": config["test_subset"]},
-        "recipes": {"base": base_recipe.to_dict(), "finetune": FINETUNE.to_dict()},
+        "recipes": {"base": base_recipe, "finetune": FINETUNE.to_dict()},
         "trajectory": [
             {k: e[k] for k in ("prune_step", "params", "macs", "test_error", "stage_ratios", "block_ratios")}
             for e in trajectory

@@ -31,6 +31,8 @@ def parse_target(on: str) -> tuple[torch.device, int]:
     if name not in ("cpu", "cuda"):
         raise UserError(f"unknown device {on!r}: use cpu, cpu:THREADS or cuda")
     if name == "cuda":
+        if threads:
+            raise UserError(f"cuda takes no thread count, got {on!r}")
         if not torch.cuda.is_available():
             raise UserError("--on cuda was asked for, but this machine has no CUDA GPU")
         return torch.device("cuda"), 1
@@ -54,10 +56,10 @@ class LatencyCache:
         text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec_to_json(spec)}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def measure(self, spec: ArchSpec, device: torch.device, threads: int, batch: int, fresh: bool = False) -> float:
-        """Median latency in ms of one forward pass of `batch` images."""
+    def measure(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> float:
+        """Median latency in ms of one forward pass of `batch` images (from the cache when measured before)."""
         key = self.key(spec, device, threads, batch)
-        if key in self.entries and not fresh:
+        if key in self.entries:
             return self.entries[key]
         model = build_model(spec).to(device, memory_format=torch.channels_last).eval()
         x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size, device=device)

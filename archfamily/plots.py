@@ -19,8 +19,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _headline(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """The rows of one setting: batch 1, the most threads, channels_last when measured."""
-    best = max(rows, key=lambda r: (r["batch"] == 1, r["format"] == "channels_last", r["threads"], r["device"] == "cuda"))
+    """The rows of one setting: the GPU if measured, batch 1, channels_last, the most threads."""
+    best = max(rows, key=lambda r: (r["device"] == "cuda", r["batch"] == 1, r["format"] == "channels_last", r["threads"]))
     key = (best["device"], best["threads"], best["batch"], best["format"])
     chosen = [r for r in rows if (r["device"], r["threads"], r["batch"], r["format"]) == key]
     return chosen, f"{key[0]}, {key[1]} thread(s), batch {key[2]}, {key[3]}"

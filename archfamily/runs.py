@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,14 @@ from typing import Any
 import torch
 
 from archfamily import __version__
+from archfamily.distributed import DistContext, init_distributed
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 
 
 def check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs in one folder; write nothing."""
+    config = json.loads(json.dumps(config))  # compare as run.json reads back: tuples become lists
     run_file = out / "run.json"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -41,7 +44,23 @@ def provenance(command: list[str], device: torch.device, world_size: int) -> dic
     }
 
 
-def start_run_file(out: Path, config: dict[str, Any], prov: dict[str, Any]) -> None:
-    """Record the settings once; a resumed run keeps the provenance of its start."""
-    if not (out / "run.json").is_file():
-        atomic_write_json(out / "run.json", {"config": config, "provenance": prov})
+def start_run(out: Path, config: dict[str, Any], resume: bool, device: torch.device,
+              command: list[str]) -> tuple[DistContext, dict[str, Any]]:
+    """Join DDP if launched so, check --out on every rank, then record the settings once (rank 0).
+
+    A resumed run keeps the provenance of its start.
+    """
+    dist_ctx = init_distributed(device)
+    check_run_dir(out, config, resume)
+    if dist_ctx.enabled:
+        torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
+    prov = provenance(command, device, dist_ctx.world)
+    if dist_ctx.is_main and not (out / "run.json").is_file():
+        atomic_write_json(out / "run.json", {"config": json.loads(json.dumps(config)), "provenance": prov})
+    return dist_ctx, prov
+
+
+def finish_run(out: Path, dist_ctx: DistContext) -> None:
+    """The run is complete: its resumable checkpoints are no longer needed."""
+    if dist_ctx.is_main:
+        shutil.rmtree(out / ".checkpoints", ignore_errors=True)

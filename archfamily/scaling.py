@@ -45,8 +45,9 @@ class ScalingRule:
         return self.make(multiplier, round_to)
 
 
-def _trajectory_widths(base: ArchSpec, entry: dict[str, Any]) -> list[int]:
-    return [round(r * w) for r, w in zip(entry["block_ratios"], base.prunable_widths())]
+def trajectory_spec(base: ArchSpec, entry: dict[str, Any]) -> ArchSpec:
+    """The pruned spec of one trajectory entry (family.json keeps per-block kept/original ratios)."""
+    return base.with_prunable_widths([round(r * w) for r, w in zip(entry["block_ratios"], base.prunable_widths())])
 
 
 def copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]
 def fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Per block: width ~ coef * params^exponent, fitted in log-log space, with its R^2 and RMS error."""
     sizes = [e["params"] for e in trajectory]
-    widths = [_trajectory_widths(base, e) for e in trajectory]
+    widths = [trajectory_spec(base, e).prunable_widths() for e in trajectory]
     fits = []
     for b in range(len(base.prunable_widths())):
         points = [(math.log(p), math.log(w[b])) for p, w in zip(sizes, widths) if w[b] > 0]

@@ -6,7 +6,6 @@ error in its metadata) and `metrics.json`; `--resume` continues a stopped run.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -16,12 +15,12 @@ from typing import Any, Optional
 import torch
 
 from archfamily.data import load_cifar10
-from archfamily.distributed import init_distributed, resolve_device
+from archfamily.distributed import resolve_device
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
 from archfamily.recipes import RECIPES, recipe_for
-from archfamily.runs import check_run_dir, provenance, start_run_file
+from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, spec_from_dict, spec_from_json, spec_to_dict
 from archfamily.train import train_to_file
 
@@ -49,6 +48,9 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     """Train `config.spec` from scratch; returns the metrics written to `metrics.json`."""
     started = time.time()
     spec = spec_from_dict(config.spec)
+    if spec.num_classes != 10 or spec.in_chans != 3:
+        raise UserError(f"archfamily trains on CIFAR-10 (10 classes, 3 channels); this spec has "
+                        f"{spec.num_classes} classes and {spec.in_chans} channels")
     if config.recipe is not None and config.recipe not in RECIPES:
         raise UserError(f"unknown recipe {config.recipe!r}; choose from {', '.join(RECIPES)}")
     if config.epochs is not None and config.epochs <= 0:
@@ -59,12 +61,7 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
         raise UserError(f"recipe {config.recipe} has no epochs of its own; give --epochs")
     device = resolve_device(device_name)
     data = load_cifar10(config.data, config.subset, config.test_subset)
-    dist_ctx = init_distributed(device)
-    check_run_dir(out, asdict(config), resume)
-    if dist_ctx.enabled:
-        torch.distributed.barrier()
-    if dist_ctx.is_main:
-        start_run_file(out, asdict(config), provenance(command or sys.argv, device, dist_ctx.world))
+    dist_ctx, _ = start_run(out, asdict(config), resume, device, command or sys.argv)
     if (out / "metrics.json").is_file():  # resuming a finished run: nothing left to do
         return json.loads((out / "metrics.json").read_text())
     torch.manual_seed(config.seed)
@@ -75,5 +72,5 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
                "spec": spec_to_dict(spec), "seconds": time.time() - started}
     if dist_ctx.is_main:
         atomic_write_json(out / "metrics.json", metrics)
-        shutil.rmtree(out / ".checkpoints", ignore_errors=True)
+    finish_run(out, dist_ctx)
     return metrics

@@ -40,6 +40,11 @@ def round_width(width: float, round_to: int = 1) -> int:
     return max(round_to, round_to * math.floor(width / round_to + 0.5))
 
 
+def _check_io(spec: Any) -> None:
+    if spec.num_classes < 0 or spec.in_chans < 1:
+        raise UserError("num_classes must be >= 0 and in_chans >= 1")
+
+
 def _check_rows(name: str, rows: tuple[tuple[int, ...], ...], stages: int) -> None:
     """Every spec's width rows: one row per stage, at least one block each, no negative width."""
     if len(rows) != stages or any(len(row) == 0 for row in rows):
@@ -120,6 +125,7 @@ class WideResNetSpec(_OneWidthPerBlock, _ResidualStages):
     in_chans: int = 3
 
     def __post_init__(self) -> None:
+        _check_io(self)
         _check_rows("inner_widths", self.inner_widths, len(self.stage_widths))
         if min(self.stage_widths) < 1 or self.stem_width < 1:
             raise UserError("stage and stem widths must be at least 1")
@@ -190,9 +196,10 @@ class DenseNetBCSpec(_OneWidthPerBlock):
     in_chans: int = 3
 
     def __post_init__(self) -> None:
+        _check_io(self)
         _check_rows("bottleneck_widths", self.bottleneck_widths, len(self.bottleneck_widths) or 1)
-        if self.growth < 1 or not 0 < self.compression <= 1:
-            raise UserError("growth must be at least 1 and compression in (0, 1]")
+        if self.growth < 1 or not 0 < self.compression <= 1 or self.stem_width < 0:
+            raise UserError("growth must be at least 1, compression in (0, 1] and stem_width >= 0")
 
     @classmethod
     def from_depth_growth(cls, depth: int, growth: int = 12, num_classes: int = 10) -> "DenseNetBCSpec":
@@ -291,7 +298,10 @@ class ResNetSpec(_ResidualStages):
             raise UserError(f"ResNet stem must be 'cifar' or 'imagenet', got {self.stem!r}")
         if (self.block == "bottleneck") != bool(self.mid2_widths):
             raise UserError("mid2_widths is given exactly for bottleneck ResNets")
+        _check_io(self)
         _check_rows("mid_widths", self.mid_widths, len(self.stage_widths))
+        if min(self.stage_widths, default=0) < 1 or self.stem_width < 1:
+            raise UserError("stage and stem widths must be at least 1")
         if self.mid2_widths:
             _check_rows("mid2_widths", self.mid2_widths, len(self.stage_widths))
             if [len(r) for r in self.mid2_widths] != [len(r) for r in self.mid_widths]:

@@ -1,8 +1,9 @@
 """Timing networks honestly: torch.utils.benchmark on the CPU, CUDA events on a GPU, interleaved rounds.
 
 Each round measures every case once, in the same order (A B C A B C ...), so slow
-drift of a shared machine hits all cases alike; the reported figure is the median
-over all runs of all rounds, with the interquartile range as its spread.
+drift of a shared machine hits all cases alike. The reported figure is the median
+over all timed samples of all rounds (on the CPU each sample is the mean of one
+`blocked_autorange` block; on a GPU one call), with the interquartile range as its spread.
 """
 from __future__ import annotations
 
@@ -93,9 +94,9 @@ def time_interleaved(cases: dict[str, Callable[[], Any]], device: torch.device, 
     return {label: _summary(times) for label, times in samples.items()}
 
 
-def peak_gflops(device: torch.device, threads: int = 1, size: Optional[int] = None) -> float:
+def peak_gflops(device: torch.device, threads: int = 1) -> float:
     """Measured float32 GFLOP/s of one large matrix product: the ceiling networks are compared with."""
-    n = size or (8192 if device.type == "cuda" else 1024)
+    n = 8192 if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     timing = time_interleaved({"matmul": lambda: a @ b}, device, threads, rounds=1, min_run_time=0.3)["matmul"]
     return 2 * n**3 / (timing.median_ms / 1e3) / 1e9

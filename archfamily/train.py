@@ -127,7 +127,7 @@ def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch
     error = trainer.evaluate()
     if dist_ctx.is_main:
         save_model(model_file, trainer.model, {
-            "test_error": f"{error:.4f}", "test_images": str(data.test_x.shape[0]), "data": data.source,
+            "test_error": repr(error), "test_images": str(data.test_x.shape[0]), "data": data.source,
             "recipe": json.dumps(recipe.to_dict()), "seed": str(seed),
         })
     return trainer.model, error

@@ -14,15 +14,23 @@ def parse_count(text: str, what: str = "count") -> int:
     match = _PATTERN.fullmatch(str(text).strip())
     if not match:
         raise UserError(f"malformed {what} {text!r}: use a number with an optional k, M or G suffix (e.g. 250k, 1.5M, 1e6)")
-    value = float(match[1]) * _SUFFIX[match[2].lower()]
-    if value <= 0:
-        raise UserError(f"{what} must be positive, got {text!r}")
-    return int(round(value))
+    value = int(round(float(match[1]) * _SUFFIX[match[2].lower()]))
+    if value < 1:
+        raise UserError(f"{what} must be at least 1, got {text!r}")
+    return value
+
+
+def parse_counts(text: str, what: str) -> list[int]:
+    """'0.25M,0.5M' -> [250000, 500000]; at least one."""
+    counts = [parse_count(part, what) for part in text.split(",") if part.strip()]
+    if not counts:
+        raise UserError(f"{what} needs at least one number, got {text!r}")
+    return counts
 
 
 def format_count(n: float) -> str:
-    """1234567 -> '1.23M'."""
+    """1234567 -> '1.23M'; 999600 -> '1M' (three significant digits, never '1e+03k')."""
     for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
+        if abs(n) >= scale * 0.9995:
             return f"{n / scale:.3g}{suffix}"
     return f"{n:.0f}"

@@ -19,6 +19,7 @@ from archfamily.files import atomic_write_json
 MANIFEST_FORMAT = "archfamily.zoo"
 MANIFEST_VERSION = 1
 PREFIX = "archfamily_"
+TAG = "c10"  # timm's pretrained tag for weights trained on CIFAR-10
 NAME = re.compile(r"archfamily_[a-z0-9_]+")
 
 

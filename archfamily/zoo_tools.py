@@ -24,7 +24,7 @@ from archfamily.data import Cifar10
 from archfamily.errors import UserError
 from archfamily.evaluate import count_errors
 from archfamily.models import spec_kwargs
-from archfamily.zoo_manifest import entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
+from archfamily.zoo_manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
 
 
 def test_error(model: nn.Module, data: Cifar10, device: torch.device) -> float:
@@ -53,7 +53,7 @@ def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
 
 
 def add(source: str, name: str, data: Cifar10, device: torch.device, family: Optional[str] = None,
-        rule: Optional[str] = None, tag: str = "c10", replace: bool = False) -> dict[str, Any]:
+        rule: Optional[str] = None, replace: bool = False) -> dict[str, Any]:
     """Measure a trained network through timm, then copy it into the zoo and list it."""
     path = Path(source)
     if path.is_dir():
@@ -69,7 +69,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     error = test_error(model, data, device)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {
-        "name": name, "tag": tag, "architecture": spec.family, "model_args": spec_kwargs(spec),
+        "name": name, "tag": TAG, "architecture": spec.family, "model_args": spec_kwargs(spec),
         "file": f"weights/{name}.safetensors", "params": count_params(model),
         "macs": measure_macs(model, spec.input_size, spec.in_chans), "test_error": round(error, 4),
         "test_images": int(data.test_x.shape[0]), "data": data.source, "recipe": recipe,

@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from archfamily.errors import UserError
-from archfamily.units import parse_count
+from archfamily.units import parse_counts
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -21,17 +21,12 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def _devices(text: str) -> tuple[str, ...]:
-    import torch
+    """`auto` is the CPU and, when present, the GPU; named devices are checked as every command checks them."""
+    from archfamily.distributed import resolve_device
 
     if text == "auto":
-        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-    devices = tuple(d.strip() for d in text.split(","))
-    unknown = [d for d in devices if d not in ("cpu", "cuda")]
-    if unknown:
-        raise UserError(f"unknown device {unknown[0]!r}: use cpu, cuda or auto")
-    if "cuda" in devices and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but this machine has no CUDA GPU")
-    return devices
+        return tuple(sorted({"cpu", resolve_device("auto").type}))
+    return tuple(resolve_device(d.strip()).type for d in text.split(","))
 
 
 @click.command()
@@ -43,8 +38,9 @@ def _devices(text: str) -> tuple[str, ...]:
 @click.option("--batch", "batches", help="Batch sizes: latency at 1, throughput at larger ones [1,64,256].")
 @click.option("--formats", type=click.Choice(["both", "nchw", "channels_last"]),
               help="Memory formats to time [both; channels_last with --quick].")
-@click.option("--rounds", type=int, help="Interleaved rounds per setting [3].")
-@click.option("--compile", "compile_model", is_flag=True, help="Also torch.compile every network (slow to start).")
+@click.option("--rounds", type=click.IntRange(min=1), help="Interleaved rounds per setting [3].")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Time torch.compile'd networks instead of eager ones (slow to start).")
 @click.option("--quick", is_flag=True, help="A fast, coarse run: batches 1 and 64, channels_last, one round.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for results.md/json and plots.")
 def bench(family_path: str, params: Optional[str], macs: Optional[str], device: str, threads: Optional[str],
@@ -59,7 +55,7 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     if bool(params) == bool(macs):
         raise UserError("give exactly one list of budgets: --params or --macs")
     metric = "params" if params else "macs"
-    budgets = tuple(parse_count(b, f"--{metric}") for b in (params or macs).split(",") if b.strip())
+    budgets = tuple(parse_counts(params or macs, f"--{metric}"))
     settings = dict(QUICK) if quick else {}
     settings["devices"] = _devices(device)
     cores = os.cpu_count() or 1

@@ -1,6 +1,7 @@
 """`archfamily derive`: train a base, Fisher-prune it once, record the trajectory."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -41,6 +42,8 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint:
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]])
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     spec = result.final_spec
     click.echo(f"base {config.base}: {format_count(result.trajectory[0]['params'])} params, "
                f"test error {result.base_error:.2f}%")

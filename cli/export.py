@@ -18,7 +18,7 @@ from archfamily.units import format_count, parse_count
 @click.option("--params", help="Parameter budget of the family member, e.g. 1M.")
 @click.option("--macs", help="MAC budget of the family member, e.g. 100M.")
 @click.option("--rule", type=click.Choice(RULES), default="copycat", show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True)
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Trained weights (safetensors) of exactly this spec.")
 @click.option("--out", required=True, type=click.Path(), help="Folder to write config.json and model.safetensors.")
 def export(spec_file: Optional[str], family_path: Optional[str], params: Optional[str], macs: Optional[str],
@@ -34,6 +34,8 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
 
     if bool(spec_file) == bool(family_path):
         raise UserError("give --spec FILE, or --family F with --params or --macs")
+    if spec_file and (params or macs):
+        raise UserError("--params and --macs choose a member of --family; --spec already is one")
     meta: dict[str, str] = {}
     if spec_file:
         spec = read_spec_file(spec_file)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from archfamily.errors import UserError
 from archfamily.scaling import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
-from archfamily.units import format_count, parse_count
+from archfamily.units import format_count, parse_counts
 
 
 def _budgets(params: Optional[str], macs: Optional[str], sweep: Optional[str]) -> tuple[str, list[int]]:
@@ -24,7 +24,7 @@ def _budgets(params: Optional[str], macs: Optional[str], sweep: Optional[str]) -
     name, text = given[0]
     metric = "macs" if name == "macs" else "params"
     flag = "--params" if name == "sweep" else f"--{name}"
-    return metric, [parse_count(part, flag) for part in text.split(",") if part.strip()]
+    return metric, parse_counts(text, flag)
 
 
 def _stage_rows(spec: ArchSpec) -> list[tuple[int, int, int, int, list[int]]]:
@@ -81,8 +81,8 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
     """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms)."""
     from archfamily.latency import parse_target, solve_latency
 
-    if latency_ms <= 0 or batch < 1:
-        raise UserError("--latency-ms must be positive and --batch at least 1")
+    if latency_ms <= 0:
+        raise UserError("--latency-ms must be positive")
     device, threads = parse_target(target)
     bars: list[tqdm] = []  # opened at the first report, after the budget has proved reachable
 
@@ -109,11 +109,13 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
 @click.option("--rule", type=click.Choice(RULES), default="copycat", show_default=True)
 @click.option("--at", type=float, help="copycat: copy the profile where pruning reached this fraction of the "
                                        "base's params [the family's, 0.5].")
-@click.option("--round-to", type=int, default=1, show_default=True, help="Widths in multiples of N (8, 16 for hardware).")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Widths in multiples of N (8, 16 for hardware).")
 @click.option("--latency-ms", type=float, help="Or a measured latency budget: the largest member within it.")
 @click.option("--on", "target", default="cpu", show_default=True, help="Where --latency-ms is measured: cpu, "
                                                                         "cpu:THREADS or cuda.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size --latency-ms is measured at.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size --latency-ms is measured at.")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec and its counts as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
 def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,

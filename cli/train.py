@@ -1,6 +1,7 @@
 """`archfamily train --spec FILE`: train any spec from scratch with the core trainer."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,8 @@ def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], out: s
     spec = read_spec_file(spec_file)
     config = TrainConfig(spec_to_dict(spec), recipe, epochs, data, subset, test_subset, seed)
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]])
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     click.echo(f"trained {format_count(metrics['params'])} params ({format_count(metrics['macs'])} MACs): "
                f"test error {metrics['test_error']:.2f}% on {metrics['test_images']:,} images")
     click.echo(f"wrote {out}/model.safetensors and metrics.json")

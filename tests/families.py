@@ -27,7 +27,7 @@ def write_family(folder: Path, base_name: str = "wrn-16-2", seed: int = 0, k: in
     tiny = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     data = Cifar10(tiny, torch.arange(10), tiny, torch.arange(10), "synthetic")
     config = DeriveConfig(base=base_name, method="random", seed=seed, channels_per_step=k).to_dict()
-    doc = family_document(config, base, WRN, data, trajectory, {"command": ["tests"]}, [])
+    doc = family_document(config, base, WRN.to_dict(), data, trajectory, {"command": ["tests"]}, [])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "family.json").write_text(json.dumps(doc))
     return folder / "family.json"

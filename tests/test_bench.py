@@ -62,6 +62,8 @@ def test_tiny_bench_writes_table_json_and_plots(run_cli, family, tmp_path: Path)
     (("--params", "40k", "--device", "tpu"), "unknown device 'tpu'"),
     (("--params", "40k", "--threads", "two"), "--threads takes"),
     (("--params", "40k", "--macs", "1M"), "exactly one list of budgets"),
+    (("--params", "40k", "--rounds", "0"), "Invalid value for '--rounds'"),
+    (("--params", ","), "needs at least one number"),
 ])
 def test_bench_bad_input(run_cli, family, tmp_path: Path, args, message: str) -> None:
     result = run_cli("bench", "--family", str(family.path), *args, "--out", str(tmp_path / "b"))
@@ -92,6 +94,7 @@ def test_latency_budget_returns_a_member_and_caches(run_cli, family, tmp_path: P
     (("--latency-ms", "5", "--on", "tpu"), "unknown device"),
     (("--latency-ms", "5", "--on", "cpu:x"), "malformed thread count"),
     (("--latency-ms", "5", "--params", "1M"), "exactly one budget"),
+    (("--latency-ms", "5", "--on", "cuda:2"), "cuda takes no thread count"),
 ])
 def test_latency_bad_input(run_cli, family, tmp_path: Path, monkeypatch, args, message: str) -> None:
     monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "cache"))

@@ -72,6 +72,14 @@ def test_reads_image_folder_tree(tmp_path: Path) -> None:
     assert torch.equal(data.train_x[0], torch.from_numpy(first).permute(2, 0, 1))
 
 
+def test_cache_notices_a_changed_image(tmp_path: Path) -> None:
+    root = _write_image_folder(tmp_path)
+    before = load_cifar10(str(root))
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(root / "train" / "airplane" / "0.png")
+    after = load_cifar10(str(root))
+    assert after.train_x[0].sum() == 0 and not torch.equal(before.train_x[0], after.train_x[0])
+
+
 def test_image_folder_of_wrong_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="32x32"):
         load_cifar10(str(_write_image_folder(tmp_path, per_class=1, size=28)))

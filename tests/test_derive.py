@@ -53,27 +53,37 @@ def test_smoke_run_writes_a_family_in_under_a_minute(run_cli, tmp_path: Path) ->
     assert not (out / ".checkpoints").exists()
 
 
-def test_interrupted_run_resumes_to_the_same_trajectory(run_cli, tmp_path: Path, monkeypatch) -> None:
-    whole = tmp_path / "whole"
-    assert run_cli(*SMOKE, "--out", str(whole)).code == 0
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cli.main import main
 
+    out = tmp_path_factory.mktemp("whole") / "run"
+    main([*SMOKE, "--out", str(out)])  # returns on success; bad input would exit
+    return out
+
+
+# 0: after base training, before any prune checkpoint; 6: after the checkpoint at prune 4, before the one at 8
+@pytest.mark.parametrize("die_at", [0, 6])
+def test_interrupted_run_resumes_to_the_same_trajectory(run_cli, uninterrupted: Path, tmp_path: Path, monkeypatch,
+                                                        die_at: int) -> None:
     cut = tmp_path / "cut"
     real_prune = Pruner.prune
 
     def prune_then_die(self, k=1):
-        if self.num_prunes == 6:  # after the checkpoint at prune 4, before the one at 8
+        if self.num_prunes == die_at:
             raise KeyboardInterrupt
         return real_prune(self, k)
 
     monkeypatch.setattr(Pruner, "prune", prune_then_die)
     interrupted = run_cli(*SMOKE, "--out", str(cut))
     assert interrupted.code == 130 and "--resume" in interrupted.err
-    assert not (cut / "family.json").exists()
-    assert len(_trajectory(cut)) == 7  # the base and six prune steps were written as they happened
+    assert not (cut / "family.json").exists() and (cut / "base.safetensors").is_file()
+    if die_at:
+        assert len(_trajectory(cut)) == die_at + 1  # the base and each prune step were written as they happened
     monkeypatch.setattr(Pruner, "prune", real_prune)
 
     assert run_cli(*SMOKE, "--out", str(cut), "--resume").code == 0
-    assert _trajectory(cut) == _trajectory(whole)
+    assert (cut / "trajectory.jsonl").read_bytes() == (uninterrupted / "trajectory.jsonl").read_bytes()
 
 
 def test_checkpoint_option_skips_base_training(run_cli, tmp_path: Path) -> None:
@@ -82,6 +92,10 @@ def test_checkpoint_option_skips_base_training(run_cli, tmp_path: Path) -> None:
     result = run_cli(*SMOKE, "--checkpoint", str(ckpt), "--out", str(tmp_path / "run"))
     assert result.code == 0, result.err
     assert "train base" not in result.err
+    spec, _, meta = load_model(tmp_path / "run" / "base.safetensors")  # the run keeps its base, measured
+    assert spec == base_spec("wrn-16-1") and meta["source"] == str(ckpt)
+    family = json.loads((tmp_path / "run" / "family.json").read_text())
+    assert family["recipes"]["base"] is None and float(meta["test_error"]) == family["base_test_error"]
 
 
 def _bad_checkpoints(tmp_path: Path) -> dict[str, Path]:

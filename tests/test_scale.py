@@ -172,6 +172,10 @@ BAD = [
     (("--sweep", "1M,2M", "--out", "{tmp}/x.json"), "--out writes one spec"),
     (("--params", "1M", "--rule", "fitted", "--at", "0.5"), "--at applies to the copycat rule only"),
     (("--params", "1M", "--rule", "magic"), "Invalid value for '--rule'"),
+    (("--params", "1M", "--round-to", "0"), "Invalid value for '--round-to'"),
+    (("--params", ","), "needs at least one number"),
+    (("--params", "0.4"), "must be at least 1"),
+    (("--latency-ms", "3", "--round-to", "0"), "Invalid value for '--round-to'"),
 ]
 
 
@@ -200,10 +204,18 @@ def test_train_a_scaled_spec_from_scratch(run_cli, family, tmp_path: Path) -> No
     assert (out / "model.safetensors").is_file() and not (out / ".checkpoints").exists()
     again = run_cli(*args)
     assert again.code == 2 and "already holds a run" in again.err
+    resumed = run_cli(*args, "--resume")  # a finished run resumes to its own result
+    assert resumed.code == 0 and f"{metrics['test_error']:.2f}%" in resumed.out
+
+
+_FIVE_CLASSES = '{"family": "wrn", "stage_widths": [4, 4, 4], "inner_widths": [[4], [4], [4]], "num_classes": 5}'
+_ZERO_STAGE = '{"family": "resnet", "block": "basic", "stage_widths": [0, 4], "mid_widths": [[4], [4]]}'
 
 
 @pytest.mark.parametrize("content, message", [(None, "spec file not found"), ("{oops", "not valid JSON"),
-                                              ('{"family": "vgg"}', "not an archfamily spec")])
+                                              ('{"family": "vgg"}', "not an archfamily spec"),
+                                              (_FIVE_CLASSES, "10 classes, 3 channels"),
+                                              (_ZERO_STAGE, "stage and stem widths must be at least 1")])
 def test_train_bad_spec(run_cli, tmp_path: Path, content, message: str) -> None:
     spec_file = tmp_path / "spec.json"
     if content is not None:

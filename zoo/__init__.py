@@ -1,7 +1,7 @@
 """The archfamily model zoo: importing it registers every trained network with timm.
 
     import zoo, timm
-    model = timm.create_model("archfamily_wrn16_2_quick", pretrained=True)
+    model = timm.create_model("archfamily_wrn16_2_copycat_250k", pretrained=True)
 
 `manifest.json` beside this file lists the entries and their measured figures;
 the weights are `weights/<name>.safetensors`. `archfamily zoo add` adds entries
@@ -31,7 +31,8 @@ def _cfgs(entries: list[dict[str, Any]], folder: Path) -> dict:
     })
 
 
-default_cfgs = _cfgs(read_manifest(ZOO_DIR), ZOO_DIR)
+_ENTRIES = read_manifest(ZOO_DIR)
+default_cfgs = _cfgs(_ENTRIES, ZOO_DIR)  # above the entrypoints, as in timm's model files
 
 
 def _entrypoint(entry: dict[str, Any]) -> Callable[..., nn.Module]:
@@ -45,14 +46,17 @@ def _entrypoint(entry: dict[str, Any]) -> Callable[..., nn.Module]:
     return entrypoint
 
 
-def register_zoo(folder: Path) -> list[str]:
-    """Register the entries of a zoo folder (this package's is registered on import); returns their names."""
-    entries = read_manifest(folder)
-    default_cfgs.update(_cfgs(entries, folder))
+def _register(entries: list[dict[str, Any]]) -> list[str]:
     for entry in entries:
         register_model(_entrypoint(entry))
     return [e["name"] for e in entries]
 
 
-for _entry in read_manifest(ZOO_DIR):
-    register_model(_entrypoint(_entry))
+def register_zoo(folder: Path) -> list[str]:
+    """Register the entries of another zoo folder (this package's is registered on import); returns their names."""
+    entries = read_manifest(folder)
+    default_cfgs.update(_cfgs(entries, folder))
+    return _register(entries)
+
+
+_register(_ENTRIES)

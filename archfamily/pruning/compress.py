@@ -18,12 +18,12 @@ def pruned_spec(model: nn.Module) -> ArchSpec:
     return model.spec.with_prunable_widths(widths)
 
 
-def compress(model: nn.Module, gated: bool = False) -> tuple[ArchSpec, nn.Module]:
+def compress(model: nn.Module) -> tuple[ArchSpec, nn.Module]:
     """The dense network that computes what `model` computes with its current masks.
 
     Each group keeps its open channels: rows of the producing conv and of the BN,
     input columns of the consuming conv. The result is built from its own spec, so
-    the spec alone rebuilds it; `gated=True` keeps (all-open) gates for more pruning.
+    the spec alone rebuilds it.
     """
     groups = model.prune_groups()
     names = {id(m): n for n, m in model.named_modules()}
@@ -34,9 +34,8 @@ def compress(model: nn.Module, gated: bool = False) -> tuple[ArchSpec, nn.Module
         slices.setdefault(f"{names[id(g.consumer)]}.weight", []).append((1, keep))
         for key in _NORM_KEYS:
             slices.setdefault(f"{names[id(g.norm)]}.{key}", []).append((0, keep))
-        slices.setdefault(f"{names[id(g.gate)]}.mask", []).append((0, keep))
     spec = pruned_spec(model)
-    small = build_model(spec, gated=gated).to(next(model.parameters()).device)
+    small = build_model(spec).to(next(model.parameters()).device)
     old = model.state_dict()
     new = {}
     for key in small.state_dict():

@@ -12,6 +12,14 @@ METHODS = ("fisher", "fisher-cost", "l1", "random")
 COSTS = ("params", "macs")
 
 
+def check_method(method: str, cost: str) -> None:
+    """One-line errors for an unknown saliency method or channel cost."""
+    if method not in METHODS:
+        raise UserError(f"unknown pruning method {method!r}; choose from {', '.join(METHODS)}")
+    if cost not in COSTS:
+        raise UserError(f"unknown cost {cost!r}; choose from {', '.join(COSTS)}")
+
+
 class Pruner:
     """Ranks every open channel of a gated model by one method and closes the lowest.
 
@@ -21,10 +29,7 @@ class Pruner:
     """
 
     def __init__(self, model: nn.Module, method: str = "fisher", cost: str = "params", seed: int = 0) -> None:
-        if method not in METHODS:
-            raise UserError(f"unknown pruning method {method!r}; choose from {', '.join(METHODS)}")
-        if cost not in COSTS:
-            raise UserError(f"unknown cost {cost!r}; choose from {', '.join(COSTS)}")
+        check_method(method, cost)
         self.model, self.method, self.cost, self.seed = model, method, cost, seed
         self.groups = model.prune_groups()
         self.fisher = FisherAccumulator(self.groups) if method.startswith("fisher") else None

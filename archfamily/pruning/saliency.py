@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.hooks import RemovableHandle
 
 from archfamily.models.gates import PruneGroup
+from archfamily.seeding import generator
 
 
 class FisherAccumulator:
@@ -74,5 +75,5 @@ def l1_saliency(groups: list[PruneGroup]) -> list[torch.Tensor]:
 
 def random_saliency(groups: list[PruneGroup], seed: int, step: int) -> list[torch.Tensor]:
     """Uniform scores from a generator seeded by (seed, step): identical on every rank and on resume."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    gen = generator(seed, 3, step)
     return [torch.rand(g.gate.mask.numel(), generator=gen, dtype=torch.float64) for g in groups]
