@@ -39,19 +39,20 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     written.append(_save(fig, out / "latency_vs_params.png"))
     known = [r for r in rows if r["test_error"] is not None]
     trajectory = report.get("trajectory_errors", [])
-    if known or trajectory:
-        for x_key, x_label, name in (("params", "parameters", "error_vs_params.png"),
-                                     ("median_ms", "latency (ms, median)", "error_vs_latency.png")):
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            if x_key == "params" and trajectory:  # the pruning run's own measurements, pruned and fine-tuned
-                pts = sorted((t["params"], t["test_error"]) for t in trajectory)
-                ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
-                        label="pruning trajectory (derive's test split)")
-            for net in sorted({r["network"] for r in known}):
-                pts = sorted((r[x_key], r["test_error"]) for r in known if r["network"] == net)
-                ax.plot([p for p, _ in pts], [e for _, e in pts], marker="o", linestyle="", label=net)
-            title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"
-            ax.set(xlabel=x_label, ylabel="CIFAR-10 test error (%)", xscale="log", title=title)
-            ax.legend(fontsize=8)
-            written.append(_save(fig, out / name))
+    plots = [("params", "parameters", "error_vs_params.png")] if known or trajectory else []
+    if known:  # latency is measured only for the benched networks, so only they can be placed here
+        plots.append(("median_ms", "latency (ms, median)", "error_vs_latency.png"))
+    for x_key, x_label, name in plots:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        if x_key == "params" and trajectory:  # the pruning run's own measurements, pruned and fine-tuned
+            pts = sorted((t["params"], t["test_error"]) for t in trajectory)
+            ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
+                    label="pruning trajectory (derive's test split)")
+        for net in sorted({r["network"] for r in known}):
+            pts = sorted((r[x_key], r["test_error"]) for r in known if r["network"] == net)
+            ax.plot([p for p, _ in pts], [e for _, e in pts], marker="o", linestyle="", label=net)
+        title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"
+        ax.set(xlabel=x_label, ylabel="CIFAR-10 test error (%)", xscale="log", title=title)
+        ax.legend(fontsize=8)
+        written.append(_save(fig, out / name))
     return written
