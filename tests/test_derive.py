@@ -155,3 +155,20 @@ def test_out_that_is_not_a_run_is_refused(run_cli, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     result = run_cli(*SMOKE, "--out", str(tmp_path))
     assert result.code == 2 and "holds no archfamily run" in result.err
+
+
+def test_derive_under_torchrun_with_two_gloo_processes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "cli.main", *SMOKE, "--out", str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 reports, once
+    family = json.loads((out / "family.json").read_text())
+    assert family["provenance"]["world_size"] == 2
+    assert all((out / f"{name}.safetensors").is_file() for name in ("base", "pruned-050", "pruned-final"))
