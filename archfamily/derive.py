@@ -131,7 +131,6 @@ def _base_recipe(spec: ArchSpec, config: DeriveConfig) -> Recipe:
     return recipe.shortened(config.epochs) if config.epochs is not None else recipe
 
 
-
 def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
                 dist_ctx: DistContext) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
@@ -150,9 +149,9 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                          out / ".checkpoints" / "base", desc="train base")
 
 
-def trajectory_entry(model: torch.nn.Module, base: ArchSpec, prune_step: int, train_step: int,
-                      error: Optional[float]) -> dict[str, Any]:
-    spec = pruned_spec(model)
+def trajectory_entry(spec: ArchSpec, base: ArchSpec, prune_step: int, train_step: int,
+                     error: Optional[float]) -> dict[str, Any]:
+    """One trajectory line: the pruned network `spec` of a `base`, its counts, ratios and error."""
     return {
         "prune_step": prune_step, "train_step": train_step, "params": spec.num_params(), "macs": spec.num_macs(),
         "test_error": error, "spec": spec_to_dict(spec),
@@ -176,7 +175,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     state = trainer.resume(checkpoint)
     floor = config.until_params or spec.num_params() // 10
-    trajectory = state["trajectory"] if state else [trajectory_entry(trainer.model, spec, 0, 0, base_error)]
+    trajectory = state["trajectory"] if state else [trajectory_entry(spec, spec, 0, 0, base_error)]
     saved = set(state["milestones"]) if state else set()
     pruner.num_prunes = trajectory[-1]["prune_step"]
     base_params = spec.num_params()
@@ -186,11 +185,12 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             for _ in range(config.prune_every):
                 trainer.train_step()
             pruner.prune(config.channels_per_step)
-            params = pruned_spec(trainer.model).num_params()
+            now = pruned_spec(trainer.model)
+            params = now.num_params()
             done = params <= floor or pruner.open_channels() == 0
             measure = done or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            entry = trajectory_entry(trainer.model, spec, pruner.num_prunes, trainer.step, error)
+            entry = trajectory_entry(now, spec, pruner.num_prunes, trainer.step, error)
             trajectory.append(entry)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)

@@ -16,9 +16,8 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 
 
-def check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
-    """Refuse to mix runs in one folder; write nothing."""
-    config = json.loads(json.dumps(config))  # compare as run.json reads back: tuples become lists
+def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
+    """Refuse to mix runs in one folder; write nothing. `config` is as run.json reads back."""
     run_file = out / "run.json"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -50,13 +49,14 @@ def start_run(out: Path, config: dict[str, Any], resume: bool, device: torch.dev
 
     A resumed run keeps the provenance of its start.
     """
+    config = json.loads(json.dumps(config))  # as run.json reads back: tuples become lists
     dist_ctx = init_distributed(device)
-    check_run_dir(out, config, resume)
+    _check_run_dir(out, config, resume)
     if dist_ctx.enabled:
         torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
     prov = provenance(command, device, dist_ctx.world)
     if dist_ctx.is_main and not (out / "run.json").is_file():
-        atomic_write_json(out / "run.json", {"config": json.loads(json.dumps(config)), "provenance": prov})
+        atomic_write_json(out / "run.json", {"config": config, "provenance": prov})
     return dist_ctx, prov
 
 
