@@ -8,10 +8,19 @@ For each budget it times, side by side:
 - `copycat` and `fitted` members, with widths rounded to 1, 8 and 16 channels.
 Weights are random: speed does not depend on them. Errors, where a trajectory
 point or a zoo entry measured one, are reported beside the speed.
+
+With `--trained ARM=GLOB` it times networks that were really trained instead: the
+train run folders and model files that GLOB matches, grouped by architecture, so the
+seeds of one arm at one budget become one row with the mean error, its spread and the
+seeds. Each budget then also gets the masked pruned network, the form a masking
+framework runs.
 """
 from __future__ import annotations
 
+import glob
 import json
+import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -20,10 +29,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from archfamily.checkpoint import read_model_metadata
+from archfamily.errors import UserError
 from archfamily.family import Family
 from archfamily.models import build_model, spec_kwargs
 from archfamily.scaling import make_rule, solve, trajectory_spec
-from archfamily.specs import ArchSpec
+from archfamily.specs import ArchSpec, spec_from_dict, spec_from_json
 from archfamily.timing import machine_info, peak_gflops, time_interleaved
 
 
@@ -53,10 +64,84 @@ class BenchNet:
     spec: ArchSpec
     build: Callable[[], nn.Module] = field(repr=False)
     error: Optional[float] = None
+    trained: Optional["TrainedGroup"] = None
 
     @property
     def label(self) -> str:
-        return f"{self.budget}/{self.kind}"
+        return f"{self.budget}/{self.kind}/{self.spec.num_params()}/{self.spec.num_macs()}"
+
+
+@dataclass
+class TrainedGroup:
+    """The trained copies (one per seed) of one architecture in one arm of a study."""
+
+    arm: str
+    spec: ArchSpec
+    errors: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    test_images: set[int] = field(default_factory=set)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.errors)
+
+    @property
+    def std(self) -> Optional[float]:
+        """Sample standard deviation over seeds; None for a single seed."""
+        return statistics.stdev(self.errors) if len(self.errors) > 1 else None
+
+
+def _trained_record(path: Path) -> tuple[ArchSpec, float, int, int]:
+    """(spec, test error, seed, test images) of a train run folder (metrics.json) or a model file's metadata."""
+    if path.is_dir():
+        metrics_file = path / "metrics.json"
+        if not metrics_file.is_file():
+            raise UserError(f"{path} holds no finished training (no metrics.json)")
+        m = json.loads(metrics_file.read_text())
+        return spec_from_dict(m["spec"]), float(m["test_error"]), int(m["seed"]), int(m["test_images"])
+    meta = read_model_metadata(path)
+    if "test_error" not in meta:
+        raise UserError(f"{path} records no measured test error")
+    return (spec_from_json(meta["spec"]), float(meta["test_error"]), int(meta.get("seed", 0)),
+            int(meta.get("test_images", 0)))
+
+
+def trained_groups(patterns: list[tuple[str, str]]) -> list[TrainedGroup]:
+    """Group what each (arm, glob) matches by architecture: one group per arm and spec, its seeds inside."""
+    groups: dict[tuple[str, str], TrainedGroup] = {}
+    for arm, pattern in patterns:
+        paths = sorted(glob.glob(pattern))
+        if not paths:
+            raise UserError(f"--trained {arm}={pattern} matches nothing")
+        for path in paths:
+            spec, error, seed, images = _trained_record(Path(path))
+            group = groups.setdefault((arm, _spec_key(spec_kwargs(spec))), TrainedGroup(arm, spec))
+            group.errors.append(error)
+            group.seeds.append(seed)
+            group.sources.append(path)
+            group.test_images.add(images)
+    return list(groups.values())
+
+
+def _nearest_budget(count: int, budgets: tuple[int, ...]) -> int:
+    return min(budgets, key=lambda b: abs(math.log(count / b)))
+
+
+def trained_networks(family: Family, config: BenchConfig, groups: list[TrainedGroup]) -> list[BenchNet]:
+    """The trained networks, each at the budget nearest its size (log scale), and the masked pruned network per budget."""
+    points = [(e, trajectory_spec(family.base, e)) for e in family.trajectory]
+    sizes = [e[config.metric] for e, _ in points]
+    nets = []
+    for budget in config.budgets:
+        if min(sizes) <= budget <= sizes[0]:  # the first prune step at or below it, as `derive --save-at` saves
+            _, pruned = next(p for p in points if p[0][config.metric] <= budget)
+            nets.append(BenchNet(budget, "pruned (masked)", pruned, _masked_builder(family.base, pruned)))
+        for g in groups:
+            count = g.spec.num_params() if config.metric == "params" else g.spec.num_macs()
+            if _nearest_budget(count, config.budgets) == budget:
+                nets.append(BenchNet(budget, g.arm, g.spec, lambda s=g.spec: build_model(s), g.mean, g))
+    return nets
 
 
 def _masked_builder(base: ArchSpec, pruned: ArchSpec) -> Callable[[], nn.Module]:
@@ -115,9 +200,10 @@ def _prepare(net: BenchNet, device: torch.device, batch: int, fmt: str, compile_
     return lambda: model(x)
 
 
-def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Time every network in every setting; returns the report as a JSON-ready dict."""
-    nets = networks(family, config, zoo_entries)
+def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
+        trained: Optional[list[TrainedGroup]] = None) -> dict[str, Any]:
+    """Time every network in every setting (the trained ones, if given); returns the report as a JSON-ready dict."""
+    nets = trained_networks(family, config, trained) if trained else networks(family, config, zoo_entries)
     settings = [(dev, threads if dev == "cpu" else 1, batch, fmt)
                 for dev in config.devices for threads in (config.threads if dev == "cpu" else (1,))
                 for batch in config.batches for fmt in config.formats]
@@ -143,12 +229,27 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]]) 
                     "device": dev, "threads": threads, "batch": batch, "format": fmt, **t.to_dict(),
                     "images_per_s": batch / seconds, "gflops": gflops, "peak_share": gflops / peaks[key],
                     "test_error": n.error, "spec": {"family": n.spec.family, **spec_kwargs(n.spec)},
+                    **(_trained_fields(n.trained) if n.trained else {}),
                 })
     measured = [{"params": e["params"], "macs": e["macs"], "test_error": e["test_error"]}
                 for e in family.trajectory if e.get("test_error") is not None]
     return {"format": "archfamily.bench", "version": 1, "family": str(family.path), "metric": config.metric,
             "machine": machine_info(), "peak_gflops": peaks, "trajectory_errors": measured,
             "config": asdict(config), "rows": rows}
+
+
+def _trained_fields(group: TrainedGroup) -> dict[str, Any]:
+    return {"test_error_std": group.std, "test_errors": group.errors, "seeds": group.seeds,
+            "test_images": sorted(group.test_images), "sources": group.sources}
+
+
+def format_error(row: dict[str, Any]) -> str:
+    """'45.73%', or 'mean ± sd (n)' over the seeds of a trained network."""
+    if row["test_error"] is None:
+        return "-"
+    if row.get("test_error_std") is None:
+        return f"{row['test_error']:.2f}%"
+    return f"{row['test_error']:.2f} ± {row['test_error_std']:.2f}% ({len(row['test_errors'])})"
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -159,13 +260,13 @@ def summary(report: dict[str, Any]) -> list[str]:
     fmt = "channels_last" if any(r["format"] == "channels_last" for r in rows) else "nchw"
     picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)]
     small, large = min(r["batch"] for r in picked), max(r["batch"] for r in picked)
-    at_large = {(r["budget"], r["network"]): r for r in picked if r["batch"] == large}
+    at_large = {(r["budget"], r["network"], r["params"], r["macs"]): r for r in picked if r["batch"] == large}
     lines = [f"\n## Summary: {dev}, {threads} thread{'s' if threads > 1 else ''}, {fmt}\n",
              f"| budget | network | params | MACs | batch-{small} latency ms (IQR) | batch-{large} images/s | "
              f"% of peak at batch {large} | test error |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in (r for r in picked if r["batch"] == small):
-        big = at_large[(r["budget"], r["network"])]
-        error = f"{r['test_error']:.2f}%" if r["test_error"] is not None else "-"
+        big = at_large[(r["budget"], r["network"], r["params"], r["macs"])]
+        error = format_error(r)
         lines.append(f"| {r['budget']:,} | {r['network']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
                      f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f}) | {big['images_per_s']:.0f} | "
                      f"{100 * big['peak_share']:.1f}% | {error} |")
@@ -189,7 +290,7 @@ def markdown(report: dict[str, Any]) -> str:
         for r in report["rows"]:
             if (r["device"], r["threads"], r["batch"], r["format"]) != (dev, threads, batch, fmt):
                 continue
-            error = f"{r['test_error']:.2f}%" if r["test_error"] is not None else "-"
+            error = format_error(r)
             lines.append(f"| {r['budget']:,} | {r['network']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
                          f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f}) | {r['images_per_s']:.0f} | {r['gflops']:.1f} | "
                          f"{100 * r['peak_share']:.1f}% | {error} |")

@@ -6,7 +6,10 @@ Output folder:
 - `trajectory.jsonl`: one line per prune step (pruned spec, params, MACs, test error
   where measured);
 - `pruned-050.safetensors`, `pruned-025.safetensors`, `pruned-final.safetensors`:
-  compressed pruned networks at 50% and 25% of the base's parameters and at the end;
+  compressed pruned networks at 50% and 25% of the base's parameters and at the end,
+  and `pruned-at-<N>.safetensors` for every `--save-at N` (the first prune step at or
+  below N params, its test error always measured): the pruned-and-tuned networks a
+  study compares with networks trained from scratch at the same size;
 - `family.json`: the versioned summary that `archfamily scale` reads: base spec,
   method, data, seed, recipes, per-stage and per-block width ratios along the
   trajectory, and provenance.
@@ -81,6 +84,7 @@ class DeriveConfig:
     eval_every: int = 50
     until_params: Optional[int] = None
     checkpoint: Optional[str] = None
+    save_at: tuple[int, ...] = ()  # parameter counts at which to save (and measure) the pruned network
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
@@ -123,7 +127,18 @@ def _validate(config: DeriveConfig) -> ArchSpec:
             raise UserError(f"--until-params {config.until_params:,} must be below the base's {base_params:,} parameters")
         if config.until_params < smallest:
             raise UserError(f"--until-params {config.until_params:,} is below the smallest network {config.base} prunes to ({smallest:,})")
+    floor = config.until_params or base_params // 10
+    for count in config.save_at:
+        if not floor <= count < base_params:
+            raise UserError(f"--save-at {count:,} is outside the pruning run: {floor:,} to {base_params - 1:,} parameters")
     return spec
+
+
+def _save_points(config: DeriveConfig, base_params: int) -> dict[int, str]:
+    """Parameter count -> file stem of every pruned network the run saves: 50%, 25% and each --save-at."""
+    points = {round(f * base_params): f"pruned-{round(f * 100):03d}" for f in MILESTONES}
+    points.update({count: f"pruned-at-{count}" for count in config.save_at})
+    return points
 
 
 def _base_recipe(spec: ArchSpec, config: DeriveConfig) -> Recipe:
@@ -179,6 +194,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     saved = set(state["milestones"]) if state else set()
     pruner.num_prunes = trajectory[-1]["prune_step"]
     base_params = spec.num_params()
+    points = _save_points(config, base_params)
     with tqdm(total=base_params - floor, initial=base_params - trajectory[-1]["params"], desc="prune",
               unit="param", unit_scale=True, disable=not dist_ctx.is_main, dynamic_ncols=True) as bar:
         while trajectory[-1]["params"] > floor and pruner.open_channels() > 0:
@@ -188,31 +204,33 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             now = pruned_spec(trainer.model)
             params = now.num_params()
             done = params <= floor or pruner.open_channels() == 0
-            measure = done or pruner.num_prunes % config.eval_every == 0
+            due = [stem for count, stem in points.items() if params <= count and stem not in saved]
+            measure = done or bool(due) or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
             entry = trajectory_entry(now, spec, pruner.num_prunes, trainer.step, error)
             trajectory.append(entry)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)
-            for fraction in MILESTONES:
-                if params <= fraction * base_params and fraction not in saved:
-                    saved.add(fraction)
-                    if dist_ctx.is_main:
-                        _save_pruned(out / f"pruned-{round(fraction * 100):03d}.safetensors", trainer.model, entry, config)
+            for stem in due:
+                saved.add(stem)
+                if dist_ctx.is_main:
+                    _save_pruned(out / f"{stem}.safetensors", trainer.model, entry, config, data)
             if dist_ctx.is_main:
                 _write_trajectory(out, trajectory)
             if measure:
                 trainer.save(checkpoint, {"trajectory": trajectory, "milestones": sorted(saved)})
     if dist_ctx.is_main:
-        _save_pruned(out / "pruned-final.safetensors", trainer.model, trajectory[-1], config)
+        _save_pruned(out / "pruned-final.safetensors", trainer.model, trajectory[-1], config, data)
     pruner.remove_hooks()
     return trajectory
 
 
-def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], config: DeriveConfig) -> None:
+def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], config: DeriveConfig,
+                 data: Cifar10) -> None:
     """The compressed pruned network, with where it came from in its metadata."""
     _, small = compress(model)
     meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
+            "seed": str(config.seed), "test_images": str(data.test_x.shape[0]), "data": data.source,
             "recipe": json.dumps({"finetune": FINETUNE.to_dict(), "prune_every": config.prune_every,
                                   "channels_per_step": config.channels_per_step})}
     if entry["test_error"] is not None:

@@ -48,9 +48,10 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
             pts = sorted((t["params"], t["test_error"]) for t in trajectory)
             ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
                     label="pruning trajectory (derive's test split)")
-        for net in sorted({r["network"] for r in known}):
-            pts = sorted((r[x_key], r["test_error"]) for r in known if r["network"] == net)
-            ax.plot([p for p, _ in pts], [e for _, e in pts], marker="o", linestyle="", label=net)
+        for net in sorted({r["network"] for r in known}):  # trained over several seeds: mean and sd
+            pts = sorted((r[x_key], r["test_error"], r.get("test_error_std") or 0.0) for r in known if r["network"] == net)
+            ax.errorbar([p for p, _, _ in pts], [e for _, e, _ in pts], yerr=[sd for _, _, sd in pts], marker="o",
+                        linestyle="", capsize=3, label=net)
         title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"
         ax.set(xlabel=x_label, ylabel="CIFAR-10 test error (%)", xscale="log", title=title)
         ax.legend(fontsize=8)

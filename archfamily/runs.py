@@ -16,6 +16,13 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 
 
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A setting as compared on resume: unset (None, empty) equals absent, so a run.json written before a
+    setting existed still resumes under the version that added it."""
+    value = config.get(key)
+    return None if value in ([], {}, "") else value
+
+
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs in one folder; write nothing. `config` is as run.json reads back."""
     run_file = out / "run.json"
@@ -28,8 +35,8 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
             raise UserError(f"--out {out} holds a damaged run.json; choose another --out") from None
         if not resume:
             raise UserError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
-        if previous != config:
-            changed = sorted(k for k in config if previous.get(k) != config[k])
+        changed = sorted(k for k in set(config) | set(previous) if _setting(previous, k) != _setting(config, k))
+        if changed:
             raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); cannot resume it")
     elif out.is_dir() and any(out.iterdir()):
         raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 
+from archfamily.checkpoint import read_model_metadata
 from archfamily.data import load_cifar10
 from archfamily.distributed import resolve_device
 from archfamily.errors import UserError
@@ -37,9 +38,15 @@ class TrainConfig:
 
 
 def read_spec_file(path: str) -> ArchSpec:
+    """A spec JSON (from `archfamily scale --out`), or the spec inside a model file: its weights are not used.
+
+    Reading a derive run's `pruned-*.safetensors` this way trains the architecture pruning found from scratch.
+    """
     file = Path(path)
     if not file.is_file():
         raise UserError(f"spec file not found: {file}")
+    if file.suffix == ".safetensors":
+        return spec_from_json(read_model_metadata(file)["spec"])
     return spec_from_json(file.read_text())
 
 

@@ -41,14 +41,18 @@ def _devices(text: str) -> tuple[str, ...]:
 @click.option("--rounds", type=click.IntRange(min=1), help="Interleaved rounds per setting [3].")
 @click.option("--compile", "compile_model", is_flag=True,
               help="Time torch.compile'd networks instead of eager ones (slow to start).")
+@click.option("--trained", "trained", multiple=True, metavar="ARM=GLOB",
+              help="Time trained networks instead: train run folders or model files GLOB matches, as arm ARM "
+                   "(seeds of one architecture become one row). Repeat for each arm.")
 @click.option("--quick", is_flag=True, help="A fast, coarse run: batches 1 and 64, channels_last, one round.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for results.md/json and plots.")
 def bench(family_path: str, params: Optional[str], macs: Optional[str], device: str, threads: Optional[str],
-          batches: Optional[str], formats: Optional[str], rounds: Optional[int], compile_model: bool, quick: bool, out: str) -> None:
+          batches: Optional[str], formats: Optional[str], rounds: Optional[int], compile_model: bool,
+          trained: tuple[str, ...], quick: bool, out: str) -> None:
     """Time reduced, pruned (masked and compressed) and family networks at matched budgets."""
     import os
 
-    from archfamily.bench import QUICK, BenchConfig, run, write_report
+    from archfamily.bench import QUICK, BenchConfig, run, trained_groups, write_report
     from archfamily.family import load_family
     from archfamily.zoo_manifest import read_manifest
 
@@ -66,11 +70,19 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
         settings["formats"] = ("nchw", "channels_last") if formats == "both" else (formats,)
     if rounds:
         settings["rounds"] = rounds
+    pairs = []
+    for item in trained:
+        arm, sep, pattern = item.partition("=")
+        if not sep or not arm.strip() or not pattern.strip():
+            raise UserError(f"--trained takes ARM=GLOB, e.g. copycat=runs/study/train/copycat-*, got {item!r}")
+        pairs.append((arm.strip(), pattern.strip()))
+    groups = trained_groups(pairs) if pairs else None
     family = load_family(family_path)
     try:
         zoo_entries = read_manifest()
     except UserError:
         zoo_entries = []
-    report = run(family, BenchConfig(budgets=budgets, metric=metric, compile=compile_model, **settings), zoo_entries)
+    report = run(family, BenchConfig(budgets=budgets, metric=metric, compile=compile_model, **settings), zoo_entries,
+                 groups)
     written = write_report(report, Path(out))
     click.echo(f"wrote {', '.join(str(p) for p in written)}")

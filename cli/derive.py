@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from archfamily.units import format_count, parse_count
+from archfamily.units import format_count, parse_count, parse_counts
 from cli.options import training_options
 
 
@@ -26,11 +26,13 @@ from cli.options import training_options
 @click.option("-k", "--channels-per-step", type=int, help="Channels closed per prune; 1 is the paper [preset's].")
 @click.option("--eval-every", type=int, help="Prunes between test-error measurements and checkpoints [preset's].")
 @click.option("--until-params", help="Stop pruning at this many parameters, e.g. 70k [10% of the base].")
+@click.option("--save-at", help="Also save the pruned network at these sizes, e.g. 76k,152k (pruned-at-N.safetensors).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
 @training_options
 def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint: Optional[str],
            epochs: Optional[float], prune_every: Optional[int], channels_per_step: Optional[int],
-           eval_every: Optional[int], until_params: Optional[str], out: Optional[str], data: Optional[str],
+           eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
+           data: Optional[str],
            subset: Optional[int], test_subset: Optional[int], seed: int, device: str, resume: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
     from archfamily.derive import DeriveConfig, derive as run_derive
@@ -39,6 +41,7 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint:
         preset, base=base, method=method, cost=cost, data=data, subset=subset, test_subset=test_subset, seed=seed,
         epochs=epochs, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
+        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]])

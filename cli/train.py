@@ -13,7 +13,7 @@ from cli.options import training_options
 
 
 @click.command()
-@click.option("--spec", "spec_file", required=True, help="Spec JSON, e.g. from `archfamily scale --out`.")
+@click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`) or a model .safetensors whose architecture to train afresh.")
 @click.option("--recipe", type=click.Choice(["wrn", "densenet"]),
               help="Training recipe [the paper's for the spec's family].")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")

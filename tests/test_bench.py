@@ -58,7 +58,36 @@ def test_tiny_bench_writes_table_json_and_plots(run_cli, family, tmp_path: Path)
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_of_trained_networks_groups_seeds_into_one_row(run_cli, family, tmp_path: Path) -> None:
+    spec_file = tmp_path / "member.json"
+    assert run_cli("scale", "--family", str(family.path), "--params", "40k", "--rule", "reduced-width",
+                   "--out", str(spec_file)).code == 0
+    errors = {}
+    for seed in (0, 1):
+        run = tmp_path / "train" / f"rw-40k-s{seed}"
+        assert run_cli("train", "--spec", str(spec_file), "--epochs", "0.2", "--subset", "100", "--test-subset", "50",
+                       "--seed", str(seed), "--device", "cpu", "--out", str(run)).code == 0
+        errors[seed] = json.loads((run / "metrics.json").read_text())["test_error"]
+    out = tmp_path / "bench"
+    result = run_cli("bench", "--family", str(family.path), "--params", "40k,60k", "--device", "cpu", "--quick",
+                     "--threads", "1", "--batch", "1", "--rounds", "1",
+                     "--trained", f"reduced-width={tmp_path}/train/rw-*", "--out", str(out))
+    assert result.code == 0, result.err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["network"] for r in rows if r["budget"] == 40_000} == {"pruned (masked)", "reduced-width"}
+    assert {r["network"] for r in rows if r["budget"] == 60_000} == {"pruned (masked)"}  # nearest budget only
+    trained = next(r for r in rows if r["network"] == "reduced-width")
+    assert trained["seeds"] == [0, 1] and trained["test_errors"] == [errors[0], errors[1]]
+    assert trained["test_error"] == pytest.approx((errors[0] + errors[1]) / 2)
+    assert trained["test_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
+    assert trained["test_images"] == [50] and len(trained["sources"]) == 2
+    assert f"{trained['test_error']:.2f} ± {trained['test_error_std']:.2f}% (2)" in (out / "results.md").read_text()
+    assert (out / "error_vs_latency.png").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
+    (("--params", "40k", "--trained", "nothing-here"), "--trained takes ARM=GLOB"),
+    (("--params", "40k", "--trained", "arm=/nowhere/*"), "matches nothing"),
     (("--params", "40k", "--device", "tpu"), "unknown device 'tpu'"),
     (("--params", "40k", "--threads", "two"), "--threads takes"),
     (("--params", "40k", "--macs", "1M"), "exactly one list of budgets"),

@@ -86,6 +86,24 @@ def test_interrupted_run_resumes_to_the_same_trajectory(run_cli, uninterrupted: 
     assert (cut / "trajectory.jsonl").read_bytes() == (uninterrupted / "trajectory.jsonl").read_bytes()
 
 
+def test_save_at_keeps_measured_pruned_networks_at_those_sizes(run_cli, uninterrupted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_cli(*SMOKE, "--save-at", "60k,40k", "--out", str(out))
+    assert result.code == 0, result.err
+    lines = _trajectory(out)
+    for count in (60_000, 40_000):
+        spec, model, meta = load_model(out / f"pruned-at-{count}.safetensors")
+        first_below = next(line for line in lines if line["params"] <= count)  # the first prune step at or below
+        assert spec.num_params() == first_below["params"] == int(meta["params"])
+        assert int(meta["prune_step"]) == first_below["prune_step"]
+        assert first_below["test_error"] is not None and float(meta["test_error"]) == first_below["test_error"]
+        assert meta["seed"] == "0" and meta["test_images"] == "200"
+    # saving more changes no other measurement or prune decision
+    measured = {line["prune_step"]: line["test_error"] for line in _trajectory(uninterrupted)}
+    assert [line["spec"] for line in lines] == [line["spec"] for line in _trajectory(uninterrupted)]
+    assert all(line["test_error"] == measured[line["prune_step"]] for line in lines if measured[line["prune_step"]])
+
+
 def test_checkpoint_option_skips_base_training(run_cli, tmp_path: Path) -> None:
     ckpt = tmp_path / "base.safetensors"
     save_model(ckpt, build_model(base_spec("wrn-16-1")))
@@ -124,6 +142,9 @@ BAD_INPUTS = [
     (("--until-params", "10"), "below the smallest network"),
     (("--method", "magic"), "Invalid value for '--method'"),
     (("--prune-every", "0"), "--prune-every must be at least 1"),
+    (("--save-at", "1"), "--save-at 1 is outside the pruning run"),
+    (("--save-at", "200k"), "outside the pruning run"),
+    (("--save-at", "many"), "malformed --save-at"),
 ]
 
 
@@ -172,3 +193,14 @@ def test_derive_under_torchrun_with_two_gloo_processes(tmp_path: Path) -> None:
     family = json.loads((out / "family.json").read_text())
     assert family["provenance"]["world_size"] == 2
     assert all((out / f"{name}.safetensors").is_file() for name in ("base", "pruned-050", "pruned-final"))
+
+
+def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path: Path) -> None:
+    from archfamily.runs import _check_run_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"config": {"seed": 0}}))  # written before save_at existed
+    _check_run_dir(out, {"seed": 0, "save_at": []}, resume=True)
+    with pytest.raises(Exception, match=r"other settings \(save_at\)"):
+        _check_run_dir(out, {"seed": 0, "save_at": [1000]}, resume=True)

@@ -208,6 +208,27 @@ def test_train_a_scaled_spec_from_scratch(run_cli, family, tmp_path: Path) -> No
     assert resumed.code == 0 and f"{metrics['test_error']:.2f}%" in resumed.out
 
 
+def test_train_takes_the_architecture_of_a_model_file_and_not_its_weights(run_cli, family, tmp_path: Path) -> None:
+    from archfamily.checkpoint import save_model
+    from archfamily.models import build_model
+    from archfamily.scratch import read_spec_file
+
+    spec_file = tmp_path / "member.json"
+    assert run_cli("scale", "--family", str(family.path), "--params", "60k", "--out", str(spec_file)).code == 0
+    model = build_model(read_spec_file(str(spec_file)))
+    for p in model.parameters():  # weights a from-scratch run must not start from
+        p.data.fill_(0.5)
+    model_file = tmp_path / "pruned.safetensors"
+    save_model(model_file, model)
+    errors = []
+    for source, out in ((spec_file, "from-json"), (model_file, "from-model")):
+        result = run_cli("train", "--spec", str(source), "--epochs", "0.5", "--subset", "200", "--test-subset", "100",
+                         "--device", "cpu", "--out", str(tmp_path / out))
+        assert result.code == 0, result.err
+        errors.append(json.loads((tmp_path / out / "metrics.json").read_text())["test_error"])
+    assert errors[0] == errors[1]  # the same architecture, the same seed: the same run
+
+
 _FIVE_CLASSES = '{"family": "wrn", "stage_widths": [4, 4, 4], "inner_widths": [[4], [4], [4]], "num_classes": 5}'
 _ZERO_STAGE = '{"family": "resnet", "block": "basic", "stage_widths": [0, 4], "mid_widths": [[4], [4]]}'
 
