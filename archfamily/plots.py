@@ -18,6 +18,11 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _style(i: int) -> dict[str, Any]:
+    """A colour and marker per series that stay distinct for up to 20 series (the default cycle repeats at 10)."""
+    return {"color": plt.get_cmap("tab20")(i % 20), "marker": "os^Dv<>ph*"[i % 10]}
+
+
 def _headline(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """The rows of one setting: the GPU if measured, batch 1, channels_last, the most threads."""
     best = max(rows, key=lambda r: (r["device"] == "cuda", r["batch"] == 1, r["format"] == "channels_last", r["threads"]))
@@ -48,10 +53,10 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
             pts = sorted((t["params"], t["test_error"]) for t in trajectory)
             ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
                     label="pruning trajectory (derive's test split)")
-        for net in sorted({r["network"] for r in known}):  # trained over several seeds: mean and sd
+        for i, net in enumerate(sorted({r["network"] for r in known})):  # trained over several seeds: mean and sd
             pts = sorted((r[x_key], r["test_error"], r.get("test_error_std") or 0.0) for r in known if r["network"] == net)
-            ax.errorbar([p for p, _, _ in pts], [e for _, e, _ in pts], yerr=[sd for _, _, sd in pts], marker="o",
-                        linestyle="", capsize=3, label=net)
+            ax.errorbar([p for p, _, _ in pts], [e for _, e, _ in pts], yerr=[sd for _, _, sd in pts], linestyle="",
+                        capsize=3, label=net, **_style(i))
         title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"
         ax.set(xlabel=x_label, ylabel="CIFAR-10 test error (%)", xscale="log", title=title)
         ax.legend(fontsize=8)
