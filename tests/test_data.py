@@ -100,12 +100,12 @@ def test_bad_dataset_paths(tmp_path: Path, make, message: str) -> None:
 def test_vendored_archive_subset_is_class_balanced_and_cached() -> None:
     assert DEFAULT_ARCHIVE.is_file()
     before = set(cache_dir().glob("*.safetensors")) if cache_dir().exists() else set()
-    data = load_cifar10(subset=100, test_subset=50)
-    assert data.train_x.shape == (100, 3, 32, 32) and data.test_x.shape == (50, 3, 32, 32)
-    assert data.train_y.bincount().tolist() == [10] * 10
+    data = load_cifar10(subset=130, test_subset=70)  # sizes no other test loads, so this call must cache them
+    assert data.train_x.shape == (130, 3, 32, 32) and data.test_x.shape == (70, 3, 32, 32)
+    assert data.train_y.bincount().tolist() == [13] * 10
     created = set(cache_dir().glob("*.safetensors")) - before
     assert len(created) == 1
-    again = load_cifar10(subset=100, test_subset=50)
+    again = load_cifar10(subset=130, test_subset=70)
     assert torch.equal(again.train_x, data.train_x)
 
 
