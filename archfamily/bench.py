@@ -78,9 +78,9 @@ class TrainedGroup:
     arm: str
     spec: ArchSpec
     errors: list[float] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[Optional[int]] = field(default_factory=list)  # None: the file records no seed
     sources: list[str] = field(default_factory=list)
-    test_images: set[int] = field(default_factory=set)
+    test_images: set[int] = field(default_factory=set)  # as recorded; files that record none add nothing
 
     @property
     def mean(self) -> float:
@@ -92,8 +92,9 @@ class TrainedGroup:
         return statistics.stdev(self.errors) if len(self.errors) > 1 else None
 
 
-def _trained_record(path: Path) -> tuple[ArchSpec, float, int, int]:
-    """(spec, test error, seed, test images) of a train run folder (metrics.json) or a model file's metadata."""
+def _trained_record(path: Path) -> tuple[ArchSpec, float, Optional[int], Optional[int]]:
+    """(spec, test error, seed, test images) of a train run folder (metrics.json) or a model file's metadata;
+    None where a model file does not record them."""
     if path.is_dir():
         metrics_file = path / "metrics.json"
         if not metrics_file.is_file():
@@ -103,8 +104,9 @@ def _trained_record(path: Path) -> tuple[ArchSpec, float, int, int]:
     meta = read_model_metadata(path)
     if "test_error" not in meta:
         raise UserError(f"{path} records no measured test error")
-    return (spec_from_json(meta["spec"]), float(meta["test_error"]), int(meta.get("seed", 0)),
-            int(meta.get("test_images", 0)))
+    seed, images = meta.get("seed"), meta.get("test_images")
+    return (spec_from_json(meta["spec"]), float(meta["test_error"]), int(seed) if seed is not None else None,
+            int(images) if images is not None else None)
 
 
 def trained_groups(patterns: list[tuple[str, str]]) -> list[TrainedGroup]:
@@ -120,8 +122,14 @@ def trained_groups(patterns: list[tuple[str, str]]) -> list[TrainedGroup]:
             group.errors.append(error)
             group.seeds.append(seed)
             group.sources.append(path)
-            group.test_images.add(images)
+            if images is not None:
+                group.test_images.add(images)
     return list(groups.values())
+
+
+def _trajectory_points(family: Family) -> list[tuple[dict[str, Any], ArchSpec]]:
+    """Each trajectory entry with the pruned spec it describes."""
+    return [(e, trajectory_spec(family.base, e)) for e in family.trajectory]
 
 
 def _nearest_budget(count: int, budgets: tuple[int, ...]) -> int:
@@ -130,7 +138,7 @@ def _nearest_budget(count: int, budgets: tuple[int, ...]) -> int:
 
 def trained_networks(family: Family, config: BenchConfig, groups: list[TrainedGroup]) -> list[BenchNet]:
     """The trained networks, each at the budget nearest its size (log scale), and the masked pruned network per budget."""
-    points = [(e, trajectory_spec(family.base, e)) for e in family.trajectory]
+    points = _trajectory_points(family)
     sizes = [e[config.metric] for e, _ in points]
     nets = []
     for budget in config.budgets:
@@ -162,7 +170,7 @@ def _spec_key(model_args: dict[str, Any]) -> str:
 
 def networks(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]]) -> list[BenchNet]:
     """Every network the bench times, budget by budget; errors come from the trajectory and the zoo."""
-    points = [(e, trajectory_spec(family.base, e)) for e in family.trajectory]
+    points = _trajectory_points(family)
     errors = {_spec_key(spec_kwargs(spec)): e["test_error"] for e, spec in points if e.get("test_error") is not None}
     errors.update({_spec_key(entry["model_args"]): entry["test_error"] for entry in zoo_entries})
     nets: list[BenchNet] = []

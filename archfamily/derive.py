@@ -18,6 +18,7 @@ Resumable state lives in `.checkpoints/` until the run completes.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -127,18 +128,33 @@ def _validate(config: DeriveConfig) -> ArchSpec:
             raise UserError(f"--until-params {config.until_params:,} must be below the base's {base_params:,} parameters")
         if config.until_params < smallest:
             raise UserError(f"--until-params {config.until_params:,} is below the smallest network {config.base} prunes to ({smallest:,})")
-    floor = config.until_params or base_params // 10
+    floor = _floor(config, base_params)
     for count in config.save_at:
         if not floor <= count < base_params:
             raise UserError(f"--save-at {count:,} is outside the pruning run: {floor:,} to {base_params - 1:,} parameters")
     return spec
 
 
-def _save_points(config: DeriveConfig, base_params: int) -> dict[int, str]:
-    """Parameter count -> file stem of every pruned network the run saves: 50%, 25% and each --save-at."""
-    points = {round(f * base_params): f"pruned-{round(f * 100):03d}" for f in MILESTONES}
-    points.update({count: f"pruned-at-{count}" for count in config.save_at})
+def _floor(config: DeriveConfig, base_params: int) -> int:
+    """Where pruning stops: --until-params, else 10% of the base."""
+    return config.until_params or base_params // 10
+
+
+def _milestone_stem(fraction: float) -> str:
+    return f"pruned-{round(fraction * 100):03d}"
+
+
+def _save_points(config: DeriveConfig, base_params: int) -> dict[str, int]:
+    """File stem -> the parameter count at or below which it is saved: 50%, 25% of the base and each --save-at."""
+    points = {_milestone_stem(f): math.floor(f * base_params) for f in MILESTONES}
+    points.update({f"pruned-at-{count}": count for count in config.save_at})
     return points
+
+
+def _saved_stems(state: Optional[dict[str, Any]]) -> set[str]:
+    """The stems a checkpoint says were saved; checkpoints from before --save-at listed milestone fractions."""
+    milestones = state["milestones"] if state else []
+    return {m if isinstance(m, str) else _milestone_stem(m) for m in milestones}
 
 
 def _base_recipe(spec: ArchSpec, config: DeriveConfig) -> Recipe:
@@ -189,9 +205,9 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed)
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     state = trainer.resume(checkpoint)
-    floor = config.until_params or spec.num_params() // 10
+    floor = _floor(config, spec.num_params())
     trajectory = state["trajectory"] if state else [trajectory_entry(spec, spec, 0, 0, base_error)]
-    saved = set(state["milestones"]) if state else set()
+    saved = _saved_stems(state)
     pruner.num_prunes = trajectory[-1]["prune_step"]
     base_params = spec.num_params()
     points = _save_points(config, base_params)
@@ -204,7 +220,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             now = pruned_spec(trainer.model)
             params = now.num_params()
             done = params <= floor or pruner.open_channels() == 0
-            due = [stem for count, stem in points.items() if params <= count and stem not in saved]
+            due = [stem for stem, count in points.items() if params <= count and stem not in saved]
             measure = done or bool(due) or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
             entry = trajectory_entry(now, spec, pruner.num_prunes, trainer.step, error)

@@ -204,3 +204,11 @@ def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path: Path) -> No
     _check_run_dir(out, {"seed": 0, "save_at": []}, resume=True)
     with pytest.raises(Exception, match=r"other settings \(save_at\)"):
         _check_run_dir(out, {"seed": 0, "save_at": [1000]}, resume=True)
+
+
+def test_a_prune_checkpoint_from_before_save_at_keeps_its_saved_milestones() -> None:
+    from archfamily.derive import _saved_stems
+
+    assert _saved_stems({"milestones": [0.25, 0.5]}) == {"pruned-025", "pruned-050"}  # fractions, as once written
+    assert _saved_stems({"milestones": ["pruned-050", "pruned-at-40000"]}) == {"pruned-050", "pruned-at-40000"}
+    assert _saved_stems(None) == set()
