@@ -5,7 +5,9 @@ a generator seeded by (seed, epoch) and the crops and flips from one seeded by
 (seed, step). A resumed run therefore sees exactly the batches an uninterrupted run
 would, and a DistributedDataParallel rank takes its share of the same global batch.
 Augmentation (pad-4 random crop + horizontal flip) is one gather over the whole
-batch: no per-image Python work in the hot loop.
+batch: no per-image Python work in the hot loop. On a GPU nothing here makes the host
+wait: the random offsets are drawn on the CPU (so batches match across devices) and
+copied from pinned memory without blocking, and the normalisation constants are made once.
 """
 from __future__ import annotations
 
@@ -21,12 +23,28 @@ from archfamily.seeding import generator
 PAD = 4
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float] = MEAN, std: Sequence[float] = STD,
-              channels_last: bool = False) -> torch.Tensor:
-    """uint8 NCHW -> float, standardised with `mean` and `std` (by default CIFAR-10's)."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    x = (images.float() / 255 - m) / s
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to a GPU through pinned memory, so the copy does not block the host."""
+    if device.type != "cuda" or t.device.type == "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def norm_constants(mean: Sequence[float], std: Sequence[float], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mean` and `std` as (1, C, 1, 1) tensors on `device`: make them once, pass them to `normalize`."""
+    return (to_device(torch.tensor(mean).view(1, -1, 1, 1), device),
+            to_device(torch.tensor(std).view(1, -1, 1, 1), device))
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float] = MEAN,
+              std: torch.Tensor | Sequence[float] = STD, channels_last: bool = False) -> torch.Tensor:
+    """uint8 NCHW -> float, standardised with `mean` and `std` (by default CIFAR-10's).
+
+    Pass tensors from `norm_constants` in a loop; sequences are turned into tensors on every call.
+    """
+    if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor):
+        mean, std = norm_constants(mean, std, images.device)
+    x = (images.float() / 255 - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -34,9 +52,11 @@ def random_crop_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     """Pad by 4 with zeros, crop 32x32 at a random offset, flip half of the images; one gather."""
     n, c, h, w = images.shape
     padded = F.pad(images, (PAD, PAD, PAD, PAD))
-    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=gen).to(images.device)
-    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=gen).to(images.device)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(images.device)
+    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=gen)
+    flip = (torch.rand(n, generator=gen) < 0.5).long()
+    dy, dx, flip = to_device(torch.stack([dy, dx, flip]), images.device)  # one copy to the device
+    flip = flip.bool()
     ar_h, ar_w = torch.arange(h, device=images.device), torch.arange(w, device=images.device)
     rows = dy[:, None] + ar_h
     cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)
@@ -57,13 +77,14 @@ class BatchStream:
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.channels_last = channels_last
+        self.mean, self.std = norm_constants(MEAN, STD, device)
         self.steps_per_epoch = images.shape[0] // batch_size
         self._perm_epoch, self._perm = -1, torch.empty(0)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
             self._perm = torch.randperm(self.images.shape[0], generator=generator(self.seed, 1, epoch))
-            self._perm = self._perm.to(self.images.device)
+            self._perm = to_device(self._perm, self.images.device)
             self._perm_epoch = epoch
         return self._perm
 
@@ -72,4 +93,4 @@ class BatchStream:
         idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
         images = random_crop_flip(self.images[idx], generator(self.seed, 2, step))
         mine = slice(self.rank, None, self.world)
-        return normalize(images[mine], channels_last=self.channels_last), self.labels[idx][mine]
+        return normalize(images[mine], self.mean, self.std, self.channels_last), self.labels[idx][mine]

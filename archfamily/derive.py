@@ -37,7 +37,7 @@ from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.pruning import Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import check_method
-from archfamily.recipes import FINETUNE, Recipe, recipe_for
+from archfamily.recipes import Recipe, finetune_recipe_for, recipe_for, recipe_named
 from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
 from archfamily.train import Trainer, train_to_file
@@ -50,9 +50,11 @@ class DerivePreset:
     """Defaults for one kind of run; every field can be overridden on the command line."""
 
     base: str
+    recipe: Optional[str]  # base training recipe; None is the paper's for the base's family
+    batch_size: Optional[int]  # base training batch size (the recipe's lr scales with it); None is the recipe's
     subset: Optional[int]
     test_subset: Optional[int]
-    epochs: Optional[float]  # base training epochs; None is the paper's recipe in full
+    epochs: Optional[float]  # base training epochs; None is the recipe in full
     prune_every: int
     channels_per_step: int
     eval_every: int  # prune steps between test-error measurements (and checkpoints)
@@ -60,11 +62,11 @@ class DerivePreset:
 
 PRESETS = {
     # Seconds, for tests: a tiny WRN on 500 images.
-    "smoke": DerivePreset("wrn-16-1", 500, 200, 1, 2, 16, 4),
+    "smoke": DerivePreset("wrn-16-1", "fast", None, 500, 200, 1, 2, 16, 4),
     # About 10 minutes on a 2-core CPU: WRN-16-2 on 10k images, pruned 8 channels every 10 steps.
-    "quick": DerivePreset("wrn-16-2", 10_000, 2_000, 6, 10, 8, 5),
-    # Crowley et al.: the full recipe, one channel every 100 steps, for a GPU.
-    "paper": DerivePreset("wrn-40-2", None, None, None, 100, 1, 50),
+    "quick": DerivePreset("wrn-16-2", "fast", 64, 10_000, 2_000, 6, 10, 8, 5),
+    # Crowley et al.: the paper's recipes in full, one channel every 100 steps, for a GPU.
+    "paper": DerivePreset("wrn-40-2", None, None, None, None, None, 100, 1, 50),
 }
 
 
@@ -75,6 +77,8 @@ class DeriveConfig:
     base: str
     method: str = "fisher"
     cost: str = "params"
+    recipe: Optional[str] = None  # base training; None: the paper's for the base's family (older run.json files)
+    batch_size: Optional[int] = None  # base training; None: the recipe's
     data: Optional[str] = None
     subset: Optional[int] = None
     test_subset: Optional[int] = None
@@ -90,7 +94,7 @@ class DeriveConfig:
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
         p = PRESETS[preset]
-        config = cls(base=p.base, subset=p.subset, test_subset=p.test_subset, epochs=p.epochs,
+        config = cls(base=p.base, recipe=p.recipe, batch_size=p.batch_size, subset=p.subset, test_subset=p.test_subset, epochs=p.epochs,
                      prune_every=p.prune_every, channels_per_step=p.channels_per_step, eval_every=p.eval_every)
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -114,8 +118,7 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     for name in ("prune_every", "channels_per_step", "eval_every"):
         if getattr(config, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if config.epochs is not None and config.epochs <= 0:
-        raise UserError("--epochs must be positive")
+    _base_recipe(config)  # one-line errors for an unknown recipe or bad --epochs
     spec = base_spec(config.base)
     if config.checkpoint:
         ckpt_spec, _, _ = load_model(Path(config.checkpoint))
@@ -157,15 +160,21 @@ def _saved_stems(state: Optional[dict[str, Any]]) -> set[str]:
     return {m if isinstance(m, str) else _milestone_stem(m) for m in milestones}
 
 
-def _base_recipe(spec: ArchSpec, config: DeriveConfig) -> Recipe:
-    recipe = recipe_for(spec.family)
-    return recipe.shortened(config.epochs) if config.epochs is not None else recipe
+def _base_recipe(config: DeriveConfig) -> Recipe:
+    recipe = recipe_named(config.recipe) if config.recipe else recipe_for(base_spec(config.base).family)
+    if config.batch_size is not None:
+        recipe = recipe.with_batch_size(config.batch_size)
+    if config.epochs is not None:
+        return recipe.shortened(config.epochs)
+    if recipe.epochs <= 0:
+        raise UserError(f"recipe {config.recipe} has no epochs of its own; give --epochs")
+    return recipe
 
 
 def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
-                dist_ctx: DistContext) -> tuple[torch.nn.Module, float]:
+                dist_ctx: DistContext, compile: bool) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
-    recipe = _base_recipe(spec, config)
+    recipe = _base_recipe(config)
     if base_file.is_file():  # trained (or copied from --checkpoint) before an interruption
         _, model, meta = load_model(base_file)
         return model, float(meta["test_error"])
@@ -176,8 +185,9 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
             kept = {k: v for k, v in meta.items() if k not in ("format", "spec", "test_error")}
             save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint})
         return model, error
-    return train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
-                         out / ".checkpoints" / "base", desc="train base")
+    model, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
+                                  out / ".checkpoints" / "base", desc="train base", compile=compile)
+    return model, errors["test_error"]
 
 
 def trajectory_entry(spec: ArchSpec, base: ArchSpec, prune_step: int, train_step: int,
@@ -201,7 +211,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     model = build_model(spec, gated=True)
     missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
     assert not unexpected and all(k.endswith("gate.mask") for k in missing), "base and gated model differ"
-    trainer = Trainer(model, data, FINETUNE, device, config.seed, dist_ctx)
+    trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx)
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed)
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     state = trainer.resume(checkpoint)
@@ -247,7 +257,7 @@ def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], conf
     _, small = compress(model)
     meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
             "seed": str(config.seed), "test_images": str(data.test_x.shape[0]), "data": data.source,
-            "recipe": json.dumps({"finetune": FINETUNE.to_dict(), "prune_every": config.prune_every,
+            "recipe": json.dumps({"finetune": finetune_recipe_for(model.spec.family).to_dict(), "prune_every": config.prune_every,
                                   "channels_per_step": config.channels_per_step})}
     if entry["test_error"] is not None:
         meta["test_error"] = repr(entry["test_error"])
@@ -255,7 +265,7 @@ def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], conf
 
 
 def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: bool = False,
-           command: Optional[list[str]] = None) -> DeriveResult:
+           command: Optional[list[str]] = None, compile: bool = False) -> DeriveResult:
     """Run (or resume) a whole derive: validate, train the base, prune, write the family."""
     started = time.time()
     spec = _validate(config)
@@ -267,7 +277,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
         trajectory = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
         return _result(out, trajectory, 0.0)
-    base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx)
+    base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
     trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
     if dist_ctx.is_main:
         meta = read_model_metadata(out / "base.safetensors")

@@ -24,15 +24,17 @@ class DistContext:
 
 
 def init_distributed(device: torch.device) -> DistContext:
-    """Join the process group when launched by torchrun with WORLD_SIZE > 1 (nccl for CUDA tensors, gloo for CPU ones)."""
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1: nccl on GPUs, gloo on CPUs.
+
+    Every collective (gradients, saliency sums, error counts) runs on the training device.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        # saliency sums are all-reduced as CPU tensors, so CUDA runs need gloo beside nccl
-        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

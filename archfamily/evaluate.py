@@ -6,23 +6,30 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from archfamily.batches import normalize
+from archfamily.batches import norm_constants, normalize, to_device
 
 
 @torch.inference_mode()
 def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
                  std: Sequence[float], device: torch.device, batch_size: int = 500,
-                 bf16: bool = False) -> tuple[int, int]:
-    """(wrong, total) over `images` (uint8 NCHW), in eval mode; the model's mode is restored after."""
+                 bf16: bool = False, tta: bool = False) -> tuple[int, int]:
+    """(wrong, total) over `images` (uint8 NCHW), in eval mode; the model's mode is restored after.
+
+    `tta` predicts from the sum of the logits of each image and its horizontal mirror.
+    The count stays on the device until the end, so a GPU is never made to wait per batch.
+    """
     was_training = model.training
     model.eval()
-    wrong = 0
+    m, s = norm_constants(mean, std, device)
+    wrong = torch.zeros((), dtype=torch.int64, device=device)
     try:
         for start in range(0, images.shape[0], batch_size):
-            x = normalize(images[start:start + batch_size].to(device), mean, std, channels_last=True)
+            x = normalize(to_device(images[start:start + batch_size], device), m, s, channels_last=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                pred = model(x).argmax(1)
-            wrong += int((pred != labels[start:start + batch_size].to(device)).sum())
+                logits = model(x)
+                if tta:
+                    logits = logits.float() + model(x.flip(3)).float()
+            wrong += (logits.argmax(1) != to_device(labels[start:start + batch_size], device)).sum()
     finally:
         model.train(was_training)
-    return wrong, int(images.shape[0])
+    return int(wrong), int(images.shape[0])

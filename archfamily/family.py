@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from archfamily.errors import UserError
-from archfamily.recipes import FINETUNE
+from archfamily.recipes import finetune_recipe_for
 from archfamily.scaling import fit_rules
 from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
 
@@ -77,7 +77,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optiona
         "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
                  "test_images": int(data.test_x.shape[0]), "subset": config["subset"],
                  "test_subset": config["test_subset"]},
-        "recipes": {"base": base_recipe, "finetune": FINETUNE.to_dict()},
+        "recipes": {"base": base_recipe, "finetune": finetune_recipe_for(base.family).to_dict()},
         "trajectory": [
             {k: e[k] for k in ("prune_step", "params", "macs", "test_error", "stage_ratios", "block_ratios")}
             for e in trajectory

@@ -1,17 +1,35 @@
-"""Training recipes: the paper's schedules as named presets, and shortened versions of them.
+"""Training recipes: the paper's schedules, archfamily's `fast` default, and shortened versions of them.
 
 A recipe is a pure description; `lr_at` makes the schedule a function of the step,
-so a resumed run needs no scheduler state.
+so a resumed run needs no scheduler state. The paper's recipes (`wrn`, `densenet`,
+`finetune`) stay exactly as Crowley et al. ran them, for reproducing the paper.
+`fast` is what a user gets by default: on the `quick` preset's budget it measured
+about ten points lower error than the shortened paper schedule (see the README).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from archfamily.errors import UserError
+
+SCHEDULES = ("step", "onecycle")
+DECAYS = ("linear", "cosine")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """SGD with momentum and a step schedule: lr * gamma^(milestones passed)."""
+    """SGD with momentum and a learning-rate schedule.
+
+    - `step`: lr * gamma^(milestones passed), the paper's.
+    - `onecycle`: linear warm-up from 0 over the first `warmup` fraction of training
+      to `lr`, then `decay` (linear or cosine) to 0 at the last step.
+    `lr` belongs to `batch_size`; `with_batch_size` scales it linearly.
+    `decay_norm_bias=False` keeps weight decay off norm weights and biases.
+    `ema_decay > 0` also keeps an exponential moving average of the weights, which is
+    then the network that is evaluated and saved.
+    """
 
     epochs: float
     batch_size: int
@@ -22,14 +40,41 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = False
     label_smoothing: float = 0.0
+    schedule: str = "step"
+    warmup: float = 0.0
+    decay: str = "linear"
+    decay_norm_bias: bool = True
+    ema_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES or self.decay not in DECAYS:
+            raise ValueError(f"unknown schedule {self.schedule!r} or decay {self.decay!r}")
 
     def lr_at(self, epoch: float) -> float:
-        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        """The learning rate after `epoch` epochs (fractional: step / steps per epoch)."""
+        if self.schedule == "step":
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        progress = min(max(epoch / self.epochs, 0.0), 1.0)
+        if progress < self.warmup:
+            return self.lr * progress / self.warmup
+        left = (1.0 - progress) / (1.0 - self.warmup)  # 1 at the peak, 0 at the end
+        return self.lr * (left if self.decay == "linear" else 0.5 * (1.0 - math.cos(math.pi * left)))
 
     def shortened(self, epochs: float) -> "Recipe":
-        """The same schedule squeezed into fewer epochs: milestones keep their fractions."""
-        scale = epochs / self.epochs
+        """The same schedule squeezed into `epochs`: milestones (and one-cycle phases) keep their fractions.
+
+        A recipe without a length of its own (`finetune`) just takes `epochs`.
+        """
+        if epochs <= 0:
+            raise UserError("--epochs must be positive")
+        scale = epochs / self.epochs if self.epochs > 0 else 0.0
         return replace(self, epochs=epochs, milestones=tuple(m * scale for m in self.milestones))
+
+    def with_batch_size(self, batch_size: int) -> "Recipe":
+        """The linear scaling rule: the learning rate grows with the batch."""
+        if batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        return replace(self, batch_size=batch_size, lr=self.lr * batch_size / self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,10 +86,27 @@ WRN = Recipe(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, milestones=(
 DENSENET = Recipe(epochs=300, batch_size=64, lr=0.1, weight_decay=1e-4, milestones=(150, 225), gamma=0.1)
 # Crowley et al. pruning fine-tune: constant lr 8e-4, wd 5e-4; the prune interval lives in the derive preset.
 FINETUNE = Recipe(epochs=0, batch_size=128, lr=8e-4, weight_decay=5e-4)
+# The seed code's DenseNet-BC pruning fine-tune: lr 1e-3, wd 1e-4, batch 64.
+FINETUNE_DENSENET = Recipe(epochs=0, batch_size=64, lr=1e-3, weight_decay=1e-4)
+# archfamily's default: one-cycle, Nesterov, label smoothing, no decay on norm weights and biases.
+# Chosen by short CPU runs on the quick preset's budget (README, "The fast recipe").
+FAST = Recipe(epochs=30, batch_size=128, lr=0.2, weight_decay=5e-4, momentum=0.9, nesterov=True,
+              label_smoothing=0.2, schedule="onecycle", warmup=0.15, decay="linear", decay_norm_bias=False)
 
-RECIPES = {"wrn": WRN, "densenet": DENSENET, "finetune": FINETUNE}
+RECIPES = {"fast": FAST, "wrn": WRN, "densenet": DENSENET, "finetune": FINETUNE}
+
+
+def recipe_named(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
 
 
 def recipe_for(family: str) -> Recipe:
     """The paper's from-scratch recipe for a family (ResNets use the WRN one)."""
     return DENSENET if family == "densenet_bc" else WRN
+
+
+def finetune_recipe_for(family: str) -> Recipe:
+    """The paper's pruning fine-tune for a family: DenseNet-BC follows its seed code's settings."""
+    return FINETUNE_DENSENET if family == "densenet_bc" else FINETUNE

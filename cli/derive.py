@@ -9,7 +9,7 @@ from typing import Optional
 import click
 
 from archfamily.units import format_count, parse_count, parse_counts
-from cli.options import training_options
+from cli.options import COMPILE, training_options
 
 
 @click.command()
@@ -21,7 +21,10 @@ from cli.options import training_options
 @click.option("--cost", type=click.Choice(["params", "macs"]), default="params", show_default=True,
               help="What fisher-cost divides Fisher saliency by.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
+@click.option("--recipe", type=click.Choice(["fast", "wrn", "densenet"]),
+              help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
 @click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
+@click.option("--batch-size", type=int, help="Base training batch size; the learning rate scales with it [preset's].")
 @click.option("--prune-every", type=int, help="Fine-tuning steps between two prunes [preset's].")
 @click.option("-k", "--channels-per-step", type=int, help="Channels closed per prune; 1 is the paper [preset's].")
 @click.option("--eval-every", type=int, help="Prunes between test-error measurements and checkpoints [preset's].")
@@ -29,22 +32,24 @@ from cli.options import training_options
 @click.option("--save-at", help="Also save the pruned network at these sizes, e.g. 76k,152k (pruned-at-N.safetensors).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
 @training_options
-def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint: Optional[str],
-           epochs: Optional[float], prune_every: Optional[int], channels_per_step: Optional[int],
+@COMPILE
+def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint: Optional[str], recipe: Optional[str],
+           epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
            data: Optional[str],
-           subset: Optional[int], test_subset: Optional[int], seed: int, device: str, resume: bool) -> None:
+           subset: Optional[int], test_subset: Optional[int], seed: int, device: str, resume: bool,
+           compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
     from archfamily.derive import DeriveConfig, derive as run_derive
 
     config = DeriveConfig.from_preset(
-        preset, base=base, method=method, cost=cost, data=data, subset=subset, test_subset=test_subset, seed=seed,
-        epochs=epochs, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
+        preset, base=base, method=method, cost=cost, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
+        epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
-    result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]])
+    result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     spec = result.final_spec

@@ -12,6 +12,7 @@ TEST_SUBSET = click.option("--test-subset", type=int,
 SEED = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 RESUME = click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+COMPILE = click.option("--compile", is_flag=True, help="Run the training step under torch.compile.")
 
 
 def _apply(options: list[Callable]) -> Callable[[Callable], Callable]:

@@ -9,27 +9,34 @@ from typing import Optional
 import click
 
 from archfamily.units import format_count
-from cli.options import training_options
+from cli.options import COMPILE, training_options
 
 
 @click.command()
-@click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`) or a model .safetensors whose architecture to train afresh.")
-@click.option("--recipe", type=click.Choice(["wrn", "densenet"]),
-              help="Training recipe [the paper's for the spec's family].")
+@click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`), a model .safetensors whose architecture to train afresh, or a base name such as wrn-16-2.")
+@click.option("--recipe", type=click.Choice(["fast", "wrn", "densenet", "finetune"]), default="fast",
+              show_default=True, help="fast: one-cycle, Nesterov, label smoothing; wrn, densenet: the papers'.")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
+@click.option("--batch-size", type=int, help="Batch size; the learning rate scales with it [the recipe's].")
+@click.option("--ema", type=float, help="Keep an EMA of the weights with this decay, e.g. 0.999; 0 is off [the recipe's].")
+@click.option("--tta", is_flag=True, help="Also report the error with flip test-time augmentation.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @training_options
-def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], out: str, data: Optional[str],
-          subset: Optional[int], test_subset: Optional[int], seed: int, device: str, resume: bool) -> None:
+@COMPILE
+def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
+          tta: bool, out: str, data: Optional[str], subset: Optional[int], test_subset: Optional[int], seed: int,
+          device: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch; writes model.safetensors and metrics.json to --out."""
     from archfamily.scratch import TrainConfig, read_spec_file, train_spec
     from archfamily.specs import spec_to_dict
 
     spec = read_spec_file(spec_file)
-    config = TrainConfig(spec_to_dict(spec), recipe, epochs, data, subset, test_subset, seed)
-    metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]])
+    config = TrainConfig(spec_to_dict(spec), recipe, epochs, data, subset, test_subset, seed, batch_size, ema, tta)
+    metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
+    extra = "".join(f", {label} {metrics[key]:.2f}%" for key, label in
+                    (("test_error_no_ema", "without EMA"), ("test_error_tta", "with flip TTA")) if key in metrics)
     click.echo(f"trained {format_count(metrics['params'])} params ({format_count(metrics['macs'])} MACs): "
-               f"test error {metrics['test_error']:.2f}% on {metrics['test_images']:,} images")
+               f"test error {metrics['test_error']:.2f}% on {metrics['test_images']:,} images{extra}")
     click.echo(f"wrote {out}/model.safetensors and metrics.json")

@@ -7,6 +7,8 @@
 # as fractions of WRN-40-2.
 #
 # Every step is resumable: run the script again after an interruption and it continues where it stopped.
+# The study used the paper's WRN recipe, so every command pins `--recipe wrn` (the default is now `fast`);
+# run folders made before that option existed do not resume under it: start a new STUDY folder.
 # Trainings run two at a time on one thread each (LANES, THREADS); SEEDS and EXTRA_SEEDS say which seeds.
 set -euo pipefail
 S=${STUDY:-runs/study}
@@ -20,9 +22,9 @@ mkdir -p "$S/specs"
 
 # 1. One base, pruned once with plain Fisher and once with cost-aware Fisher; pruned-and-tuned networks
 #    saved (and measured on the whole test split) at each budget.
-archfamily derive --preset quick --out "$S/quick" --resume
+archfamily derive --preset quick --recipe wrn --batch-size 128 --out "$S/quick" --resume
 for method in fisher fisher-cost; do
-  archfamily derive --preset quick --checkpoint "$S/quick/base.safetensors" --method $method --test-subset 10000 \
+  archfamily derive --preset quick --recipe wrn --batch-size 128 --checkpoint "$S/quick/base.safetensors" --method $method --test-subset 10000 \
     --save-at 76k,152k,304k,463k --out "$S/$method" --resume &
 done
 wait
@@ -57,7 +59,7 @@ jobs() {  # jobs SEEDS "BUDGETS" ARM...
   local seeds=$1 budgets=$2; shift 2
   for seed in $seeds; do for b in $(echo $budgets | tr ' ' '\n' | sort -rn); do for arm in "$@"; do
     for f in "$S/specs/$arm-$b".*; do
-      [ -f "$f" ] && echo "archfamily train --spec $f --epochs 6 --subset 10000 --seed $seed --out $S/train/$arm-$b-s$seed --resume"
+      [ -f "$f" ] && echo "archfamily train --spec $f --recipe wrn --epochs 6 --subset 10000 --seed $seed --out $S/train/$arm-$b-s$seed --resume"
     done
   done; done; done
 }

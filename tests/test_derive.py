@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,10 @@ def _trajectory(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
 
 
-def test_smoke_run_writes_a_family_in_under_a_minute(run_cli, tmp_path: Path) -> None:
+def test_smoke_run_writes_a_family(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    started = time.perf_counter()
     result = run_cli(*SMOKE, "--out", str(out))
     assert result.code == 0, result.err
-    assert time.perf_counter() - started < 60
     assert "test error" in result.out
 
     family = json.loads((out / "family.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,9 +12,12 @@ import torch
 from archfamily.checkpoint import RunCheckpoint, load_model, save_model
 from archfamily.data import Cifar10
 from archfamily.models import build_model
-from archfamily.recipes import WRN, Recipe
+from archfamily.batches import normalize
+from archfamily.data import MEAN, STD
+from archfamily.evaluate import count_errors
+from archfamily.recipes import FAST, WRN, Recipe
 from archfamily.specs import base_spec
-from archfamily.train import Trainer
+from archfamily.train import Trainer, optimizer_for
 
 CPU = torch.device("cpu")
 
@@ -46,10 +50,55 @@ def test_resumed_training_equals_uninterrupted(tmp_path: Path) -> None:
     assert len(list((tmp_path / "ckpt").glob("ckpt-*.safetensors"))) == 1
 
 
-def test_schedule_is_the_papers_step_schedule() -> None:
-    assert [WRN.lr_at(e) for e in (0, 59.9, 60, 120, 160)] == [0.1, 0.1, 0.1 * 0.2, 0.1 * 0.2**2, 0.1 * 0.2**3]
-    short = WRN.shortened(10)
-    assert short.milestones == (3.0, 6.0, 8.0) and short.lr_at(3) == 0.1 * 0.2
+def test_ema_state_resumes_bit_identically(tmp_path: Path) -> None:
+    recipe = replace(FAST.with_batch_size(16).shortened(2), ema_decay=0.99)
+    whole = _trainer(recipe)
+    whole.fit(6)
+    first = _trainer(recipe)
+    checkpoint = RunCheckpoint(tmp_path / "ckpt")
+    first.fit(3, checkpoint, every=3)
+    second = _trainer(recipe)
+    second.resume(checkpoint)
+    second.fit(6)
+    ema, resumed = whole.ema.module.state_dict(), second.ema.module.state_dict()
+    assert all(torch.equal(ema[k], resumed[k]) for k in ema)
+    assert not torch.equal(ema["fc.weight"], whole.model.state_dict()["fc.weight"])  # an average, not a copy
+    assert whole.eval_model is whole.ema.module
+
+
+def test_no_weight_decay_on_exactly_the_norm_weights_and_biases() -> None:
+    model = build_model(base_spec("densenet-bc-40"))
+    groups = optimizer_for(model, FAST).param_groups
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    norms_and_biases = {id(p) for m in model.modules() for name, p in m.named_parameters(recurse=False)
+                        if isinstance(m, torch.nn.BatchNorm2d) or name == "bias"}
+    assert no_decay == norms_and_biases
+    decayed = [g for g in groups if g["weight_decay"] == FAST.weight_decay]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters())) and decayed
+    assert [g["weight_decay"] for g in optimizer_for(model, WRN).param_groups] == [WRN.weight_decay]  # the paper's
+
+
+def test_flip_tta_adds_the_mirrored_images_logits() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    images, labels = _data().test_x, _data().test_y
+    x = normalize(images, MEAN, STD)
+    plain = model(x).argmax(1)
+    tta = (model(x) + model(x.flip(3))).argmax(1)
+    assert not torch.equal(plain, tta)  # this model is not mirror-symmetric
+    assert count_errors(model, images, labels, MEAN, STD, CPU)[0] == int((plain != labels).sum())
+    assert count_errors(model, images, labels, MEAN, STD, CPU, tta=True)[0] == int((tta != labels).sum())
+
+
+def test_compiled_step_trains_on_the_cpu_like_eager() -> None:
+    recipe = FAST.with_batch_size(16).shortened(1)
+    eager = _trainer(recipe)
+    compiled = Trainer(build_model(base_spec("wrn-10-1")), _data(), recipe, CPU, seed=1, compile=True)
+    compiled.model.load_state_dict(eager.model.state_dict())
+    for _ in range(2):
+        torch.testing.assert_close(compiled.train_step(), eager.train_step(), rtol=1e-4, atol=1e-4)
+    for a, b in zip(compiled.model.parameters(), eager.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_model_file_round_trip(tmp_path: Path) -> None:

@@ -20,11 +20,16 @@ from archfamily.seeding import generator
 
 
 class FisherAccumulator:
-    """Accumulates per-channel Fisher sums on every gate through forward + tensor hooks."""
+    """Accumulates per-channel Fisher sums on every gate through forward + tensor hooks.
+
+    The sums stay on the gates' device (float64) and the sample count on the host, so a
+    training step never waits for the GPU; they are reduced over ranks and copied to the
+    host once per prune, in `saliency`.
+    """
 
     def __init__(self, groups: list[PruneGroup]) -> None:
         self.groups = groups
-        self.sums = [torch.zeros(g.gate.mask.numel(), dtype=torch.float64) for g in groups]
+        self.sums = [torch.zeros(g.gate.mask.numel(), dtype=torch.float64, device=g.gate.mask.device) for g in groups]
         self.samples = 0
         self._handles: list[RemovableHandle] = [
             g.gate.register_forward_hook(self._make_hook(i, first=(i == 0))) for i, g in enumerate(groups)
@@ -41,22 +46,22 @@ class FisherAccumulator:
             def on_grad(grad: torch.Tensor) -> None:
                 dtype = torch.promote_types(act.dtype, torch.float32)  # bf16 under autocast: sum in fp32
                 per_sample = (act.to(dtype) * grad.to(dtype)).sum((2, 3))
-                self.sums[i] += per_sample.pow(2).sum(0).to(self.sums[i].device, torch.float64).cpu()
+                self.sums[i] += per_sample.pow(2).sum(0)
 
             out.register_hook(on_grad)
 
         return on_forward
 
     def saliency(self) -> list[torch.Tensor]:
-        """Delta per channel, summed over all ranks when training is distributed."""
-        sums, samples = self.sums, torch.tensor([float(self.samples)], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
+        """Delta per channel (on the host), summed over all ranks when training is distributed."""
+        sums = self.sums
+        samples = torch.tensor([float(self.samples)], dtype=torch.float64, device=sums[0].device)
+        if dist.is_available() and dist.is_initialized():  # one all-reduce on the device (NCCL on GPUs)
             flat = torch.cat([*sums, samples])
             dist.all_reduce(flat)
-            sizes = [s.numel() for s in sums]
-            *sums, samples = torch.split(flat, sizes + [1])
+            *sums, samples = torch.split(flat, [s.numel() for s in sums] + [1])
         n = max(float(samples.item()), 1.0)
-        return [s / (2 * n) for s in sums]
+        return [(s / (2 * n)).cpu() for s in sums]
 
     def reset(self) -> None:
         for s in self.sums:

@@ -1,0 +1,50 @@
+"""Recipes: schedules as pure functions of the step, shortening, batch-size scaling, recipe choice."""
+from __future__ import annotations
+
+import pytest
+
+from archfamily.errors import UserError
+from archfamily.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for
+from archfamily.scratch import TrainConfig
+
+
+def test_step_schedule_is_the_papers() -> None:
+    assert [WRN.lr_at(e) for e in (0, 59.9, 60, 120, 160)] == [0.1, 0.1, 0.1 * 0.2, 0.1 * 0.2**2, 0.1 * 0.2**3]
+    short = WRN.shortened(10)
+    assert short.milestones == (3.0, 6.0, 8.0) and short.lr_at(3) == 0.1 * 0.2
+
+
+def test_one_cycle_warms_up_peaks_and_decays_to_zero() -> None:
+    fast = FAST.shortened(10)
+    assert fast.lr_at(0) == 0 and fast.lr_at(1.5) == pytest.approx(fast.lr) and fast.lr_at(10) == 0
+    assert fast.lr_at(0.75) == pytest.approx(fast.lr / 2) and fast.lr_at(5.75) == pytest.approx(fast.lr / 2)
+    points = [fast.lr_at(e / 10) for e in range(101)]
+    peak = points.index(max(points))
+    assert points[:peak + 1] == sorted(points[:peak + 1]) and points[peak:] == sorted(points[peak:], reverse=True)
+    assert [fast.lr_at(e / 10) for e in range(101)] == points  # a pure function: same step, same value
+    cosine = fast.__class__(**{**fast.to_dict(), "decay": "cosine"})
+    assert cosine.lr_at(5.75) == pytest.approx(fast.lr / 2) and cosine.lr_at(3) > fast.lr_at(3)
+
+
+def test_batch_size_scales_the_learning_rate_linearly() -> None:
+    half = FAST.with_batch_size(64)
+    assert half.batch_size == 64 and half.lr == pytest.approx(FAST.lr / 2)
+    with pytest.raises(UserError, match="--batch-size"):
+        FAST.with_batch_size(0)
+
+
+def test_finetune_recipe_takes_epochs_without_dividing_by_zero() -> None:
+    recipe = TrainConfig(spec={}, recipe="finetune", epochs=2).training_recipe("wrn")
+    assert recipe.epochs == 2 and recipe.lr == FINETUNE.lr
+    with pytest.raises(UserError, match="no epochs of its own"):
+        TrainConfig(spec={}, recipe="finetune").training_recipe("wrn")
+    with pytest.raises(UserError, match="--epochs must be positive"):
+        TrainConfig(spec={}, recipe="fast", epochs=0).training_recipe("wrn")
+    with pytest.raises(UserError, match="--ema"):
+        TrainConfig(spec={}, ema=1.0).training_recipe("wrn")
+
+
+def test_densenet_prunes_with_its_seed_codes_fine_tune() -> None:
+    assert finetune_recipe_for("densenet_bc") is FINETUNE_DENSENET
+    assert (FINETUNE_DENSENET.lr, FINETUNE_DENSENET.weight_decay, FINETUNE_DENSENET.batch_size) == (1e-3, 1e-4, 64)
+    assert finetune_recipe_for("wrn") is FINETUNE and finetune_recipe_for("resnet") is FINETUNE
