@@ -37,7 +37,7 @@ from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.pruning import Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import check_method
-from archfamily.recipes import Recipe, finetune_recipe_for, recipe_for, recipe_named
+from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
 from archfamily.train import Trainer, train_to_file
@@ -161,14 +161,7 @@ def _saved_stems(state: Optional[dict[str, Any]]) -> set[str]:
 
 
 def _base_recipe(config: DeriveConfig) -> Recipe:
-    recipe = recipe_named(config.recipe) if config.recipe else recipe_for(base_spec(config.base).family)
-    if config.batch_size is not None:
-        recipe = recipe.with_batch_size(config.batch_size)
-    if config.epochs is not None:
-        return recipe.shortened(config.epochs)
-    if recipe.epochs <= 0:
-        raise UserError(f"recipe {config.recipe} has no epochs of its own; give --epochs")
-    return recipe
+    return training_recipe(config.recipe, base_spec(config.base).family, config.epochs, config.batch_size)
 
 
 def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Optional
 
 from archfamily.errors import UserError
 
@@ -96,15 +96,31 @@ FAST = Recipe(epochs=30, batch_size=128, lr=0.2, weight_decay=5e-4, momentum=0.9
 RECIPES = {"fast": FAST, "wrn": WRN, "densenet": DENSENET, "finetune": FINETUNE}
 
 
-def recipe_named(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
-    return RECIPES[name]
-
-
 def recipe_for(family: str) -> Recipe:
     """The paper's from-scratch recipe for a family (ResNets use the WRN one)."""
     return DENSENET if family == "densenet_bc" else WRN
+
+
+def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = None,
+                    batch_size: Optional[int] = None, ema: Optional[float] = None) -> Recipe:
+    """A run's recipe: `name` (None: the paper's for `family`) with its batch size, EMA decay and length applied.
+
+    One-line errors for an unknown name and for values no run can use.
+    """
+    if name is not None and name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    recipe = RECIPES[name] if name is not None else recipe_for(family)
+    if batch_size is not None:
+        recipe = recipe.with_batch_size(batch_size)
+    if ema is not None:
+        if not 0 <= ema < 1:
+            raise UserError(f"--ema must be in [0, 1), got {ema}")
+        recipe = replace(recipe, ema_decay=ema)
+    if epochs is not None:
+        return recipe.shortened(epochs)
+    if recipe.epochs <= 0:
+        raise UserError(f"recipe {name} has no epochs of its own; give --epochs")
+    return recipe
 
 
 def finetune_recipe_for(family: str) -> Recipe:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +20,7 @@ from archfamily.distributed import resolve_device
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
-from archfamily.recipes import Recipe, recipe_for, recipe_named
+from archfamily.recipes import training_recipe
 from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_from_json, spec_to_dict
 from archfamily.train import train_to_file
@@ -38,21 +38,6 @@ class TrainConfig:
     batch_size: Optional[int] = None  # None: the recipe's; otherwise its lr scales with it
     ema: Optional[float] = None  # EMA decay; None: the recipe's, 0: off
     tta: bool = False  # also measure with flip test-time augmentation (its own figure)
-
-    def training_recipe(self, family: str) -> Recipe:
-        """The named recipe with this run's batch size, EMA and length applied; one-line errors for bad values."""
-        recipe = recipe_named(self.recipe) if self.recipe else recipe_for(family)
-        if self.batch_size is not None:
-            recipe = recipe.with_batch_size(self.batch_size)
-        if self.ema is not None:
-            if not 0 <= self.ema < 1:
-                raise UserError(f"--ema must be in [0, 1), got {self.ema}")
-            recipe = replace(recipe, ema_decay=self.ema)
-        if self.epochs is not None:
-            return recipe.shortened(self.epochs)
-        if recipe.epochs <= 0:
-            raise UserError(f"recipe {self.recipe} has no epochs of its own; give --epochs")
-        return recipe
 
 
 def read_spec_file(path: str) -> ArchSpec:
@@ -80,7 +65,7 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     if spec.num_classes != 10 or spec.in_chans != 3:
         raise UserError(f"archfamily trains on CIFAR-10 (10 classes, 3 channels); this spec has "
                         f"{spec.num_classes} classes and {spec.in_chans} channels")
-    recipe = config.training_recipe(spec.family)
+    recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size, config.ema)
     device = resolve_device(device_name)
     data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, _ = start_run(out, asdict(config), resume, device, command or sys.argv)

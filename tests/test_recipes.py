@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from archfamily.errors import UserError
-from archfamily.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for
-from archfamily.scratch import TrainConfig
+from archfamily.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for, training_recipe
 
 
 def test_step_schedule_is_the_papers() -> None:
@@ -34,14 +33,21 @@ def test_batch_size_scales_the_learning_rate_linearly() -> None:
 
 
 def test_finetune_recipe_takes_epochs_without_dividing_by_zero() -> None:
-    recipe = TrainConfig(spec={}, recipe="finetune", epochs=2).training_recipe("wrn")
+    recipe = training_recipe("finetune", "wrn", epochs=2)
     assert recipe.epochs == 2 and recipe.lr == FINETUNE.lr
     with pytest.raises(UserError, match="no epochs of its own"):
-        TrainConfig(spec={}, recipe="finetune").training_recipe("wrn")
+        training_recipe("finetune", "wrn")
     with pytest.raises(UserError, match="--epochs must be positive"):
-        TrainConfig(spec={}, recipe="fast", epochs=0).training_recipe("wrn")
+        training_recipe("fast", "wrn", epochs=0)
     with pytest.raises(UserError, match="--ema"):
-        TrainConfig(spec={}, ema=1.0).training_recipe("wrn")
+        training_recipe(None, "wrn", ema=1.0)
+    with pytest.raises(UserError, match="unknown recipe"):
+        training_recipe("sgd", "wrn")
+
+
+def test_a_run_without_a_recipe_name_gets_the_papers_for_its_family() -> None:
+    assert training_recipe(None, "wrn") is WRN and training_recipe(None, "densenet_bc").epochs == 300
+    assert training_recipe("fast", "wrn", epochs=10, batch_size=64).lr == pytest.approx(FAST.lr / 2)
 
 
 def test_densenet_prunes_with_its_seed_codes_fine_tune() -> None:
