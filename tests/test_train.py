@@ -1,20 +1,21 @@
-"""The trainer: exact resume from checkpoints, and DistributedDataParallel on gloo."""
+"""The trainer: exact resume (EMA included), no-decay groups, flip TTA, torch.compile, and DDP on gloo."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
-from archfamily.checkpoint import RunCheckpoint, load_model, save_model
-from archfamily.data import Cifar10
-from archfamily.models import build_model
 from archfamily.batches import normalize
-from archfamily.data import MEAN, STD
+from archfamily.checkpoint import RunCheckpoint, load_model, save_model
+from archfamily.data import MEAN, STD, Cifar10
 from archfamily.evaluate import count_errors
+from archfamily.models import build_model
 from archfamily.recipes import FAST, WRN, Recipe
 from archfamily.specs import base_spec
 from archfamily.train import Trainer, optimizer_for
@@ -90,6 +91,7 @@ def test_flip_tta_adds_the_mirrored_images_logits() -> None:
     assert count_errors(model, images, labels, MEAN, STD, CPU, tta=True)[0] == int((tta != labels).sum())
 
 
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_step_trains_on_the_cpu_like_eager() -> None:
     recipe = FAST.with_batch_size(16).shortened(1)
     eager = _trainer(recipe)
