@@ -17,10 +17,10 @@ from archfamily.files import atomic_write_json
 
 
 def _setting(config: dict[str, Any], key: str) -> Any:
-    """A setting as compared on resume: unset (None, empty) equals absent, so a run.json written before a
-    setting existed still resumes under the version that added it."""
+    """A setting as compared on resume: unset (None, empty, a flag left off) equals absent, so a run.json
+    written before a setting existed still resumes under the version that added it."""
     value = config.get(key)
-    return None if value in ([], {}, "") else value
+    return None if value is False or value in ([], {}, "") else value
 
 
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:

@@ -50,12 +50,14 @@ class Trainer:
             if dist_ctx.enabled else self.model
         self.forward = torch.compile(self.net) if compile else self.net
         self.optimizer = optimizer_for(self.model, recipe)
-        # timm's EMA with its warm-up, updated with the step, so the decay too is a function of the step
+        # timm's EMA with its warm-up, updated with the step, so the decay too is a function of the step: it ramps
+        # as 1 - (1 + step)^(-2/3) (0.99 at 1k steps, 0.996 at 4k) and is capped at the recipe's ema_decay
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
         self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device,
                                   dist_ctx.rank, dist_ctx.world, channels_last=True)
         self.log_every = log_every
         self._loss_sum = torch.zeros((), device=device)  # read every `log_every` steps, not every step
+        self._loss_steps = 0  # steps summed into `_loss_sum` since it was last read
         self.step = 0
 
     @property
@@ -86,19 +88,23 @@ class Trainer:
             self.ema.update(self.model, step=self.step)
         loss = loss.detach()
         self._loss_sum += loss
+        self._loss_steps += 1
         return loss
 
     def fit(self, total_steps: int, checkpoint: Optional[RunCheckpoint] = None, every: int = 0,
             desc: str = "train") -> None:
         """Train until `total_steps`, saving a resumable checkpoint every `every` steps and at the end."""
+        self._loss_sum.zero_()
+        self._loss_steps = 0
         with tqdm(total=total_steps, initial=self.step, desc=desc, unit="step", disable=not self.dist.is_main,
                   dynamic_ncols=True) as bar:
             while self.step < total_steps:
                 self.train_step()
                 bar.update(1)
                 if self.step % self.log_every == 0:  # the only read of a device value in the loop
-                    loss = float(self._loss_sum) / self.log_every
+                    loss = float(self._loss_sum) / self._loss_steps
                     self._loss_sum.zero_()
+                    self._loss_steps = 0
                     bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{self.step / self.steps_per_epoch:.1f}")
                 if checkpoint is not None and (self.step == total_steps or (every and self.step % every == 0)):
                     self.save(checkpoint)

@@ -18,7 +18,7 @@ from cli.options import COMPILE, training_options
               show_default=True, help="fast: one-cycle, Nesterov, label smoothing; wrn, densenet: the papers'.")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
 @click.option("--batch-size", type=int, help="Batch size; the learning rate scales with it [the recipe's].")
-@click.option("--ema", type=float, help="Keep an EMA of the weights with this decay, e.g. 0.999; 0 is off [the recipe's].")
+@click.option("--ema", type=float, help="Keep an EMA of the weights, its decay capped at this, e.g. 0.99 (it ramps up as 1-(1+step)^-2/3); 0 is off [the recipe's].")
 @click.option("--tta", is_flag=True, help="Also report the error with flip test-time augmentation.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @training_options

@@ -201,6 +201,11 @@ def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path: Path) -> No
     _check_run_dir(out, {"seed": 0, "save_at": []}, resume=True)
     with pytest.raises(Exception, match=r"other settings \(save_at\)"):
         _check_run_dir(out, {"seed": 0, "save_at": [1000]}, resume=True)
+    _check_run_dir(out, {"seed": 0, "tta": False}, resume=True)  # a flag added later, left off
+    with pytest.raises(Exception, match=r"other settings \(tta\)"):
+        _check_run_dir(out, {"seed": 0, "tta": True}, resume=True)
+    with pytest.raises(Exception, match=r"other settings \(seed\)"):
+        _check_run_dir(out, {"seed": 1}, resume=True)  # 0 is a value, not an unset flag
 
 
 def test_a_prune_checkpoint_from_before_save_at_keeps_its_saved_milestones() -> None:
