@@ -94,9 +94,9 @@ def time_interleaved(cases: dict[str, Callable[[], Any]], device: torch.device, 
     return {label: _summary(times) for label, times in samples.items()}
 
 
-def peak_gflops(device: torch.device, threads: int = 1) -> float:
-    """Measured float32 GFLOP/s of one large matrix product: the ceiling networks are compared with."""
+def peak_gflops(device: torch.device, threads: int = 1, dtype: torch.dtype = torch.float32) -> float:
+    """Measured GFLOP/s of one large matrix product in `dtype`: the ceiling networks are compared with."""
     n = 8192 if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     timing = time_interleaved({"matmul": lambda: a @ b}, device, threads, rounds=1, min_run_time=0.3)["matmul"]
     return 2 * n**3 / (timing.median_ms / 1e3) / 1e9

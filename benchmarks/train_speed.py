@@ -29,6 +29,7 @@ from archfamily.models import build_model
 from archfamily.pruning import Pruner
 from archfamily.recipes import FAST
 from archfamily.specs import base_spec
+from archfamily.timing import peak_gflops
 from archfamily.train import Trainer
 
 
@@ -43,14 +44,6 @@ class Row:
     mflop_per_image: float
     gflop_per_s: float
     share_of_peak: float
-
-
-def matmul_peak(device: torch.device, threads: int, n: int) -> float:
-    """GFLOP/s of an n x n x n matmul in the step's precision: float32 on the CPU, bf16 on CUDA."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    timer = benchmark.Timer(stmt="torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads)
-    return 2 * n**3 / timer.blocked_autorange(min_run_time=1.0).median / 1e9
 
 
 def fake_data(n: int) -> Cifar10:
@@ -103,8 +96,8 @@ def main() -> None:
     rows: list[Row] = []
     for device in devices:
         threads = args.threads if device.type == "cpu" else 1
-        size = 2048 if device.type == "cpu" else 8192
-        peak = matmul_peak(device, threads, size)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the precision the step runs in
+        peak = peak_gflops(device, threads, dtype)
         for network in args.networks.split(","):
             for step in ("train", "prune"):
                 for mode in args.modes.split(","):
@@ -112,7 +105,7 @@ def main() -> None:
                                                 args.batch_size, args.min_time)
                     rows.append(Row(device.type, threads if device.type == "cpu" else None, network, step, mode,
                                     images_s, flops / 1e6, images_s * flops / 1e9, 0.0))
-        peak = max(peak, matmul_peak(device, threads, size))  # before and after the rows: the better of two
+        peak = max(peak, peak_gflops(device, threads, dtype))  # before and after the rows: the better of two
         for row in rows:
             if row.device == device.type:
                 row.share_of_peak = row.gflop_per_s / peak
