@@ -20,7 +20,7 @@ from torch import nn
 from archfamily.errors import UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
-from archfamily.specs import ArchSpec, spec_from_json, spec_to_json
+from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
 
 MODEL_FORMAT = "archfamily.model/1"
 
@@ -28,8 +28,17 @@ MODEL_FORMAT = "archfamily.model/1"
 def save_model(path: Path, model: nn.Module, metadata: Optional[dict[str, str]] = None) -> None:
     """Weights (gate masks dropped) and the spec, so `load_model(path)` rebuilds the network."""
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("gate.mask")}
-    meta = {"format": MODEL_FORMAT, "spec": spec_to_json(model.spec), **(metadata or {})}
+    spec = json.dumps(spec_to_dict(model.spec), separators=(",", ":"))
+    meta = {"format": MODEL_FORMAT, "spec": spec, **(metadata or {})}
     atomic_save_safetensors(state, path, meta)
+
+
+def read_model_spec(path: Path) -> ArchSpec:
+    """The spec a model file's metadata holds; the weights are not read."""
+    try:
+        return spec_from_dict(json.loads(read_model_metadata(path)["spec"]))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: the spec in its metadata is not valid JSON ({exc})") from None
 
 
 def read_model_metadata(path: Path) -> dict[str, str]:
@@ -49,7 +58,7 @@ def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, di
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     meta = read_model_metadata(path)
-    spec = spec_from_json(meta["spec"])
+    spec = read_model_spec(path)
     model = build_model(spec, gated=gated)
     try:
         state = load_file(str(path))

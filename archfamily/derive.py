@@ -39,8 +39,8 @@ from archfamily.pruning import Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import check_method
 from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.runs import finish_run, start_run
-from archfamily.specs import ArchSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
-from archfamily.train import Trainer, train_to_file
+from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
+from archfamily.trainer import Trainer, train_to_file
 
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
 
@@ -183,19 +183,75 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
     return model, errors["test_error"]
 
 
-def trajectory_entry(spec: ArchSpec, base: ArchSpec, prune_step: int, train_step: int,
-                     error: Optional[float]) -> dict[str, Any]:
-    """One trajectory line: the pruned network `spec` of a `base`, its counts, ratios and error."""
-    return {
-        "prune_step": prune_step, "train_step": train_step, "params": spec.num_params(), "macs": spec.num_macs(),
-        "test_error": error, "spec": spec_to_dict(spec),
-        "stage_ratios": stage_ratios(spec, base), "block_ratios": block_ratios(spec, base),
-    }
+TRAJECTORY_KEYS = ("prune_step", "train_step", "params", "macs", "test_error", "spec")
 
 
-def _write_trajectory(out: Path, trajectory: list[dict[str, Any]]) -> None:
-    keys = ("prune_step", "train_step", "params", "macs", "test_error", "spec")
-    atomic_write_text(out / "trajectory.jsonl", "".join(json.dumps({k: e[k] for k in keys}) + "\n" for e in trajectory))
+def trajectory_entry(spec: ArchSpec, prune_step: int, train_step: int, error: Optional[float]) -> dict[str, Any]:
+    """One trajectory.jsonl line: the pruned network `spec`, when it was reached, its counts and error."""
+    return {"prune_step": prune_step, "train_step": train_step, "params": spec.num_params(), "macs": spec.num_macs(),
+            "test_error": error, "spec": spec_to_dict(spec)}
+
+
+def _read_trajectory(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
+
+
+def _prune_step(trainer: Trainer, pruner: Pruner, config: DeriveConfig) -> ArchSpec:
+    """Fine-tune `prune_every` steps, then close the `k` least salient channels; returns the pruned spec."""
+    for _ in range(config.prune_every):
+        trainer.train_step()
+    pruner.prune(config.channels_per_step)
+    return pruned_spec(trainer.model)
+
+
+class _PruneLog:
+    """A pruning run's bookkeeping: the trajectory, the pruned networks saved at their sizes, and their files.
+
+    Only the main rank writes; every rank keeps the same trajectory, so any of them can checkpoint it.
+    """
+
+    def __init__(self, out: Path, config: DeriveConfig, base: ArchSpec, base_error: float, data: Cifar10,
+                 state: Optional[dict[str, Any]], writes: bool) -> None:
+        self.out, self.config, self.data, self.writes = out, config, data, writes
+        first = [trajectory_entry(base, 0, 0, base_error)]
+        self.trajectory = [{k: e[k] for k in TRAJECTORY_KEYS} for e in state["trajectory"]] if state else first
+        self.saved = _saved_stems(state)
+        self.points = _save_points(config, base.num_params())
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.trajectory[-1]
+
+    def due(self, params: int) -> list[str]:
+        """The pruned networks not yet saved whose size `params` has reached."""
+        return [stem for stem, count in self.points.items() if params <= count and stem not in self.saved]
+
+    def add(self, entry: dict[str, Any], due: list[str], model: torch.nn.Module) -> None:
+        """Record one prune step: save the networks due, then rewrite trajectory.jsonl."""
+        self.trajectory.append(entry)
+        for stem in due:
+            self.saved.add(stem)
+            self.save_pruned(stem, model)
+        if self.writes:
+            atomic_write_text(self.out / "trajectory.jsonl", "".join(json.dumps(e) + "\n" for e in self.trajectory))
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps to resume the log."""
+        return {"trajectory": self.trajectory, "milestones": sorted(self.saved)}
+
+    def save_pruned(self, stem: str, model: torch.nn.Module) -> None:
+        """The compressed pruned network at the last step, with where it came from in its metadata."""
+        if not self.writes:
+            return
+        entry, config = self.last, self.config
+        _, small = compress(model)
+        meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
+                "seed": str(config.seed), "test_images": str(self.data.test_x.shape[0]), "data": self.data.source,
+                "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family).to_dict(),
+                                      "prune_every": config.prune_every, "channels_per_step": config.channels_per_step})}
+        if entry["test_error"] is not None:
+            meta["test_error"] = repr(entry["test_error"])
+        save_model(self.out / f"{stem}.safetensors", small, meta)
 
 
 def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
@@ -207,54 +263,26 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx)
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed)
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
-    state = trainer.resume(checkpoint)
-    floor = _floor(config, spec.num_params())
-    trajectory = state["trajectory"] if state else [trajectory_entry(spec, spec, 0, 0, base_error)]
-    saved = _saved_stems(state)
-    pruner.num_prunes = trajectory[-1]["prune_step"]
-    base_params = spec.num_params()
-    points = _save_points(config, base_params)
-    with tqdm(total=base_params - floor, initial=base_params - trajectory[-1]["params"], desc="prune",
+    log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
+    pruner.num_prunes = log.last["prune_step"]
+    base_params, floor = spec.num_params(), _floor(config, spec.num_params())
+    with tqdm(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
               unit="param", unit_scale=True, disable=not dist_ctx.is_main, dynamic_ncols=True) as bar:
-        while trajectory[-1]["params"] > floor and pruner.open_channels() > 0:
-            for _ in range(config.prune_every):
-                trainer.train_step()
-            pruner.prune(config.channels_per_step)
-            now = pruned_spec(trainer.model)
+        while log.last["params"] > floor and pruner.open_channels() > 0:
+            now = _prune_step(trainer, pruner, config)
             params = now.num_params()
-            done = params <= floor or pruner.open_channels() == 0
-            due = [stem for stem, count in points.items() if params <= count and stem not in saved]
-            measure = done or bool(due) or pruner.num_prunes % config.eval_every == 0
+            due = log.due(params)
+            measure = params <= floor or pruner.open_channels() == 0 or bool(due) \
+                or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            entry = trajectory_entry(now, spec, pruner.num_prunes, trainer.step, error)
-            trajectory.append(entry)
+            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error), due, trainer.model)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)
-            for stem in due:
-                saved.add(stem)
-                if dist_ctx.is_main:
-                    _save_pruned(out / f"{stem}.safetensors", trainer.model, entry, config, data)
-            if dist_ctx.is_main:
-                _write_trajectory(out, trajectory)
             if measure:
-                trainer.save(checkpoint, {"trajectory": trajectory, "milestones": sorted(saved)})
-    if dist_ctx.is_main:
-        _save_pruned(out / "pruned-final.safetensors", trainer.model, trajectory[-1], config, data)
+                trainer.save(checkpoint, log.state())
+    log.save_pruned("pruned-final", trainer.model)
     pruner.remove_hooks()
-    return trajectory
-
-
-def _save_pruned(path: Path, model: torch.nn.Module, entry: dict[str, Any], config: DeriveConfig,
-                 data: Cifar10) -> None:
-    """The compressed pruned network, with where it came from in its metadata."""
-    _, small = compress(model)
-    meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
-            "seed": str(config.seed), "test_images": str(data.test_x.shape[0]), "data": data.source,
-            "recipe": json.dumps({"finetune": finetune_recipe_for(model.spec.family).to_dict(), "prune_every": config.prune_every,
-                                  "channels_per_step": config.channels_per_step})}
-    if entry["test_error"] is not None:
-        meta["test_error"] = repr(entry["test_error"])
-    save_model(path, small, meta)
+    return log.trajectory
 
 
 def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: bool = False,
@@ -268,8 +296,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
-        trajectory = [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
-        return _result(out, trajectory, 0.0)
+        return _result(out, _read_trajectory(out), 0.0)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
     trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
     if dist_ctx.is_main:

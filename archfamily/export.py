@@ -14,19 +14,18 @@ from typing import Optional
 import timm
 from timm.models._hub import save_config_for_hf
 
-import archfamily.timm_models  # noqa: F401  (registers archfamily_wrn, _densenet_bc, _resnet)
 from archfamily.checkpoint import load_model, save_model
 from archfamily.errors import UserError
 from archfamily.files import atomic_write
-from archfamily.models import spec_kwargs
 from archfamily.specs import ArchSpec
+from archfamily.timm_models import model_args
 
 
 def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
            metadata: Optional[dict[str, str]] = None) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not an empty folder")
-    model = timm.create_model(f"archfamily_{spec.family}", **spec_kwargs(spec))
+    model = timm.create_model(f"archfamily_{spec.family}", **model_args(spec))
     meta = dict(metadata or {})
     if weights is not None:
         weights_spec, trained, weights_meta = load_model(weights)
@@ -35,4 +34,4 @@ def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
         model.load_state_dict(trained.state_dict())
         meta = {**{k: v for k, v in weights_meta.items() if k not in ("format", "spec")}, **meta}
     save_model(out / "model.safetensors", model, meta)
-    atomic_write(out / "config.json", lambda tmp: save_config_for_hf(model, Path(tmp), model_args=spec_kwargs(spec)))
+    atomic_write(out / "config.json", lambda tmp: save_config_for_hf(model, Path(tmp), model_args=model_args(spec)))

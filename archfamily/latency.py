@@ -19,7 +19,7 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
 from archfamily.scaling import Member, ScalingRule, member
-from archfamily.specs import ArchSpec, spec_to_json
+from archfamily.specs import ArchSpec
 from archfamily.timing import machine_info, time_interleaved
 
 BISECTION_STEPS = 14
@@ -53,7 +53,7 @@ class LatencyCache:
             self.entries = {}  # a damaged cache is only a cache: measure again
 
     def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> str:
-        text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec_to_json(spec)}"
+        text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec!r}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def measure(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> float:

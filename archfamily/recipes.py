@@ -96,7 +96,7 @@ FAST = Recipe(epochs=30, batch_size=128, lr=0.2, weight_decay=5e-4, momentum=0.9
 RECIPES = {"fast": FAST, "wrn": WRN, "densenet": DENSENET, "finetune": FINETUNE}
 
 
-def recipe_for(family: str) -> Recipe:
+def _recipe_for(family: str) -> Recipe:
     """The paper's from-scratch recipe for a family (ResNets use the WRN one)."""
     return DENSENET if family == "densenet_bc" else WRN
 
@@ -109,7 +109,7 @@ def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = 
     """
     if name is not None and name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
-    recipe = RECIPES[name] if name is not None else recipe_for(family)
+    recipe = RECIPES[name] if name is not None else _recipe_for(family)
     if batch_size is not None:
         recipe = recipe.with_batch_size(batch_size)
     if ema is not None:

@@ -46,11 +46,11 @@ class ScalingRule:
 
 
 def trajectory_spec(base: ArchSpec, entry: dict[str, Any]) -> ArchSpec:
-    """The pruned spec of one trajectory entry (family.json keeps per-block kept/original ratios)."""
-    return base.with_prunable_widths([round(r * w) for r, w in zip(entry["block_ratios"], base.prunable_widths())])
+    """The pruned spec of one family.json trajectory point: the base with the point's exact widths."""
+    return base.with_prunable_widths(entry["widths"])
 
 
-def copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]:
+def _copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]:
     """The first trajectory point at or below `at` x the base's parameters (else the last one)."""
     if not 0 < at <= 1:
         raise UserError(f"--at must be a fraction of the base's parameters in (0, 1], got {at}")
@@ -58,7 +58,7 @@ def copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]
     return next((e for e in trajectory if e["params"] <= target), trajectory[-1])
 
 
-def fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[dict[str, float]]:
+def _fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Per block: width ~ coef * params^exponent, fitted in log-log space, with its R^2 and RMS error."""
     sizes = [e["params"] for e in trajectory]
     widths = [trajectory_spec(base, e).prunable_widths() for e in trajectory]
@@ -84,7 +84,7 @@ def fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[dic
 
 def fit_rules(base: ArchSpec, trajectory: list[dict[str, Any]]) -> dict[str, Any]:
     """The rules a family holds, with their fitted numbers, for family.json."""
-    point = copycat_point(trajectory, DEFAULT_AT)
+    point = _copycat_point(trajectory, DEFAULT_AT)
     rules: dict[str, Any] = {
         "copycat": {"at": DEFAULT_AT, "prune_step": point["prune_step"], "params": point["params"],
                     "block_ratios": point["block_ratios"]},
@@ -92,7 +92,7 @@ def fit_rules(base: ArchSpec, trajectory: list[dict[str, Any]]) -> dict[str, Any
     }
     if len(trajectory) >= 2:
         rules["fitted"] = {"base_params": trajectory[0]["params"], "floor_params": trajectory[-1]["params"],
-                           "blocks": fit_power_laws(base, trajectory)}
+                           "blocks": _fit_power_laws(base, trajectory)}
     return rules
 
 
@@ -162,7 +162,7 @@ def _make_rule(name: str, base: ArchSpec, trajectory: list[dict[str, Any]], rule
     if name not in rules:
         raise UserError(f"this family holds no {name!r} rule; it holds {', '.join(sorted(rules))}")
     if name == "copycat":
-        point = copycat_point(trajectory, at) if at is not None else rules["copycat"]
+        point = _copycat_point(trajectory, at) if at is not None else rules["copycat"]
         share = point["params"] / trajectory[0]["params"]
         return _copycat(base, point["block_ratios"], "copycat",
                         f"copycat of prune step {point['prune_step']} ({share:.0%} of the base's params)")

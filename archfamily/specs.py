@@ -2,9 +2,14 @@
 
 A spec is a small frozen dataclass per family. It fixes every width that pruning or
 scaling can change, so a pruned network, a scaled family member and a base network
-are all just specs. Each spec knows its exact parameter count and its MACs
-analytically, so budget searches never need to build a model; tests check both
-against the built module (`sum(p.numel())`) and against `torch.utils.flop_counter`.
+are all just specs, and specs are what the library passes around and looks networks
+up by (they are hashable). Each spec walks its blocks once (`blocks()`): the model
+constructor builds from that walk, and the exact parameter count and MACs are read
+from it analytically, so budget searches never need to build a model; tests check
+both against the built module (`sum(p.numel())`) and `torch.utils.flop_counter`.
+
+JSON happens only at the edges: `spec_to_dict` / `spec_from_dict` for the files
+archfamily writes, and timm's `model_args` in `archfamily.timm_models`.
 
 Convention for MACs: multiply-accumulates of convolutions and linear layers only,
 which is what `FlopCounterMode` counts (its FLOPs are 2x MACs). Norms, activations,
@@ -12,11 +17,10 @@ pooling and additions are not counted.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Optional, Union
 
 from archfamily.errors import UserError
 
@@ -33,11 +37,45 @@ def _as_tuple2(rows: Any) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(int(w) for w in row) for row in rows)
 
 
-def round_width(width: float, round_to: int = 1) -> int:
+def _round_width(width: float, round_to: int = 1) -> int:
     """Nearest multiple of `round_to`; any positive width keeps at least `round_to` channels, 0 stays 0."""
     if width <= 0:
         return 0
     return max(round_to, round_to * math.floor(width / round_to + 0.5))
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One block as it is built: its input width, prunable inner widths, output width and stride.
+
+    For DenseNet-BC a block is one dense layer and `cout` is the growth it appends.
+    A block with any inner width 0 has no branch: pruning removed it whole.
+    """
+
+    cin: int
+    inner: tuple[int, ...]
+    cout: int
+    stride: int = 1
+
+    @property
+    def has_branch(self) -> bool:
+        return min(self.inner) > 0
+
+    @property
+    def projection(self) -> bool:
+        """A residual block's shortcut is a 1x1 conv when width or resolution change."""
+        return self.cin != self.cout or self.stride != 1
+
+
+def _residual_blocks(stem_width: int, stage_widths: tuple[int, ...],
+                     inner: list[list[tuple[int, ...]]]) -> tuple[tuple[BlockPlan, ...], ...]:
+    """Stages of residual blocks: each stage's first block takes the previous width, and strides by 2 after stage 1."""
+    cin, stages = stem_width, []
+    for s, (cout, row) in enumerate(zip(stage_widths, inner)):
+        stages.append(tuple(BlockPlan(cin if b == 0 else cout, widths, cout, 2 if s > 0 and b == 0 else 1)
+                            for b, widths in enumerate(row)))
+        cin = cout
+    return tuple(stages)
 
 
 def _check_io(spec: Any) -> None:
@@ -45,10 +83,11 @@ def _check_io(spec: Any) -> None:
         raise UserError("num_classes must be >= 0 and in_chans >= 1")
 
 
-def _check_rows(name: str, rows: tuple[tuple[int, ...], ...], stages: int) -> None:
-    """Every spec's width rows: one row per stage, at least one block each, no negative width."""
-    if len(rows) != stages or any(len(row) == 0 for row in rows):
-        raise UserError(f"{name} must hold one non-empty row of widths per stage ({stages} stages), got {len(rows)} rows")
+def _check_rows(name: str, rows: tuple[tuple[int, ...], ...], stages: Optional[int] = None) -> None:
+    """Width rows: one non-empty row per stage (`stages` of them, or any number from 1), no negative width."""
+    if not rows or (stages is not None and len(rows) != stages) or any(len(row) == 0 for row in rows):
+        expected = f"{stages} stages" if stages is not None else "at least one stage"
+        raise UserError(f"{name} must hold one non-empty row of widths per stage ({expected}), got {len(rows)} rows")
     if any(w < 0 for row in rows for w in row):
         raise UserError(f"{name} must not hold negative widths")
 
@@ -87,28 +126,8 @@ class _OneWidthPerBlock:
         return replace(self, **{self._rows: _resize_rows(self._width_rows(), counts)})
 
 
-class _ResidualStages:
-    """Stages of residual blocks with one output width per stage; the first block of stages 2+ strides by 2."""
-
-    def block_stride(self, stage: int, block: int) -> int:
-        return 2 if stage > 0 and block == 0 else 1
-
-    def block_inputs(self) -> list[list[int]]:
-        """Input width of every block, in stage/block order."""
-        cin, out = self.stem_width, []
-        for s, n in enumerate(self.block_counts()):
-            out.append([])
-            for _ in range(n):
-                out[-1].append(cin)
-                cin = self.stage_widths[s]
-        return out
-
-    def needs_projection(self, stage: int, block: int) -> bool:
-        return self.block_inputs()[stage][block] != self.stage_widths[stage] or self.block_stride(stage, block) != 1
-
-
 @dataclass(frozen=True)
-class WideResNetSpec(_OneWidthPerBlock, _ResidualStages):
+class WideResNetSpec(_OneWidthPerBlock):
     """CIFAR WideResNet (Zagoruyko & Komodakis), pre-activation basic blocks.
 
     `stage_widths` are the outer widths of the three stages (16k, 32k, 64k for
@@ -118,6 +137,7 @@ class WideResNetSpec(_OneWidthPerBlock, _ResidualStages):
 
     family: ClassVar[str] = "wrn"
     _rows: ClassVar[str] = "inner_widths"
+    input_size: ClassVar[int] = 32
     stage_widths: tuple[int, ...]
     inner_widths: tuple[tuple[int, ...], ...]
     stem_width: int = 16
@@ -140,40 +160,34 @@ class WideResNetSpec(_OneWidthPerBlock, _ResidualStages):
 
     def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "WideResNetSpec":
         """Stage widths times `outer`, inner widths set to `inner`; the stem stays 16 as in WRN-d-k."""
-        stages = tuple(round_width(outer * w, round_to) for w in self.stage_widths)
-        return replace(self, stage_widths=stages).with_prunable_widths([round_width(w, round_to) for w in inner])
+        stages = tuple(_round_width(outer * w, round_to) for w in self.stage_widths)
+        return replace(self, stage_widths=stages).with_prunable_widths([_round_width(w, round_to) for w in inner])
+
+    def blocks(self) -> tuple[tuple[BlockPlan, ...], ...]:
+        return _residual_blocks(self.stem_width, self.stage_widths, [[(w,) for w in row] for row in self.inner_widths])
 
     def num_params(self) -> int:
         total = _conv(self.in_chans, self.stem_width, 3)
-        inputs = self.block_inputs()
-        for s, row in enumerate(self.inner_widths):
-            out = self.stage_widths[s]
-            for b, mid in enumerate(row):
-                cin, proj = inputs[s][b], self.needs_projection(s, b)
-                if mid > 0 or proj:
-                    total += 2 * cin  # norm1 feeds the residual branch and the projection
-                if mid > 0:
-                    total += _conv(cin, mid, 3) + 2 * mid + _conv(mid, out, 3)
-                if proj:
-                    total += _conv(cin, out, 1)
+        for block in (b for stage in self.blocks() for b in stage):
+            cin, (mid,), out = block.cin, block.inner, block.cout
+            if block.has_branch or block.projection:
+                total += 2 * cin  # norm1 feeds the residual branch and the projection
+            if block.has_branch:
+                total += _conv(cin, mid, 3) + 2 * mid + _conv(mid, out, 3)
+            if block.projection:
+                total += _conv(cin, out, 1)
         return total + 2 * self.stage_widths[-1] + self.stage_widths[-1] * self.num_classes + self.num_classes
 
-    input_size: ClassVar[int] = 32
-
-    def num_macs(self, input_size: int | None = None) -> int:
-        input_size = input_size or self.input_size
-        size = input_size
+    def num_macs(self, input_size: Optional[int] = None) -> int:
+        size = input_size or self.input_size
         total = size * size * _conv(self.in_chans, self.stem_width, 3)
-        inputs = self.block_inputs()
-        for s, row in enumerate(self.inner_widths):
-            out = self.stage_widths[s]
-            for b, mid in enumerate(row):
-                stride = self.block_stride(s, b)
-                size = _conv_out(size, 3, stride, 1)
-                if mid > 0:
-                    total += size * size * (_conv(inputs[s][b], mid, 3) + _conv(mid, out, 3))
-                if self.needs_projection(s, b):
-                    total += size * size * _conv(inputs[s][b], out, 1)
+        for block in (b for stage in self.blocks() for b in stage):
+            size = _conv_out(size, 3, block.stride, 1)
+            (mid,) = block.inner
+            if block.has_branch:
+                total += size * size * (_conv(block.cin, mid, 3) + _conv(mid, block.cout, 3))
+            if block.projection:
+                total += size * size * _conv(block.cin, block.cout, 1)
         return total + self.stage_widths[-1] * self.num_classes
 
 
@@ -188,6 +202,7 @@ class DenseNetBCSpec(_OneWidthPerBlock):
 
     family: ClassVar[str] = "densenet_bc"
     _rows: ClassVar[str] = "bottleneck_widths"
+    input_size: ClassVar[int] = 32
     growth: int
     bottleneck_widths: tuple[tuple[int, ...], ...]
     compression: float = 0.5
@@ -197,7 +212,7 @@ class DenseNetBCSpec(_OneWidthPerBlock):
 
     def __post_init__(self) -> None:
         _check_io(self)
-        _check_rows("bottleneck_widths", self.bottleneck_widths, len(self.bottleneck_widths) or 1)
+        _check_rows("bottleneck_widths", self.bottleneck_widths)
         if self.growth < 1 or not 0 < self.compression <= 1 or self.stem_width < 0:
             raise UserError("growth must be at least 1, compression in (0, 1] and stem_width >= 0")
 
@@ -212,67 +227,65 @@ class DenseNetBCSpec(_OneWidthPerBlock):
     def stem_channels(self) -> int:
         return self.stem_width or 2 * self.growth
 
+    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "DenseNetBCSpec":
+        """Growth (and so every transition and the stem) times `outer`; bottleneck widths set to `inner`."""
+        stem = _round_width(outer * self.stem_width, round_to) if self.stem_width else 0
+        return replace(self, growth=_round_width(outer * self.growth, round_to), stem_width=stem) \
+            .with_prunable_widths([_round_width(w, round_to) for w in inner])
+
+    def blocks(self) -> tuple[tuple[BlockPlan, ...], ...]:
+        """Every dense layer; each stage after the first starts at the previous one's output, compressed."""
+        cin, stages = self.stem_channels, []
+        for s, row in enumerate(self.bottleneck_widths):
+            if s > 0:
+                cin = int(cin * self.compression)  # the transition before this stage
+            stages.append(tuple(BlockPlan(cin + layer * self.growth, (mid,), self.growth) for layer, mid in enumerate(row)))
+            cin += len(row) * self.growth
+        return tuple(stages)
+
     @property
     def stage_widths(self) -> tuple[int, ...]:
         """Channels leaving each dense block (before its transition)."""
-        return tuple(row[-1] for row in self.block_inputs())
+        return tuple(self.stage_out(stage) for stage in self.blocks())
 
-    def block_inputs(self) -> list[list[int]]:
-        """Input width of every dense layer, plus the width leaving each dense block."""
-        cin, out = self.stem_channels, []
-        for s, row in enumerate(self.bottleneck_widths):
-            out.append([])
-            for _ in row:
-                out[-1].append(cin)
-                cin += self.growth
-            out[-1].append(cin)
-            if s < len(self.bottleneck_widths) - 1:
-                cin = int(cin * self.compression)
-        return out
-
-    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "DenseNetBCSpec":
-        """Growth (and so every transition and the stem) times `outer`; bottleneck widths set to `inner`."""
-        stem = round_width(outer * self.stem_width, round_to) if self.stem_width else 0
-        return replace(self, growth=round_width(outer * self.growth, round_to), stem_width=stem) \
-            .with_prunable_widths([round_width(w, round_to) for w in inner])
+    @staticmethod
+    def stage_out(stage: tuple[BlockPlan, ...]) -> int:
+        """Channels leaving a dense block: its last layer's input plus that layer's growth."""
+        return stage[-1].cin + stage[-1].cout
 
     def num_params(self) -> int:
         total = _conv(self.in_chans, self.stem_channels, 3)
-        inputs = self.block_inputs()
-        for s, row in enumerate(self.bottleneck_widths):
-            for layer, mid in enumerate(row):
-                if mid > 0:
-                    cin = inputs[s][layer]
-                    total += 2 * cin + _conv(cin, mid, 1) + 2 * mid + _conv(mid, self.growth, 3)
-            if s < len(self.bottleneck_widths) - 1:
-                cin = inputs[s][-1]
-                total += 2 * cin + _conv(cin, int(cin * self.compression), 1)
-        final = inputs[-1][-1]
+        stages = self.blocks()
+        for s, stage in enumerate(stages):
+            for layer in stage:
+                (mid,) = layer.inner
+                if layer.has_branch:
+                    total += 2 * layer.cin + _conv(layer.cin, mid, 1) + 2 * mid + _conv(mid, self.growth, 3)
+            if s + 1 < len(stages):
+                total += 2 * self.stage_out(stage) + _conv(self.stage_out(stage), stages[s + 1][0].cin, 1)
+        final = self.stage_out(stages[-1])
         return total + 2 * final + final * self.num_classes + self.num_classes
 
-    input_size: ClassVar[int] = 32
-
-    def num_macs(self, input_size: int | None = None) -> int:
-        input_size = input_size or self.input_size
-        size = input_size
+    def num_macs(self, input_size: Optional[int] = None) -> int:
+        size = input_size or self.input_size
         total = size * size * _conv(self.in_chans, self.stem_channels, 3)
-        inputs = self.block_inputs()
-        for s, row in enumerate(self.bottleneck_widths):
-            for layer, mid in enumerate(row):
-                if mid > 0:
-                    total += size * size * (_conv(inputs[s][layer], mid, 1) + _conv(mid, self.growth, 3))
-            if s < len(self.bottleneck_widths) - 1:
-                cin = inputs[s][-1]
-                total += size * size * _conv(cin, int(cin * self.compression), 1)
+        stages = self.blocks()
+        for s, stage in enumerate(stages):
+            for layer in stage:
+                (mid,) = layer.inner
+                if layer.has_branch:
+                    total += size * size * (_conv(layer.cin, mid, 1) + _conv(mid, self.growth, 3))
+            if s + 1 < len(stages):
+                total += size * size * _conv(self.stage_out(stage), stages[s + 1][0].cin, 1)
                 size //= 2
-        return total + inputs[-1][-1] * self.num_classes
+        return total + self.stage_out(stages[-1]) * self.num_classes
 
 
 RESNET_LAYERS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 
 
 @dataclass(frozen=True)
-class ResNetSpec(_ResidualStages):
+class ResNetSpec:
     """ResNet (He et al.) with basic or bottleneck blocks, post-activation as in torchvision.
 
     `mid_widths[s][b]` is the width after block b's first conv. Bottleneck blocks
@@ -317,14 +330,20 @@ class ResNetSpec(_ResidualStages):
         outs = tuple(64 * 2**s * expansion for s in range(4))
         return cls(block, outs, mids, mids if block == "bottleneck" else (), stem, num_classes=num_classes)
 
-    def block_widths(self, stage: int, block: int) -> tuple[int, ...]:
-        """The inner widths of one block: (mid,) or (mid, mid2)."""
+    @property
+    def input_size(self) -> int:
+        return 224 if self.stem == "imagenet" else 32
+
+    def blocks(self) -> tuple[tuple[BlockPlan, ...], ...]:
+        """Basic blocks have one inner width (mid,), bottlenecks two (mid, mid2)."""
         if self.block == "basic":
-            return (self.mid_widths[stage][block],)
-        return (self.mid_widths[stage][block], self.mid2_widths[stage][block])
+            inner = [[(m,) for m in row] for row in self.mid_widths]
+        else:
+            inner = [list(zip(row, row2)) for row, row2 in zip(self.mid_widths, self.mid2_widths)]
+        return _residual_blocks(self.stem_width, self.stage_widths, inner)
 
     def prunable_widths(self) -> list[int]:
-        return [w for s, row in enumerate(self.mid_widths) for b in range(len(row)) for w in self.block_widths(s, b)]
+        return [w for stage in self.blocks() for block in stage for w in block.inner]
 
     def with_prunable_widths(self, widths: list[int]) -> "ResNetSpec":
         """Rebuild with new inner widths; a block with any width 0 loses its whole branch."""
@@ -349,17 +368,14 @@ class ResNetSpec(_ResidualStages):
 
     def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "ResNetSpec":
         """Stem and stage widths times `outer`; inner widths set to `inner`."""
-        stages = tuple(round_width(outer * w, round_to) for w in self.stage_widths)
-        return replace(self, stage_widths=stages, stem_width=round_width(outer * self.stem_width, round_to)) \
-            .with_prunable_widths([round_width(w, round_to) for w in inner])
+        stages = tuple(_round_width(outer * w, round_to) for w in self.stage_widths)
+        return replace(self, stage_widths=stages, stem_width=_round_width(outer * self.stem_width, round_to)) \
+            .with_prunable_widths([_round_width(w, round_to) for w in inner])
 
-    def _stem_params(self) -> int:
-        return _conv(self.in_chans, self.stem_width, 7 if self.stem == "imagenet" else 3) + 2 * self.stem_width
-
-    def _block_params(self, s: int, b: int) -> int:
-        cin, out, ws = self.block_inputs()[s][b], self.stage_widths[s], self.block_widths(s, b)
-        total = _conv(cin, out, 1) + 2 * out if self.needs_projection(s, b) else 0
-        if min(ws) == 0:
+    def _block_params(self, block: BlockPlan) -> int:
+        cin, out, ws = block.cin, block.cout, block.inner
+        total = _conv(cin, out, 1) + 2 * out if block.projection else 0
+        if not block.has_branch:
             return total
         if self.block == "basic":
             return total + _conv(cin, ws[0], 3) + 2 * ws[0] + _conv(ws[0], out, 3) + 2 * out
@@ -367,38 +383,29 @@ class ResNetSpec(_ResidualStages):
         return total + _conv(cin, mid, 1) + 2 * mid + _conv(mid, mid2, 3) + 2 * mid2 + _conv(mid2, out, 1) + 2 * out
 
     def num_params(self) -> int:
-        total = self._stem_params()
-        for s, row in enumerate(self.mid_widths):
-            total += sum(self._block_params(s, b) for b in range(len(row)))
+        total = _conv(self.in_chans, self.stem_width, 7 if self.stem == "imagenet" else 3) + 2 * self.stem_width
+        total += sum(self._block_params(b) for stage in self.blocks() for b in stage)
         return total + self.stage_widths[-1] * self.num_classes + self.num_classes
 
-    @property
-    def input_size(self) -> int:
-        return 224 if self.stem == "imagenet" else 32
-
-    def num_macs(self, input_size: int | None = None) -> int:
-        input_size = input_size or self.input_size
+    def num_macs(self, input_size: Optional[int] = None) -> int:
+        size = input_size or self.input_size
         if self.stem == "imagenet":
-            size = _conv_out(input_size, 7, 2, 3)
+            size = _conv_out(size, 7, 2, 3)
             total = size * size * _conv(self.in_chans, self.stem_width, 7)
             size = _conv_out(size, 3, 2, 1)
         else:
-            size = input_size
             total = size * size * _conv(self.in_chans, self.stem_width, 3)
-        inputs = self.block_inputs()
-        for s, row in enumerate(self.mid_widths):
-            out = self.stage_widths[s]
-            for b in range(len(row)):
-                cin, ws, stride = inputs[s][b], self.block_widths(s, b), self.block_stride(s, b)
-                out_size = _conv_out(size, 3, stride, 1)
-                if self.needs_projection(s, b):
-                    total += out_size * out_size * _conv(cin, out, 1)
-                if min(ws) > 0 and self.block == "basic":
-                    total += out_size * out_size * (_conv(cin, ws[0], 3) + _conv(ws[0], out, 3))
-                elif min(ws) > 0:
-                    total += size * size * _conv(cin, ws[0], 1)
-                    total += out_size * out_size * (_conv(ws[0], ws[1], 3) + _conv(ws[1], out, 1))
-                size = out_size
+        for block in (b for stage in self.blocks() for b in stage):
+            cin, out, ws = block.cin, block.cout, block.inner
+            out_size = _conv_out(size, 3, block.stride, 1)
+            if block.projection:
+                total += out_size * out_size * _conv(cin, out, 1)
+            if block.has_branch and self.block == "basic":
+                total += out_size * out_size * (_conv(cin, ws[0], 3) + _conv(ws[0], out, 3))
+            elif block.has_branch:
+                total += size * size * _conv(cin, ws[0], 1)
+                total += out_size * out_size * (_conv(ws[0], ws[1], 3) + _conv(ws[1], out, 1))
+            size = out_size
         return total + self.stage_widths[-1] * self.num_classes
 
 
@@ -408,11 +415,12 @@ _NESTED = ("inner_widths", "bottleneck_widths", "mid_widths", "mid2_widths")
 
 
 def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
-    """A JSON-ready dict; `family` says which spec class reads it back."""
-    return {"family": spec.family, **asdict(spec)}
+    """The JSON form archfamily's files hold (lists, as JSON reads back); `family` says which spec class reads it."""
+    return {"family": spec.family, **{k: [list(r) if isinstance(r, tuple) else r for r in v] if isinstance(v, tuple)
+                                      else v for k, v in asdict(spec).items()}}
 
 
-def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
+def spec_from_dict(data: Any) -> ArchSpec:
     """Inverse of `spec_to_dict`, with a one-line error for anything malformed."""
     if not isinstance(data, dict) or data.get("family") not in SPEC_TYPES:
         raise UserError(f"not an archfamily spec: family must be one of {sorted(SPEC_TYPES)}")
@@ -428,18 +436,6 @@ def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
     except (TypeError, ValueError) as exc:
         raise UserError(f"malformed {cls.family} spec: {exc}") from None
     return spec
-
-
-def spec_to_json(spec: ArchSpec) -> str:
-    return json.dumps(spec_to_dict(spec), separators=(",", ":"))
-
-
-def spec_from_json(text: str) -> ArchSpec:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"spec is not valid JSON: {exc}") from None
-    return spec_from_dict(data)
 
 
 _BASE_PATTERNS = (
@@ -476,4 +472,3 @@ def stage_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:
 def block_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:
     """Kept / original of every prunable width, in `prunable_widths` order."""
     return [w / w0 for w, w0 in zip(spec.prunable_widths(), base.prunable_widths())]
-

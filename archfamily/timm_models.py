@@ -1,18 +1,23 @@
 """timm entrypoints for any archfamily network: `archfamily_wrn`, `archfamily_densenet_bc`, `archfamily_resnet`.
 
-Each takes a spec's fields as keyword arguments (timm's `model_args`; without them
-it builds the paper's base: WRN-40-2, DenseNet-BC-100, ResNet-18 with a CIFAR stem),
-so every family member, and every folder `archfamily export` writes, comes out of
-`timm.create_model`. Models are built by `timm.models.build_model_with_cfg`, so
+This is the timm edge of the spec: each entrypoint takes a spec's fields as keyword
+arguments (timm's `model_args`; without them it builds the paper's base: WRN-40-2,
+DenseNet-BC-100, ResNet-18 with a CIFAR stem), turns them into the spec once, and
+builds the network from it with `timm.models.build_model_with_cfg`, so
 `pretrained=True`, `features_only=True`, `num_classes` and `in_chans` behave as for
-any timm model. Missing or damaged weights and model_args that do not describe a
-network fail with an error that names the file or the argument.
+any timm model. Pretrained weights are checked before timm loads them: the file
+exists and is safetensors, holds exactly the tensors the spec's network has, and,
+for a zoo entry, has the sha256 its manifest records. Each failure is one message
+naming the file or the argument.
 """
 from __future__ import annotations
 
+import hashlib
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import torch
 from safetensors import SafetensorError, safe_open
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
@@ -20,12 +25,23 @@ from torch import nn
 
 from archfamily.data import MEAN, STD
 from archfamily.errors import UserError
-from archfamily.models import MODEL_TYPES, spec_kwargs
-from archfamily.specs import base_spec
+from archfamily.models import MODEL_TYPES
+from archfamily.specs import SPEC_TYPES, ArchSpec, base_spec, spec_from_dict, spec_to_dict
 
 FIRST_CONV = {"wrn": "stem", "densenet_bc": "stem", "resnet": "stem.0"}
 FEATURE_INDICES = {"wrn": (0, 1, 2, 3), "densenet_bc": (0, 1, 2, 3), "resnet": (0, 1, 2, 3, 4)}
 DEFAULT_BASE = {"wrn": "wrn-40-2", "densenet_bc": "densenet-bc-100", "resnet": "resnet-18"}
+EXPECTED_SHA256: dict[Path, str] = {}  # weights file -> its recorded sha256; the zoo registers its entries here
+
+
+def model_args(spec: ArchSpec) -> dict[str, Any]:
+    """The spec as timm's JSON-ready `model_args` (its fields, without the family the entrypoint names)."""
+    return {k: v for k, v in spec_to_dict(spec).items() if k != "family"}
+
+
+def spec_from_model_args(family: str, args: dict[str, Any]) -> ArchSpec:
+    """Inverse of `model_args`; a one-line `UserError` for arguments that describe no network."""
+    return spec_from_dict({"family": family, **args})
 
 
 def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:
@@ -40,59 +56,83 @@ def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:
 default_cfgs = generate_default_cfgs({f"archfamily_{family}": cifar_cfg(family) for family in MODEL_TYPES})
 
 
-def _check_weights(variant: str, kwargs: dict[str, Any]) -> str:
-    """The pretrained weights file; fails early, naming it, when it is missing or not readable safetensors."""
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _weights_file(variant: str, kwargs: dict[str, Any]) -> tuple[Optional[Path], Any]:
+    """The pretrained weights file timm will load (None when the cfg names none), and the cfg."""
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"),
                                  pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
-    file = cfg.file if cfg is not None else None
-    if not file:
-        return "the pretrained weights"
-    if Path(file).is_dir():  # a local-dir: source names the folder; archfamily folders hold model.safetensors
-        file = str(Path(file) / "model.safetensors")
-    if not Path(file).is_file():
+    if cfg is None or not cfg.file:
+        return None, cfg
+    file = Path(cfg.file)
+    return (file / "model.safetensors" if file.is_dir() else file), cfg  # local-dir: names the folder
+
+
+def _check_weights(variant: str, family: str, spec: ArchSpec, kwargs: dict[str, Any]) -> None:
+    """Fail early, naming the file, when the weights are missing, damaged, not the zoo's or not this network's."""
+    file, cfg = _weights_file(variant, kwargs)
+    if file is None:
+        return
+    if not file.is_file():
         raise FileNotFoundError(f"{variant}: pretrained weights not found: {file}")
+    expected = EXPECTED_SHA256.get(file.resolve())
+    if expected is not None and sha256_of(file) != expected:
+        raise RuntimeError(f"{variant}: pretrained weights {file} do not have the sha256 the zoo manifest records "
+                           "(damaged or replaced)")
     try:
-        with safe_open(file, framework="pt") as fh:
-            fh.keys()
+        with safe_open(str(file), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except (SafetensorError, OSError) as exc:
         raise RuntimeError(f"{variant}: pretrained weights {file} are damaged or not safetensors ({exc})") from None
-    return file
+    as_saved = replace(spec, num_classes=cfg.num_classes, in_chans=cfg.input_size[0])  # timm adapts head and stem after
+    with torch.device("meta"):
+        wanted = {k: tuple(v.shape) for k, v in MODEL_TYPES[family](as_saved).state_dict().items()}
+    if shapes != wanted:
+        missing, extra = sorted(wanted.keys() - shapes.keys()), sorted(shapes.keys() - wanted.keys())
+        resized = sorted(k for k in wanted.keys() & shapes.keys() if wanted[k] != shapes[k])
+        example = (missing or extra or resized)[0]
+        raise RuntimeError(f"{variant}: pretrained weights {file} do not fit the network its model_args describe "
+                           f"({len(missing)} missing, {len(extra)} unexpected, {len(resized)} of another shape "
+                           f"tensors, e.g. {example})")
 
 
 def create_model_for(family: str, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build an archfamily network of `family` through `build_model_with_cfg`."""
-    weights = _check_weights(variant, kwargs) if pretrained else ""
+    """Build an archfamily network of `family` through `build_model_with_cfg`.
+
+    Spec fields in `kwargs` (over the family's default base) make the spec; the rest go to timm.
+    """
+    names = {f.name for f in fields(SPEC_TYPES[family])}
+    args = {**model_args(base_spec(DEFAULT_BASE[family])), **{k: kwargs.pop(k) for k in list(kwargs) if k in names}}
     try:
-        return build_model_with_cfg(MODEL_TYPES[family], variant, pretrained,
+        spec = spec_from_model_args(family, args)
+    except UserError as exc:
+        raise ValueError(f"{variant}: model_args do not describe an archfamily {family} network ({exc})") from None
+    if pretrained:
+        _check_weights(variant, family, spec, kwargs)
+    try:
+        return build_model_with_cfg(MODEL_TYPES[family], variant, pretrained, spec=spec, num_classes=spec.num_classes,
+                                    in_chans=spec.in_chans,
                                     feature_cfg=dict(flatten_sequential=True, out_indices=FEATURE_INDICES[family]),
                                     **kwargs)
-    except (TypeError, UserError) as exc:
-        raise ValueError(f"{variant}: model_args do not describe an archfamily {family} network ({exc})") from None
-    except RuntimeError as exc:
-        if "loading state_dict" not in str(exc):
-            raise
-        first = str(exc).splitlines()[1].strip()[:200]
-        raise RuntimeError(f"{variant}: {weights} do not fit the network its model_args describe ({first})") from None
-
-
-def _with_defaults(family: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**spec_kwargs(base_spec(DEFAULT_BASE[family])), **kwargs}
+    except TypeError as exc:  # an argument the network does not take
+        raise ValueError(f"{variant}: {exc}") from None
 
 
 @register_model
 def archfamily_wrn(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Any archfamily WideResNet: `WideResNetSpec` fields as keyword arguments [WRN-40-2]."""
-    return create_model_for("wrn", "archfamily_wrn", pretrained, **_with_defaults("wrn", kwargs))
+    return create_model_for("wrn", "archfamily_wrn", pretrained, **kwargs)
 
 
 @register_model
 def archfamily_densenet_bc(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Any archfamily DenseNet-BC: `DenseNetBCSpec` fields as keyword arguments [DenseNet-BC-100, k=12]."""
-    return create_model_for("densenet_bc", "archfamily_densenet_bc", pretrained,
-                            **_with_defaults("densenet_bc", kwargs))
+    return create_model_for("densenet_bc", "archfamily_densenet_bc", pretrained, **kwargs)
 
 
 @register_model
 def archfamily_resnet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Any archfamily ResNet: `ResNetSpec` fields as keyword arguments [ResNet-18, CIFAR stem]."""
-    return create_model_for("resnet", "archfamily_resnet", pretrained, **_with_defaults("resnet", kwargs))
+    return create_model_for("resnet", "archfamily_resnet", pretrained, **kwargs)

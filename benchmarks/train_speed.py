@@ -30,7 +30,7 @@ from archfamily.pruning import Pruner
 from archfamily.recipes import FAST
 from archfamily.specs import base_spec
 from archfamily.timing import peak_gflops
-from archfamily.train import Trainer
+from archfamily.trainer import Trainer
 
 
 @dataclass

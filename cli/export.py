@@ -30,7 +30,7 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
     from archfamily.export import export as run_export
     from archfamily.family import load_family
     from archfamily.scaling import make_rule, solve
-    from archfamily.scratch import read_spec_file
+    from archfamily.train import read_spec_file
 
     if bool(spec_file) == bool(family_path):
         raise UserError("give --spec FILE, or --family F with --params or --macs")

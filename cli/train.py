@@ -27,11 +27,9 @@ def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Opti
           tta: bool, out: str, data: Optional[str], subset: Optional[int], test_subset: Optional[int], seed: int,
           device: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch; writes model.safetensors and metrics.json to --out."""
-    from archfamily.scratch import TrainConfig, read_spec_file, train_spec
-    from archfamily.specs import spec_to_dict
+    from archfamily.train import TrainConfig, read_spec_file, train_spec
 
-    spec = read_spec_file(spec_file)
-    config = TrainConfig(spec_to_dict(spec), recipe, epochs, data, subset, test_subset, seed, batch_size, ema, tta)
+    config = TrainConfig(read_spec_file(spec_file), recipe, epochs, data, subset, test_subset, seed, batch_size, ema, tta)
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return

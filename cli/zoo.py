@@ -40,10 +40,10 @@ def eval_entry(name: str, write: bool, data: Optional[str], test_subset: Optiona
     """Measure NAME's CIFAR-10 test error through timm.create_model(NAME, pretrained=True)."""
     from archfamily.data import load_cifar10
     from archfamily.distributed import resolve_device
-    from archfamily.zoo_tools import evaluate
+    from archfamily.zoo_measure import remeasure
 
     dev = resolve_device(device)
-    entry, error = evaluate(name, load_cifar10(data, subset=10, test_subset=test_subset), dev, write)
+    entry, error = remeasure(name, load_cifar10(data, subset=10, test_subset=test_subset), dev, write)
     click.echo(f"{entry['name']}: test error {error:.2f}% (manifest: {entry['test_error']:.2f}% on "
                f"{entry['test_images']:,} images){'; written to the manifest' if write else ''}")
 
@@ -60,7 +60,7 @@ def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str]
     """Measure SOURCE (a model .safetensors or a train run folder) through timm, then add it to the zoo."""
     from archfamily.data import load_cifar10
     from archfamily.distributed import resolve_device
-    from archfamily.zoo_tools import add
+    from archfamily.zoo_measure import add
 
     entry = add(source, name, load_cifar10(data, subset=10, test_subset=test_subset), resolve_device(device),
                 family, rule, replace=replace)

@@ -9,7 +9,7 @@ from archfamily.distributed import init_distributed
 from archfamily.models import build_model
 from archfamily.recipes import WRN
 from archfamily.specs import base_spec
-from archfamily.train import Trainer
+from archfamily.trainer import Trainer
 
 out = sys.argv[1]
 torch.manual_seed(0)

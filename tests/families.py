@@ -19,10 +19,10 @@ def write_family(folder: Path, base_name: str = "wrn-16-2", seed: int = 0, k: in
     base = base_spec(base_name)
     model = build_model(base, gated=True)
     pruner = Pruner(model, "random", seed=seed)
-    trajectory = [trajectory_entry(base, base, 0, 0, 50.0)]
+    trajectory = [trajectory_entry(base, 0, 0, 50.0)]
     while trajectory[-1]["params"] > base.num_params() // 10 and pruner.open_channels():
         pruner.prune(k)
-        trajectory.append(trajectory_entry(pruned_spec(model), base, pruner.num_prunes, 0, None))
+        trajectory.append(trajectory_entry(pruned_spec(model), pruner.num_prunes, 0, None))
     assert pruned_spec(model).num_params() == trajectory[-1]["params"]
     tiny = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     data = Cifar10(tiny, torch.arange(10), tiny, torch.arange(10), "synthetic")

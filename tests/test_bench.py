@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from archfamily.bench import BenchConfig, networks
+from archfamily.bench import networks, trained_networks
+from archfamily.bench.select import pruned_at
 from archfamily.family import load_family
 from archfamily.latency import LatencyCache, parse_target
 from archfamily.errors import UserError
@@ -21,7 +22,7 @@ def family(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_bench_networks_cover_every_kind(family) -> None:
-    nets = networks(family, BenchConfig(budgets=(40_000, 100_000), round_tos=(1, 8)), [])
+    nets = networks(family, (40_000, 100_000), "params", (1, 8), [])
     kinds = {n.kind for n in nets if n.budget == 40_000}
     assert kinds == {"reduced-width", "pruned (masked)", "pruned (compressed)", "copycat", "copycat r8", "fitted",
                      "fitted r8"}
@@ -31,6 +32,15 @@ def test_bench_networks_cover_every_kind(family) -> None:
     assert sum(p.numel() for p in model.parameters()) == base_spec("wrn-10-1").num_params()  # full-size convs
     assert [g.gate.num_open for g in model.prune_groups()] == [w for w in compressed.spec.prunable_widths() if w]
     assert all(n.kind != "pruned (masked)" for n in nets if n.budget == 100_000)  # above the base: nothing pruned
+
+
+def test_one_rule_picks_the_pruned_network_at_a_budget(family) -> None:
+    budget = 40_000
+    expected = next(s for s in family.specs if s.num_params() <= budget)  # as `derive --save-at` saves it
+    picked = {n.kind: n.spec for n in networks(family, (budget,), "params", (1,), []) if n.kind.startswith("pruned")}
+    assert picked == {"pruned (masked)": expected, "pruned (compressed)": expected}
+    assert [n.spec for n in trained_networks(family, (budget,), "params", [])] == [expected]
+    assert pruned_at(family, budget, "params") == expected and pruned_at(family, 10**9, "params") is None
 
 
 def test_tiny_bench_writes_table_json_and_plots(run_cli, family, tmp_path: Path) -> None:
@@ -45,7 +55,7 @@ def test_tiny_bench_writes_table_json_and_plots(run_cli, family, tmp_path: Path)
     settings = {(r["threads"], r["batch"], r["format"]) for r in rows}
     assert settings == {(1, b, f) for b in (1, 2) for f in ("nchw", "channels_last")}
     per_setting = len(rows) // len(settings)
-    assert per_setting == len(networks(family, BenchConfig(budgets=(40_000, 60_000), round_tos=(1, 8)), []))
+    assert per_setting == len(networks(family, (40_000, 60_000), "params", (1, 8), []))
     for r in rows:
         assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["runs"] >= 2
         assert r["images_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))

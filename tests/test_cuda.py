@@ -13,7 +13,7 @@ from archfamily.models import build_model
 from archfamily.pruning import Pruner, compress
 from archfamily.recipes import FAST
 from archfamily.specs import base_spec
-from archfamily.train import Trainer
+from archfamily.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 GPU = torch.device("cuda")

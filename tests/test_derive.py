@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import save_file
 
 from archfamily.checkpoint import load_model, save_model
+from archfamily.derive import DeriveConfig, DeriveResult, derive
 from archfamily.family import FAMILY_FORMAT, FAMILY_VERSION
 from archfamily.models import build_model
 from archfamily.pruning.pruner import Pruner
@@ -39,6 +40,7 @@ def test_smoke_run_writes_a_family(run_cli, tmp_path: Path) -> None:
 
     lines = _trajectory(out)
     assert len(lines) == len(steps)
+    assert [s["widths"] for s in steps] == [spec_from_dict(line["spec"]).prunable_widths() for line in lines]
     for line in lines:
         spec = spec_from_dict(line["spec"])
         assert spec.num_params() == line["params"] and spec.num_macs() == line["macs"]
@@ -51,12 +53,22 @@ def test_smoke_run_writes_a_family(run_cli, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cli.main import main
-
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> DeriveResult:
+    """A smoke run, made as `archfamily derive --preset smoke` makes it."""
     out = tmp_path_factory.mktemp("whole") / "run"
-    main([*SMOKE, "--out", str(out)])  # returns on success; bad input would exit
-    return out
+    return derive(DeriveConfig.from_preset("smoke"), out, "cpu", command=["archfamily", *SMOKE, "--out", str(out)])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(fresh: DeriveResult) -> Path:
+    return fresh.out
+
+
+def test_a_finished_run_returns_what_a_fresh_run_returned(fresh: DeriveResult) -> None:
+    again = derive(DeriveConfig.from_preset("smoke"), fresh.out, "cpu", resume=True)
+    assert again.trajectory == fresh.trajectory == _trajectory(fresh.out)
+    assert (again.final_spec, again.final_error, again.prune_steps) == (fresh.final_spec, fresh.final_error,
+                                                                       fresh.prune_steps)
 
 
 # 0: after base training, before any prune checkpoint; 6: after the checkpoint at prune 4, before the one at 8

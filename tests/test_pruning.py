@@ -102,8 +102,9 @@ def test_fully_pruned_wrn_block_is_its_shortcut() -> None:
         torch.testing.assert_close(first(x1), first.shortcut(F.relu(first.norm1(x1))))
     spec, small = compress(model)
     assert spec.inner_widths[0][1] == 0 and spec.inner_widths[1][0] == 0
-    assert small.stages[0][1].conv1 is None and small.stages[0][1].norm1 is None
-    assert small.stages[1][0].conv1 is None and small.stages[1][0].shortcut is not None
+    emptied = small.stages[0][1]
+    assert not emptied.has_branch and not hasattr(emptied, "conv1") and not hasattr(emptied, "norm1")
+    assert not small.stages[1][0].has_branch and small.stages[1][0].shortcut is not None
 
 
 def test_fully_pruned_resnet_block_is_its_shortcut() -> None:

@@ -14,7 +14,7 @@ from archfamily.errors import UserError
 from archfamily.family import load_family
 from archfamily.models import build_model
 from archfamily.scaling import RULES, make_rule, solve
-from archfamily.specs import base_spec, spec_from_dict, spec_from_json
+from archfamily.specs import base_spec, spec_from_dict
 from families import write_family
 
 ROOT = Path(__file__).parent
@@ -27,6 +27,17 @@ def family(tmp_path_factory: pytest.TempPathFactory):
 
 def _rule(family, name: str):
     return make_rule(name, family.base, family.trajectory, family.rules)
+
+
+def test_a_version_1_family_loads_with_its_exact_widths() -> None:
+    """family.json files written before the widths were stored (the fixture is a smoke run's) still scale."""
+    family = load_family(ROOT / "fixtures" / "family-v1.json")
+    lines = [json.loads(line) for line in (ROOT / "fixtures" / "trajectory-v1.jsonl").read_text().splitlines()]
+    assert family.document["version"] == 1
+    assert family.specs == [spec_from_dict(line["spec"]) for line in lines]
+    for name in ("copycat", "fitted"):
+        result = solve(_rule(family, name), 60_000)
+        assert result.within_tolerance and result.member.params == result.member.spec.num_params()
 
 
 def test_reduced_width_at_depth_40_k_2_is_exactly_wrn_40_2(tmp_path: Path) -> None:
@@ -131,7 +142,7 @@ def test_cli_table_sweep_and_out(run_cli, family, tmp_path: Path) -> None:
     assert sweep.code == 0 and [row.split()[0] for row in rows] == ["250k", "500k", "1M"]
     out = tmp_path / "member.json"
     written = run_cli("scale", "--family", str(family.path), "--params", "300k", "--rule", "bottleneck", "--out", str(out))
-    assert written.code == 0 and abs(spec_from_json(out.read_text()).num_params() - 300_000) <= 3_000
+    assert written.code == 0 and abs(spec_from_dict(json.loads(out.read_text())).num_params() - 300_000) <= 3_000
 
 
 def test_cli_copycat_at_another_point(run_cli, family) -> None:
@@ -145,7 +156,8 @@ def _family_variants(tmp_path: Path, family) -> dict[str, Path]:
     doc = json.loads(family.path.read_text())
     variants = {}
     for name, change in {
-        "v2": lambda d: d.update(version=2),
+        "v3": lambda d: d.update(version=3),
+        "nowidths": lambda d: d["trajectory"][1].pop("widths"),
         "nofitted": lambda d: d["rules"].pop("fitted"),
         "badfitted": lambda d: d["rules"]["fitted"].pop("blocks"),
     }.items():
@@ -164,7 +176,8 @@ BAD = [
     (("--params", "1X"), "malformed --params"),
     (("--params", "1..5M"), "malformed --params"),
     (("--params", "1M", "--macs", "100M"), "give exactly one budget"),
-    (("--params", "1M", "--family", "{tmp}/v2.json"), "version 2"),
+    (("--params", "1M", "--family", "{tmp}/v3.json"), "version 3"),
+    (("--params", "1M", "--family", "{tmp}/nowidths.json"), "missing 'widths'"),
     (("--params", "1M", "--family", "{tmp}/truncated.json"), "corrupted or truncated"),
     (("--params", "1M", "--family", "{tmp}/nofitted.json", "--rule", "fitted"), "holds no 'fitted' rule"),
     (("--params", "1M", "--family", "{tmp}/badfitted.json", "--rule", "fitted"), "'fitted' rule is damaged"),
@@ -200,7 +213,7 @@ def test_train_a_scaled_spec_from_scratch(run_cli, family, tmp_path: Path) -> No
     result = run_cli(*args)
     assert result.code == 0, result.err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["params"] == spec_from_json(spec_file.read_text()).num_params() and 0 <= metrics["test_error"] <= 100
+    assert metrics["params"] == spec_from_dict(json.loads(spec_file.read_text())).num_params() and 0 <= metrics["test_error"] <= 100
     assert (out / "model.safetensors").is_file() and not (out / ".checkpoints").exists()
     again = run_cli(*args)
     assert again.code == 2 and "already holds a run" in again.err
@@ -211,7 +224,7 @@ def test_train_a_scaled_spec_from_scratch(run_cli, family, tmp_path: Path) -> No
 def test_train_takes_the_architecture_of_a_model_file_and_not_its_weights(run_cli, family, tmp_path: Path) -> None:
     from archfamily.checkpoint import save_model
     from archfamily.models import build_model
-    from archfamily.scratch import read_spec_file
+    from archfamily.train import read_spec_file
 
     spec_file = tmp_path / "member.json"
     assert run_cli("scale", "--family", str(family.path), "--params", "60k", "--out", str(spec_file)).code == 0

@@ -1,6 +1,7 @@
 """Specs are the single source of truth: their counts must equal the built modules'."""
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -11,7 +12,7 @@ from archfamily.counting import count_params, measure_macs
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import (
-    DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec, block_ratios, spec_from_json, spec_to_json, stage_ratios,
+    DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios,
 )
 
 
@@ -58,7 +59,7 @@ def test_imagenet_stem_macs_match_flop_counter() -> None:
 @pytest.mark.parametrize("name", FAMILY_BASES + ["resnet-34-imagenet", "densenet-bc-100-24"])
 def test_json_round_trip(name: str) -> None:
     spec = _random_pruned(base_spec(name), random.Random(1))
-    again = spec_from_json(spec_to_json(spec))
+    again = spec_from_dict(json.loads(json.dumps(spec_to_dict(spec))))
     assert again == spec and type(again) is type(spec)
 
 
@@ -84,10 +85,33 @@ def test_bad_base_names(name: str, message: str) -> None:
         base_spec(name)
 
 
-@pytest.mark.parametrize("text", ['{"family": "vgg"}', "[1, 2", '{"family": "wrn", "stage_widths": [1]}'])
-def test_malformed_spec_json(text: str) -> None:
+@pytest.mark.parametrize("data", [{"family": "vgg"}, [1, 2], {"family": "wrn", "stage_widths": [1]}])
+def test_malformed_spec_dict(data) -> None:
     with pytest.raises(UserError):
-        spec_from_json(text)
+        spec_from_dict(data)
+
+
+def test_densenet_needs_at_least_one_stage() -> None:
+    with pytest.raises(UserError, match="at least one stage"):
+        DenseNetBCSpec(12, ())
+    with pytest.raises(UserError, match="non-empty row"):
+        DenseNetBCSpec(12, ((48,), ()))
+    assert DenseNetBCSpec(12, ((48,), (48, 48))).stage_widths == (24 + 12, 18 + 24)
+
+
+@pytest.mark.parametrize("name", ["wrn-16-2", "densenet-bc-40", "resnet-18", "resnet-50"])
+def test_the_block_walk_is_what_the_model_builds(name: str) -> None:
+    spec = _random_pruned(base_spec(name), random.Random(3))
+    model = build_model(spec)
+    blocks = [b for stage in (model.stages[::2] if spec.family == "densenet_bc" else model.stages) for b in stage]
+    plans = [p for stage in spec.blocks() for p in stage]
+    assert len(blocks) == len(plans)
+    for block, plan in zip(blocks, plans):
+        assert block.has_branch == plan.has_branch
+        if plan.has_branch:
+            strided = block.conv2 if getattr(spec, "block", "") == "bottleneck" else block.conv1
+            assert (block.conv1.in_channels, block.conv1.out_channels, strided.stride[0]) == \
+                (plan.cin, plan.inner[0], plan.stride)
 
 
 def test_densenet_stem_defaults_to_twice_growth() -> None:

@@ -11,16 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from archfamily.errors import UserError
-from archfamily.models import spec_kwargs
-from archfamily.specs import DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec
+from archfamily.specs import DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec, spec_to_dict
+from archfamily.timm_models import model_args
 from archfamily.zoo_manifest import read_manifest
 
 # one small member of each family, as timm model args
 FAMILY_MEMBERS = {
-    "archfamily_wrn": spec_kwargs(WideResNetSpec.from_depth_width(10, 1).with_prunable_widths([7, 0, 40])),
-    "archfamily_densenet_bc": spec_kwargs(DenseNetBCSpec.from_depth_growth(16, 6).with_prunable_widths([24, 0, 9, 24, 5, 0])),
-    "archfamily_resnet": spec_kwargs(ResNetSpec("basic", (8, 16, 24, 32), ((4, 0), (8, 3), (5, 12), (32, 0)))),
+    "archfamily_wrn": model_args(WideResNetSpec.from_depth_width(10, 1).with_prunable_widths([7, 0, 40])),
+    "archfamily_densenet_bc": model_args(DenseNetBCSpec.from_depth_growth(16, 6).with_prunable_widths([24, 0, 9, 24, 5, 0])),
+    "archfamily_resnet": model_args(ResNetSpec("basic", (8, 16, 24, 32), ((4, 0), (8, 3), (5, 12), (32, 0)))),
 }
 ZOO = [e["name"] for e in read_manifest(zoo.ZOO_DIR)]
 MODELS = [(name, args) for name, args in FAMILY_MEMBERS.items()] + [(name, {}) for name in ZOO]
@@ -153,7 +152,7 @@ def test_export_round_trip_is_bit_identical(run_cli, tmp_path: Path) -> None:
     else:
         model = timm.create_model("archfamily_wrn", **FAMILY_MEMBERS["archfamily_wrn"]).eval()
         weights = None
-    spec_file.write_text(json.dumps({"family": model.spec.family, **spec_kwargs(model.spec)}))
+    spec_file.write_text(json.dumps(spec_to_dict(model.spec)))
     args = ["export", "--spec", str(spec_file), "--out", str(out)] + (["--weights", str(weights)] if weights else [])
     result = run_cli(*args)
     assert result.code == 0, result.err
@@ -218,13 +217,20 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
     assert measured.code == 0 and f"{entry['test_error']:.2f}%" in measured.out
     again = run_cli("zoo", "add", str(source), "--name", "tiny", "--test-subset", "100")
     assert again.code == 2 and "--replace" in again.err
+    weights = tmp_path / "zoo" / entry["file"]
+    damaged = bytearray(weights.read_bytes())
+    damaged[-1] ^= 1  # one bit of one weight: still readable safetensors, but not the file the manifest lists
+    weights.write_bytes(bytes(damaged))
+    refused = run_cli("zoo", "eval", "archfamily_tiny", "--test-subset", "100", "--device", "cpu")
+    assert refused.code == 2 and "sha256" in refused.err and weights.name in refused.err
+    assert len(refused.err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_error_matches_the_manifest(name: str) -> None:
     from archfamily.data import load_cifar10
-    from archfamily.zoo_tools import test_error
+    from archfamily.accuracy import test_error
 
     entry = next(e for e in read_manifest(zoo.ZOO_DIR) if e["name"] == name)
     data = load_cifar10(subset=10)

@@ -14,11 +14,11 @@ import torch
 from archfamily.batches import normalize
 from archfamily.checkpoint import RunCheckpoint, load_model, save_model
 from archfamily.data import MEAN, STD, Cifar10
-from archfamily.evaluate import count_errors
+from archfamily.accuracy import count_errors
 from archfamily.models import build_model
 from archfamily.recipes import FAST, WRN, Recipe
 from archfamily.specs import base_spec
-from archfamily.train import Trainer, optimizer_for
+from archfamily.trainer import Trainer, optimizer_for
 
 CPU = torch.device("cpu")
 

@@ -52,15 +52,3 @@ class PruneGroup:
 def make_gate(channels: int, gated: bool) -> nn.Module:
     """A real gate for models being pruned, a no-op for models being trained or deployed."""
     return ChannelGate(channels) if gated else nn.Identity()
-
-
-def init_weights(model: nn.Module) -> None:
-    """He init for convs, unit BN, zero biases: the initialisation of the WRN/DenseNet papers."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.zeros_(m.bias)

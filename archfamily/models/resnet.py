@@ -7,36 +7,37 @@ by `gate.alive()`, so a block whose channels are all pruned is its shortcut alon
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archfamily.models.gates import PruneGroup, init_weights, make_gate
-from archfamily.models.head import ClassifierNet
-from archfamily.specs import ResNetSpec
+from archfamily.models.classifier_net import ClassifierNet
+from archfamily.models.gates import PruneGroup, make_gate
+from archfamily.specs import BlockPlan, ResNetSpec
 
 
-def _downsample(cin: int, cout: int, stride: int) -> Optional[nn.Sequential]:
-    if cin == cout and stride == 1:
+def _downsample(plan: BlockPlan) -> Optional[nn.Sequential]:
+    if not plan.projection:
         return None
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(nn.Conv2d(plan.cin, plan.cout, 1, plan.stride, bias=False), nn.BatchNorm2d(plan.cout))
 
 
 class BasicBlock(nn.Module):
     __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
 
-    def __init__(self, cin: int, mid: int, cout: int, stride: int, gated: bool) -> None:
+    def __init__(self, plan: BlockPlan, gated: bool) -> None:
         super().__init__()
-        self.downsample = _downsample(cin, cout, stride)
-        self.has_branch, self.gated = mid > 0, gated
+        (mid,) = plan.inner
+        self.downsample = _downsample(plan)
+        self.has_branch, self.gated = plan.has_branch, gated
         if self.has_branch:
-            self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+            self.conv1 = nn.Conv2d(plan.cin, mid, 3, plan.stride, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
             self.gate = make_gate(mid, gated)
-            self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(mid, plan.cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(plan.cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x) if self.downsample is not None else x
@@ -56,19 +57,20 @@ class Bottleneck(nn.Module):
 
     __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
 
-    def __init__(self, cin: int, mid: int, mid2: int, cout: int, stride: int, gated: bool) -> None:
+    def __init__(self, plan: BlockPlan, gated: bool) -> None:
         super().__init__()
-        self.downsample = _downsample(cin, cout, stride)
-        self.has_branch, self.gated = mid > 0 and mid2 > 0, gated
+        mid, mid2 = plan.inner
+        self.downsample = _downsample(plan)
+        self.has_branch, self.gated = plan.has_branch, gated
         if self.has_branch:
-            self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
+            self.conv1 = nn.Conv2d(plan.cin, mid, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
             self.gate1 = make_gate(mid, gated)
-            self.conv2 = nn.Conv2d(mid, mid2, 3, stride, 1, bias=False)
+            self.conv2 = nn.Conv2d(mid, mid2, 3, plan.stride, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(mid2)
             self.gate2 = make_gate(mid2, gated)
-            self.conv3 = nn.Conv2d(mid2, cout, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(cout)
+            self.conv3 = nn.Conv2d(mid2, plan.cout, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(plan.cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x) if self.downsample is not None else x
@@ -90,55 +92,32 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(ClassifierNet):
-    """ResNet with a CIFAR (3x3) or ImageNet (7x7 + max pool) stem; built from `ResNetSpec` fields."""
+    """ResNet with a CIFAR (3x3) or ImageNet (7x7 + max pool) stem, built from a `ResNetSpec`."""
 
-    def __init__(self, block: str, stage_widths: Sequence[int], mid_widths: Sequence[Sequence[int]],
-                 mid2_widths: Sequence[Sequence[int]] = (), stem: str = "cifar", stem_width: int = 64,
-                 num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg",
-                 gated: bool = False) -> None:
-        super().__init__()
-        spec = ResNetSpec(block, tuple(stage_widths), tuple(tuple(r) for r in mid_widths),
-                          tuple(tuple(r) for r in mid2_widths), stem, stem_width, num_classes, in_chans)
-        self._spec = spec
-        if stem == "imagenet":
+    def _build_body(self, spec: ResNetSpec, gated: bool) -> int:
+        if spec.stem == "imagenet":
             self.stem = nn.Sequential(
-                nn.Conv2d(in_chans, stem_width, 7, 2, 3, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(),
-                nn.MaxPool2d(3, 2, 1),
+                nn.Conv2d(spec.in_chans, spec.stem_width, 7, 2, 3, bias=False), nn.BatchNorm2d(spec.stem_width),
+                nn.ReLU(), nn.MaxPool2d(3, 2, 1),
             )
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False), nn.BatchNorm2d(stem_width),
-                                      nn.ReLU())
-        reduction = 4 if stem == "imagenet" else 1
+            self.stem = nn.Sequential(nn.Conv2d(spec.in_chans, spec.stem_width, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(spec.stem_width), nn.ReLU())
+        reduction = 4 if spec.stem == "imagenet" else 1
         # the stem's last layer (ReLU, or max pool): timm flattens the Sequential stem into stem.0, stem.1, ...
-        self.feature_info = [dict(num_chs=stem_width, reduction=reduction, module=f"stem.{len(self.stem) - 1}")]
-        inputs = spec.block_inputs()
-        stages = []
-        for s, row in enumerate(spec.mid_widths):
-            blocks: list[nn.Module] = []
-            for b in range(len(row)):
-                cin, cout, stride, ws = inputs[s][b], spec.stage_widths[s], spec.block_stride(s, b), spec.block_widths(s, b)
-                if block == "basic":
-                    blocks.append(BasicBlock(cin, ws[0], cout, stride, gated))
-                else:
-                    blocks.append(Bottleneck(cin, ws[0], ws[1], cout, stride, gated))
-            stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=spec.stage_widths[s], reduction=reduction * 2**s, module=f"stages.{s}"))
-        self.stages = nn.Sequential(*stages)
-        self._init_head(spec.stage_widths[-1], num_classes, global_pool, drop_rate)
-        init_weights(self)
-
-    @property
-    def spec(self) -> ResNetSpec:
-        s = self._spec
-        return ResNetSpec(s.block, s.stage_widths, s.mid_widths, s.mid2_widths, s.stem, s.stem_width,
-                          self.num_classes, s.in_chans)
+        self.feature_info = [dict(num_chs=spec.stem_width, reduction=reduction, module=f"stem.{len(self.stem) - 1}")]
+        block = BasicBlock if spec.block == "basic" else Bottleneck
+        self.stages = nn.Sequential(*[nn.Sequential(*[block(plan, gated) for plan in stage]) for stage in spec.blocks()])
+        self.feature_info += [dict(num_chs=w, reduction=reduction * 2**s, module=f"stages.{s}")
+                              for s, w in enumerate(spec.stage_widths)]
+        return spec.stage_widths[-1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
     def prune_groups(self) -> list[PruneGroup]:
         groups, index = [], 0
-        per_block = 2 if self._spec.block == "bottleneck" else 1
+        per_block = 2 if self.spec.block == "bottleneck" else 1
         for stage in self.stages:
             for block in stage:
                 groups.extend(block.prune_groups(index))

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from archfamily.bench.report import headline  # noqa: E402
 from archfamily.files import atomic_write  # noqa: E402
 
 
@@ -23,16 +24,16 @@ def _style(i: int) -> dict[str, Any]:
     return {"color": plt.get_cmap("tab20")(i % 20), "marker": "os^Dv<>ph*"[i % 10]}
 
 
-def _headline(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """The rows of one setting: the GPU if measured, batch 1, channels_last, the most threads."""
-    best = max(rows, key=lambda r: (r["device"] == "cuda", r["batch"] == 1, r["format"] == "channels_last", r["threads"]))
-    key = (best["device"], best["threads"], best["batch"], best["format"])
-    chosen = [r for r in rows if (r["device"], r["threads"], r["batch"], r["format"]) == key]
-    return chosen, f"{key[0]}, {key[1]} thread(s), batch {key[2]}, {key[3]}"
+def _headline_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The rows of the report's headline setting at its smallest batch (latency), and a label for it."""
+    dev, threads, fmt = headline(rows)
+    picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)]
+    batch = min(r["batch"] for r in picked)
+    return [r for r in picked if r["batch"] == batch], f"{dev}, {threads} thread(s), batch {batch}, {fmt}"
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
-    rows, setting = _headline(report["rows"])
+    rows, setting = _headline_rows(report["rows"])
     networks = sorted({r["network"] for r in rows})
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))

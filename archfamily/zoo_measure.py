@@ -6,7 +6,6 @@ pretrained weights, normalised with the mean and std of its pretrained cfg.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -14,28 +13,23 @@ from typing import Any, Optional
 
 import timm
 import torch
-from timm.data import resolve_model_data_config
 from torch import nn
 
-import archfamily.timm_models  # noqa: F401  (registers archfamily_wrn, _densenet_bc, _resnet)
+from archfamily.accuracy import test_error
 from archfamily.checkpoint import load_model, save_model
 from archfamily.counting import count_params, measure_macs
 from archfamily.data import Cifar10
 from archfamily.errors import UserError
-from archfamily.evaluate import count_errors
-from archfamily.models import spec_kwargs
+from archfamily.timm_models import model_args, sha256_of
 from archfamily.zoo_manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
 
 
-def test_error(model: nn.Module, data: Cifar10, device: torch.device) -> float:
-    """Top-1 error (%) on the test split, with the normalisation of the model's pretrained cfg."""
-    cfg = resolve_model_data_config(model)
-    wrong, total = count_errors(model.to(device), data.test_x, data.test_y, cfg["mean"], cfg["std"], device)
-    return 100.0 * wrong / total
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _create(name: str, **kwargs: Any) -> nn.Module:
+    """`timm.create_model(name, pretrained=True, ...)`, its one-line errors about the weights as `UserError`s."""
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
@@ -64,12 +58,12 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     if any(e["name"] == name for e in entries) and not replace:
         raise UserError(f"the zoo already holds {name}; pass --replace to measure and replace it")
     spec, _, meta = load_model(path)
-    model = timm.create_model(f"archfamily_{spec.family}", pretrained=True,
-                              pretrained_cfg_overlay=dict(file=str(path.resolve())), **spec_kwargs(spec))
+    model = _create(f"archfamily_{spec.family}", pretrained_cfg_overlay=dict(file=str(path.resolve())),
+                    **model_args(spec))
     error = test_error(model, data, device)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {
-        "name": name, "tag": TAG, "architecture": spec.family, "model_args": spec_kwargs(spec),
+        "name": name, "tag": TAG, "architecture": spec.family, "model_args": model_args(spec),
         "file": f"weights/{name}.safetensors", "params": count_params(model),
         "macs": measure_macs(model, spec.input_size, spec.in_chans), "test_error": round(error, 4),
         "test_images": int(data.test_x.shape[0]), "data": data.source, "recipe": recipe,
@@ -79,12 +73,12 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     weights = folder / entry["file"]
     save_model(weights, model, {"test_error": f"{error:.4f}", "recipe": json.dumps(recipe),
                                 "source": json.dumps(entry["source"]), "zoo_name": name})
-    entry["sha256"] = _sha256(weights)
+    entry["sha256"] = sha256_of(weights)
     write_manifest([e for e in entries if e["name"] != name] + [entry], folder)
     return entry
 
 
-def evaluate(name: str, data: Cifar10, device: torch.device, write: bool = False) -> tuple[dict[str, Any], float]:
+def remeasure(name: str, data: Cifar10, device: torch.device, write: bool = False) -> tuple[dict[str, Any], float]:
     """Re-measure a zoo entry through `timm.create_model(name, pretrained=True)`; optionally record it."""
     import zoo
 
@@ -92,7 +86,7 @@ def evaluate(name: str, data: Cifar10, device: torch.device, write: bool = False
     entry = entry_named(name, folder)
     if folder.resolve() != zoo.ZOO_DIR.resolve():
         zoo.register_zoo(folder)
-    model = timm.create_model(entry["name"], pretrained=True)
+    model = _create(entry["name"])
     error = test_error(model, data, device)
     if write:
         entries = read_manifest(folder)

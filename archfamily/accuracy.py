@@ -1,12 +1,20 @@
-"""Counting a classifier's mistakes on uint8 images, normalised with the mean and std it was trained with."""
+"""A classifier's test error: its mistakes on uint8 images, normalised with the mean and std it was trained with.
+
+The trainer measures with its recipe's normalisation (`count_errors`); the zoo measures
+any timm model with the normalisation of its pretrained cfg (`test_error`).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
+from timm.data import resolve_model_data_config
 from torch import nn
 
 from archfamily.batches import norm_constants, normalize, to_device
+
+if TYPE_CHECKING:
+    from archfamily.data import Cifar10
 
 
 @torch.inference_mode()
@@ -33,3 +41,10 @@ def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, m
     finally:
         model.train(was_training)
     return int(wrong), int(images.shape[0])
+
+
+def test_error(model: nn.Module, data: "Cifar10", device: torch.device) -> float:
+    """Top-1 error (%) on the test split, with the normalisation of the model's pretrained cfg (timm's)."""
+    cfg = resolve_model_data_config(model)
+    wrong, total = count_errors(model.to(device), data.test_x, data.test_y, cfg["mean"], cfg["std"], device)
+    return 100.0 * wrong / total

@@ -1,0 +1,78 @@
+"""The bench's report: results.json, results.md (a summary for the headline setting, then every setting)
+and the plots."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from archfamily.files import atomic_write_json, atomic_write_text
+
+
+def headline(rows: list[dict[str, Any]]) -> tuple[str, int, str]:
+    """The setting the summary and the plots show: the GPU if measured, else the most CPU threads; channels_last
+    if measured."""
+    dev = "cuda" if any(r["device"] == "cuda" for r in rows) else "cpu"
+    threads = max(r["threads"] for r in rows if r["device"] == dev)
+    fmt = "channels_last" if any(r["format"] == "channels_last" for r in rows) else "nchw"
+    return dev, threads, fmt
+
+
+def _format_error(row: dict[str, Any]) -> str:
+    """'45.73%', or 'mean ± sd (n)' over the seeds of a trained network."""
+    if row["test_error"] is None:
+        return "-"
+    if row.get("test_error_std") is None:
+        return f"{row['test_error']:.2f}%"
+    return f"{row['test_error']:.2f} ± {row['test_error_std']:.2f}% ({len(row['test_errors'])})"
+
+
+def summary(report: dict[str, Any]) -> list[str]:
+    """One table for the headline setting: latency at the smallest batch, throughput at the largest."""
+    rows = report["rows"]
+    dev, threads, fmt = headline(rows)
+    picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)]
+    small, large = min(r["batch"] for r in picked), max(r["batch"] for r in picked)
+    at_large = {(r["budget"], r["network"], r["params"], r["macs"]): r for r in picked if r["batch"] == large}
+    lines = [f"\n## Summary: {dev}, {threads} thread{'s' if threads > 1 else ''}, {fmt}\n",
+             f"| budget | network | params | MACs | batch-{small} latency ms (IQR) | batch-{large} images/s | "
+             f"% of peak at batch {large} | test error |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in (r for r in picked if r["batch"] == small):
+        big = at_large[(r["budget"], r["network"], r["params"], r["macs"])]
+        error = _format_error(r)
+        lines.append(f"| {r['budget']:,} | {r['network']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
+                     f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f}) | {big['images_per_s']:.0f} | "
+                     f"{100 * big['peak_share']:.1f}% | {error} |")
+    return lines
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    """The report as markdown tables, one per setting."""
+    m = report["machine"]
+    lines = ["# archfamily bench\n", f"Family `{report['family']}`; machine: {m['cpu']}, {m['cores']} cores"
+             + (f", {m['gpu']}" if "gpu" in m else "") + f", torch {m['torch']}. Median of all runs, IQR as spread; "
+             "GFLOP/s counts the network's useful MACs (a masked network executes its base's).\n"]
+    lines += summary(report)
+    settings = sorted({(r["device"], r["threads"], r["batch"], r["format"]) for r in report["rows"]})
+    for dev, threads, batch, fmt in settings:
+        peak = report["peak_gflops"][f"{dev}:{threads}"]
+        lines.append(f"\n## {dev}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}, {fmt} "
+                     f"(matmul peak {peak:.0f} GFLOP/s)\n")
+        lines.append("| budget | network | params | MACs | latency ms (IQR) | images/s | GFLOP/s | % of peak | test error |")
+        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in report["rows"]:
+            if (r["device"], r["threads"], r["batch"], r["format"]) != (dev, threads, batch, fmt):
+                continue
+            error = _format_error(r)
+            lines.append(f"| {r['budget']:,} | {r['network']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
+                         f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f}) | {r['images_per_s']:.0f} | {r['gflops']:.1f} | "
+                         f"{100 * r['peak_share']:.1f}% | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """results.json, results.md and the plots, each written atomically."""
+    from archfamily.bench.plots import write_plots
+
+    atomic_write_json(out / "results.json", report)
+    atomic_write_text(out / "results.md", _markdown(report))
+    return [out / "results.json", out / "results.md", *write_plots(report, out)]

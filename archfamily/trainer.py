@@ -1,0 +1,183 @@
+"""One trainer for base training, pruning fine-tune and training from scratch.
+
+SGD with momentum on `BatchStream` batches, channels_last everywhere (measured 1.35x
+faster than NCHW for WRN-16-2 training on a 2-core CPU). On a GPU the data lives on
+the device, the forward runs under bf16 autocast, and the step never waits for the
+device: the loss is summed in a device buffer and read every `log_every` steps.
+`compile=True` runs the forward and backward under `torch.compile`. Under torchrun
+with WORLD_SIZE > 1 the model is wrapped in DistributedDataParallel and each rank
+takes its share of every global batch. The loop state is the step alone (the
+schedule, the batches and the EMA's decay are functions of it), so checkpoints
+resume exactly.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from timm.optim import param_groups_weight_decay
+from timm.utils import ModelEmaV3
+from tqdm import tqdm
+
+from archfamily.batches import BatchStream
+from archfamily.checkpoint import RunCheckpoint, save_model
+from archfamily.data import MEAN, STD, Cifar10
+from archfamily.distributed import DistContext
+from archfamily.accuracy import count_errors
+from archfamily.recipes import Recipe
+
+
+def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD as the recipe says; without decay on norm weights and biases (timm's parameter groups) if it asks."""
+    params = model.parameters() if recipe.decay_norm_bias else param_groups_weight_decay(model, recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                           nesterov=recipe.nesterov)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int = 0,
+                 dist_ctx: DistContext = DistContext(), compile: bool = False, log_every: int = 25) -> None:
+        self.device, self.recipe, self.dist, self.data = device, recipe, dist_ctx, data
+        self.on_gpu = device.type == "cuda"
+        self.model = model.to(device, memory_format=torch.channels_last)  # faster on GPUs and CPUs alike
+        self.net = DistributedDataParallel(self.model, device_ids=[device.index] if self.on_gpu else None) \
+            if dist_ctx.enabled else self.model
+        self.forward = torch.compile(self.net) if compile else self.net
+        self.optimizer = optimizer_for(self.model, recipe)
+        # timm's EMA with its warm-up, updated with the step, so the decay too is a function of the step: it ramps
+        # as 1 - (1 + step)^(-2/3) (0.99 at 1k steps, 0.996 at 4k) and is capped at the recipe's ema_decay
+        self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
+        self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device,
+                                  dist_ctx.rank, dist_ctx.world, channels_last=True)
+        self.log_every = log_every
+        self._loss_sum = torch.zeros((), device=device)  # read every `log_every` steps, not every step
+        self._loss_steps = 0  # steps summed into `_loss_sum` since it was last read
+        self.step = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network that is measured and saved: the EMA weights when the recipe keeps them."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.stream.steps_per_epoch
+
+    def steps_for(self, epochs: float) -> int:
+        return max(1, round(epochs * self.steps_per_epoch))
+
+    def train_step(self) -> torch.Tensor:
+        x, y = self.stream.batch(self.step)
+        lr = self.recipe.lr_at(self.step / self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
+            loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.recipe.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.step)
+        loss = loss.detach()
+        self._loss_sum += loss
+        self._loss_steps += 1
+        return loss
+
+    def fit(self, total_steps: int, checkpoint: Optional[RunCheckpoint] = None, every: int = 0,
+            desc: str = "train") -> None:
+        """Train until `total_steps`, saving a resumable checkpoint every `every` steps and at the end."""
+        self._loss_sum.zero_()
+        self._loss_steps = 0
+        with tqdm(total=total_steps, initial=self.step, desc=desc, unit="step", disable=not self.dist.is_main,
+                  dynamic_ncols=True) as bar:
+            while self.step < total_steps:
+                self.train_step()
+                bar.update(1)
+                if self.step % self.log_every == 0:  # the only read of a device value in the loop
+                    loss = float(self._loss_sum) / self._loss_steps
+                    self._loss_sum.zero_()
+                    self._loss_steps = 0
+                    bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{self.step / self.steps_per_epoch:.1f}")
+                if checkpoint is not None and (self.step == total_steps or (every and self.step % every == 0)):
+                    self.save(checkpoint)
+
+    def evaluate(self, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                 tta: bool = False, model: Optional[nn.Module] = None) -> float:
+        """Top-1 error in percent of `model` (default: `eval_model`) on the test split (or the given images),
+        split over ranks; `tta` adds each image's mirror."""
+        images = self.data.test_x if images is None else images
+        labels = self.data.test_y if labels is None else labels
+        shard = slice(self.dist.rank, None, self.dist.world)
+        wrong, total = count_errors(self.eval_model if model is None else model, images[shard], labels[shard],
+                                    MEAN, STD, self.device, bf16=self.on_gpu, tta=tta)
+        counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
+        if self.dist.enabled:
+            dist.all_reduce(counts)
+        return 100.0 * float(counts[0] / counts[1])
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Model tensors (masks included), SGD momentum buffers and EMA tensors, keyed by name."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+        for name, p in self.model.named_parameters():
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"optim.{name}"] = buf
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], step: int) -> None:
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if self.ema is not None:
+            self.ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        for name, p in self.model.named_parameters():
+            if f"optim.{name}" in tensors:
+                self.optimizer.state[p] = {"momentum_buffer": tensors[f"optim.{name}"].to(p.device)}
+        self.step = step
+
+    def save(self, checkpoint: RunCheckpoint, extra: Optional[dict[str, Any]] = None) -> None:
+        if self.dist.is_main:
+            checkpoint.save(self.step, self.state_tensors(), {"recipe": self.recipe.to_dict(), **(extra or {})})
+
+    def resume(self, checkpoint: RunCheckpoint) -> Optional[dict[str, Any]]:
+        """Load the last checkpoint if there is one; returns its JSON state."""
+        found = checkpoint.load()
+        if found is None:
+            return None
+        tensors, state = found
+        self.load_state_tensors(tensors, int(state["step"]))
+        return state
+
+
+def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int,
+                  dist_ctx: DistContext, model_file: Path, checkpoint_dir: Path, desc: str, tta: bool = False,
+                  compile: bool = False) -> tuple[nn.Module, dict[str, float]]:
+    """Train `model` with `recipe` (resuming from `checkpoint_dir`), then save it with its measured test errors.
+
+    The errors: `test_error` of the saved network (the EMA weights when the recipe keeps
+    them), `test_error_no_ema` of the trained weights when it does, and `test_error_tta`
+    with flip test-time augmentation when `tta` is on; each is its own figure.
+    """
+    trainer = Trainer(model, data, recipe, device, seed, dist_ctx, compile=compile)
+    checkpoint = RunCheckpoint(checkpoint_dir)
+    trainer.resume(checkpoint)
+    trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc=desc)
+    errors = {"test_error": trainer.evaluate()}
+    if trainer.ema is not None:
+        errors["test_error_no_ema"] = trainer.evaluate(model=trainer.model)
+    if tta:
+        errors["test_error_tta"] = trainer.evaluate(tta=True)
+    if dist_ctx.is_main:
+        save_model(model_file, trainer.eval_model, {
+            **{k: repr(v) for k, v in errors.items()}, "test_images": str(data.test_x.shape[0]),
+            "data": data.source, "recipe": json.dumps(recipe.to_dict()), "seed": str(seed),
+        })
+    return trainer.eval_model, errors
