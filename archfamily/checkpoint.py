@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from archfamily.checks import Fields, decode_json, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
@@ -35,10 +36,19 @@ def save_model(path: Path, model: nn.Module, metadata: Optional[dict[str, str]] 
 
 def read_model_spec(path: Path) -> ArchSpec:
     """The spec a model file's metadata holds; the weights are not read."""
+    where = f"{path}: metadata 'spec'"
+    return spec_from_dict(decode_json(read_model_metadata(path)["spec"], where), where)
+
+
+def model_test_error(path: Path, meta: dict[str, str]) -> float:
+    """The test error (%) a model file's metadata records, checked to be a figure in [0, 100]."""
     try:
-        return spec_from_dict(json.loads(read_model_metadata(path)["spec"]))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: the spec in its metadata is not valid JSON ({exc})") from None
+        error = float(meta["test_error"])
+    except (KeyError, ValueError):
+        raise UserError(f"{path}: metadata 'test_error' must be a number, got {meta.get('test_error')!r:.40}") from None
+    if not 0 <= error <= 100:
+        raise UserError(f"{path}: metadata 'test_error' must be from 0 to 100, got {error}")
+    return error
 
 
 def read_model_metadata(path: Path) -> dict[str, str]:
@@ -90,9 +100,13 @@ class RunCheckpoint:
         state_file = self.folder / "state.json"
         if not state_file.is_file():
             return None
+        state = Fields(read_json(state_file), str(state_file), ("step", "file"))
+        state.int("step")
+        name = state.str("file")
+        if Path(name).name != name or not name.startswith("ckpt-"):
+            state.fail("file", "must name a checkpoint file beside it")
         try:
-            state = json.loads(state_file.read_text())
-            tensors = load_file(str(self.folder / state["file"]))
-        except (json.JSONDecodeError, KeyError, SafetensorError, OSError) as exc:
+            tensors = load_file(str(self.folder / name))
+        except (SafetensorError, OSError) as exc:
             raise UserError(f"cannot resume from {self.folder}: damaged checkpoint ({exc})") from None
-        return tensors, state
+        return tensors, state.data

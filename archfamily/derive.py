@@ -28,9 +28,10 @@ from typing import Any, Optional
 import torch
 from tqdm import tqdm
 
-from archfamily.checkpoint import RunCheckpoint, load_model, read_model_metadata, save_model
+from archfamily.checkpoint import RunCheckpoint, load_model, model_test_error, read_model_metadata, save_model
 from archfamily.data import Cifar10, load_cifar10
 from archfamily.distributed import DistContext, resolve_device
+from archfamily.checks import Fields, decode_json
 from archfamily.errors import UserError
 from archfamily.family import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
@@ -156,7 +157,10 @@ def _save_points(config: DeriveConfig, base_params: int) -> dict[str, int]:
 
 def _saved_stems(state: Optional[dict[str, Any]]) -> set[str]:
     """The stems a checkpoint says were saved; checkpoints from before --save-at listed milestone fractions."""
-    milestones = state["milestones"] if state else []
+    milestones = state.get("milestones", []) if state else []
+    if not isinstance(milestones, list) or not all(
+            isinstance(m, str) or (isinstance(m, float) and 0 < m <= 1) for m in milestones):
+        raise UserError("a damaged prune checkpoint: its milestones must be file stems (or fractions, as once written)")
     return {m if isinstance(m, str) else _milestone_stem(m) for m in milestones}
 
 
@@ -170,7 +174,7 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
     recipe = _base_recipe(config)
     if base_file.is_file():  # trained (or copied from --checkpoint) before an interruption
         _, model, meta = load_model(base_file)
-        return model, float(meta["test_error"])
+        return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
         _, model, meta = load_model(Path(config.checkpoint))
         error = Trainer(model, data, recipe, device, config.seed, dist_ctx).evaluate()
@@ -192,8 +196,43 @@ def trajectory_entry(spec: ArchSpec, prune_step: int, train_step: int, error: Op
             "test_error": error, "spec": spec_to_dict(spec)}
 
 
-def _read_trajectory(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "trajectory.jsonl").read_text().splitlines()]
+def _checked_entry(raw: Any, where: str, base: ArchSpec) -> dict[str, Any]:
+    """One trajectory line as a file or a checkpoint holds it: types and ranges checked, its spec a pruned `base`
+    and its counts that spec's."""
+    entry = Fields(raw, where, TRAJECTORY_KEYS)
+    for key in ("prune_step", "train_step"):
+        entry.int(key)
+    entry.number("test_error", 0, 100, optional=True)
+    spec = spec_from_dict(entry.get("spec"), f"{where}: spec")
+    widths = spec.prunable_widths()
+    if len(widths) != len(base.prunable_widths()) or base.with_prunable_widths(widths) != spec \
+            or any(w > w0 for w, w0 in zip(widths, base.prunable_widths())):
+        entry.fail("spec", f"is not a pruned {base.family} of this run's base")
+    if (entry.int("params", 1), entry.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
+        entry.fail("params", "and macs are not those of its spec")
+    return {k: raw[k] for k in TRAJECTORY_KEYS}
+
+
+def _checked_trajectory(raw: list[Any], where: str, base: ArchSpec, finished: bool) -> list[dict[str, Any]]:
+    """A whole trajectory: the base first, prune steps in order, and (when finished) the last one measured."""
+    entries = [_checked_entry(e, f"{where}[{i}]", base) for i, e in enumerate(raw)]
+    if not entries or entries[0]["prune_step"] != 0 or entries[0]["params"] != base.num_params():
+        raise UserError(f"{where}: does not start at the base network")
+    steps = [e["prune_step"] for e in entries]
+    if steps != sorted(set(steps)) or entries[0]["test_error"] is None or (finished and entries[-1]["test_error"] is None):
+        raise UserError(f"{where}: prune steps out of order, or the base or the last step not measured")
+    return entries
+
+
+def _read_trajectory(out: Path, base: ArchSpec) -> list[dict[str, Any]]:
+    """The trajectory.jsonl of a finished run."""
+    path = out / "trajectory.jsonl"
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return _checked_trajectory([decode_json(line, f"{path}: line {i + 1}") for i, line in enumerate(lines)],
+                               f"{path}: lines", base, finished=True)
 
 
 def _prune_step(trainer: Trainer, pruner: Pruner, config: DeriveConfig) -> ArchSpec:
@@ -214,7 +253,10 @@ class _PruneLog:
                  state: Optional[dict[str, Any]], writes: bool) -> None:
         self.out, self.config, self.data, self.writes = out, config, data, writes
         first = [trajectory_entry(base, 0, 0, base_error)]
-        self.trajectory = [{k: e[k] for k in TRAJECTORY_KEYS} for e in state["trajectory"]] if state else first
+        where = str(out / ".checkpoints" / "prune" / "state.json")
+        recorded = Fields(state, where, ("trajectory",)).list("trajectory", nonempty=True) if state else None
+        self.trajectory = _checked_trajectory(recorded, f"{where}: trajectory", base, finished=False) \
+            if recorded else first
         self.saved = _saved_stems(state)
         self.points = _save_points(config, base.num_params())
 
@@ -296,7 +338,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
-        return _result(out, _read_trajectory(out), 0.0)
+        return _result(out, _read_trajectory(out, spec), 0.0)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
     trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
     if dist_ctx.is_main:

@@ -9,14 +9,14 @@ one-line error.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.recipes import finetune_recipe_for
-from archfamily.scaling import fit_rules, trajectory_spec
+from archfamily.scaling import RULES, fit_rules, trajectory_spec
 from archfamily.specs import ArchSpec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
 
 if TYPE_CHECKING:  # reading a family (`archfamily scale`) must not pay for importing torch
@@ -45,38 +45,81 @@ class Family:
         return [trajectory_spec(self.base, e) for e in self.trajectory]
 
 
-def _widths_from_ratios(base: ArchSpec, entry: dict[str, Any]) -> list[int]:
+def _widths_from_ratios(base: ArchSpec, ratios: list[float]) -> list[int]:
     """A version 1 point's widths: its ratios are kept/original of whole channels, so rounding is exact."""
-    return [round(r * w) for r, w in zip(entry["block_ratios"], base.prunable_widths())]
+    return [round(r * w) for r, w in zip(ratios, base.prunable_widths())]
+
+
+def _checked_point(raw: Any, where: str, base: ArchSpec, version: int) -> dict[str, Any]:
+    """One trajectory point, its types and ranges checked, and its counts those of its widths."""
+    blocks, stages = len(base.prunable_widths()), len(set(base.prunable_stages()))
+    point = Fields(raw, where)
+    point.int("prune_step")
+    params, macs = point.int("params", 1), point.int("macs", 1)
+    point.number("test_error", 0, 100, optional=True)
+    ratios = point.numbers("block_ratios", blocks, 0, 1)
+    point.numbers("stage_ratios", stages, 0, 1)
+    widths = point.ints("widths", blocks) if version >= 2 else _widths_from_ratios(base, ratios)
+    if any(w > w0 for w, w0 in zip(widths, base.prunable_widths())):
+        point.fail("widths", "must not exceed the base's widths")
+    spec = base.with_prunable_widths(widths)
+    if (spec.num_params(), spec.num_macs()) != (params, macs):
+        point.fail("params", f"and macs ({params:,}, {macs:,}) are not those of its widths "
+                             f"({spec.num_params():,}, {spec.num_macs():,})")
+    return {**raw, "widths": widths}
+
+
+def _check_rules(rules: Fields, base: ArchSpec) -> None:
+    """The fitted numbers `make_rule` reads: present, finite and in range."""
+    blocks = len(base.prunable_widths())
+    unknown = sorted(str(k) for k in rules.data if k not in RULES)
+    if unknown:
+        rules.fail(unknown[0], f"is not a rule; rules are {', '.join(RULES)}")
+    for name in ("reduced-width", "reduced-depth", "bottleneck"):  # rules without fitted numbers
+        rules.obj(name)
+    copycat = rules.obj("copycat", ("at", "prune_step", "params", "block_ratios"))
+    copycat.number("at", 0, 1)
+    copycat.int("prune_step")
+    copycat.int("params", 1)
+    copycat.numbers("block_ratios", blocks, 0, 1)
+    if "fitted" in rules.data:
+        fitted = rules.obj("fitted", ("base_params", "floor_params", "blocks"))
+        base_params = fitted.int("base_params", 1)
+        fitted.int("floor_params", 1, base_params)
+        for i, raw in enumerate(fitted.list("blocks", blocks)):
+            block = Fields(raw, f"{fitted.where}: blocks[{i}]", ("coef", "exponent", "vanished_at"))
+            block.number("coef", 1e-300, 1e6)
+            block.number("exponent", 0, 100)
+            block.number("vanished_at", 0, base_params)
 
 
 def load_family(path: str | Path) -> Family:
-    """Read a family from a derive folder or its family.json."""
+    """Read a family from a derive folder or its family.json, checking every field `scale` and `bench` use."""
     path = Path(path)
     if path.is_dir():
         path = path / "family.json"
     if not path.is_file():
         raise UserError(f"family not found: {path} (give a derive run folder or its family.json)")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is corrupted or truncated: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FAMILY_FORMAT:
+    doc = Fields(read_json(path), str(path))
+    if doc.data.get("format") != FAMILY_FORMAT:
         raise UserError(f"{path} is not an archfamily family file")
-    if doc.get("version") not in READABLE_VERSIONS:
-        raise UserError(f"{path} is family format version {doc.get('version')}; "
+    version = doc.get("version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise UserError(f"{path} is family format version {_quote(version)}; "
                         f"this archfamily reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    try:
-        base = spec_from_dict(doc["base"])
-        trajectory = doc["trajectory"]
-        if doc["version"] == 1:
-            trajectory = [{**e, "widths": _widths_from_ratios(base, e)} for e in trajectory]
-        blocks = len(base.prunable_widths())
-        if any(len(e["widths"]) != blocks for e in trajectory):
-            raise UserError(f"{path} is corrupted: a trajectory point does not hold {blocks} widths")
-        return Family(path, base, doc["base_name"], doc["method"], trajectory, doc["rules"], doc)
-    except KeyError as exc:
-        raise UserError(f"{path} is corrupted or truncated: missing {exc}") from None
+    base = spec_from_dict(doc.get("base"), f"{path}: base")
+    trajectory = [_checked_point(p, f"{path}: trajectory[{i}]", base, version)
+                  for i, p in enumerate(doc.list("trajectory", nonempty=True))]
+    if trajectory[0]["params"] != base.num_params():
+        doc.fail("trajectory[0]", "is not the base network")
+    rules = doc.obj("rules")
+    _check_rules(rules, base)
+    return Family(path, base, doc.str("base_name"), doc.str("method"), trajectory, rules.data, doc.data)
+
+
+def _quote(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 20 else text[:17] + "..."
 
 
 def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:

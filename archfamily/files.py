@@ -45,3 +45,14 @@ def atomic_save_safetensors(tensors: dict[str, "torch.Tensor"], path: Path,
 
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete what writes killed mid-way left behind in `folder` (and below it): `atomic_write`'s temporaries.
+
+    Call it only where no write can be under way, e.g. when a run resumes; returns what it removed.
+    """
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

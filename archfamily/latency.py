@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from archfamily.data import cache_dir
+from archfamily.checks import read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
@@ -48,9 +49,11 @@ class LatencyCache:
         self.path = Path(path) if path else cache_dir() / "latency.json"
         self.machine = json.dumps(machine_info(), sort_keys=True)
         try:
-            self.entries: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except json.JSONDecodeError:
-            self.entries = {}  # a damaged cache is only a cache: measure again
+            entries = read_json(self.path) if self.path.is_file() else {}
+        except UserError:
+            entries = {}  # a damaged cache is only a cache: measure again
+        self.entries: dict[str, float] = {k: v for k, v in entries.items() if isinstance(v, float) and 0 < v < 1e9} \
+            if isinstance(entries, dict) else {}
 
     def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> str:
         text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec!r}"

@@ -12,8 +12,9 @@ import torch
 
 from archfamily import __version__
 from archfamily.distributed import DistContext, init_distributed
+from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
-from archfamily.files import atomic_write_json
+from archfamily.files import atomic_write_json, remove_temporaries
 
 
 def _setting(config: dict[str, Any], key: str) -> Any:
@@ -29,10 +30,7 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if run_file.is_file():
-        try:
-            previous = json.loads(run_file.read_text())["config"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"--out {out} holds a damaged run.json; choose another --out") from None
+        previous = Fields(read_json(run_file), str(run_file), ("config",)).obj("config").data
         if not resume:
             raise UserError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
         changed = sorted(k for k in set(config) | set(previous) if _setting(previous, k) != _setting(config, k))
@@ -62,6 +60,8 @@ def start_run(out: Path, config: dict[str, Any], resume: bool, device: torch.dev
     if dist_ctx.enabled:
         torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
     prov = provenance(command, device, dist_ctx.world)
+    if dist_ctx.is_main and (out / "run.json").is_file():  # resuming: what a killed write left is of no use
+        remove_temporaries(out)
     if dist_ctx.is_main and not (out / "run.json").is_file():
         atomic_write_json(out / "run.json", {"config": config, "provenance": prov})
     return dist_ctx, prov

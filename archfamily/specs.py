@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Optional, Union
 
 from archfamily.errors import UserError
@@ -31,10 +31,6 @@ def _conv(cin: int, cout: int, k: int) -> int:
 
 def _conv_out(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
-
-
-def _as_tuple2(rows: Any) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(int(w) for w in row) for row in rows)
 
 
 def _round_width(width: float, round_to: int = 1) -> int:
@@ -411,7 +407,10 @@ class ResNetSpec:
 
 ArchSpec = Union[WideResNetSpec, DenseNetBCSpec, ResNetSpec]
 SPEC_TYPES: dict[str, type] = {t.family: t for t in (WideResNetSpec, DenseNetBCSpec, ResNetSpec)}
-_NESTED = ("inner_widths", "bottleneck_widths", "mid_widths", "mid2_widths")
+_WIDTH_ROWS = ("inner_widths", "bottleneck_widths", "mid_widths", "mid2_widths")
+MAX_WIDTH = 2**16  # channels of one layer read from a file; far above any CNN archfamily builds
+MAX_CLASSES = 10**6
+MAX_PARAMS = 10**9  # a spec read from a file above this is damage, not a network (it would take 4 GB)
 
 
 def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
@@ -420,21 +419,56 @@ def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
                                       else v for k, v in asdict(spec).items()}}
 
 
-def spec_from_dict(data: Any) -> ArchSpec:
-    """Inverse of `spec_to_dict`, with a one-line error for anything malformed."""
-    if not isinstance(data, dict) or data.get("family") not in SPEC_TYPES:
-        raise UserError(f"not an archfamily spec: family must be one of {sorted(SPEC_TYPES)}")
+def _whole(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _checked_field(key: str, value: Any) -> Any:
+    """One field of a spec read from a file, with its exact type and a sane range; raises ValueError saying why."""
+    if key in _WIDTH_ROWS:
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(row, (list, tuple)) and all(_whole(w, 0, MAX_WIDTH) for w in row) for row in value):
+            raise ValueError(f"{key} must be rows of whole numbers from 0 to {MAX_WIDTH:,}")
+        return tuple(tuple(row) for row in value)
+    if key == "stage_widths":
+        if not isinstance(value, (list, tuple)) or not all(_whole(w, 1, MAX_WIDTH) for w in value):
+            raise ValueError(f"stage_widths must be whole numbers from 1 to {MAX_WIDTH:,}")
+        return tuple(value)
+    bounds = {"stem_width": (0, MAX_WIDTH), "growth": (0, MAX_WIDTH), "num_classes": (0, MAX_CLASSES),
+              "in_chans": (1, MAX_WIDTH)}
+    if key in bounds:
+        if not _whole(value, *bounds[key]):
+            raise ValueError(f"{key} must be a whole number from {bounds[key][0]:,} to {bounds[key][1]:,}")
+        return value
+    if key == "compression":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError("compression must be a number in (0, 1]")
+        return float(value)
+    if key in ("block", "stem") and not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value
+
+
+def spec_from_dict(data: Any, where: str = "spec") -> ArchSpec:
+    """Inverse of `spec_to_dict`, strictly: exact types, sane ranges, a network under `MAX_PARAMS`.
+
+    This is where specs from files and from timm's model_args enter, so anything malformed is one
+    `UserError` that starts with `where` (the file, or the file and the field).
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("family"), str) or data["family"] not in SPEC_TYPES:
+        raise UserError(f"{where}: not an archfamily spec: family must be one of {', '.join(sorted(SPEC_TYPES))}")
     cls = SPEC_TYPES[data["family"]]
-    kwargs = {k: v for k, v in data.items() if k != "family"}
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in data if k != "family" and k not in known)
+    if unknown:
+        raise UserError(f"{where}: unknown {cls.family} spec field {unknown[0]!r}")
     try:
-        for key in _NESTED:
-            if key in kwargs:
-                kwargs[key] = _as_tuple2(kwargs[key])
-        if "stage_widths" in kwargs:
-            kwargs["stage_widths"] = tuple(int(w) for w in kwargs["stage_widths"])
-        spec = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"malformed {cls.family} spec: {exc}") from None
+        spec = cls(**{k: _checked_field(k, v) for k, v in data.items() if k != "family"})
+    except (TypeError, ValueError, UserError) as exc:
+        raise UserError(f"{where}: malformed {cls.family} spec: {exc}") from None
+    if spec.num_params() > MAX_PARAMS:
+        raise UserError(f"{where}: the spec describes a network of {spec.num_params():,} parameters; "
+                        f"archfamily reads specs of up to {MAX_PARAMS:,}")
     return spec
 
 

@@ -39,9 +39,9 @@ def model_args(spec: ArchSpec) -> dict[str, Any]:
     return {k: v for k, v in spec_to_dict(spec).items() if k != "family"}
 
 
-def spec_from_model_args(family: str, args: dict[str, Any]) -> ArchSpec:
-    """Inverse of `model_args`; a one-line `UserError` for arguments that describe no network."""
-    return spec_from_dict({"family": family, **args})
+def spec_from_model_args(family: str, args: dict[str, Any], where: str = "model_args") -> ArchSpec:
+    """Inverse of `model_args`; a one-line `UserError`, starting with `where`, for arguments that describe no network."""
+    return spec_from_dict({"family": family, **args}, where)
 
 
 def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:

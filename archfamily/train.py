@@ -5,7 +5,6 @@ error in its metadata) and `metrics.json`; `--resume` continues a stopped run.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ import torch
 from archfamily.checkpoint import read_model_spec
 from archfamily.data import load_cifar10
 from archfamily.distributed import resolve_device
+from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
@@ -59,10 +59,7 @@ def read_spec_file(path: str) -> ArchSpec:
             raise UserError(f"spec file not found: {file} (nor is it a base network such as wrn-16-2)") from None
     if file.suffix == ".safetensors":
         return read_model_spec(file)
-    try:
-        return spec_from_dict(json.loads(file.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: spec is not valid JSON ({exc})") from None
+    return spec_from_dict(read_json(file), str(file))
 
 
 def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume: bool = False,
@@ -78,7 +75,7 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     if (out / "metrics.json").is_file():  # resuming a finished run: nothing left to do
-        return json.loads((out / "metrics.json").read_text())
+        return _read_metrics(out / "metrics.json")
     torch.manual_seed(config.seed)
     _, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx,
                               out / "model.safetensors", out / ".checkpoints" / "train", desc="train",
@@ -90,3 +87,16 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
         atomic_write_json(out / "metrics.json", metrics)
     finish_run(out, dist_ctx)
     return metrics
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """A finished run's metrics.json, with the figures `archfamily train` reports checked."""
+    metrics = Fields(read_json(path), str(path))
+    metrics.number("test_error", 0, 100)
+    for key in ("test_error_no_ema", "test_error_tta"):
+        if key in metrics.data:
+            metrics.number(key, 0, 100)
+    metrics.int("test_images", 1)
+    metrics.int("params", 1)
+    metrics.int("macs", 1)
+    return metrics.data

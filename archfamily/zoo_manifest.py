@@ -7,14 +7,15 @@ names carry the `archfamily_` prefix, so no timm model is ever overwritten.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Optional
 
+from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
+from archfamily.specs import SPEC_TYPES, spec_from_dict
 
 MANIFEST_FORMAT = "archfamily.zoo"
 MANIFEST_VERSION = 1
@@ -37,13 +38,36 @@ def read_manifest(folder: Optional[Path] = None) -> list[dict[str, Any]]:
     path = (folder or zoo_dir()) / "manifest.json"
     if not path.is_file():
         return []
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is corrupted: {exc}") from None
-    if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+    doc = Fields(read_json(path), str(path), ("entries",))
+    if doc.data.get("format") != MANIFEST_FORMAT or doc.data.get("version") != MANIFEST_VERSION:
         raise UserError(f"{path} is not a version {MANIFEST_VERSION} archfamily zoo manifest")
-    return doc["entries"]
+    entries = doc.list("entries")
+    for i, raw in enumerate(entries):
+        _check_entry(Fields(raw, f"{path}: entries[{i}]", ENTRY_KEYS))
+    return entries
+
+
+ENTRY_KEYS = ("name", "tag", "architecture", "model_args", "file", "params", "macs", "test_error", "test_images",
+              "sha256", "source")
+
+
+def _check_entry(entry: Fields) -> None:
+    """What `import zoo` registers and `zoo eval` measures: names timm takes, a file inside the zoo, real figures."""
+    name = entry.str("name")
+    if not NAME.fullmatch(name):
+        entry.fail("name", f"must be archfamily_ followed by lowercase letters, digits and underscores, got {name!r:.40}")
+    entry.str("tag")
+    family = entry.str("architecture", sorted(SPEC_TYPES))
+    spec = spec_from_dict({**entry.obj("model_args").data, "family": family}, f"{entry.where}: model_args")
+    if entry.str("file") != f"weights/{name}.safetensors":
+        entry.fail("file", f"must be weights/{name}.safetensors")
+    if (entry.int("params", 1), entry.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
+        entry.fail("params", "and macs are not those of the network its model_args describe")
+    entry.number("test_error", 0, 100)
+    entry.int("test_images", 1)
+    if not re.fullmatch(r"[0-9a-f]{64}", entry.str("sha256")):
+        entry.fail("sha256", "must be 64 lowercase hexadecimal digits")
+    entry.obj("source")
 
 
 def write_manifest(entries: list[dict[str, Any]], folder: Optional[Path] = None) -> None:

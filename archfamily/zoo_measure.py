@@ -19,7 +19,9 @@ from archfamily.accuracy import test_error
 from archfamily.checkpoint import load_model, save_model
 from archfamily.counting import count_params, measure_macs
 from archfamily.data import Cifar10
+from archfamily.checks import Fields, decode_json
 from archfamily.errors import UserError
+from archfamily.family import load_family
 from archfamily.timm_models import model_args, sha256_of
 from archfamily.zoo_manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
 
@@ -34,14 +36,14 @@ def _create(name: str, **kwargs: Any) -> nn.Module:
 
 def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
     """(recipe, family, rule) of a model file: its own metadata, else the derive run it sits in."""
-    recipe: Any = json.loads(meta["recipe"]) if "recipe" in meta else None
-    family_file = source.parent / "family.json"
-    if family_file.is_file():
-        family = json.loads(family_file.read_text())
-        stage = "base" if source.name == "base.safetensors" else f"pruned ({family['method']})"
+    recipe: Any = decode_json(meta["recipe"], f"{source}: metadata 'recipe'") if "recipe" in meta else None
+    if (source.parent / "family.json").is_file():
+        family = load_family(source.parent)
+        stage = "base" if source.name == "base.safetensors" else f"pruned ({family.method})"
         if recipe is None:
-            recipe = {**family["recipes"], "method": family["method"], "channels_per_step": family["channels_per_step"],
-                      "prune_every": family["prune_every"]}
+            doc = Fields(family.document, str(family.path))
+            recipe = {**doc.obj("recipes").data, "method": family.method,
+                      "channels_per_step": doc.int("channels_per_step", 1), "prune_every": doc.int("prune_every", 1)}
         return recipe, str(source.parent), stage
     return recipe, "", ""
 

@@ -52,14 +52,17 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     """Time reduced, pruned (masked and compressed) and family networks at matched budgets."""
     import os
 
-    from archfamily.bench import QUICK, BenchConfig, run, trained_groups, write_report
     from archfamily.family import load_family
-    from archfamily.zoo_manifest import read_manifest
 
     if bool(params) == bool(macs):
         raise UserError("give exactly one list of budgets: --params or --macs")
     metric = "params" if params else "macs"
     budgets = tuple(parse_counts(params or macs, f"--{metric}"))
+    family = load_family(family_path)  # before the timing machinery is imported: a bad file is refused at once
+
+    from archfamily.bench import QUICK, BenchConfig, run, trained_groups, write_report
+    from archfamily.zoo_manifest import read_manifest
+
     settings = dict(QUICK) if quick else {}
     settings["devices"] = _devices(device)
     cores = os.cpu_count() or 1
@@ -77,7 +80,6 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
             raise UserError(f"--trained takes ARM=GLOB, e.g. copycat=runs/study/train/copycat-*, got {item!r}")
         pairs.append((arm.strip(), pattern.strip()))
     groups = trained_groups(pairs) if pairs else None
-    family = load_family(family_path)
     try:
         zoo_entries = read_manifest()
     except UserError:

@@ -148,5 +148,6 @@ def test_parse_target() -> None:
 
 
 def test_latency_cache_survives_damage(tmp_path: Path) -> None:
-    (tmp_path / "latency.json").write_text("{broken")
-    assert LatencyCache(tmp_path / "latency.json").entries == {}
+    for damage in (b"{broken", b"\xff\xfe{}", b"[1, 2]", b'{"a": "fast", "b": -1.0, "c": 2.5}'):
+        (tmp_path / "latency.json").write_bytes(damage)
+        assert LatencyCache(tmp_path / "latency.json").entries == ({"c": 2.5} if b"fast" in damage else {})

@@ -90,9 +90,14 @@ def test_interrupted_run_resumes_to_the_same_trajectory(run_cli, uninterrupted: 
     if die_at:
         assert len(_trajectory(cut)) == die_at + 1  # the base and each prune step were written as they happened
     monkeypatch.setattr(Pruner, "prune", real_prune)
+    # what a SIGKILL in the middle of atomic writes leaves: their hidden temporaries
+    stale = [cut / ".trajectory.jsonl.k1ll3d.tmp", cut / ".checkpoints" / "base" / ".state.json.k1ll3d.tmp"]
+    for path in stale:
+        path.write_text("half written")
 
     assert run_cli(*SMOKE, "--out", str(cut), "--resume").code == 0
     assert (cut / "trajectory.jsonl").read_bytes() == (uninterrupted / "trajectory.jsonl").read_bytes()
+    assert not list(cut.rglob("*.tmp"))
 
 
 def test_save_at_keeps_measured_pruned_networks_at_those_sizes(run_cli, uninterrupted: Path, tmp_path: Path) -> None:

@@ -178,9 +178,9 @@ BAD = [
     (("--params", "1M", "--macs", "100M"), "give exactly one budget"),
     (("--params", "1M", "--family", "{tmp}/v3.json"), "version 3"),
     (("--params", "1M", "--family", "{tmp}/nowidths.json"), "missing 'widths'"),
-    (("--params", "1M", "--family", "{tmp}/truncated.json"), "corrupted or truncated"),
+    (("--params", "1M", "--family", "{tmp}/truncated.json"), "not valid JSON"),
     (("--params", "1M", "--family", "{tmp}/nofitted.json", "--rule", "fitted"), "holds no 'fitted' rule"),
-    (("--params", "1M", "--family", "{tmp}/badfitted.json", "--rule", "fitted"), "'fitted' rule is damaged"),
+    (("--params", "1M", "--family", "{tmp}/badfitted.json", "--rule", "fitted"), "rules: fitted: missing 'blocks'"),
     (("--params", "1M", "--family", "{tmp}/missing"), "family not found"),
     (("--sweep", "1M,2M", "--out", "{tmp}/x.json"), "--out writes one spec"),
     (("--params", "1M", "--rule", "fitted", "--at", "0.5"), "--at applies to the copycat rule only"),
@@ -249,7 +249,7 @@ _ZERO_STAGE = '{"family": "resnet", "block": "basic", "stage_widths": [0, 4], "m
 @pytest.mark.parametrize("content, message", [(None, "spec file not found"), ("{oops", "not valid JSON"),
                                               ('{"family": "vgg"}', "not an archfamily spec"),
                                               (_FIVE_CLASSES, "10 classes, 3 channels"),
-                                              (_ZERO_STAGE, "stage and stem widths must be at least 1")])
+                                              (_ZERO_STAGE, "stage_widths must be whole numbers from 1")])
 def test_train_bad_spec(run_cli, tmp_path: Path, content, message: str) -> None:
     spec_file = tmp_path / "spec.json"
     if content is not None:

@@ -11,6 +11,7 @@ which `timm.create_model("local-dir:DIR")` needs for `archfamily export` folders
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,10 +56,15 @@ def _register(entries: list[dict[str, Any]]) -> list[str]:
 
 
 def register_zoo(folder: Path) -> list[str]:
-    """Register the entries of another zoo folder (this package's is registered on import); returns their names."""
+    """Register the entries of another zoo folder (this package's is registered on import); returns their names.
+
+    Registering a folder again replaces its entries with what its manifest holds now, without timm's warning.
+    """
     entries = read_manifest(folder)
     default_cfgs.update(_cfgs(entries, folder))
-    return _register(entries)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Overwriting .* in registry")
+        return _register(entries)
 
 
 _register(_ENTRIES)

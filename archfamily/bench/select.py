@@ -15,7 +15,6 @@ point at or below it, which is the network `derive --save-at` saves.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -24,7 +23,8 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from archfamily.checkpoint import read_model_metadata, read_model_spec
+from archfamily.checkpoint import model_test_error, read_model_metadata, read_model_spec
+from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.family import Family
 from archfamily.models import build_model
@@ -77,13 +77,17 @@ def _trained_record(path: Path) -> tuple[ArchSpec, float, Optional[int], Optiona
         metrics_file = path / "metrics.json"
         if not metrics_file.is_file():
             raise UserError(f"{path} holds no finished training (no metrics.json)")
-        m = json.loads(metrics_file.read_text())
-        return spec_from_dict(m["spec"]), float(m["test_error"]), int(m["seed"]), int(m["test_images"])
+        m = Fields(read_json(metrics_file), str(metrics_file), ("spec", "test_error", "seed", "test_images"))
+        return (spec_from_dict(m.get("spec"), f"{metrics_file}: spec"), m.number("test_error", 0, 100), m.int("seed"),
+                m.int("test_images", 1))
     meta = read_model_metadata(path)
     if "test_error" not in meta:
         raise UserError(f"{path} records no measured test error")
     seed, images = meta.get("seed"), meta.get("test_images")
-    return (read_model_spec(path), float(meta["test_error"]), int(seed) if seed is not None else None,
+    for key, value in (("seed", seed), ("test_images", images)):
+        if value is not None and not value.isdigit():
+            raise UserError(f"{path}: metadata {key!r} must be a whole number, got {value!r:.40}")
+    return (read_model_spec(path), model_test_error(path, meta), int(seed) if seed is not None else None,
             int(images) if images is not None else None)
 
 

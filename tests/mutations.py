@@ -1,0 +1,100 @@
+"""Damaged copies of a valid JSON file, for the file-format fuzz tests: each one is invalid by construction.
+
+A mutation either changes one field the reader uses (a value of the wrong type, out of
+range, NaN, infinity, an integer of 5,000 digits; a required key removed; a fixed-length
+list one longer or shorter) or damages the bytes (truncated, a byte flipped, UTF-16,
+not UTF-8, nested 100,000 deep). `null` never replaces a value and numbers keep their
+kind, so no mutation can turn out valid by chance (e.g. an untested error of null).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+from hypothesis import strategies as st
+
+Path_ = tuple[Any, ...]
+WRONG_TYPE = {int: ["12", True, [1], {"a": 1}, 12.7], float: ["0.5", True, [0.5], {"a": 1}],
+              str: [5, True, ["x"], {"a": 1}], list: [5, "x", {"a": 1}], dict: [5, "x", [1]], bool: ["yes", 2, [True]],
+              type(None): ["x", True, [1], {"a": 1}]}
+OUT_OF_RANGE = [-5, -1e9, 10**30]  # negative, or a count no network has
+LITERALS = ["NaN", "Infinity", "-Infinity", "1e400", "9" * 5000]  # spliced into the text where a number stood
+MARK = 1.2345678e-7  # a number no valid file holds, replaced by a literal in the text
+
+
+def _leaves(doc: Any, path: Path_ = ()) -> list[tuple[Path_, Any]]:
+    """Every value in `doc` with its path (containers too)."""
+    found = [(path, doc)] if path else []
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    for key, value in items:
+        found += _leaves(value, (*path, key))
+    return found
+
+
+def _set(doc: Any, path: Path_, value: Any) -> Any:
+    copy = json.loads(json.dumps(doc))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is _DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return copy
+
+
+_DELETE = object()
+
+
+@st.composite
+def damaged(draw: Callable, doc: Any, used: Callable[[Path_], bool],
+            required: Callable[[Path_], bool] = lambda p: True,
+            fixed_length: Callable[[Path_], bool] = lambda p: False) -> tuple[str, bytes]:
+    """(what was done, the damaged file's bytes) for a valid JSON document `doc`.
+
+    `used(path)`: the reader uses this value; `required(path)`: removing this key makes the file invalid;
+    `fixed_length(path)`: this list must keep its length.
+    """
+    text = json.dumps(doc)
+    kind = draw(st.sampled_from(["type", "range", "literal", "delete", "length", "bytes"]))
+    leaves = [(p, v) for p, v in _leaves(doc) if used(p)]
+    if kind == "delete":
+        leaves = [(p, v) for p, v in leaves if isinstance(p[-1], str) and required(p)]
+    elif kind == "length":
+        leaves = [(p, v) for p, v in leaves if isinstance(v, list) and v and fixed_length(p)]
+    elif kind in ("range", "literal"):
+        leaves = [(p, v) for p, v in leaves if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if kind == "bytes" or not leaves:
+        how = draw(st.sampled_from(["truncate", "flip", "utf16", "latin1", "deep"]))
+        raw = text.encode()
+        if how == "truncate":
+            return how, raw[:draw(st.integers(0, len(raw) - 1))]
+        if how == "flip":
+            at = draw(st.integers(0, len(raw) - 1))
+            return how, raw[:at] + bytes([raw[at] ^ 0x80]) + raw[at + 1:]
+        if how == "utf16":
+            return how, text.encode("utf-16")
+        if how == "latin1":
+            return how, b"\xff\xfe" + raw
+        return how, b"[" * 100_000 + b"]" * 100_000
+    path, value = draw(st.sampled_from(leaves))
+    where = "/".join(map(str, path))
+    if kind == "type":
+        new = draw(st.sampled_from(WRONG_TYPE[type(value)]))
+        return f"{where}: {value!r:.20} -> {new!r}", json.dumps(_set(doc, path, new)).encode()
+    if kind == "range":
+        new = draw(st.sampled_from(OUT_OF_RANGE))
+        return f"{where}: {value!r:.20} -> {new!r}", json.dumps(_set(doc, path, new)).encode()
+    if kind == "literal":
+        literal = draw(st.sampled_from(LITERALS))
+        return f"{where}: -> {literal[:12]}", json.dumps(_set(doc, path, MARK)).replace(repr(MARK), literal).encode()
+    if kind == "delete":
+        return f"{where}: removed", json.dumps(_set(doc, path, _DELETE)).encode()
+    longer = draw(st.booleans())
+    new = value + value[-1:] if longer else value[:-1]
+    return f"{where}: {len(value)} -> {len(new)} items", json.dumps(_set(doc, path, new)).encode()
+
+
+def under(*prefixes: Sequence[Any]) -> Callable[[Path_], bool]:
+    """A `used` predicate: paths that start with one of `prefixes`."""
+    return lambda path: any(tuple(path[:len(p)]) == tuple(p) for p in prefixes)
