@@ -4,34 +4,68 @@ Writes `DIR/model.safetensors` (metadata: the spec, provenance and metrics) and
 then `DIR/config.json` in timm's format (`architecture`, `num_classes`,
 `model_args`, `pretrained_cfg`), written by timm's own `save_config_for_hf`.
 After `import zoo`, `timm.create_model("local-dir:DIR", pretrained=True)`
-rebuilds the exact network.
+rebuilds the exact network. With `onnx=True` it also writes `DIR/model.onnx` (batch
+dimension dynamic), for ONNX Runtime or OpenVINO; that needs the `onnx` extra.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 from pathlib import Path
 from typing import Optional
 
 import timm
+import torch
 from timm.models._hub import save_config_for_hf
+from torch import nn
 
 from archfamily.checkpoint import load_model, save_model
 from archfamily.errors import UserError
 from archfamily.files import atomic_write
 from archfamily.specs import ArchSpec
-from archfamily.timm_models import model_args
+from archfamily.timm_models import UNTRAINED, model_args
+
+
+def check_onnx_installed() -> None:
+    """A one-line error, before anything is written, when the ONNX exporter's packages are missing."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--onnx needs {' and '.join(missing)}: pip install -e \".[onnx]\"")
+
+
+def write_onnx(model: nn.Module, path: Path, input_size: int, in_chans: int) -> None:
+    """`model` (eval mode) as one ONNX file with a dynamic batch dimension, by torch's own exporter."""
+    x = torch.zeros(2, in_chans, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1)
+
+    def write(tmp: str) -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each of its passes
+            torch.onnx.export(model.eval(), (x,), tmp, input_names=["images"], output_names=["logits"],
+                              dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False)
+
+    atomic_write(path, write)
 
 
 def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
-           metadata: Optional[dict[str, str]] = None) -> None:
+           metadata: Optional[dict[str, str]] = None, onnx: bool = False) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not an empty folder")
+    if onnx:
+        check_onnx_installed()
     model = timm.create_model(f"archfamily_{spec.family}", **model_args(spec))
     meta = dict(metadata or {})
-    if weights is not None:
+    if weights is None:  # said in both files, and `pretrained=True` on the folder warns
+        meta["weights"] = UNTRAINED
+    else:
         weights_spec, trained, weights_meta = load_model(weights)
         if weights_spec != spec:
             raise UserError(f"--weights {weights} hold a different network than the spec")
         model.load_state_dict(trained.state_dict())
         meta = {**{k: v for k, v in weights_meta.items() if k not in ("format", "spec")}, **meta}
     save_model(out / "model.safetensors", model, meta)
-    atomic_write(out / "config.json", lambda tmp: save_config_for_hf(model, Path(tmp), model_args=model_args(spec)))
+    extra = {"weights": UNTRAINED} if weights is None else {}
+    if onnx:
+        write_onnx(model, out / "model.onnx", spec.input_size, spec.in_chans)
+    atomic_write(out / "config.json",
+                 lambda tmp: save_config_for_hf(model, Path(tmp), model_config=extra, model_args=model_args(spec)))

@@ -13,6 +13,7 @@ naming the file or the argument.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +32,7 @@ from archfamily.specs import SPEC_TYPES, ArchSpec, base_spec, spec_from_dict, sp
 FIRST_CONV = {"wrn": "stem", "densenet_bc": "stem", "resnet": "stem.0"}
 FEATURE_INDICES = {"wrn": (0, 1, 2, 3), "densenet_bc": (0, 1, 2, 3), "resnet": (0, 1, 2, 3, 4)}
 DEFAULT_BASE = {"wrn": "wrn-40-2", "densenet_bc": "densenet-bc-100", "resnet": "resnet-18"}
+UNTRAINED = "untrained"  # a model file's metadata "weights" when `archfamily export` had no trained weights
 EXPECTED_SHA256: dict[Path, str] = {}  # weights file -> its recorded sha256; the zoo registers its entries here
 
 
@@ -44,10 +46,20 @@ def spec_from_model_args(family: str, args: dict[str, Any], where: str = "model_
     return spec_from_dict({"family": family, **args}, where)
 
 
+def pool_size(spec: ArchSpec, input_size: int = 32) -> tuple[int, int]:
+    """The side of the feature map the head pools, for `input_size` images: halved by every stage after the first
+    (and by 4 in an ImageNet stem)."""
+    side = input_size // (4 if getattr(spec, "stem", "cifar") == "imagenet" else 1)
+    for _ in spec.stage_widths[1:]:
+        side = (side + 1) // 2
+    return max(1, side), max(1, side)
+
+
 def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:
-    """A timm pretrained cfg for a CIFAR-10 network of `family`."""
+    """A timm pretrained cfg for a CIFAR-10 network of `family` (its pool size that of the family's default base)."""
     return {
-        "input_size": (3, 32, 32), "pool_size": None, "crop_pct": 1.0, "interpolation": "bilinear",
+        "input_size": (3, 32, 32), "pool_size": pool_size(base_spec(DEFAULT_BASE[family])), "crop_pct": 1.0,
+        "interpolation": "bilinear",
         "mean": MEAN, "std": STD, "num_classes": 10, "first_conv": FIRST_CONV[family], "classifier": "fc",
         "license": "mit", "paper_ids": "arXiv:1810.04622", **kwargs,
     }
@@ -84,6 +96,7 @@ def _check_weights(variant: str, family: str, spec: ArchSpec, kwargs: dict[str, 
     try:
         with safe_open(str(file), framework="pt") as fh:
             shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            untrained = (fh.metadata() or {}).get("weights") == UNTRAINED
     except (SafetensorError, OSError) as exc:
         raise RuntimeError(f"{variant}: pretrained weights {file} are damaged or not safetensors ({exc})") from None
     as_saved = replace(spec, num_classes=cfg.num_classes, in_chans=cfg.input_size[0])  # timm adapts head and stem after
@@ -96,6 +109,9 @@ def _check_weights(variant: str, family: str, spec: ArchSpec, kwargs: dict[str, 
         raise RuntimeError(f"{variant}: pretrained weights {file} do not fit the network its model_args describe "
                            f"({len(missing)} missing, {len(extra)} unexpected, {len(resized)} of another shape "
                            f"tensors, e.g. {example})")
+    if untrained:
+        warnings.warn(f"{variant}: {file} holds untrained weights (exported without --weights): a random network",
+                      stacklevel=3)
 
 
 def create_model_for(family: str, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -109,6 +125,7 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
         spec = spec_from_model_args(family, args)
     except UserError as exc:
         raise ValueError(f"{variant}: model_args do not describe an archfamily {family} network ({exc})") from None
+    kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "pool_size": pool_size(spec)}
     if pretrained:
         _check_weights(variant, family, spec, kwargs)
     try:

@@ -20,9 +20,10 @@ from archfamily.units import format_count, parse_count
 @click.option("--rule", type=click.Choice(RULES), default="copycat", show_default=True)
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Trained weights (safetensors) of exactly this spec.")
+@click.option("--onnx", "onnx", is_flag=True, help="Also write model.onnx (dynamic batch), for ONNX Runtime or OpenVINO.")
 @click.option("--out", required=True, type=click.Path(), help="Folder to write config.json and model.safetensors.")
 def export(spec_file: Optional[str], family_path: Optional[str], params: Optional[str], macs: Optional[str],
-           rule: str, round_to: int, weights: Optional[str], out: str) -> None:
+           rule: str, round_to: int, weights: Optional[str], onnx: bool, out: str) -> None:
     """Write a spec as a timm folder: config.json and model.safetensors.
 
     After `import zoo`, timm.create_model('local-dir:OUT', pretrained=True) rebuilds it.
@@ -49,6 +50,7 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
         spec = result.member.spec
         meta = {"family": str(family.path), "rule": rule, "multiplier": f"{result.member.multiplier:.6f}",
                 "budget": json.dumps({metric: budget}), "round_to": str(round_to)}
-    run_export(spec, Path(out), Path(weights) if weights else None, meta)
-    click.echo(f"wrote {out}/config.json and model.safetensors ({format_count(spec.num_params())} params); "
+    run_export(spec, Path(out), Path(weights) if weights else None, meta, onnx=onnx)
+    files = "config.json, model.safetensors and model.onnx" if onnx else "config.json and model.safetensors"
+    click.echo(f"wrote {out}/{files} ({format_count(spec.num_params())} params); "
                f"load with: import zoo, timm; timm.create_model('local-dir:{out}', pretrained=True)")

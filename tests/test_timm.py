@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import zoo
 from archfamily.specs import DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec, spec_to_dict
+from archfamily.checkpoint import read_model_metadata
 from archfamily.timm_models import model_args
 from archfamily.zoo_manifest import read_manifest
 
@@ -69,6 +70,7 @@ def test_model_default_cfgs(name: str, args: dict) -> None:
     assert classifier is model.get_classifier() and classifier.out_features == model.num_classes
     features = model.forward_features(x)
     assert features.ndim == 4 and features.shape[1] == model.num_features
+    assert tuple(features.shape[-2:]) == tuple(cfg["pool_size"])
     assert model.forward_head(features, pre_logits=True).shape == (2, model.head_hidden_size)
     model.reset_classifier(0)
     assert model.num_classes == 0 and model(x).shape == (2, model.num_features)
@@ -91,8 +93,76 @@ def test_model_features_only(name: str, args: dict) -> None:
 @pytest.mark.parametrize("name, args", MODELS, ids=IDS)
 def test_model_torchscript(name: str, args: dict) -> None:
     model = timm.create_model(name, **args).eval()
-    scripted = torch.jit.script(model)
-    torch.testing.assert_close(scripted(x), model(x))
+    torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+    traced = torch.fx.symbolic_trace(model)  # what timm's FX tests do, then TorchScript of the traced graph
+    torch.testing.assert_close(torch.jit.script(traced)(x), model(x))
+
+
+@pytest.mark.parametrize("name", FAMILY_MEMBERS)
+def test_forward_intermediates_as_timm_resnet(name: str) -> None:
+    model = timm.create_model(name, **FAMILY_MEMBERS[name]).eval()
+    final, maps = model.forward_intermediates(x)
+    torch.testing.assert_close(final, model.forward_features(x))
+    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
+    assert [32 // m.shape[-1] for m in maps] == [f["reduction"] for f in model.feature_info]
+    early = model.forward_intermediates(x, indices=[0, 1], stop_early=True, intermediates_only=True)
+    assert len(early) == 2 and all(torch.equal(a, b) for a, b in zip(early, maps))
+    getter = timm.create_model(name, features_only=True, feature_cls="getter", **FAMILY_MEMBERS[name]).eval()
+    getter.model.load_state_dict(model.state_dict(), strict=False)  # the getter wraps the model
+    assert all(torch.equal(a, b) for a, b in zip(getter(x), maps))
+    kept = model.prune_intermediate_layers(indices=2)
+    assert kept == [len(maps) - 2, len(maps) - 1]
+    assert all(torch.equal(a, b) for a, b in zip(model.forward_intermediates(x, intermediates_only=True), maps))
+
+
+@pytest.mark.parametrize("name", FAMILY_MEMBERS)
+def test_grad_checkpointing_gives_the_same_gradients_and_keeps_fewer_activations(name: str) -> None:
+    def backward(checkpointing: bool) -> tuple[dict, int]:
+        torch.manual_seed(0)
+        model = timm.create_model(name, **FAMILY_MEMBERS[name]).train()
+        model.set_grad_checkpointing(checkpointing)
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t, lambda t: t):
+            loss = model(x).logsumexp(1).mean()
+        loss.backward()
+        return {n: p.grad for n, p in model.named_parameters()}, sum(kept)
+
+    plain, plain_kept = backward(False)
+    checkpointed, checkpointed_kept = backward(True)
+    assert plain.keys() == checkpointed.keys()
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
+    assert checkpointed_kept < 0.6 * plain_kept  # the stages' activations are recomputed, not kept
+
+
+@pytest.mark.parametrize("name", FAMILY_MEMBERS)
+def test_drop_path_is_stochastic_depth_in_training_only(name: str) -> None:
+    plain = timm.create_model(name, **FAMILY_MEMBERS[name]).eval()
+    dropped = timm.create_model(name, drop_path_rate=0.5, **FAMILY_MEMBERS[name])
+    dropped.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(dropped.eval()(x), plain(x))  # identity at test time
+    dropped.train()
+    torch.manual_seed(0)
+    first = dropped(x)
+    assert not torch.equal(first, dropped(x))  # a fresh draw of dropped branches per pass
+    rates = [m.drop_prob for m in dropped.modules() if type(m).__name__ == "DropPath"]
+    assert rates == sorted(rates) and max(rates) == 0.5
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        timm.create_model(name, drop_path_rate=1.5, **FAMILY_MEMBERS[name])
+
+
+@pytest.mark.parametrize("name", FAMILY_MEMBERS)
+def test_group_matcher_puts_every_parameter_in_a_layer_group(name: str) -> None:
+    from timm.models import group_parameters
+    from timm.optim import param_groups_layer_decay
+
+    model = timm.create_model(name, **FAMILY_MEMBERS[name])
+    grouped = group_parameters(model, model.group_matcher())
+    assert sorted(n for names in grouped.values() for n in names) == sorted(n for n, _ in model.named_parameters())
+    coarse = group_parameters(model, model.group_matcher(coarse=True))
+    assert len(grouped) >= len(coarse) >= len(model.feature_info)  # the stem, then each stage (or each block)
+    assert param_groups_layer_decay(model, layer_decay=0.7)  # timm's layer-wise decay, without a fallback
+    assert model.get_classifier(name_only=True) == "fc"
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -172,9 +242,11 @@ def test_export_family_member_and_bad_config(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "member"
     result = run_cli("export", "--family", str(family), "--params", "200k", "--out", str(out))
     assert result.code == 0, result.err
-    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    with pytest.warns(UserWarning, match="untrained weights"):  # exported without --weights
+        model = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert abs(sum(p.numel() for p in model.parameters()) - 200_000) <= 2_000
     config = json.loads((out / "config.json").read_text())
+    assert config["weights"] == "untrained" and read_model_metadata(out / "model.safetensors")["weights"] == "untrained"
     config["model_args"]["inner_widths"] = [[1, 2, 3]]  # one stage where the network has three
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
@@ -187,6 +259,39 @@ def test_export_family_member_and_bad_config(run_cli, tmp_path: Path) -> None:
         timm.create_model(f"local-dir:{bad}", pretrained=True)
     again = run_cli("export", "--family", str(family), "--params", "200k", "--out", str(out))
     assert again.code == 2 and "not an empty folder" in again.err
+
+
+def test_onnx_export_matches_pytorch_in_onnx_runtime_on_test_images(run_cli, tmp_path: Path) -> None:
+    import onnxruntime
+
+    from archfamily.batches import normalize
+    from archfamily.data import load_cifar10
+
+    name = next(n for n in ZOO if "fast" in n)
+    spec_file, out = tmp_path / "spec.json", tmp_path / "export"
+    model = timm.create_model(name, pretrained=True).eval()
+    spec_file.write_text(json.dumps(spec_to_dict(model.spec)))
+    result = run_cli("export", "--spec", str(spec_file), "--weights", model.pretrained_cfg["file"], "--onnx",
+                     "--out", str(out))
+    assert result.code == 0 and "model.onnx" in result.out, result.err
+    data = load_cifar10(subset=10, test_subset=50)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 50):  # the batch dimension is dynamic
+        images = normalize(data.test_x[:batch], model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+        with torch.no_grad():
+            expected = model(images).numpy()
+        got = session.run(None, {"images": images.numpy()})[0]
+        assert got.shape == expected.shape and abs(got - expected).max() < 1e-4
+
+
+def test_onnx_export_without_onnx_installed_is_one_line(run_cli, tmp_path: Path, monkeypatch) -> None:
+    import archfamily.export
+
+    real = archfamily.export.importlib.util.find_spec
+    monkeypatch.setattr(archfamily.export.importlib.util, "find_spec", lambda n: None if n == "onnx" else real(n))
+    result = run_cli("export", "--spec", "wrn-10-1", "--onnx", "--out", str(tmp_path / "o"))
+    assert result.code == 2 and 'pip install -e ".[onnx]"' in result.err and not (tmp_path / "o").exists()
+    assert len(result.err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

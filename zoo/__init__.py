@@ -18,7 +18,7 @@ from typing import Any, Callable
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from archfamily.timm_models import EXPECTED_SHA256, cifar_cfg, create_model_for
+from archfamily.timm_models import EXPECTED_SHA256, cifar_cfg, create_model_for, pool_size, spec_from_model_args
 from archfamily.zoo_manifest import read_manifest
 
 ZOO_DIR = Path(__file__).parent
@@ -29,7 +29,8 @@ def _cfgs(entries: list[dict[str, Any]], folder: Path) -> dict:
     EXPECTED_SHA256.update({(folder / e["file"]).resolve(): e["sha256"] for e in entries})
     return generate_default_cfgs({
         f"{e['name']}.{e['tag']}": cifar_cfg(e["architecture"], file=str((folder / e["file"]).resolve()),
-                                             num_classes=e["model_args"]["num_classes"])
+                                             num_classes=e["model_args"]["num_classes"],
+                                             pool_size=pool_size(spec_from_model_args(e["architecture"], e["model_args"])))
         for e in entries
     })
 

@@ -6,10 +6,9 @@ appends `growth` channels. Its bottleneck width (4k by default) is
 fully gated layer computes, so masked and compressed networks agree exactly.
 `stages` alternates dense blocks and transitions: stages.0, .2, .4 are the blocks.
 """
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from archfamily.models.classifier_net import ClassifierNet
@@ -20,10 +19,11 @@ from archfamily.specs import BlockPlan, DenseNetBCSpec
 class DenseLayer(nn.Module):
     __constants__ = ["has_branch"]  # a constant, so TorchScript drops the branch a layer lacks
 
-    def __init__(self, plan: BlockPlan, gated: bool) -> None:
+    def __init__(self, plan: BlockPlan, gated: bool, drop_path: float = 0.0) -> None:
         super().__init__()
         (mid,) = plan.inner
         self.growth, self.has_branch = plan.cout, plan.has_branch
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()  # drops the layer's new features
         if self.has_branch:
             self.norm1 = nn.BatchNorm2d(plan.cin)
             self.conv1 = nn.Conv2d(plan.cin, mid, 1, bias=False)
@@ -34,7 +34,7 @@ class DenseLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.has_branch:
             return torch.cat([x, x.new_zeros(x.shape[0], self.growth, x.shape[2], x.shape[3])], 1)
-        return torch.cat([x, self.conv2(self.gate(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x)))))))], 1)
+        return torch.cat([x, self.drop_path(self.conv2(self.gate(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))))], 1)
 
 
 class Transition(nn.Sequential):
@@ -56,8 +56,9 @@ class DenseNetBC(ClassifierNet):
         plans = spec.blocks()
         stages: list[nn.Module] = []
         self.feature_info = [dict(num_chs=spec.stem_channels, reduction=1, module="stem")]
+        rates = iter(self._drop_path_rates(sum(len(stage) for stage in plans)))
         for s, stage in enumerate(plans):
-            stages.append(nn.Sequential(*[DenseLayer(plan, gated) for plan in stage]))
+            stages.append(nn.Sequential(*[DenseLayer(plan, gated, next(rates)) for plan in stage]))
             self.feature_info.append(dict(num_chs=spec.stage_out(stage), reduction=2**s, module=f"stages.{2 * s}"))
             if s + 1 < len(plans):
                 stages.append(Transition(spec.stage_out(stage), plans[s + 1][0].cin))
@@ -65,8 +66,8 @@ class DenseNetBC(ClassifierNet):
         self.norm = nn.BatchNorm2d(spec.stage_out(plans[-1]))
         return spec.stage_out(plans[-1])
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.stages(self.stem(x))))
+    def forward_final(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(x))
 
     def prune_groups(self) -> list[PruneGroup]:
         layers = [layer for stage in self.stages[::2] for layer in stage]

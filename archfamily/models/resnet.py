@@ -5,12 +5,11 @@ torchvision's parameter count. Because BN follows the last conv of a branch, a f
 gated branch would still add BN's bias; a gated block therefore multiplies its branch
 by `gate.alive()`, so a block whose channels are all pruned is its shortcut alone.
 """
-from __future__ import annotations
-
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from archfamily.models.classifier_net import ClassifierNet
@@ -27,10 +26,11 @@ def _downsample(plan: BlockPlan) -> Optional[nn.Sequential]:
 class BasicBlock(nn.Module):
     __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
 
-    def __init__(self, plan: BlockPlan, gated: bool) -> None:
+    def __init__(self, plan: BlockPlan, gated: bool, drop_path: float = 0.0) -> None:
         super().__init__()
         (mid,) = plan.inner
         self.downsample = _downsample(plan)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.has_branch, self.gated = plan.has_branch, gated
         if self.has_branch:
             self.conv1 = nn.Conv2d(plan.cin, mid, 3, plan.stride, 1, bias=False)
@@ -46,7 +46,7 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(self.gate(F.relu(self.bn1(self.conv1(x))))))
         if self.gated:
             out = out * self.gate.alive()
-        return F.relu(shortcut + out)
+        return F.relu(shortcut + self.drop_path(out))
 
     def prune_groups(self, index: int) -> list[PruneGroup]:
         return [PruneGroup(index, self.gate, self.conv1, self.bn1, self.conv2)] if self.has_branch else []
@@ -57,10 +57,11 @@ class Bottleneck(nn.Module):
 
     __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
 
-    def __init__(self, plan: BlockPlan, gated: bool) -> None:
+    def __init__(self, plan: BlockPlan, gated: bool, drop_path: float = 0.0) -> None:
         super().__init__()
         mid, mid2 = plan.inner
         self.downsample = _downsample(plan)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.has_branch, self.gated = plan.has_branch, gated
         if self.has_branch:
             self.conv1 = nn.Conv2d(plan.cin, mid, 1, bias=False)
@@ -80,7 +81,7 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(self.gate2(F.relu(self.bn2(self.conv2(out))))))
         if self.gated:
             out = out * torch.minimum(self.gate1.alive(), self.gate2.alive())
-        return F.relu(shortcut + out)
+        return F.relu(shortcut + self.drop_path(out))
 
     def prune_groups(self, index: int) -> list[PruneGroup]:
         if not self.has_branch:
@@ -107,13 +108,13 @@ class ResNet(ClassifierNet):
         # the stem's last layer (ReLU, or max pool): timm flattens the Sequential stem into stem.0, stem.1, ...
         self.feature_info = [dict(num_chs=spec.stem_width, reduction=reduction, module=f"stem.{len(self.stem) - 1}")]
         block = BasicBlock if spec.block == "basic" else Bottleneck
-        self.stages = nn.Sequential(*[nn.Sequential(*[block(plan, gated) for plan in stage]) for stage in spec.blocks()])
+        plans = spec.blocks()
+        rates = iter(self._drop_path_rates(sum(len(stage) for stage in plans)))
+        self.stages = nn.Sequential(*[nn.Sequential(*[block(plan, gated, next(rates)) for plan in stage])
+                                      for stage in plans])
         self.feature_info += [dict(num_chs=w, reduction=reduction * 2**s, module=f"stages.{s}")
                               for s, w in enumerate(spec.stage_widths)]
         return spec.stage_widths[-1]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
 
     def prune_groups(self) -> list[PruneGroup]:
         groups, index = [], 0

@@ -4,10 +4,9 @@ Pre-activation basic blocks. The residual branch of block b in stage s is
 conv3x3 -> BN -> ReLU -> [gate] -> conv3x3, and its inner width is
 `inner_widths[s][b]`. With inner width 0 the block is its shortcut alone.
 """
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 
 from archfamily.models.classifier_net import ClassifierNet
@@ -20,10 +19,11 @@ class WideBasicBlock(nn.Module):
 
     __constants__ = ["has_branch", "projection"]  # constants, so TorchScript drops the parts a block lacks
 
-    def __init__(self, plan: BlockPlan, gated: bool) -> None:
+    def __init__(self, plan: BlockPlan, gated: bool, drop_path: float = 0.0) -> None:
         super().__init__()
         (mid,) = plan.inner
         self.has_branch, self.projection = plan.has_branch, plan.projection
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if self.has_branch or self.projection:
             self.norm1 = nn.BatchNorm2d(plan.cin)
         if self.has_branch:
@@ -43,7 +43,7 @@ class WideBasicBlock(nn.Module):
             shortcut = self.shortcut(act)
         if not self.has_branch:
             return shortcut
-        return shortcut + self.conv2(self.gate(F.relu(self.norm2(self.conv1(act)))))
+        return shortcut + self.drop_path(self.conv2(self.gate(F.relu(self.norm2(self.conv1(act))))))
 
 
 class WideResNet(ClassifierNet):
@@ -51,8 +51,10 @@ class WideResNet(ClassifierNet):
 
     def _build_body(self, spec: WideResNetSpec, gated: bool) -> int:
         self.stem = nn.Conv2d(spec.in_chans, spec.stem_width, 3, 1, 1, bias=False)
+        plans = spec.blocks()
+        rates = iter(self._drop_path_rates(sum(len(stage) for stage in plans)))
         self.stages = nn.Sequential(*[
-            nn.Sequential(*[WideBasicBlock(plan, gated) for plan in stage]) for stage in spec.blocks()
+            nn.Sequential(*[WideBasicBlock(plan, gated, next(rates)) for plan in stage]) for stage in plans
         ])
         self.feature_info = [dict(num_chs=spec.stem_width, reduction=1, module="stem")] + [
             dict(num_chs=w, reduction=2**s, module=f"stages.{s}") for s, w in enumerate(spec.stage_widths)
@@ -60,8 +62,8 @@ class WideResNet(ClassifierNet):
         self.norm = nn.BatchNorm2d(spec.stage_widths[-1])
         return spec.stage_widths[-1]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.stages(self.stem(x))))
+    def forward_final(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(x))
 
     def prune_groups(self) -> list[PruneGroup]:
         blocks = [block for stage in self.stages for block in stage]
