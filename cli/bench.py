@@ -44,11 +44,13 @@ def _devices(text: str) -> tuple[str, ...]:
 @click.option("--trained", "trained", multiple=True, metavar="ARM=GLOB",
               help="Time trained networks instead: train run folders or model files GLOB matches, as arm ARM "
                    "(seeds of one architecture become one row). Repeat for each arm.")
+@click.option("--runtime", "runtimes", default="eager", show_default=True,
+              help="Runtimes to time each network in: eager, onnxruntime, or both (eager,onnxruntime; CPU only).")
 @click.option("--quick", is_flag=True, help="A fast, coarse run: batches 1 and 64, channels_last, one round.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for results.md/json and plots.")
 def bench(family_path: str, params: Optional[str], macs: Optional[str], device: str, threads: Optional[str],
           batches: Optional[str], formats: Optional[str], rounds: Optional[int], compile_model: bool,
-          trained: tuple[str, ...], quick: bool, out: str) -> None:
+          trained: tuple[str, ...], runtimes: str, quick: bool, out: str) -> None:
     """Time reduced, pruned (masked and compressed) and family networks at matched budgets."""
     import os
 
@@ -61,6 +63,7 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     family = load_family(family_path)  # before the timing machinery is imported: a bad file is refused at once
 
     from archfamily.bench import QUICK, BenchConfig, run, trained_groups, write_report
+    from archfamily.bench.measure import check_runtimes
     from archfamily.zoo_manifest import read_manifest
 
     settings = dict(QUICK) if quick else {}
@@ -73,6 +76,8 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
         settings["formats"] = ("nchw", "channels_last") if formats == "both" else (formats,)
     if rounds:
         settings["rounds"] = rounds
+    settings["runtimes"] = tuple(dict.fromkeys(r.strip() for r in runtimes.split(",") if r.strip()))
+    check_runtimes(settings["runtimes"])
     pairs = []
     for item in trained:
         arm, sep, pattern = item.partition("=")

@@ -80,13 +80,16 @@ def test_bench_of_trained_networks_groups_seeds_into_one_row(run_cli, family, tm
         errors[seed] = json.loads((run / "metrics.json").read_text())["test_error"]
     out = tmp_path / "bench"
     result = run_cli("bench", "--family", str(family.path), "--params", "40k,60k", "--device", "cpu", "--quick",
-                     "--threads", "1", "--batch", "1", "--rounds", "1",
+                     "--threads", "1", "--batch", "1", "--rounds", "1", "--runtime", "eager,onnxruntime",
                      "--trained", f"reduced-width={tmp_path}/train/rw-*", "--out", str(out))
     assert result.code == 0, result.err
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert {r["network"] for r in rows if r["budget"] == 40_000} == {"pruned (masked)", "reduced-width"}
+    runtimes = ("eager", "onnxruntime")  # each network in each runtime, timed in the same interleaved run
+    assert {(r["network"], r["runtime"]) for r in rows if r["budget"] == 40_000} == \
+        {(n, rt) for n in ("pruned (masked)", "reduced-width") for rt in runtimes}
     assert {r["network"] for r in rows if r["budget"] == 60_000} == {"pruned (masked)"}  # nearest budget only
-    trained = next(r for r in rows if r["network"] == "reduced-width")
+    assert "| onnxruntime batch-1 ms (IQR) |" in (out / "results.md").read_text()
+    trained = next(r for r in rows if r["network"] == "reduced-width" and r["runtime"] == "eager")
     assert trained["seeds"] == [0, 1] and trained["test_errors"] == [errors[0], errors[1]]
     assert trained["test_error"] == pytest.approx((errors[0] + errors[1]) / 2)
     assert trained["test_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
@@ -102,6 +105,7 @@ def test_bench_of_trained_networks_groups_seeds_into_one_row(run_cli, family, tm
     (("--params", "40k", "--threads", "two"), "--threads takes"),
     (("--params", "40k", "--macs", "1M"), "exactly one list of budgets"),
     (("--params", "40k", "--rounds", "0"), "Invalid value for '--rounds'"),
+    (("--params", "40k", "--runtime", "tensorrt"), "unknown runtime tensorrt"),
     (("--params", ","), "needs at least one number"),
 ])
 def test_bench_bad_input(run_cli, family, tmp_path: Path, args, message: str) -> None:

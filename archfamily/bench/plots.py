@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from archfamily.bench.report import headline  # noqa: E402
+from archfamily.bench.report import headline, runtime_of  # noqa: E402
 from archfamily.files import atomic_write  # noqa: E402
 
 
@@ -29,7 +29,9 @@ def _headline_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], st
     dev, threads, fmt = headline(rows)
     picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)]
     batch = min(r["batch"] for r in picked)
-    return [r for r in picked if r["batch"] == batch], f"{dev}, {threads} thread(s), batch {batch}, {fmt}"
+    series = [dict(r, network=r["network"] if runtime_of(r) == "eager" else f"{r['network']} ({runtime_of(r)})")
+              for r in picked if r["batch"] == batch]  # one series per network and runtime
+    return series, f"{dev}, {threads} thread(s), batch {batch}, {fmt}"
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
@@ -54,8 +56,9 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
             pts = sorted((t["params"], t["test_error"]) for t in trajectory)
             ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
                     label="pruning trajectory (derive's test split)")
-        for i, net in enumerate(sorted({r["network"] for r in known})):  # trained over several seeds: mean and sd
-            pts = sorted((r[x_key], r["test_error"], r.get("test_error_std") or 0.0) for r in known if r["network"] == net)
+        shown = known if x_key != "params" else [r for r in known if runtime_of(r) == "eager"]  # params: once each
+        for i, net in enumerate(sorted({r["network"] for r in shown})):  # trained over several seeds: mean and sd
+            pts = sorted((r[x_key], r["test_error"], r.get("test_error_std") or 0.0) for r in shown if r["network"] == net)
             ax.errorbar([p for p, _, _ in pts], [e for _, e, _ in pts], yerr=[sd for _, _, sd in pts], linestyle="",
                         capsize=3, label=net, **_style(i))
         title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"

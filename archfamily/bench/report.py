@@ -26,22 +26,32 @@ def _format_error(row: dict[str, Any]) -> str:
     return f"{row['test_error']:.2f} ± {row['test_error_std']:.2f}% ({len(row['test_errors'])})"
 
 
+def runtime_of(row: dict[str, Any]) -> str:
+    """The runtime a row was timed in (reports from before runtimes were timed are eager PyTorch)."""
+    return row.get("runtime", "eager")
+
+
 def summary(report: dict[str, Any]) -> list[str]:
-    """One table for the headline setting: latency at the smallest batch, throughput at the largest."""
+    """One table for the headline setting: latency at the smallest batch and throughput at the largest, per runtime."""
     rows = report["rows"]
     dev, threads, fmt = headline(rows)
     picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)]
     small, large = min(r["batch"] for r in picked), max(r["batch"] for r in picked)
-    at_large = {(r["budget"], r["network"], r["params"], r["macs"]): r for r in picked if r["batch"] == large}
+    runtimes = list(dict.fromkeys(runtime_of(r) for r in picked))
+    by_key = {(r["budget"], r["network"], r["params"], r["macs"], runtime_of(r), r["batch"]): r for r in picked}
+    networks = list(dict.fromkeys((r["budget"], r["network"], r["params"], r["macs"]) for r in picked))
+    head = "".join(f" {rt} batch-{small} ms (IQR) |" for rt in runtimes) + \
+        "".join(f" {rt} batch-{large} images/s |" for rt in runtimes)
     lines = [f"\n## Summary: {dev}, {threads} thread{'s' if threads > 1 else ''}, {fmt}\n",
-             f"| budget | network | params | MACs | batch-{small} latency ms (IQR) | batch-{large} images/s | "
-             f"% of peak at batch {large} | test error |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in (r for r in picked if r["batch"] == small):
-        big = at_large[(r["budget"], r["network"], r["params"], r["macs"])]
-        error = _format_error(r)
-        lines.append(f"| {r['budget']:,} | {r['network']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
-                     f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f}) | {big['images_per_s']:.0f} | "
-                     f"{100 * big['peak_share']:.1f}% | {error} |")
+             f"| budget | network | params | MACs |{head} % of peak at batch {large} ({runtimes[0]}) | test error |",
+             "|---:|---|---:|---:|" + "---:|" * (2 * len(runtimes) + 2)]
+    for key in networks:
+        latency = [by_key[(*key, rt, small)] for rt in runtimes]
+        throughput = [by_key[(*key, rt, large)] for rt in runtimes]
+        lines.append(f"| {key[0]:,} | {key[1]} | {key[2]:,} | {key[3] / 1e6:.1f}M |"
+                     + "".join(f" {r['median_ms']:.2f} ({r['iqr_ms']:.2f}) |" for r in latency)
+                     + "".join(f" {r['images_per_s']:.0f} |" for r in throughput)
+                     + f" {100 * throughput[0]['peak_share']:.1f}% | {_format_error(latency[0])} |")
     return lines
 
 
@@ -57,13 +67,14 @@ def _markdown(report: dict[str, Any]) -> str:
         peak = report["peak_gflops"][f"{dev}:{threads}"]
         lines.append(f"\n## {dev}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}, {fmt} "
                      f"(matmul peak {peak:.0f} GFLOP/s)\n")
-        lines.append("| budget | network | params | MACs | latency ms (IQR) | images/s | GFLOP/s | % of peak | test error |")
-        lines.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| budget | network | runtime | params | MACs | latency ms (IQR) | images/s | GFLOP/s | % of peak "
+                     "| test error |")
+        lines.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in report["rows"]:
             if (r["device"], r["threads"], r["batch"], r["format"]) != (dev, threads, batch, fmt):
                 continue
             error = _format_error(r)
-            lines.append(f"| {r['budget']:,} | {r['network']} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
+            lines.append(f"| {r['budget']:,} | {r['network']} | {runtime_of(r)} | {r['params']:,} | {r['macs'] / 1e6:.1f}M | "
                          f"{r['median_ms']:.2f} ({r['iqr_ms']:.2f}) | {r['images_per_s']:.0f} | {r['gflops']:.1f} | "
                          f"{100 * r['peak_share']:.1f}% | {error} |")
     return "\n".join(lines) + "\n"
