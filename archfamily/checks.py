@@ -51,8 +51,9 @@ def read_json(path: Path) -> Any:
     return decode_json(raw, str(path))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_whole(value: Any, lo: int, hi: int) -> bool:
+    """A JSON whole number (not a bool, not a float) in [lo, hi]."""
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
 def _is_number(value: Any) -> bool:
@@ -85,8 +86,8 @@ class Fields:
         value = self.get(key)
         if value is None and optional:
             return None
-        if not _is_int(value) or not lo <= value <= hi:
-            self.fail(key, f"must be a whole number from {lo:,} to {hi:,}, got {_show(value)}")
+        if not is_whole(value, lo, hi):
+            self.fail(key, f"must be a whole number from {lo:,} to {hi:,}, got {show(value)}")
         return value
 
     def number(self, key: str, lo: float = -math.inf, hi: float = math.inf, optional: bool = False) -> Optional[float]:
@@ -94,7 +95,7 @@ class Fields:
         if value is None and optional:
             return None
         if not _is_number(value) or not lo <= value <= hi:
-            self.fail(key, f"must be a finite number from {lo:g} to {hi:g}, got {_show(value)}")
+            self.fail(key, f"must be a finite number from {lo:g} to {hi:g}, got {show(value)}")
         return float(value)
 
     def str(self, key: str, choices: Optional[Sequence[str]] = None, optional: bool = False) -> Optional[str]:
@@ -103,7 +104,7 @@ class Fields:
             return None
         if not isinstance(value, str) or (choices is not None and value not in choices):
             expected = f"one of {', '.join(choices)}" if choices is not None else "a string"
-            self.fail(key, f"must be {expected}, got {_show(value)}")
+            self.fail(key, f"must be {expected}, got {show(value)}")
         return value
 
     def obj(self, key: str, required: Sequence[str] = ()) -> "Fields":
@@ -113,7 +114,7 @@ class Fields:
         value = self.get(key)
         if not isinstance(value, list) or (length is not None and len(value) != length) or (nonempty and not value):
             expected = f"a list of {length}" if length is not None else "a non-empty list" if nonempty else "a list"
-            self.fail(key, f"must be {expected}, got {_show(value)}")
+            self.fail(key, f"must be {expected}, got {show(value)}")
         return value
 
     def numbers(self, key: str, length: int, lo: float = -math.inf, hi: float = math.inf) -> list[float]:
@@ -124,12 +125,12 @@ class Fields:
 
     def ints(self, key: str, length: int, lo: int = 0, hi: int = MAX_COUNT) -> list[int]:
         values = self.list(key, length)
-        if not all(_is_int(v) and lo <= v <= hi for v in values):
+        if not all(is_whole(v, lo, hi) for v in values):
             self.fail(key, f"must hold whole numbers from {lo:,} to {hi:,}")
         return values
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A short quote of a bad value for an error message."""
     try:
         text = json.dumps(value)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from archfamily.checks import Fields, read_json
+from archfamily.checks import Fields, read_json, show
 from archfamily.errors import UserError
 from archfamily.recipes import finetune_recipe_for
 from archfamily.scaling import RULES, fit_rules, trajectory_spec
@@ -105,7 +105,7 @@ def load_family(path: str | Path) -> Family:
         raise UserError(f"{path} is not an archfamily family file")
     version = doc.get("version")
     if type(version) is not int or version not in READABLE_VERSIONS:
-        raise UserError(f"{path} is family format version {_quote(version)}; "
+        raise UserError(f"{path} is family format version {show(version)}; "
                         f"this archfamily reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     base = spec_from_dict(doc.get("base"), f"{path}: base")
     trajectory = [_checked_point(p, f"{path}: trajectory[{i}]", base, version)
@@ -116,10 +116,6 @@ def load_family(path: str | Path) -> Family:
     _check_rules(rules, base)
     return Family(path, base, doc.str("base_name"), doc.str("method"), trajectory, rules.data, doc.data)
 
-
-def _quote(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 20 else text[:17] + "..."
 
 
 def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Optional, Union
 
+from archfamily.checks import is_whole
 from archfamily.errors import UserError
 
 
@@ -419,25 +420,21 @@ def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
                                       else v for k, v in asdict(spec).items()}}
 
 
-def _whole(value: Any, lo: int, hi: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
-
-
 def _checked_field(key: str, value: Any) -> Any:
     """One field of a spec read from a file, with its exact type and a sane range; raises ValueError saying why."""
     if key in _WIDTH_ROWS:
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(row, (list, tuple)) and all(_whole(w, 0, MAX_WIDTH) for w in row) for row in value):
+                isinstance(row, (list, tuple)) and all(is_whole(w, 0, MAX_WIDTH) for w in row) for row in value):
             raise ValueError(f"{key} must be rows of whole numbers from 0 to {MAX_WIDTH:,}")
         return tuple(tuple(row) for row in value)
     if key == "stage_widths":
-        if not isinstance(value, (list, tuple)) or not all(_whole(w, 1, MAX_WIDTH) for w in value):
+        if not isinstance(value, (list, tuple)) or not all(is_whole(w, 1, MAX_WIDTH) for w in value):
             raise ValueError(f"stage_widths must be whole numbers from 1 to {MAX_WIDTH:,}")
         return tuple(value)
     bounds = {"stem_width": (0, MAX_WIDTH), "growth": (0, MAX_WIDTH), "num_classes": (0, MAX_CLASSES),
               "in_chans": (1, MAX_WIDTH)}
     if key in bounds:
-        if not _whole(value, *bounds[key]):
+        if not is_whole(value, *bounds[key]):
             raise ValueError(f"{key} must be a whole number from {bounds[key][0]:,} to {bounds[key][1]:,}")
         return value
     if key == "compression":
