@@ -1,7 +1,9 @@
 """Run folders: one run per `--out`, and a resumed run must have the settings it started with."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import platform
 import shutil
 import time
@@ -36,8 +38,24 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
         changed = sorted(k for k in set(config) | set(previous) if _setting(previous, k) != _setting(config, k))
         if changed:
             raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); cannot resume it")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
         raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")
+
+
+_LOCKS: list[int] = []  # open for the life of the process: the kernel drops a lock when its process dies
+
+
+def _lock_run_dir(out: Path) -> None:
+    """Hold `out/.lock` while this process writes the run, so two processes never write one run folder
+    (a study restarted while a run it started is still going, a command typed twice)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(f"--out {out} is in use by another archfamily process; wait for it or stop it") from None
+    _LOCKS.append(fd)
 
 
 def provenance(command: list[str], device: torch.device, world_size: int) -> dict[str, Any]:
@@ -57,6 +75,8 @@ def start_run(out: Path, config: dict[str, Any], resume: bool, device: torch.dev
     config = json.loads(json.dumps(config))  # as run.json reads back: tuples become lists
     dist_ctx = init_distributed(device)
     _check_run_dir(out, config, resume)
+    if dist_ctx.is_main:
+        _lock_run_dir(out)
     if dist_ctx.enabled:
         torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
     prov = provenance(command, device, dist_ctx.world)

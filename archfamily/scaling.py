@@ -27,6 +27,7 @@ from archfamily.specs import ArchSpec
 from archfamily.units import format_count
 
 RULES = ("copycat", "fitted", "reduced-width", "reduced-depth", "bottleneck")
+BASE_RULES = ("reduced-width", "reduced-depth", "bottleneck")  # need only the base network, not a pruning run
 DEFAULT_AT = 0.5
 TOLERANCE = 0.01  # a budget is met when the member is within 1% of it
 
@@ -166,13 +167,20 @@ def _make_rule(name: str, base: ArchSpec, trajectory: list[dict[str, Any]], rule
         share = point["params"] / trajectory[0]["params"]
         return _copycat(base, point["block_ratios"], "copycat",
                         f"copycat of prune step {point['prune_step']} ({share:.0%} of the base's params)")
-    if name == "reduced-width":
-        return _copycat(base, [1.0] * len(base.prunable_widths()), "reduced-width", "every width times alpha")
     if name == "fitted":
         return _fitted(base, rules["fitted"])
+    return base_rule(name, base)
+
+
+def base_rule(name: str, base: ArchSpec) -> ScalingRule:
+    """A rule that scales the base network alone (`BASE_RULES`): no pruning run is needed to use it."""
+    if name == "reduced-width":
+        return _copycat(base, [1.0] * len(base.prunable_widths()), "reduced-width", "every width times alpha")
     if name == "reduced-depth":
         return _reduced_depth(base)
-    return _bottleneck(base)
+    if name == "bottleneck":
+        return _bottleneck(base)
+    raise UserError(f"rule {name!r} needs a pruning run's family; only {', '.join(BASE_RULES)} scale a base alone")
 
 
 @dataclass(frozen=True)

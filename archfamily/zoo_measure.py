@@ -1,4 +1,4 @@
-"""`archfamily zoo add / eval`: measure networks through `timm.create_model` and keep the manifest honest.
+"""`archfamily zoo add / eval` and `archfamily measure`: measure networks through `timm.create_model` and keep the manifest honest.
 
 Every figure in the manifest is measured here: parameter and MAC counts from the
 network timm builds, and the CIFAR-10 test error of that network with its
@@ -22,6 +22,7 @@ from archfamily.data import Cifar10
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import UserError
 from archfamily.family import load_family
+from archfamily.specs import ArchSpec
 from archfamily.timm_models import model_args, sha256_of
 from archfamily.zoo_manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
 
@@ -48,6 +49,14 @@ def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
     return recipe, "", ""
 
 
+def measure_file(path: Path, data: Cifar10, device: torch.device) -> tuple[ArchSpec, dict[str, str], nn.Module, float]:
+    """(spec, metadata, model, test error %) of a model file, loaded and measured through timm as the zoo is."""
+    spec, _, meta = load_model(path)
+    model = _create(f"archfamily_{spec.family}", pretrained_cfg_overlay=dict(file=str(path.resolve())),
+                    **model_args(spec))
+    return spec, meta, model, test_error(model, data, device)
+
+
 def add(source: str, name: str, data: Cifar10, device: torch.device, family: Optional[str] = None,
         rule: Optional[str] = None, replace: bool = False) -> dict[str, Any]:
     """Measure a trained network through timm, then copy it into the zoo and list it."""
@@ -59,10 +68,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     entries = read_manifest(folder)
     if any(e["name"] == name for e in entries) and not replace:
         raise UserError(f"the zoo already holds {name}; pass --replace to measure and replace it")
-    spec, _, meta = load_model(path)
-    model = _create(f"archfamily_{spec.family}", pretrained_cfg_overlay=dict(file=str(path.resolve())),
-                    **model_args(spec))
-    error = test_error(model, data, device)
+    spec, meta, model, error = measure_file(path, data, device)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {
         "name": name, "tag": TAG, "architecture": spec.family, "model_args": model_args(spec),

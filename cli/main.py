@@ -15,7 +15,9 @@ from archfamily.errors import UserError
 from cli.bench import bench
 from cli.derive import derive
 from cli.export import export
+from cli.measure import measure
 from cli.scale import scale
+from cli.study import study
 from cli.train import train
 from cli.zoo import zoo
 
@@ -29,9 +31,11 @@ def cli() -> None:
 cli.add_command(derive)
 cli.add_command(scale)
 cli.add_command(train)
+cli.add_command(measure)
 cli.add_command(export)
 cli.add_command(zoo)
 cli.add_command(bench)
+cli.add_command(study)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -101,8 +101,31 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
     return ScaleResult(found, "latency", latency_ms, ms <= latency_ms, note)
 
 
+def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[ScalingRule, str, str, str, str]:
+    """(rule, family file, family folder, base name, pruning method) for --family: a derive run, or for the
+    rules that scale a base alone (reduced-width, reduced-depth, bottleneck) a base network's name."""
+    from pathlib import Path
+
+    from archfamily.family import load_family
+    from archfamily.scaling import BASE_RULES, base_rule, make_rule
+    from archfamily.specs import base_spec
+
+    if rule in BASE_RULES and not Path(family_path).exists():
+        try:
+            base = base_spec(family_path)
+        except UserError:
+            pass  # not a base name either: load_family says what it expected
+        else:
+            return base_rule(rule, base), family_path, family_path, family_path, "no"
+    family = load_family(family_path)
+    return (make_rule(rule, family.base, family.trajectory, family.rules, at), str(family.path),
+            str(family.path.parent), family.base_name, family.method)
+
+
 @click.command()
-@click.option("--family", "family_path", required=True, help="A derive run folder or its family.json.")
+@click.option("--family", "family_path", required=True,
+              help="A derive run folder or its family.json; for reduced-width, reduced-depth and bottleneck also a "
+                   "base network such as wrn-16-2.")
 @click.option("--params", help="Parameter budget, e.g. 1M, 250k, 1.5e6; or a comma list.")
 @click.option("--macs", help="MAC budget, e.g. 100M; or a comma list.")
 @click.option("--sweep", help="Several parameter budgets at once, e.g. 0.25M,0.5M,1M.")
@@ -124,9 +147,8 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
     """The member of a family that meets a parameter, MAC or measured-latency budget."""
     from pathlib import Path
 
-    from archfamily.family import load_family
     from archfamily.files import atomic_write_json
-    from archfamily.scaling import make_rule, solve
+    from archfamily.scaling import solve
 
     if latency_ms is not None and (params or macs or sweep):
         raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")
@@ -135,8 +157,7 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
         raise UserError("--out writes one spec: give a single budget")
     if at is not None and rule != "copycat":
         raise UserError("--at applies to the copycat rule only")
-    family = load_family(family_path)
-    scaling_rule = make_rule(rule, family.base, family.trajectory, family.rules, at)
+    scaling_rule, family_file, family_folder, base_name, method = _family_rule(family_path, rule, at)
     if latency_ms is not None:
         results = [_solve_latency(scaling_rule, latency_ms, target, batch, round_to)]
     else:
@@ -144,10 +165,10 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
     if out:
         atomic_write_json(Path(out), spec_to_dict(results[0].member.spec))
     if as_json:
-        docs = [_as_dict(r, str(family.path), round_to, scaling_rule.description) for r in results]
+        docs = [_as_dict(r, family_file, round_to, scaling_rule.description) for r in results]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     elif len(results) == 1:
-        _print_member(results[0], str(family.path.parent), family.base_name, family.method, scaling_rule.description)
+        _print_member(results[0], family_folder, base_name, method, scaling_rule.description)
     else:
         _print_sweep(results, scaling_rule.description)
     if out and not as_json:

@@ -23,6 +23,10 @@ FAMILY_MEMBERS = {
     "archfamily_resnet": model_args(ResNetSpec("basic", (8, 16, 24, 32), ((4, 0), (8, 3), (5, 12), (32, 0)))),
 }
 ZOO = [e["name"] for e in read_manifest(zoo.ZOO_DIR)]
+# Re-measured on all 10,000 test images in the suite: the cheapest entry, which checks the path from the file
+# through timm to the figure. Every entry's weights are checked against their sha256 by the tests above, and
+# `archfamily zoo eval NAME` re-measures any entry (the README says when all of them last were).
+REMEASURED = [min(read_manifest(zoo.ZOO_DIR), key=lambda e: e["macs"])["name"]]
 MODELS = [(name, args) for name, args in FAMILY_MEMBERS.items()] + [(name, {}) for name in ZOO]
 IDS = [name for name, _ in MODELS]
 x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -332,7 +336,7 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", REMEASURED)
 def test_zoo_error_matches_the_manifest(name: str) -> None:
     from archfamily.data import load_cifar10
     from archfamily.accuracy import test_error

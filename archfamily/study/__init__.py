@@ -1,0 +1,78 @@
+"""`archfamily study PLAN`: the paper's comparison as one resumable command.
+
+- `plan.py` reads and checks the TOML plan;
+- `queue.py` expands it into archfamily commands (one job per run, paths relative to the study folder);
+- `runner.py` runs them, up to `--jobs` at once, under one progress bar;
+- `results.py` writes `results.json` and `results.md` after every finished run.
+
+The study folder (default: beside the plan, named after it) holds `runs/`, `specs/`, `logs/`, `bench/` and
+the results. Everything in it can be deleted and made again by the same command.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from tqdm import tqdm
+
+from archfamily.study.plan import Plan
+from archfamily.study.queue import Job, bench_job, check_started_runs, expand
+from archfamily.study.results import write_results
+from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estimate_seconds, is_finished, is_partial,
+                                     probe_rate, training_rate)
+
+
+def default_folder(plan: Plan) -> Path:
+    return plan.path.parent / plan.path.stem
+
+
+def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[str, float], str]:
+    """The queue, each job's estimated seconds, and where the estimate's training rate comes from."""
+    jobs = expand(plan, study_dir)
+    check_jobs(jobs)
+    check_started_runs(study_dir, jobs)
+    pending = [j for j in jobs if not is_finished(study_dir, j)]
+    rate, source = training_rate(study_dir, jobs, lambda: probe_rate(plan.base_spec, threads)) if pending \
+        else (1.0, "nothing left to run")
+    return jobs, {j.id: estimate_seconds(j, rate) for j in jobs}, source
+
+
+def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, parallel: int) -> list[str]:
+    """The --dry-run listing: each run's state, estimated time and commands."""
+    lines = []
+    left = 0.0
+    for job in jobs:
+        state = "finished" if is_finished(study_dir, job) else "partial" if is_partial(study_dir, job) else "to run"
+        if state != "finished":
+            left += estimates[job.id]
+        lines.append(f"{job.id:<32} {state:<9} ~{estimates[job.id] / 60:6.1f} min")
+        lines += [f"    {c}" for c in job.command_lines()]
+    lines.append(f"{sum(not is_finished(study_dir, j) for j in jobs)} of {len(jobs)} runs left, about "
+                 f"{left / 3600:.1f} h of one lane ({left / 3600 / parallel:.1f} h with --jobs {parallel}), "
+                 "then the bench")
+    return lines
+
+
+def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int,
+              echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run what is left of the plan, then the bench; returns the results document and the failed runs."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    jobs, estimates, source = prepare(plan, study_dir, threads)
+    todo = [j for j in jobs if not is_finished(study_dir, j)]
+    echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished; "
+         f"time estimates from {source}")
+    runner = Runner(study_dir, parallel, threads)
+    on_finished: Callable[[Job], None] = lambda job: write_results(plan, study_dir, jobs)
+    total = sum(estimates[j.id] for j in todo)
+    bench: Optional[Job] = None
+    with tqdm(total=max(total, 1.0), desc="study", unit="s", dynamic_ncols=True,
+              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
+        runner.run(jobs, estimates, bar, on_finished)
+        finished = {j.id for j in jobs if is_finished(study_dir, j)}
+        bench = bench_job(plan, jobs, finished)
+        if bench is not None and not runner.failed and not bench_is_current(study_dir, jobs):
+            (study_dir / bench.done_file).unlink(missing_ok=True)
+            estimates[bench.id] = bench.extra_seconds
+            bar.total += bench.extra_seconds
+            runner.run([bench], estimates, bar, on_finished)
+    return write_results(plan, study_dir, jobs), runner.failed

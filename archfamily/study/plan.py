@@ -1,0 +1,321 @@
+"""A study plan (TOML): the base, the data, the recipe, the pruning runs, the budgets, the arms, the bench.
+
+Read with Python's own `tomllib` and checked whole before anything runs: an unknown key, a wrong
+type, a budget no arm can reach or a base archfamily cannot build is one line naming the key.
+Paths in a plan are relative to the plan file. `studies/smoke.toml` shows every key.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from archfamily.errors import UserError
+from archfamily.scaling import BASE_RULES, RULES
+from archfamily.specs import ArchSpec, base_spec
+from archfamily.units import format_count, parse_count
+
+ARM_KINDS = (*RULES, "pruned-scratch", "pruned-tuned")
+RECIPES = ("fast", "wrn", "densenet")
+METHODS = ("fisher", "fisher-cost", "l1", "random")
+COSTS = ("params", "macs")
+FORMATS = ("nchw", "channels_last", "both")
+RUNTIMES = ("eager", "onnxruntime")
+PRUNE_FLOOR = 0.10  # derive prunes down to 10% of the base unless told otherwise
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How every network trained from scratch is trained (the base too, when the study trains it)."""
+
+    name: str = "fast"
+    epochs: Optional[float] = None
+    batch_size: Optional[int] = None
+    ema: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class PruneRun:
+    """One `archfamily derive` of the base: its saliency and schedule."""
+
+    name: str
+    method: str = "fisher"
+    cost: Optional[str] = None
+    prune_every: int = 100
+    channels_per_step: int = 1
+    eval_every: int = 50
+    test_subset: Optional[int] = None  # the pruning run's own test split [the study's]
+    until_params: Optional[int] = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of making a network at each budget: a scaling rule, or the pruning run's own networks."""
+
+    name: str
+    kind: str  # a scaling rule, pruned-scratch or pruned-tuned
+    prune: str  # the pruning run whose family (or networks) it uses
+    seeds: tuple[int, ...] = (0,)
+    budgets: tuple[int, ...] = ()
+    round_to: int = 1
+    at: Optional[float] = None  # copycat: the trajectory point to copy, as a fraction of the base's params
+
+
+@dataclass(frozen=True)
+class Bench:
+    """`archfamily bench --trained` settings for the study's networks."""
+
+    threads: tuple[int, ...] = (1,)
+    batches: tuple[int, ...] = (1,)
+    rounds: int = 3
+    formats: str = "channels_last"
+    runtimes: tuple[str, ...] = ("eager",)
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    name: str
+    description: str
+    base: str
+    base_spec: ArchSpec = field(repr=False)
+    checkpoint: Optional[Path]  # a trained base; None: the study trains it with `recipe`
+    data: Optional[Path]
+    subset: Optional[int]
+    test_subset: Optional[int]
+    recipe: Recipe
+    budgets: tuple[int, ...]
+    budget_labels: dict[int, str]
+    prune_runs: dict[str, PruneRun]
+    arms: dict[str, Arm]
+    bench: Optional[Bench]
+    device: str = "auto"  # where every run trains and measures (the bench has its own settings)
+
+
+class _Table:
+    """One TOML table, read key by key: each getter checks a type; `done` refuses the keys nobody read."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise UserError(f"{where} must be a table")
+        self.data, self.where, self.read = data, where, set()
+
+    def _get(self, key: str, types: tuple[type, ...], what: str, default: Any) -> Any:
+        self.read.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise UserError(f"{self.where}: '{key}' is missing")
+            return default
+        value = self.data[key]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise UserError(f"{self.where}: '{key}' must be {what}, got {value!r:.60}")
+        return value
+
+    def str(self, key: str, default: Any = None, choices: Optional[tuple[str, ...]] = None) -> Any:
+        value = self._get(key, (str,), "a string", default)
+        if choices and value is not None and value not in choices:
+            raise UserError(f"{self.where}: '{key}' must be one of {', '.join(choices)}, got {value!r:.60}")
+        return value
+
+    def int(self, key: str, default: Any = None, low: int = 0) -> Any:
+        value = self._get(key, (int,), "a whole number", default)
+        if value is not None and value < low:
+            raise UserError(f"{self.where}: '{key}' must be at least {low}, got {value}")
+        return value
+
+    def number(self, key: str, default: Any = None, low: float = 0.0, high: float = math.inf) -> Any:
+        value = self._get(key, (int, float), "a number", default)
+        if value is not None and not (math.isfinite(value) and low < value <= high):
+            raise UserError(f"{self.where}: '{key}' must be in ({low:g}, {high:g}], got {value!r:.60}")
+        return value
+
+    def count(self, key: str, default: Any = None) -> Any:
+        """A parameter count: 76000, or a string such as "76k" or "1.5M"."""
+        value = self._get(key, (int, str), "a count such as 76000 or \"76k\"", default)
+        return _count(value, f"{self.where}: '{key}'") if value is not None else None
+
+    def ints(self, key: str, default: Any, low: int = 0) -> tuple[int, ...]:
+        values = self._get(key, (list,), "a list of whole numbers", default)
+        if values is default:
+            return default
+        if not values or any(type(v) is not int or v < low for v in values):
+            raise UserError(f"{self.where}: '{key}' must be a non-empty list of whole numbers >= {low}, got {values!r:.60}")
+        if len(set(values)) != len(values):
+            raise UserError(f"{self.where}: '{key}' lists a value twice")
+        return tuple(values)
+
+    def table(self, key: str, required: bool = False) -> Optional["_Table"]:
+        self.read.add(key)
+        if key not in self.data:
+            if required:
+                raise UserError(f"{self.where}: [{key}] is missing")
+            return None
+        return _Table(self.data[key], f"{self.where} [{key}]")
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.read)
+        if unknown:
+            raise UserError(f"{self.where}: unknown key {unknown[0]!r}")
+
+
+_REQUIRED = object()
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, int):
+        if value < 1:
+            raise UserError(f"{where} must be positive, got {value}")
+        return value
+    return parse_count(value, where)
+
+
+def _path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path]:
+    if text is None:
+        return None
+    path = (plan_dir / text).resolve()
+    if not path.exists():
+        raise UserError(f"{where}: {path} does not exist")
+    return path
+
+
+def _budgets(table: _Table, key: str, default: Any) -> tuple[tuple[int, ...], dict[int, str]]:
+    raw = table._get(key, (list,), "a list of counts such as [\"76k\", \"152k\"]", default)
+    if raw is default:
+        return default, {}
+    if not raw:
+        raise UserError(f"{table.where}: '{key}' must not be empty")
+    if any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in raw):
+        raise UserError(f"{table.where}: '{key}' must list counts such as 76000 or \"76k\", got {raw!r:.60}")
+    counts = [_count(v, f"{table.where}: '{key}'") for v in raw]
+    if len(set(counts)) != len(counts):
+        raise UserError(f"{table.where}: '{key}' lists a budget twice")
+    labels = {c: (v if isinstance(v, str) else format_count(c)) for c, v in zip(counts, raw)}
+    return tuple(counts), labels
+
+
+def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: dict[str, PruneRun]) -> Arm:
+    kind = table.str("rule", _REQUIRED, ARM_KINDS)
+    prune = table.str("prune", next(iter(prune_runs), None))
+    if prune is None:
+        if kind not in BASE_RULES:
+            raise UserError(f"{table.where}: rule {kind} needs a pruning run, and the plan has no [prune.NAME]")
+        # needs no family; the run is named for the queue only
+    elif prune not in prune_runs:
+        raise UserError(f"{table.where}: 'prune' names {prune!r}, which is not a [prune.NAME] of this plan")
+    seeds = table.ints("seeds", (0,))
+    if kind == "pruned-tuned" and "seeds" in table.data:
+        raise UserError(f"{table.where}: pruned-tuned networks come from the pruning run; its seed is the arm's")
+    budgets, _ = _budgets(table, "budgets", plan_budgets)
+    round_to = table.int("round_to", 1, low=1)
+    at = table.number("at", None, high=1.0)
+    if at is not None and kind != "copycat":
+        raise UserError(f"{table.where}: 'at' applies to the copycat rule only")
+    if round_to != 1 and kind not in RULES:
+        raise UserError(f"{table.where}: 'round_to' applies to scaling rules only")
+    table.done()
+    if kind == "pruned-tuned":
+        seeds = (prune_runs[prune].seed,)
+    return Arm(name, kind, prune or "", seeds, budgets, round_to, at)
+
+
+def _check_budgets(plan: Plan) -> None:
+    """Refuse budgets no arm can reach, before anything runs: the base-only rules are solved here; pruned
+    networks must lie between the pruning floor and the base; the family rules must shrink the base."""
+    from archfamily.scaling import base_rule, solve
+
+    base_params = plan.base_spec.num_params()
+    for arm in plan.arms.values():
+        for budget in arm.budgets:
+            where = f"{plan.path}: arm {arm.name!r}, budget {format_count(budget)}"
+            if arm.kind in BASE_RULES:
+                try:
+                    solve(base_rule(arm.kind, plan.base_spec), budget, "params", arm.round_to)
+                except UserError as exc:
+                    raise UserError(f"{where}: {exc}") from None
+            elif arm.kind in ("pruned-scratch", "pruned-tuned"):
+                run = plan.prune_runs[arm.prune]
+                floor = run.until_params or math.ceil(PRUNE_FLOOR * base_params)
+                if not floor < budget < base_params:
+                    raise UserError(f"{where}: pruning run {run.name!r} goes from {format_count(base_params)} down to "
+                                    f"{format_count(floor)} params; the budget must lie between")
+            elif not budget < base_params * 16:
+                raise UserError(f"{where}: beyond what the family can reach (16x the base's params)")
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file; every problem is a `UserError` naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"plan not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a TOML file ({exc})") from None
+    top = _Table(raw, str(path))
+    plan_dir = path.resolve().parent
+    name = top.str("name", path.stem)
+    description = top.str("description", "")
+    budgets, labels = _budgets(top, "budgets", _REQUIRED)
+
+    base_t = top.table("base", required=True)
+    base = base_t.str("spec", _REQUIRED)
+    spec = base_spec(base)  # a base archfamily cannot build is refused here, in one line
+    checkpoint = _path(plan_dir, base_t.str("checkpoint"), f"{base_t.where}: 'checkpoint'")
+    base_t.done()
+
+    data_t = top.table("data")
+    data = subset = test_subset = None
+    if data_t is not None:
+        data = _path(plan_dir, data_t.str("path"), f"{data_t.where}: 'path'")
+        subset = data_t.int("subset", None, low=10)
+        test_subset = data_t.int("test_subset", None, low=10)
+        data_t.done()
+
+    recipe_t = top.table("recipe")
+    recipe = Recipe()
+    if recipe_t is not None:
+        recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs"),
+                        recipe_t.int("batch_size", None, low=1), recipe_t.number("ema", None, low=-1e-12, high=1.0))
+        recipe_t.done()
+
+    prune_runs: dict[str, PruneRun] = {}
+    prune_t = top.table("prune")
+    for run_name in (prune_t.data if prune_t else {}):
+        t = prune_t.table(run_name)
+        method = t.str("method", "fisher", METHODS)
+        cost = t.str("cost", None, COSTS)
+        if cost is not None and method != "fisher-cost":
+            raise UserError(f"{t.where}: 'cost' applies to method fisher-cost only")
+        prune_runs[run_name] = PruneRun(run_name, method, cost, t.int("prune_every", 100, low=1),
+                                        t.int("channels_per_step", 1, low=1), t.int("eval_every", 50, low=1),
+                                        t.int("test_subset", None, low=10), t.count("until_params"), t.int("seed", 0))
+        t.done()
+    if prune_t:
+        prune_t.done()
+
+    arms_t = top.table("arms", required=True)
+    if not arms_t.data:
+        raise UserError(f"{arms_t.where}: the plan has no arms")
+    arms = {arm_name: _arm(arm_name, arms_t.table(arm_name), budgets, prune_runs) for arm_name in list(arms_t.data)}
+    arms_t.done()
+
+    bench_t = top.table("bench")
+    bench = None
+    if bench_t is not None:
+        runtimes = tuple(bench_t._get("runtimes", (list,), "a list of runtimes", ["eager"]))
+        if not runtimes or any(r not in RUNTIMES for r in runtimes):
+            raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
+        bench = Bench(bench_t.ints("threads", (1,), low=1), bench_t.ints("batches", (1,), low=1),
+                      bench_t.int("rounds", 3, low=1), bench_t.str("formats", "channels_last", FORMATS), runtimes)
+        bench_t.done()
+    top.done()
+
+    for b in set(budgets) | {b for arm in arms.values() for b in arm.budgets}:
+        labels.setdefault(b, format_count(b))
+    plan = Plan(path, name, description, base, spec, checkpoint, data, subset, test_subset, recipe, budgets, labels,
+                prune_runs, arms, bench)
+    _check_budgets(plan)
+    return plan

@@ -1,0 +1,230 @@
+"""A plan expanded into its queue: one job per archfamily run, each a list of CLI commands run in the study folder.
+
+Every job is what a user could type: `archfamily derive`, `scale`, `train`, `measure` and `bench` commands
+with paths relative to the study folder, so the folder can move and its commands still read true. A job is
+finished when the file its last command writes is there (`done_file`); a job whose run folder exists
+without it is partial, and its command (always with `--resume`) continues it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from archfamily.checks import Fields, read_json
+from archfamily.errors import UserError
+from archfamily.recipes import training_recipe
+from archfamily.scaling import BASE_RULES, base_rule, solve
+from archfamily.study.plan import Arm, Plan, PruneRun
+
+TRAIN_IMAGES = 50_000  # CIFAR-10's training split
+TEST_IMAGES = 10_000
+FINETUNE_BATCH = 128  # derive's fine-tuning batch for WRNs and ResNets (the paper's)
+
+
+@dataclass
+class Job:
+    """One run of the study: its commands (argv after `archfamily`), what it needs first, what it costs."""
+
+    id: str
+    kind: str  # train, derive, measure, bench
+    commands: list[list[str]]
+    done_file: str  # relative to the study folder
+    deps: tuple[str, ...] = ()
+    arm: Optional[str] = None
+    budget: Optional[int] = None
+    seed: Optional[int] = None
+    train_macs: float = 0.0  # multiply-accumulates of its training (forward + backward), for the estimate
+    eval_macs: float = 0.0
+    extra_seconds: float = 0.0  # what the MAC count does not cover (the bench's timing loops)
+    priority: tuple[Any, ...] = field(default=(), compare=False)
+
+    @property
+    def run_dir(self) -> Optional[str]:
+        return f"runs/{self.id}" if self.kind in ("train", "derive") else None
+
+    def command_lines(self) -> list[str]:
+        return [shlex.join(["archfamily", *c]) for c in self.commands]
+
+
+def _rel(path: Path, study_dir: Path) -> str:
+    return os.path.relpath(path, study_dir.resolve())
+
+
+def _data_args(plan: Plan, study_dir: Path, test_subset: Optional[int], train: bool) -> list[str]:
+    """--data, --subset (training commands), --test-subset and --device, as the plan sets them."""
+    args = ["--data", _rel(plan.data, study_dir)] if plan.data else []
+    if train and plan.subset:
+        args += ["--subset", str(plan.subset)]
+    if test_subset:
+        args += ["--test-subset", str(test_subset)]
+    if plan.device != "auto":
+        args += ["--device", plan.device]
+    return args
+
+
+def _recipe_args(plan: Plan) -> list[str]:
+    r = plan.recipe
+    args = ["--recipe", r.name]
+    for flag, value in (("--epochs", r.epochs), ("--batch-size", r.batch_size), ("--ema", r.ema)):
+        if value is not None:
+            args += [flag, f"{value:g}"]
+    return args
+
+
+def _train_images(plan: Plan) -> int:
+    return plan.subset or TRAIN_IMAGES
+
+
+def _test_images(test_subset: Optional[int]) -> int:
+    return test_subset or TEST_IMAGES
+
+
+def _train_cost(plan: Plan, macs: float, family: str) -> tuple[float, float]:
+    recipe = training_recipe(plan.recipe.name, family, plan.recipe.epochs, plan.recipe.batch_size, plan.recipe.ema)
+    return 3.0 * macs * recipe.epochs * _train_images(plan), macs * _test_images(plan.test_subset) * (recipe.epochs + 2)
+
+
+def _train_job(plan: Plan, study_dir: Path, job_id: str, spec_arg: str, seed: int, macs: float,
+               deps: tuple[str, ...], pre: Optional[list[str]] = None, **row: Any) -> Job:
+    train = ["train", "--spec", spec_arg, *_recipe_args(plan), *_data_args(plan, study_dir, plan.test_subset, True),
+             "--seed", str(seed), "--out", f"runs/{job_id}", "--resume"]
+    train_macs, eval_macs = _train_cost(plan, macs, plan.base_spec.family)
+    return Job(job_id, "train", ([pre] if pre else []) + [train], f"runs/{job_id}/metrics.json", deps,
+               train_macs=train_macs, eval_macs=eval_macs, seed=seed, **row)
+
+
+def _save_at(plan: Plan, run: PruneRun) -> list[int]:
+    pruned = {b for arm in plan.arms.values() if arm.prune == run.name
+              and arm.kind in ("pruned-scratch", "pruned-tuned") for b in arm.budgets}
+    return sorted(pruned | set(plan.budgets))
+
+
+def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, deps: tuple[str, ...]) -> Job:
+    args = ["derive", "--preset", "paper", "--base", plan.base, "--checkpoint", checkpoint, "--method", run.method]
+    if run.cost:
+        args += ["--cost", run.cost]
+    args += ["--prune-every", str(run.prune_every), "-k", str(run.channels_per_step),
+             "--eval-every", str(run.eval_every), *_data_args(plan, study_dir, run.test_subset or plan.test_subset, True)]
+    if run.until_params:
+        args += ["--until-params", str(run.until_params)]
+    args += ["--save-at", ",".join(plan.budget_labels[b] for b in _save_at(plan, run))]
+    if run.seed:
+        args += ["--seed", str(run.seed)]
+    args += ["--out", f"runs/prune-{run.name}", "--resume"]
+    base = plan.base_spec
+    prunes = sum(base.prunable_widths()) / run.channels_per_step  # to about 10% of the base's params
+    mean_macs = 0.5 * base.num_macs()
+    images = prunes * run.prune_every * FINETUNE_BATCH
+    evals = prunes / run.eval_every + 2
+    return Job(f"prune-{run.name}", "derive", [args], f"runs/prune-{run.name}/family.json", deps,
+               train_macs=3.0 * mean_macs * images, eval_macs=mean_macs * _test_images(run.test_subset) * evals,
+               seed=run.seed)
+
+
+def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str]) -> list[Job]:
+    jobs = []
+    base = plan.base_spec
+    for budget in arm.budgets:
+        label = plan.budget_labels[budget]
+        # the architecture's MACs: exact where the base alone gives it, else the base's MACs per param
+        if arm.kind in BASE_RULES:
+            spec = solve(base_rule(arm.kind, base), budget, "params", arm.round_to).member.spec
+            macs = float(spec.num_macs())
+        else:
+            macs = base.num_macs() * budget / base.num_params()
+        prune_dir = f"runs/prune-{arm.prune}"
+        pruned_file = f"{prune_dir}/pruned-at-{budget}.safetensors"
+        for seed in arm.seeds:
+            job_id = f"{arm.name}-{label}-s{seed}"
+            row = {"arm": arm.name, "budget": budget, "priority": (seed != arm.seeds[0], -budget)}
+            if arm.kind == "pruned-tuned":
+                measure = ["measure", pruned_file, "--out", f"runs/{job_id}",
+                           *_data_args(plan, study_dir, plan.test_subset, False)]
+                jobs.append(Job(job_id, "measure", [measure], f"runs/{job_id}/metrics.json", (derive_ids[arm.prune],),
+                                eval_macs=macs * _test_images(plan.test_subset), seed=seed, **row))
+                continue
+            if arm.kind == "pruned-scratch":
+                jobs.append(_train_job(plan, study_dir, job_id, pruned_file, seed, macs, (derive_ids[arm.prune],), **row))
+                continue
+            spec_file = f"specs/{arm.name}-{label}.json"
+            family = plan.base if arm.kind in BASE_RULES else prune_dir
+            scale = ["scale", "--family", family, "--params", label, "--rule", arm.kind]
+            if arm.at is not None:
+                scale += ["--at", f"{arm.at:g}"]
+            if arm.round_to != 1:
+                scale += ["--round-to", str(arm.round_to)]
+            scale += ["--out", spec_file]
+            deps = () if arm.kind in BASE_RULES else (derive_ids[arm.prune],)
+            jobs.append(_train_job(plan, study_dir, job_id, spec_file, seed, macs, deps, pre=scale, **row))
+    return jobs
+
+
+def bench_job(plan: Plan, jobs: list[Job], finished: set[str]) -> Optional[Job]:
+    """The bench of every finished network, grouped by arm (seeds of one architecture are one row); None when
+    the plan has no bench or no pruning run to bench against."""
+    if plan.bench is None or not plan.prune_runs:
+        return None
+    b = plan.bench
+    trained, count = [], 0
+    for job in jobs:
+        if job.arm is not None and job.id in finished and job.seed == plan.arms[job.arm].seeds[0]:
+            trained += ["--trained", f"{job.arm}=runs/{job.arm}-{plan.budget_labels[job.budget]}-s*"]
+            count += 1
+    first = next(iter(plan.prune_runs))
+    args = ["bench", "--family", f"runs/prune-{first}", "--params", ",".join(plan.budget_labels[x] for x in plan.budgets),
+            "--threads", ",".join(map(str, b.threads)), "--batch", ",".join(map(str, b.batches)),
+            "--formats", b.formats, "--rounds", str(b.rounds), "--runtime", ",".join(b.runtimes), *trained,
+            "--out", "bench"]
+    settings = len(b.threads) * len(b.batches) * len(b.runtimes) * (2 if b.formats == "both" else 1)
+    return Job("bench", "bench", [args], "bench/results.json", (),  # run once every other job has ended
+               extra_seconds=20.0 + 2.0 * (count + 6 * len(plan.budgets)) * settings * b.rounds)
+
+
+def expand(plan: Plan, study_dir: Path) -> list[Job]:
+    """Every run of the plan in the order they start when free: pruning first, then each arm's first seed from
+    the largest budget down, then the other seeds. The bench is added by the runner once the rest is done."""
+    jobs: list[Job] = []
+    if plan.checkpoint is not None:
+        checkpoint, base_deps = _rel(plan.checkpoint, study_dir), ()
+    else:
+        base = _train_job(plan, study_dir, "base", plan.base, 0, float(plan.base_spec.num_macs()), ())
+        base.priority = (False, -math.inf)
+        jobs.append(base)
+        checkpoint, base_deps = "runs/base/model.safetensors", ("base",)
+    derive_ids = {}
+    for run in plan.prune_runs.values():
+        job = _derive_job(plan, study_dir, run, checkpoint, base_deps)
+        job.priority = (False, -math.inf)
+        derive_ids[run.name] = job.id
+        jobs.append(job)
+    arms = [job for arm in plan.arms.values() for job in _arm_jobs(plan, study_dir, arm, derive_ids)]
+    jobs += sorted(arms, key=lambda j: j.priority)  # stable: the plan's arm order within a priority
+    return jobs
+
+
+def recorded_command(study_dir: Path, job: Job) -> Optional[list[str]]:
+    """The command a job's run folder was started with (run.json's provenance), `--resume` aside; None if none."""
+    if job.run_dir is None:
+        return None
+    run_file = study_dir / job.run_dir / "run.json"
+    if not run_file.is_file():
+        return None
+    prov = Fields(read_json(run_file), str(run_file), ("provenance",)).obj("provenance", ("command",))
+    command = prov.list("command")
+    if not all(isinstance(c, str) for c in command):
+        prov.fail("command", "must be a list of strings")
+    return [c for c in command[1:] if c != "--resume"]
+
+
+def check_started_runs(study_dir: Path, jobs: list[Job]) -> None:
+    """Refuse a study folder whose runs were started by other commands than the plan's (a changed plan)."""
+    for job in jobs:
+        recorded = recorded_command(study_dir, job)
+        expected = [c for c in job.commands[-1] if c != "--resume"]
+        if recorded is not None and recorded != expected:
+            raise UserError(f"{study_dir / job.run_dir} was started by another command than this plan's "
+                            f"({shlex.join(['archfamily', *recorded])!r:.200}); move it away or choose another --out")

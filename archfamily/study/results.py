@@ -1,0 +1,136 @@
+"""A study's results: every arm x budget with the mean and sd over seeds, the seeds' values, and the commands.
+
+Written as `results.json` and `results.md` in the study folder after every finished run, so what is there is
+always what has been measured so far; rows whose runs are not finished say how many seeds are missing. The
+plots are the bench's (`bench/error_vs_params.png`, `bench/error_vs_latency.png`): error against parameters
+and against latency measured on this machine.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from archfamily.checks import Fields, read_json
+from archfamily.files import atomic_write_json, atomic_write_text
+from archfamily.study.plan import Plan
+from archfamily.study.queue import Job
+from archfamily.units import format_count
+
+
+def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
+    path = study_dir / job.done_file
+    if not path.is_file():
+        return None
+    m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images"))
+    return {"test_error": m.number("test_error", 0, 100), "params": m.int("params", 1), "macs": m.int("macs", 1),
+            "test_images": m.int("test_images", 1),
+            "seconds": m.number("seconds", 0) if "seconds" in m.data else None}
+
+
+def _latency(study_dir: Path) -> tuple[dict[str, float], str]:
+    """Median latency (ms) per trained run folder at the bench's headline setting and smallest batch (eager)."""
+    from archfamily.bench.report import headline, runtime_of  # the bench package imports torch's timing tools
+
+    path = study_dir / "bench" / "results.json"
+    if not path.is_file():
+        return {}, ""
+    rows = Fields(read_json(path), str(path), ("rows",)).list("rows")
+    if not rows:
+        return {}, ""
+    dev, threads, fmt = headline(rows)
+    picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)
+              and runtime_of(r) == "eager"]
+    batch = min(r["batch"] for r in picked)
+    latency = {src: r["median_ms"] for r in picked if r["batch"] == batch for src in r.get("sources", [])}
+    return latency, f"{dev}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}, {fmt}"
+
+
+def _needs(jobs: list[Job], by_id: dict[str, Job]) -> list[Job]:
+    """`jobs` after everything they need, transitively (the base's training, then the pruning run)."""
+    ordered: list[Job] = []
+    for job in jobs:
+        for need in _needs([by_id[d] for d in job.deps], by_id) + [job]:
+            if need not in ordered:
+                ordered.append(need)
+    return ordered
+
+
+def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
+    """The results document: one row per arm and budget, in the plan's order."""
+    latency, setting = _latency(study_dir)
+    by_id = {j.id: j for j in jobs}
+    rows = []
+    for arm in plan.arms.values():
+        for budget in arm.budgets:
+            arm_jobs = [j for j in jobs if j.arm == arm.name and j.budget == budget]
+            runs = [(j, _metrics(study_dir, j)) for j in arm_jobs]
+            done = [(j, m) for j, m in runs if m is not None]
+            errors = [m["test_error"] for _, m in done]
+            commands = [line for j in _needs(arm_jobs[:1], by_id) for line in j.command_lines()]
+            ms = [latency[f"runs/{j.id}"] for j, _ in done if f"runs/{j.id}" in latency]
+            rows.append({
+                "arm": arm.name, "kind": arm.kind, "budget": budget, "budget_label": plan.budget_labels[budget],
+                "params": done[0][1]["params"] if done else None, "macs": done[0][1]["macs"] if done else None,
+                "test_errors": errors, "seeds": [j.seed for j, _ in done],
+                "mean": statistics.fmean(errors) if errors else None,
+                "sd": statistics.stdev(errors) if len(errors) > 1 else None,
+                "seeds_planned": len(arm_jobs), "test_images": sorted({m["test_images"] for _, m in done}),
+                "latency_ms": ms[0] if ms else None, "runs": [f"runs/{j.id}" for j, _ in done],
+                "seconds": sum(m["seconds"] or 0.0 for _, m in done), "commands": commands,
+            })
+    trained = [_metrics(study_dir, j) for j in jobs if j.kind == "train"]
+    seconds = sum(m["seconds"] or 0.0 for m in trained if m)
+    return {"format": "archfamily.study", "version": 1, "plan": str(plan.path.name), "name": plan.name,
+            "description": plan.description, "base": plan.base,
+            "base_checkpoint": str(plan.checkpoint.name) if plan.checkpoint else None,
+            "recipe": {"name": plan.recipe.name, "epochs": plan.recipe.epochs, "batch_size": plan.recipe.batch_size,
+                       "ema": plan.recipe.ema},
+            "data": {"path": str(plan.data) if plan.data else "vendored CIFAR-10 (JPEG)", "subset": plan.subset,
+                     "test_subset": plan.test_subset},
+            "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+            "latency_setting": setting, "training_seconds": seconds, "rows": rows}
+
+
+def _error_cell(row: dict[str, Any]) -> str:
+    if row["mean"] is None:
+        return "not run yet"
+    text = f"{row['mean']:.2f}" + (f" ± {row['sd']:.2f}" if row["sd"] is not None else "")
+    missing = row["seeds_planned"] - len(row["test_errors"])
+    return text + (f" ({missing} of {row['seeds_planned']} seeds to run)" if missing else "")
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    r = doc["recipe"]
+    lines = [f"# Study `{doc['name']}`\n", doc["description"].strip() + "\n" if doc["description"] else "",
+             f"Base `{doc['base']}`" + (f" (trained: `{doc['base_checkpoint']}`)" if doc["base_checkpoint"] else "")
+             + f"; every network trained from scratch with the `{r['name']}` recipe"
+             + (f", {r['epochs']:g} epoch{'s' if r['epochs'] != 1 else ''}" if r["epochs"] else "") + f"; data: {doc['data']['path']}"
+             + (f", {doc['data']['subset']:,} training images" if doc["data"]["subset"] else "")
+             + (f", error on {doc['data']['test_subset']:,} test images" if doc["data"]["test_subset"]
+                else ", error on all 10,000 test images") + ".",
+             f"Training time of the finished networks: {doc['training_seconds'] / 3600:.2f} h. "
+             f"Test error in %, mean ± sd over seeds (sample sd); latency: the bench's median"
+             + (f" ({doc['latency_setting']})." if doc["latency_setting"] else " (not benched yet)."), "",
+             "| arm | budget | params | MACs | test error % | seeds' errors | latency ms |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for row in doc["rows"]:
+        values = ", ".join(f"{e:.2f} (s{s})" for e, s in zip(row["test_errors"], row["seeds"])) or "-"
+        params = f"{row['params']:,}" if row["params"] else "-"
+        macs = format_count(row["macs"]) if row["macs"] else "-"
+        ms = f"{row['latency_ms']:.3f}" if row["latency_ms"] is not None else "-"
+        lines.append(f"| {row['arm']} | {row['budget_label']} | {params} | {macs} | {_error_cell(row)} | {values} | {ms} |")
+    lines += ["", "![error vs params](bench/error_vs_params.png) ![error vs latency](bench/error_vs_latency.png)", "",
+              "## The commands behind each row", "",
+              "Run in the study folder; the seeds of a row differ only in `--seed` and `--out`.", ""]
+    for row in doc["rows"]:
+        lines += [f"**{row['arm']}, {row['budget_label']}**", "", "```bash", *row["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+def write_results(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
+    doc = collect(plan, study_dir, jobs)
+    atomic_write_json(study_dir / "results.json", doc)
+    atomic_write_text(study_dir / "results.md", markdown(doc))
+    return doc

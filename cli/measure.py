@@ -1,0 +1,38 @@
+"""`archfamily measure MODEL --out DIR`: a trained model file's test error, written as `archfamily train` writes it.
+
+A pruned-and-tuned network (`derive --save-at`) was measured on the pruning run's own test split; this
+re-measures it on the split a study compares every arm on, so it sits beside networks trained from scratch
+(`archfamily bench --trained`, `archfamily study`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from archfamily.units import format_count
+from cli.options import data_options
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write metrics.json into.")
+@data_options
+def measure(model: str, out: str, data: Optional[str], test_subset: Optional[int], device: str) -> None:
+    """Measure MODEL (a .safetensors model file) through timm; write --out/metrics.json."""
+    from archfamily.data import load_cifar10
+    from archfamily.distributed import resolve_device
+    from archfamily.files import atomic_write_json
+    from archfamily.specs import spec_to_dict
+    from archfamily.zoo_measure import measure_file
+
+    cifar = load_cifar10(data, subset=10, test_subset=test_subset)
+    spec, meta, _, error = measure_file(Path(model), cifar, resolve_device(device))
+    seed = meta.get("seed")
+    metrics = {"test_error": error, "test_images": int(cifar.test_x.shape[0]), "params": spec.num_params(),
+               "macs": spec.num_macs(), "seed": int(seed) if seed is not None and seed.isdigit() else None,
+               "spec": spec_to_dict(spec), "source": model, "data": cifar.source}
+    atomic_write_json(Path(out) / "metrics.json", metrics)
+    click.echo(f"{model}: {format_count(metrics['params'])} params, test error {error:.2f}% on "
+               f"{metrics['test_images']:,} images; wrote {out}/metrics.json")

@@ -1,0 +1,167 @@
+"""`archfamily study`: the smoke plan end to end, killed and resumed, and plans refused before anything runs."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from archfamily.errors import UserError
+from archfamily.runs import _lock_run_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "studies" / "smoke.toml"
+STUDY = [sys.executable, "-m", "cli.main", "study", str(SMOKE), "--jobs", "2"]
+
+
+def _measured(study_dir: Path) -> list[tuple]:
+    """What a study measured, without the timings (which differ from run to run)."""
+    doc = json.loads((study_dir / "results.json").read_text())
+    return [(r["arm"], r["budget"], r["params"], r["macs"], r["test_errors"], r["seeds"]) for r in doc["rows"]]
+
+
+def _children_in(study_dir: Path) -> list[int]:
+    """Processes whose working folder is the study folder: the runs a study started."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == study_dir.resolve():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "smoke"
+    done = subprocess.run([*STUDY, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "study:" in done.stderr  # the progress bar
+    return out
+
+
+def test_smoke_study_writes_every_row_with_its_commands(smoke_study: Path) -> None:
+    doc = json.loads((smoke_study / "results.json").read_text())
+    arms = {(r["arm"], r["budget_label"]) for r in doc["rows"]}
+    assert arms == {("reduced-width", "60k"), ("reduced-width", "100k"), ("copycat-r8", "60k"), ("bottleneck", "100k"),
+                    ("fitted", "60k"), ("pruned-scratch", "60k"), ("pruned-tuned", "60k"), ("pruned-tuned", "100k")}
+    for row in doc["rows"]:
+        assert len(row["test_errors"]) == row["seeds_planned"] and row["test_images"] == [200]
+        assert 0 <= row["mean"] <= 100 and row["latency_ms"] > 0
+        assert row["commands"][-1].startswith(("archfamily train", "archfamily measure"))
+    width = next(r for r in doc["rows"] if r["arm"] == "reduced-width" and r["budget_label"] == "60k")
+    assert width["seeds"] == [0, 1] and width["sd"] is not None
+    assert abs(width["params"] - 60_000) <= 600  # within 1% of the budget
+    tuned = next(r for r in doc["rows"] if r["arm"] == "pruned-tuned" and r["budget_label"] == "60k")
+    assert tuned["params"] <= 60_000 and any(c.startswith("archfamily derive") for c in tuned["commands"])
+    for plot in ("error_vs_params.png", "error_vs_latency.png"):
+        assert (smoke_study / "bench" / plot).stat().st_size > 0
+    assert "| reduced-width | 60k |" in (smoke_study / "results.md").read_text()
+
+
+def test_a_finished_study_runs_nothing_again(smoke_study: Path) -> None:
+    before = {p: p.stat().st_mtime for p in (smoke_study / "runs").rglob("metrics.json")}
+    done = subprocess.run([*STUDY, "--out", str(smoke_study), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "0 of 12 runs left" in done.stdout
+    assert {p: p.stat().st_mtime for p in (smoke_study / "runs").rglob("metrics.json")} == before
+
+
+def test_a_study_killed_three_times_ends_with_the_same_results(smoke_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    moments = random.Random(14).sample(range(3, 20), 3)
+    for moment in moments:
+        study = subprocess.Popen([*STUDY, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(moment)
+        study.send_signal(signal.SIGKILL)
+        study.wait()
+        deadline = time.time() + 10
+        while _children_in(out) and time.time() < deadline:  # each run dies with the study
+            time.sleep(0.1)
+        assert _children_in(out) == []
+    done = subprocess.run([*STUDY, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _measured(out) == _measured(smoke_study)
+    assert not list(out.rglob(".*.tmp"))
+
+
+def _plan(tmp_path: Path, text: str) -> Path:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(text)
+    return plan
+
+
+GOOD = """
+budgets = ["60k"]
+[base]
+spec = "wrn-16-1"
+[data]
+subset = 500
+test_subset = 200
+[recipe]
+epochs = 1
+[prune.fisher]
+prune_every = 2
+channels_per_step = 16
+[arms.reduced-width]
+rule = "reduced-width"
+"""
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: "learning_rate = 0.1\n" + t, "unknown key 'learning_rate'"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseed = [0]'), "unknown key 'seed'"),
+    (lambda t: t.replace('"wrn-16-1"', '"wrn-16-3x"'), "wrn-16-3x"),
+    (lambda t: t.replace('["60k"]', '["9G"]'), "outside what rule reduced-width reaches"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "pruned-tuned"').replace('["60k"]', '["5k"]'),
+     "the budget must lie between"),
+    (lambda t: t.replace("epochs = 1", 'epochs = "one"'), "'epochs' must be a number"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "copycat"\nprune = "l1"'), "not a [prune.NAME]"),
+    (lambda t: t.replace("[base]", "[base]\ncheckpoint = \"missing.safetensors\""), "does not exist"),
+    (lambda t: t.replace("budgets", "budgetz"), "'budgets' is missing"),
+    (lambda t: t + "\nrule = 3\n", "not a TOML file"),
+])
+def test_a_bad_plan_is_one_line_before_anything_runs(run_cli, tmp_path: Path, edit, message: str) -> None:
+    plan = _plan(tmp_path, edit(GOOD))
+    result = run_cli("study", str(plan), "--out", str(tmp_path / "study"))
+    assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "study").exists()
+
+
+def test_dry_run_lists_each_run_with_its_estimate_and_commands(run_cli, tmp_path: Path) -> None:
+    result = run_cli("study", str(_plan(tmp_path, GOOD)), "--out", str(tmp_path / "study"), "--dry-run")
+    assert result.code == 0, result.err
+    assert "base " in result.out and "prune-fisher" in result.out and "reduced-width-60k-s0" in result.out
+    assert "archfamily scale --family wrn-16-1 --params 60k --rule reduced-width" in result.out
+    assert "3 of 3 runs left" in result.out and " min" in result.out
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_run_started_by_another_plan_is_refused(run_cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "study" / "runs" / "base"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"config": {}, "provenance": {
+        "command": ["archfamily", "train", "--spec", "wrn-16-1", "--epochs", "3", "--out", "runs/base"]}}))
+    result = run_cli("study", str(_plan(tmp_path, GOOD)), "--out", str(tmp_path / "study"), "--dry-run")
+    assert result.code == 2 and "was started by another command than this plan's" in result.err
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path: Path) -> None:
+    _lock_run_dir(tmp_path)
+    with pytest.raises(UserError, match="in use by another archfamily process"):
+        _lock_run_dir(tmp_path)
+
+
+def test_scale_takes_a_base_name_for_the_rules_that_need_no_pruning_run(run_cli) -> None:
+    result = run_cli("scale", "--family", "wrn-16-2", "--rule", "bottleneck", "--params", "152k", "--json")
+    assert result.code == 0, result.err
+    assert abs(json.loads(result.out)["params"] - 152_000) <= 1520
+    result = run_cli("scale", "--family", "wrn-16-2", "--rule", "copycat", "--params", "152k")
+    assert result.code == 2 and "family not found" in result.err
