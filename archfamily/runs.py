@@ -42,20 +42,30 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
         raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")
 
 
-_LOCKS: list[int] = []  # open for the life of the process: the kernel drops a lock when its process dies
+_LOCKS: dict[Path, int] = {}  # run folder -> open lock file; the kernel drops a lock when its process dies
 
 
 def _lock_run_dir(out: Path) -> None:
-    """Hold `out/.lock` while this process writes the run, so two processes never write one run folder
-    (a study restarted while a run it started is still going, a command typed twice)."""
+    """Hold `out/.lock` while this process writes the run, so two processes never write one run folder (a study
+    restarted while a run it started is still going, a command typed twice). Within one process the lock is
+    taken once and kept until `finish_run`, so an interrupted run can be resumed in the same process."""
     out.mkdir(parents=True, exist_ok=True)
+    key = out.resolve()
+    if key in _LOCKS:
+        return
     fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise UserError(f"--out {out} is in use by another archfamily process; wait for it or stop it") from None
-    _LOCKS.append(fd)
+    _LOCKS[key] = fd
+
+
+def _unlock_run_dir(out: Path) -> None:
+    fd = _LOCKS.pop(out.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the file releases the lock
 
 
 def provenance(command: list[str], device: torch.device, world_size: int) -> dict[str, Any]:
@@ -91,3 +101,4 @@ def finish_run(out: Path, dist_ctx: DistContext) -> None:
     """The run is complete: its resumable checkpoints are no longer needed."""
     if dist_ctx.is_main:
         shutil.rmtree(out / ".checkpoints", ignore_errors=True)
+        _unlock_run_dir(out)

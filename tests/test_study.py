@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from archfamily.errors import UserError
-from archfamily.runs import _lock_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "studies" / "smoke.toml"
@@ -153,10 +151,19 @@ def test_a_run_started_by_another_plan_is_refused(run_cli, tmp_path: Path) -> No
     assert result.code == 2 and "was started by another command than this plan's" in result.err
 
 
-def test_a_run_folder_in_use_is_refused(tmp_path: Path) -> None:
-    _lock_run_dir(tmp_path)
-    with pytest.raises(UserError, match="in use by another archfamily process"):
-        _lock_run_dir(tmp_path)
+def test_a_run_folder_in_use_is_refused(run_cli, tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from archfamily.runs import _lock_run_dir; _lock_run_dir(Path(sys.argv[1])); "
+                               "print('locked', flush=True); time.sleep(60)", str(tmp_path / "run")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("derive", "--preset", "smoke", "--out", str(tmp_path / "run"))
+        assert result.code == 2 and "is in use by another archfamily process" in result.err
+        assert not (tmp_path / "run" / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_scale_takes_a_base_name_for_the_rules_that_need_no_pruning_run(run_cli) -> None:
