@@ -95,6 +95,9 @@ class Plan:
     device: str = "auto"  # where every run trains and measures (the bench has its own settings)
 
 
+_REQUIRED = object()  # a getter's default that makes the key required
+
+
 class _Table:
     """One TOML table, read key by key: each getter checks a type; `done` refuses the keys nobody read."""
 
@@ -103,7 +106,7 @@ class _Table:
             raise UserError(f"{where} must be a table")
         self.data, self.where, self.read = data, where, set()
 
-    def _get(self, key: str, types: tuple[type, ...], what: str, default: Any) -> Any:
+    def value(self, key: str, types: tuple[type, ...], what: str, default: Any) -> Any:
         self.read.add(key)
         if key not in self.data:
             if default is _REQUIRED:
@@ -115,30 +118,30 @@ class _Table:
         return value
 
     def str(self, key: str, default: Any = None, choices: Optional[tuple[str, ...]] = None) -> Any:
-        value = self._get(key, (str,), "a string", default)
+        value = self.value(key, (str,), "a string", default)
         if choices and value is not None and value not in choices:
             raise UserError(f"{self.where}: '{key}' must be one of {', '.join(choices)}, got {value!r:.60}")
         return value
 
     def int(self, key: str, default: Any = None, low: int = 0) -> Any:
-        value = self._get(key, (int,), "a whole number", default)
+        value = self.value(key, (int,), "a whole number", default)
         if value is not None and value < low:
             raise UserError(f"{self.where}: '{key}' must be at least {low}, got {value}")
         return value
 
     def number(self, key: str, default: Any = None, low: float = 0.0, high: float = math.inf) -> Any:
-        value = self._get(key, (int, float), "a number", default)
+        value = self.value(key, (int, float), "a number", default)
         if value is not None and not (math.isfinite(value) and low < value <= high):
             raise UserError(f"{self.where}: '{key}' must be in ({low:g}, {high:g}], got {value!r:.60}")
         return value
 
     def count(self, key: str, default: Any = None) -> Any:
         """A parameter count: 76000, or a string such as "76k" or "1.5M"."""
-        value = self._get(key, (int, str), "a count such as 76000 or \"76k\"", default)
+        value = self.value(key, (int, str), "a count such as 76000 or \"76k\"", default)
         return _count(value, f"{self.where}: '{key}'") if value is not None else None
 
     def ints(self, key: str, default: Any, low: int = 0) -> tuple[int, ...]:
-        values = self._get(key, (list,), "a list of whole numbers", default)
+        values = self.value(key, (list,), "a list of whole numbers", default)
         if values is default:
             return default
         if not values or any(type(v) is not int or v < low for v in values):
@@ -161,9 +164,6 @@ class _Table:
             raise UserError(f"{self.where}: unknown key {unknown[0]!r}")
 
 
-_REQUIRED = object()
-
-
 def _count(value: Any, where: str) -> int:
     if isinstance(value, int):
         if value < 1:
@@ -182,7 +182,7 @@ def _path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path]:
 
 
 def _budgets(table: _Table, key: str, default: Any) -> tuple[tuple[int, ...], dict[int, str]]:
-    raw = table._get(key, (list,), "a list of counts such as [\"76k\", \"152k\"]", default)
+    raw = table.value(key, (list,), "a list of counts such as [\"76k\", \"152k\"]", default)
     if raw is default:
         return default, {}
     if not raw:
@@ -305,7 +305,7 @@ def load_plan(path: str | Path) -> Plan:
     bench_t = top.table("bench")
     bench = None
     if bench_t is not None:
-        runtimes = tuple(bench_t._get("runtimes", (list,), "a list of runtimes", ["eager"]))
+        runtimes = tuple(bench_t.value("runtimes", (list,), "a list of runtimes", ["eager"]))
         if not runtimes or any(r not in RUNTIMES for r in runtimes):
             raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
         bench = Bench(bench_t.ints("threads", (1,), low=1), bench_t.ints("batches", (1,), low=1),
