@@ -1,4 +1,4 @@
-"""`archfamily zoo add / eval` and `archfamily measure`: measure networks through `timm.create_model` and keep the manifest honest.
+"""`archfamily zoo add / eval / remove` and `archfamily measure`: measure networks through `timm.create_model` and keep the manifest honest.
 
 Every figure in the manifest is measured here: parameter and MAC counts from the
 network timm builds, and the CIFAR-10 test error of that network with its
@@ -103,3 +103,12 @@ def remeasure(name: str, data: Cifar10, device: torch.device, write: bool = Fals
                 e["test_error"], e["test_images"], e["data"] = round(error, 4), int(data.test_x.shape[0]), data.source
         write_manifest(entries, folder)
     return entry, error
+
+
+def remove(name: str) -> dict[str, Any]:
+    """Take an entry out of the zoo: the manifest first (atomically), then its weights file."""
+    folder = zoo_dir()
+    entry = entry_named(name, folder)
+    write_manifest([e for e in read_manifest(folder) if e["name"] != entry["name"]], folder)
+    (folder / entry["file"]).unlink(missing_ok=True)
+    return entry

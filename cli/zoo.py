@@ -1,4 +1,4 @@
-"""`archfamily zoo list | eval | add`: the trained networks `import zoo` registers with timm."""
+"""`archfamily zoo list | eval | add | remove`: the trained networks `import zoo` registers with timm."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from cli.options import data_options
 
 @click.group()
 def zoo() -> None:
-    """The model zoo: list it, re-measure an entry, add a trained network."""
+    """The model zoo: list it, re-measure an entry, add a trained network, remove one."""
 
 
 @zoo.command(name="list")
@@ -66,3 +66,17 @@ def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str]
                 family, rule, replace=replace)
     click.echo(f"added {entry['name']}.{entry['tag']}: {entry['params']:,} params, test error "
                f"{entry['test_error']:.2f}% on {entry['test_images']:,} images")
+
+
+@zoo.command(name="remove")
+@click.argument("names", nargs=-1, required=True)
+def remove_entries(names: tuple[str, ...]) -> None:
+    """Remove the entries NAMES (and their weights) from the zoo."""
+    from archfamily.zoo_manifest import entry_named
+    from archfamily.zoo_measure import remove
+
+    for name in names:  # all named entries must exist before any is removed
+        entry_named(name)
+    for name in names:
+        entry = remove(name)
+        click.echo(f"removed {entry['name']}.{entry['tag']} ({entry['file']})")

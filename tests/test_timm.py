@@ -333,6 +333,10 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
     refused = run_cli("zoo", "eval", "archfamily_tiny", "--test-subset", "100", "--device", "cpu")
     assert refused.code == 2 and "sha256" in refused.err and weights.name in refused.err
     assert len(refused.err.strip().splitlines()) == 1
+    missing = run_cli("zoo", "remove", "archfamily_tiny", "archfamily_nope")
+    assert missing.code == 2 and "archfamily_nope" in missing.err and read_manifest(tmp_path / "zoo")  # none removed
+    removed = run_cli("zoo", "remove", "archfamily_tiny.c10")
+    assert removed.code == 0 and read_manifest(tmp_path / "zoo") == [] and not weights.exists()
 
 
 @pytest.mark.slow
