@@ -1,0 +1,220 @@
+"""A per-device latency model: a network's latency as the sum of its operations' latencies, each read from a
+lookup table measured on this machine (as NetAdapt's tables are), so a family member's latency is predicted in
+milliseconds of arithmetic instead of seconds of timing.
+
+The network is traced with torch.fx and its shapes propagated once; every operation that runs (convolution,
+batch norm, ReLU, residual add, concatenation, pooling, linear) is keyed by what its latency depends on: its
+kind, kernel, stride and input resolution, and its channel counts. A key's latency is measured for channel
+counts on a fixed grid and interpolated (bilinearly for a convolution's input and output channels, linearly for
+the others) in between. Each grid point is measured the first time a prediction needs it, eager, channels_last,
+in inference mode, exactly as the bench and `scale --latency-ms` time whole networks, and cached per machine,
+device, thread count and batch in `$ARCHFAMILY_CACHE/latency-table.json`.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from archfamily.checks import read_json
+from archfamily.data import cache_dir
+from archfamily.errors import UserError
+from archfamily.files import atomic_write_json
+from archfamily.models import build_model
+from archfamily.specs import ArchSpec
+from archfamily.timing import machine_info, time_interleaved
+
+
+
+def _channel_grid(top: int = 2048) -> tuple[int, ...]:
+    """Channel counts the table is measured at: 1-8, then every SIMD block (8 channels, 32 past 256), and one
+    channel past each power of two, where CPU kernels change blocking and latency jumps (measured on oneDNN:
+    a 3x3 conv at 32x32 takes 0.11 ms at 32 channels in and out, 0.14 ms at 33)."""
+    points = set(range(1, 9))
+    c = 8
+    while c < top:
+        step = 8 if c < 256 else 32 if c < 512 else 64
+        c += step
+        points.add(c)
+    points |= {2**k + 1 for k in range(3, top.bit_length()) if 2**k + 1 <= top}
+    return tuple(sorted(points))
+
+
+CHANNEL_GRID = _channel_grid()
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation of a network, as the table keys it: `kind` and `fixed` (kernel, stride, resolution, ...)
+    say which table; `channels` (one count, or input and output for a convolution) where in it."""
+
+    kind: str
+    fixed: tuple[int, ...]
+    channels: tuple[int, ...]
+
+
+Timer = Callable[[Callable[[], Any], torch.device, int], float]
+
+
+def _time_ms(fn: Callable[[], Any], device: torch.device, threads: int) -> float:
+    return time_interleaved({"op": fn}, device, threads, rounds=1, min_run_time=0.05)["op"].median_ms
+
+
+def network_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
+    """The operations one forward pass of `spec`'s network runs, in order (identities left out)."""
+    model = build_model(spec).eval()
+    graph = torch.fx.symbolic_trace(model)
+    ShapeProp(graph).propagate(torch.zeros(batch, spec.in_chans, spec.input_size, spec.input_size))
+    ops = []
+    for node in graph.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        out = node.meta["tensor_meta"].shape
+        first = node.args[0] if node.args else None
+        shape_in = first.meta["tensor_meta"].shape if isinstance(first, torch.fx.Node) else out
+        target = graph.get_submodule(node.target) if node.op == "call_module" else node.target
+        op = _op(target, tuple(shape_in), tuple(out), node)
+        if op is not None:
+            ops.append(op)
+    return ops
+
+
+def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torch.fx.Node) -> Optional[Op]:
+    if isinstance(target, nn.Conv2d):
+        if target.groups != 1:
+            raise UserError("the latency model times dense convolutions only; this network has grouped ones")
+        return Op("conv", (target.kernel_size[0], target.stride[0], shape_in[2]), (shape_in[1], out[1]))
+    if isinstance(target, nn.BatchNorm2d):
+        return Op("batchnorm", (out[2],), (out[1],))
+    if isinstance(target, (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)):
+        return Op(f"pool-{type(target).__name__}", (shape_in[2], out[2]), (out[1],))
+    if isinstance(target, nn.Linear):
+        return Op("linear", (target.out_features,), (target.in_features,))
+    if target in (F.relu, torch.relu) or isinstance(target, nn.ReLU):
+        return Op("relu", (out[2],), (out[1],)) if len(out) == 4 else None
+    if target in (operator.add, torch.add):
+        return Op("add", (out[2],), (out[1],)) if len(out) == 4 else None
+    if target is torch.cat:
+        return Op("cat", (out[2], len(node.args[0])), (out[1],))
+    return None  # identities, flatten, dropout at inference: no work worth a table
+
+
+def _bracket(c: int) -> tuple[int, int]:
+    """The grid points around `c` (equal when `c` is on the grid)."""
+    if not 1 <= c <= CHANNEL_GRID[-1]:
+        raise UserError(f"the latency model's table covers 1 to {CHANNEL_GRID[-1]} channels, not {c}")
+    i = bisect.bisect_left(CHANNEL_GRID, c)
+    return (c, c) if CHANNEL_GRID[i] == c else (CHANNEL_GRID[i - 1], CHANNEL_GRID[i])
+
+
+def _weight(c: int, lo: int, hi: int) -> float:
+    return 0.0 if hi == lo else (c - lo) / (hi - lo)
+
+
+def _runnable(kind: str, fixed: tuple[int, ...], channels: tuple[int, ...], batch: int,
+              device: torch.device) -> Callable[[], Any]:
+    """The operation alone, on a channels_last input of its shape."""
+    def inputs(c: int, size: int) -> torch.Tensor:
+        return torch.randn(batch, c, size, size, device=device).contiguous(memory_format=torch.channels_last)
+
+    if kind == "conv":
+        kernel, stride, size = fixed
+        conv = nn.Conv2d(channels[0], channels[1], kernel, stride, kernel // 2, bias=False).to(device).eval()
+        conv = conv.to(memory_format=torch.channels_last)
+        x = inputs(channels[0], size)
+        return lambda: conv(x)
+    if kind == "linear":
+        fc = nn.Linear(channels[0], fixed[0]).to(device).eval()
+        x = torch.randn(batch, channels[0], device=device)
+        return lambda: fc(x)
+    c, size = channels[0], fixed[0]
+    if kind == "batchnorm":
+        bn = nn.BatchNorm2d(c).to(device).eval()
+        x = inputs(c, size)
+        return lambda: bn(x)
+    if kind == "relu":
+        x = inputs(c, size)
+        return lambda: F.relu(x)
+    if kind == "add":
+        x, y = inputs(c, size), inputs(c, size)
+        return lambda: x + y
+    if kind == "cat":
+        parts = fixed[1]
+        xs = [inputs(max(1, c // parts), size) for _ in range(parts)]
+        return lambda: torch.cat(xs, 1)
+    if kind.startswith("pool-"):
+        in_size, out_size = fixed
+        pool: nn.Module = nn.AdaptiveAvgPool2d(out_size) if kind == "pool-AdaptiveAvgPool2d" else \
+            getattr(nn, kind[5:])(in_size // out_size)
+        x = inputs(c, in_size)
+        return lambda: pool(x)
+    raise ValueError(kind)
+
+
+class LatencyModel:
+    """Predicted latency (ms) of a network on one device, thread count and batch, from a measured table."""
+
+    def __init__(self, device: torch.device, threads: int, batch: int, path: Optional[Path] = None,
+                 timer: Timer = _time_ms) -> None:
+        self.device, self.threads, self.batch, self.timer = device, threads, batch, timer
+        self.path = Path(path) if path else cache_dir() / "latency-table.json"
+        setting = json.dumps({**machine_info(), "device": device.type, "threads": threads, "batch": batch},
+                             sort_keys=True)
+        self.setting = hashlib.sha256(setting.encode()).hexdigest()[:16]
+        try:
+            table = read_json(self.path) if self.path.is_file() else {}
+        except UserError:
+            table = {}  # a damaged cache is only a cache: measure again
+        self.table: dict[str, float] = {k: v for k, v in table.items() if isinstance(v, float) and 0 < v < 1e6} \
+            if isinstance(table, dict) else {}
+        self.measured = 0  # grid points measured by this object (the rest came from the cache)
+        self.overhead_ms = 0.0  # per operation, from `calibrate`
+        self._ops: dict[ArchSpec, list[Op]] = {}
+
+    def _point(self, kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float:
+        key = f"{self.setting}|{kind}|{','.join(map(str, fixed))}|{','.join(map(str, channels))}"
+        if key not in self.table:
+            fn = _runnable(kind, fixed, channels, self.batch, self.device)
+            with torch.inference_mode():
+                self.table[key] = float(self.timer(fn, self.device, self.threads))
+            self.measured += 1
+            atomic_write_json(self.path, self.table)
+        return self.table[key]
+
+    def op_ms(self, op: Op) -> float:
+        if op.kind == "conv":
+            (ci, co), ((a0, a1), (b0, b1)) = op.channels, (_bracket(op.channels[0]), _bracket(op.channels[1]))
+            u, v = _weight(ci, a0, a1), _weight(co, b0, b1)
+            at = lambda a, b: self._point("conv", op.fixed, (a, b))  # noqa: E731
+            return ((1 - u) * (1 - v) * at(a0, b0) + u * (1 - v) * at(a1, b0)
+                    + (1 - u) * v * at(a0, b1) + u * v * at(a1, b1))
+        (c,), (lo, hi) = op.channels, _bracket(op.channels[0])
+        w = _weight(c, lo, hi)
+        return (1 - w) * self._point(op.kind, op.fixed, (lo,)) + w * self._point(op.kind, op.fixed, (hi,))
+
+    def ops(self, spec: ArchSpec) -> list[Op]:
+        if spec not in self._ops:
+            self._ops[spec] = network_ops(spec, self.batch)
+        return self._ops[spec]
+
+    def calibrate(self, reference: ArchSpec, measure: Callable[[ArchSpec], float]) -> float:
+        """Fit the cost the table does not see (calling modules inside blocks, Python between them) as a
+        constant per operation, from one measured network (a family's base); returns it in ms per op."""
+        ops = self.ops(reference)
+        self.overhead_ms = max(0.0, (measure(reference) - sum(self.op_ms(op) for op in ops)) / len(ops))
+        return self.overhead_ms
+
+    def predict(self, spec: ArchSpec) -> float:
+        """The network's predicted latency in ms: its operations' table latencies plus the per-op overhead."""
+        ops = self.ops(spec)
+        return sum(self.op_ms(op) for op in ops) + self.overhead_ms * len(ops)

@@ -1,0 +1,98 @@
+"""How well the latency model predicts measured latency: random family members, predicted vs measured.
+
+    python benchmarks/latency_model.py --family studies/cifar10-cpu/runs/prune-fisher-k2e25
+
+Draws `--members` random members of the family (every rule, sizes log-uniform from 5% to 100% of the base,
+widths rounded to 1 or 8), then for each setting (thread count x batch) calibrates the model's per-operation
+overhead on the base network, predicts each member and measures it (eager, channels_last, interleaved rounds,
+median). Prints each setting's median and worst absolute error and the table's cost; `--rows` also prints every
+member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from archfamily.family import load_family
+from archfamily.latency_model import LatencyModel
+from archfamily.models import build_model
+from archfamily.scaling import RULES, make_rule, solve
+from archfamily.timing import machine_info, time_interleaved
+
+
+def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:
+    rng = random.Random(seed)
+    base = family.trajectory[0]["params"]
+    found = []
+    while len(found) < count:
+        rule_name, round_to = RULES[len(found) % len(RULES)], rng.choice((1, 8))
+        budget = int(base * math.exp(rng.uniform(math.log(0.05), 0.0)))
+        rule = make_rule(rule_name, family.base, family.trajectory, family.rules)
+        try:
+            found.append((f"{rule_name}/{round_to}", budget, solve(rule, budget, "params", round_to).member.spec))
+        except Exception:  # a budget outside this rule's reach: draw again
+            continue
+    return found
+
+
+def _runner(spec, batch: int):
+    model = build_model(spec).to(memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size).contiguous(memory_format=torch.channels_last)
+    return lambda: model(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", required=True, help="a derive run folder or its family.json")
+    parser.add_argument("--members", type=int, default=20)
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--table", help="the lookup table's cache file [$ARCHFAMILY_CACHE/latency-table.json]")
+    parser.add_argument("--rows", action="store_true", help="print every member's figures")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    family = load_family(args.family)
+    members = _members(family, args.members, args.seed)
+    cpu = torch.device("cpu")
+    print(f"{machine_info()['cpu']}, torch {torch.__version__}; family {family.path}; {len(members)} members")
+    print(f"{'threads':>7} {'batch':>5} {'median |err|':>12} {'worst |err|':>11} {'overhead/op':>11} "
+          f"{'table pts':>9} {'table s':>7}")
+    report = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        for batch in (int(b) for b in args.batches.split(",")):
+            model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None)
+            started = time.perf_counter()
+            overhead = model.calibrate(family.base, lambda spec: time_interleaved(
+                {"base": _runner(spec, batch)}, cpu, threads, rounds=args.rounds)["base"].median_ms)
+            predicted = [model.predict(spec) for _, _, spec in members]
+            table_seconds = time.perf_counter() - started
+            cases = {f"{i}": _runner(spec, batch) for i, (_, _, spec) in enumerate(members)}
+            measured = time_interleaved(cases, cpu, threads, rounds=args.rounds)
+            errors = [p / measured[f"{i}"].median_ms - 1 for i, p in enumerate(predicted)]
+            worst = max(errors, key=abs)
+            print(f"{threads:>7} {batch:>5} {statistics.median(abs(e) for e in errors):>11.1%} {worst:>+11.1%} "
+                  f"{overhead * 1e3:>9.1f}us {model.measured:>9} {table_seconds:>7.1f}")
+            rows = [{"member": name, "budget": budget, "params": spec.num_params(), "predicted_ms": p,
+                     "measured_ms": measured[f"{i}"].median_ms, "iqr_ms": measured[f"{i}"].iqr_ms, "error": e}
+                    for i, ((name, budget, spec), p, e) in enumerate(zip(members, predicted, errors))]
+            if args.rows:
+                for r in rows:
+                    print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
+                          f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
+            report.append({"threads": threads, "batch": batch, "overhead_ms_per_op": overhead,
+                           "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine_info(), "settings": report}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
