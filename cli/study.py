@@ -37,7 +37,11 @@ def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int],
             click.echo(line)
         click.echo(f"(estimates from {source}, {per_run} thread{'s' if per_run > 1 else ''} per run)")
         return
-    doc, failed = run_study(plan, study_dir, jobs, per_run, lambda text: click.echo(text, err=True))
+    try:
+        doc, failed = run_study(plan, study_dir, jobs, per_run, lambda text: click.echo(text, err=True))
+    except KeyboardInterrupt:
+        click.echo("\narchfamily: interrupted; run the same command again to continue the study", err=True)
+        sys.exit(130)
     done = sum(bool(r["test_errors"]) for r in doc["rows"])
     click.echo(f"wrote {study_dir}/results.md and results.json ({done} of {len(doc['rows'])} rows measured)")
     if failed:
