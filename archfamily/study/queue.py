@@ -140,7 +140,9 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
         pruned_file = f"{prune_dir}/pruned-at-{budget}.safetensors"
         for seed in arm.seeds:
             job_id = f"{arm.name}-{label}-s{seed}"
-            row = {"arm": arm.name, "budget": budget, "priority": (seed != arm.seeds[0], -budget)}
+            later_seed = seed != arm.seeds[0]  # first seeds largest first (lanes end together), then the
+            row = {"arm": arm.name, "budget": budget,  # other seeds cheapest first: a spread at every budget soonest
+                   "priority": (later_seed, budget if later_seed else -budget)}
             if arm.kind == "pruned-tuned":
                 measure = ["measure", pruned_file, "--out", f"runs/{job_id}",
                            *_data_args(plan, study_dir, plan.test_subset, False)]
@@ -186,7 +188,7 @@ def bench_job(plan: Plan, jobs: list[Job], finished: set[str]) -> Optional[Job]:
 
 def expand(plan: Plan, study_dir: Path) -> list[Job]:
     """Every run of the plan in the order they start when free: pruning first, then each arm's first seed from
-    the largest budget down, then the other seeds. The bench is added by the runner once the rest is done."""
+    the largest budget down, then the other seeds from the smallest budget up. The bench comes last."""
     jobs: list[Job] = []
     if plan.checkpoint is not None:
         checkpoint, base_deps = _rel(plan.checkpoint, study_dir), ()
