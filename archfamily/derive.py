@@ -132,16 +132,16 @@ def _validate(config: DeriveConfig) -> ArchSpec:
             raise UserError(f"--until-params {config.until_params:,} must be below the base's {base_params:,} parameters")
         if config.until_params < smallest:
             raise UserError(f"--until-params {config.until_params:,} is below the smallest network {config.base} prunes to ({smallest:,})")
-    floor = _floor(config, base_params)
+    floor = pruning_floor(config.until_params, base_params)
     for count in config.save_at:
         if not floor <= count < base_params:
             raise UserError(f"--save-at {count:,} is outside the pruning run: {floor:,} to {base_params - 1:,} parameters")
     return spec
 
 
-def _floor(config: DeriveConfig, base_params: int) -> int:
+def pruning_floor(until_params: Optional[int], base_params: int) -> int:
     """Where pruning stops: --until-params, else 10% of the base."""
-    return config.until_params or base_params // 10
+    return until_params or base_params // 10
 
 
 def _milestone_stem(fraction: float) -> str:
@@ -307,7 +307,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
     pruner.num_prunes = log.last["prune_step"]
-    base_params, floor = spec.num_params(), _floor(config, spec.num_params())
+    base_params, floor = spec.num_params(), pruning_floor(config.until_params, spec.num_params())
     with tqdm(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
               unit="param", unit_scale=True, disable=not dist_ctx.is_main, dynamic_ncols=True) as bar:
         while log.last["params"] > floor and pruner.open_channels() > 0:

@@ -77,11 +77,12 @@ def network_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
     ShapeProp(graph).propagate(torch.zeros(batch, spec.in_chans, spec.input_size, spec.input_size))
     ops = []
     for node in graph.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method"):
-            continue
+        if node.op not in ("call_module", "call_function", "call_method") or "tensor_meta" not in node.meta:
+            continue  # not an operation on tensors (a shape read, say)
         out = node.meta["tensor_meta"].shape
         first = node.args[0] if node.args else None
-        shape_in = first.meta["tensor_meta"].shape if isinstance(first, torch.fx.Node) else out
+        shape_in = first.meta["tensor_meta"].shape \
+            if isinstance(first, torch.fx.Node) and "tensor_meta" in first.meta else out
         target = graph.get_submodule(node.target) if node.op == "call_module" else node.target
         op = _op(target, tuple(shape_in), tuple(out), node)
         if op is not None:

@@ -87,6 +87,7 @@ def start_run(out: Path, config: dict[str, Any], resume: bool, device: torch.dev
     _check_run_dir(out, config, resume)
     if dist_ctx.is_main:
         _lock_run_dir(out)
+        _check_run_dir(out, config, resume)  # again, now that no other process can be writing it
     if dist_ctx.enabled:
         torch.distributed.barrier()  # every rank checks --out before rank 0 writes to it
     prov = provenance(command, device, dist_ctx.world)

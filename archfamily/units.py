@@ -14,7 +14,10 @@ def parse_count(text: str, what: str = "count") -> int:
     match = _PATTERN.fullmatch(str(text).strip())
     if not match:
         raise UserError(f"malformed {what} {text!r}: use a number with an optional k, M or G suffix (e.g. 250k, 1.5M, 1e6)")
-    value = int(round(float(match[1]) * _SUFFIX[match[2].lower()]))
+    number = float(match[1]) * _SUFFIX[match[2].lower()]
+    if not number < 1e15:  # 1e400 is infinite; no network has a quadrillion of anything
+        raise UserError(f"{what} {text!r} is too large")
+    value = int(round(number))
     if value < 1:
         raise UserError(f"{what} must be at least 1, got {text!r}")
     return value

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from archfamily.errors import UserError
 from archfamily.family import load_family
 from archfamily.latency_model import LatencyModel
 from archfamily.models import build_model
@@ -31,13 +32,15 @@ def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:
     rng = random.Random(seed)
     base = family.trajectory[0]["params"]
     found = []
-    while len(found) < count:
-        rule_name, round_to = RULES[len(found) % len(RULES)], rng.choice((1, 8))
+    for attempt in range(100 * count):
+        if len(found) == count:
+            break
+        rule_name, round_to = RULES[attempt % len(RULES)], rng.choice((1, 8))
         budget = int(base * math.exp(rng.uniform(math.log(0.05), 0.0)))
-        rule = make_rule(rule_name, family.base, family.trajectory, family.rules)
         try:
+            rule = make_rule(rule_name, family.base, family.trajectory, family.rules)
             found.append((f"{rule_name}/{round_to}", budget, solve(rule, budget, "params", round_to).member.spec))
-        except Exception:  # a budget outside this rule's reach: draw again
+        except UserError:  # a rule this family lacks, or a budget outside its reach: draw again
             continue
     return found
 

@@ -30,14 +30,14 @@ def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int],
 
     plan = replace(load_plan(plan_file), device=device)
     study_dir = Path(out) if out else default_folder(plan)
-    per_run = threads or max(1, (os.cpu_count() or 1) // jobs)
-    if dry_run:
-        queue, estimates, source = prepare(plan, study_dir, per_run)
-        for line in queue_lines(queue, estimates, study_dir, jobs):
-            click.echo(line)
-        click.echo(f"(estimates from {source}, {per_run} thread{'s' if per_run > 1 else ''} per run)")
-        return
+    per_run = threads or max(1, len(os.sched_getaffinity(0)) // jobs)
     try:
+        if dry_run:
+            queue, estimates, source = prepare(plan, study_dir, per_run)
+            for line in queue_lines(queue, estimates, study_dir, jobs):
+                click.echo(line)
+            click.echo(f"(estimates from {source}, {per_run} thread{'s' if per_run > 1 else ''} per run)")
+            return
         doc, failed = run_study(plan, study_dir, jobs, per_run, lambda text: click.echo(text, err=True))
     except KeyboardInterrupt:
         click.echo("\narchfamily: interrupted; run the same command again to continue the study", err=True)

@@ -75,8 +75,7 @@ def remove_entries(names: tuple[str, ...]) -> None:
     from archfamily.zoo_manifest import entry_named
     from archfamily.zoo_measure import remove
 
-    for name in names:  # all named entries must exist before any is removed
-        entry_named(name)
-    for name in names:
+    entries = {entry_named(name)["name"]: None for name in names}  # all must exist before any is removed
+    for name in entries:
         entry = remove(name)
         click.echo(f"removed {entry['name']}.{entry['tag']} ({entry['file']})")

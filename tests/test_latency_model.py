@@ -68,3 +68,10 @@ def test_calibration_fits_the_overhead_per_operation(model: lm.LatencyModel) -> 
 def test_the_grid_has_every_simd_block_and_the_step_past_each_power_of_two() -> None:
     assert {8, 16, 24, 32, 33, 40, 64, 65, 128, 129, 256, 257, 288} <= set(lm.CHANNEL_GRID)
     assert lm.CHANNEL_GRID == tuple(sorted(set(lm.CHANNEL_GRID))) and lm.CHANNEL_GRID[-1] == 2048
+
+
+def test_a_densenet_with_a_layer_pruned_away_still_traces() -> None:
+    spec = base_spec("densenet-bc-40")
+    widths = spec.prunable_widths()
+    ops = lm.network_ops(spec.with_prunable_widths([0] + widths[1:]))
+    assert sum(o.kind == "conv" for o in ops) < sum(o.kind == "conv" for o in lm.network_ops(spec))

@@ -125,6 +125,12 @@ rule = "reduced-width"
     (lambda t: t.replace("[base]", "[base]\ncheckpoint = \"missing.safetensors\""), "does not exist"),
     (lambda t: t.replace("budgets", "budgetz"), "'budgets' is missing"),
     (lambda t: t + "\nrule = 3\n", "not a TOML file"),
+    (lambda t: t.replace("[arms.reduced-width]", '[arms."../escape"]'), "it names folders"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseeds = [4294967296]'), "at most"),
+    (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nuntil_params = "900k"'),
+     "'until_params' must be below"),
+    (lambda t: t.replace("epochs = 1", "epochs = 1\nema = 1.0"), "'ema' must be in"),
+    (lambda t: t.replace('["60k"]', '["1e400"]'), "too large"),
 ])
 def test_a_bad_plan_is_one_line_before_anything_runs(run_cli, tmp_path: Path, edit, message: str) -> None:
     plan = _plan(tmp_path, edit(GOOD))
@@ -172,3 +178,27 @@ def test_scale_takes_a_base_name_for_the_rules_that_need_no_pruning_run(run_cli)
     assert abs(json.loads(result.out)["params"] - 152_000) <= 1520
     result = run_cli("scale", "--family", "wrn-16-2", "--rule", "copycat", "--params", "152k")
     assert result.code == 2 and "family not found" in result.err
+
+
+def test_whole_number_budgets_reach_the_commands_exactly(tmp_path: Path) -> None:
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+
+    text = GOOD.replace('["60k"]', "[60123]").replace('rule = "reduced-width"', 'rule = "reduced-width"\n'
+                                                       '[arms.tuned]\nrule = "pruned-tuned"')
+    jobs = {j.id: j for j in expand(load_plan(_plan(tmp_path, text)), tmp_path / "study")}
+    assert "60123" in jobs["prune-fisher"].commands[0][jobs["prune-fisher"].commands[0].index("--save-at") + 1]
+    assert jobs["tuned-60123-s0"].commands[0][1] == "runs/prune-fisher/pruned-at-60123.safetensors"
+    assert jobs["reduced-width-60123-s0"].commands[0][4] == "60123"  # scale --params
+
+
+def test_a_changed_scaling_setting_is_a_changed_plan(run_cli, tmp_path: Path) -> None:
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand, write_record
+
+    study = tmp_path / "study"
+    job = next(j for j in expand(load_plan(_plan(tmp_path, GOOD)), study) if j.id == "reduced-width-60k-s0")
+    write_record(study, job, 12.0)  # the study started it under this plan
+    changed = GOOD.replace('rule = "reduced-width"', 'rule = "reduced-width"\nround_to = 8')
+    result = run_cli("study", str(_plan(tmp_path, changed)), "--out", str(study), "--dry-run")
+    assert result.code == 2 and "started by another command" in result.err and "--round-to" not in result.err

@@ -23,7 +23,9 @@ from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estim
 
 
 def default_folder(plan: Plan) -> Path:
-    return plan.path.parent / plan.path.stem
+    """Beside the plan, named after it: studies/cifar10-cpu.toml -> studies/cifar10-cpu/."""
+    folder = plan.path.parent / plan.path.stem
+    return folder if folder != plan.path else plan.path.parent / f"{plan.path.name}-study"
 
 
 def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[str, float], str]:
@@ -70,7 +72,7 @@ def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int,
         runner.run(jobs, estimates, bar, on_finished)
         finished = {j.id for j in jobs if is_finished(study_dir, j)}
         bench = bench_job(plan, jobs, finished)
-        if bench is not None and not runner.failed and not bench_is_current(study_dir, jobs):
+        if bench is not None and not runner.failed and not bench_is_current(study_dir, jobs, bench):
             (study_dir / bench.done_file).unlink(missing_ok=True)
             estimates[bench.id] = bench.extra_seconds
             bar.total += bench.extra_seconds

@@ -6,7 +6,9 @@ Paths in a plan are relative to the plan file. `studies/smoke.toml` shows every 
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,8 @@ METHODS = ("fisher", "fisher-cost", "l1", "random")
 COSTS = ("params", "macs")
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
-PRUNE_FLOOR = 0.10  # derive prunes down to 10% of the base unless told otherwise
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
+MAX_SEED = 2**31 - 1  # what train and derive take
 
 
 @dataclass(frozen=True)
@@ -192,11 +195,21 @@ def _budgets(table: _Table, key: str, default: Any) -> tuple[tuple[int, ...], di
     counts = [_count(v, f"{table.where}: '{key}'") for v in raw]
     if len(set(counts)) != len(counts):
         raise UserError(f"{table.where}: '{key}' lists a budget twice")
-    labels = {c: (v if isinstance(v, str) else format_count(c)) for c, v in zip(counts, raw)}
+    # what the commands are given and the files are named after: the plan's own text ("76k"), which parses back
+    # to exactly the count, or the whole number itself
+    labels = {c: (v.strip() if isinstance(v, str) else str(c)) for c, v in zip(counts, raw)}
     return tuple(counts), labels
 
 
-def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: dict[str, PruneRun]) -> Arm:
+def _name(name: str, where: str) -> str:
+    if not NAME.fullmatch(name):
+        raise UserError(f"{where}: the name {name!r:.70} must be letters, digits, '_', '.' or '-' (it names folders)")
+    return name
+
+
+def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: dict[str, PruneRun],
+         labels: dict[int, str]) -> Arm:
+    _name(name, table.where)
     kind = table.str("rule", _REQUIRED, ARM_KINDS)
     prune = table.str("prune", next(iter(prune_runs), None))
     if prune is None:
@@ -206,9 +219,13 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
     elif prune not in prune_runs:
         raise UserError(f"{table.where}: 'prune' names {prune!r}, which is not a [prune.NAME] of this plan")
     seeds = table.ints("seeds", (0,))
+    if max(seeds) > MAX_SEED:
+        raise UserError(f"{table.where}: 'seeds' must be at most {MAX_SEED}")
     if kind == "pruned-tuned" and "seeds" in table.data:
         raise UserError(f"{table.where}: pruned-tuned networks come from the pruning run; its seed is the arm's")
-    budgets, _ = _budgets(table, "budgets", plan_budgets)
+    budgets, own_labels = _budgets(table, "budgets", plan_budgets)
+    for count, label in own_labels.items():
+        labels.setdefault(count, label)
     round_to = table.int("round_to", 1, low=1)
     at = table.number("at", None, high=1.0)
     if at is not None and kind != "copycat":
@@ -224,9 +241,14 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
 def _check_budgets(plan: Plan) -> None:
     """Refuse budgets no arm can reach, before anything runs: the base-only rules are solved here; pruned
     networks must lie between the pruning floor and the base; the family rules must shrink the base."""
+    from archfamily.derive import pruning_floor
     from archfamily.scaling import base_rule, solve
 
     base_params = plan.base_spec.num_params()
+    for run in plan.prune_runs.values():
+        if run.until_params is not None and not 0 < run.until_params < base_params:
+            raise UserError(f"{plan.path}: [prune.{run.name}] 'until_params' must be below the base's "
+                            f"{format_count(base_params)} params")
     for arm in plan.arms.values():
         for budget in arm.budgets:
             where = f"{plan.path}: arm {arm.name!r}, budget {format_count(budget)}"
@@ -237,8 +259,8 @@ def _check_budgets(plan: Plan) -> None:
                     raise UserError(f"{where}: {exc}") from None
             elif arm.kind in ("pruned-scratch", "pruned-tuned"):
                 run = plan.prune_runs[arm.prune]
-                floor = run.until_params or math.ceil(PRUNE_FLOOR * base_params)
-                if not floor < budget < base_params:
+                floor = pruning_floor(run.until_params, base_params)
+                if not floor <= budget < base_params:
                     raise UserError(f"{where}: pruning run {run.name!r} goes from {format_count(base_params)} down to "
                                     f"{format_count(floor)} params; the budget must lie between")
             elif not budget < base_params * 16:
@@ -278,13 +300,14 @@ def load_plan(path: str | Path) -> Plan:
     recipe = Recipe()
     if recipe_t is not None:
         recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs"),
-                        recipe_t.int("batch_size", None, low=1), recipe_t.number("ema", None, low=-1e-12, high=1.0))
+                        recipe_t.int("batch_size", None, low=1), recipe_t.number("ema", None, low=-1e-12, high=0.999999))
         recipe_t.done()
 
     prune_runs: dict[str, PruneRun] = {}
     prune_t = top.table("prune")
     for run_name in (prune_t.data if prune_t else {}):
         t = prune_t.table(run_name)
+        _name(run_name, t.where)
         method = t.str("method", "fisher", METHODS)
         cost = t.str("cost", None, COSTS)
         if cost is not None and method != "fisher-cost":
@@ -292,6 +315,8 @@ def load_plan(path: str | Path) -> Plan:
         prune_runs[run_name] = PruneRun(run_name, method, cost, t.int("prune_every", 100, low=1),
                                         t.int("channels_per_step", 1, low=1), t.int("eval_every", 50, low=1),
                                         t.int("test_subset", None, low=10), t.count("until_params"), t.int("seed", 0))
+        if prune_runs[run_name].seed > MAX_SEED:
+            raise UserError(f"{t.where}: 'seed' must be at most {MAX_SEED}")
         t.done()
     if prune_t:
         prune_t.done()
@@ -299,7 +324,7 @@ def load_plan(path: str | Path) -> Plan:
     arms_t = top.table("arms", required=True)
     if not arms_t.data:
         raise UserError(f"{arms_t.where}: the plan has no arms")
-    arms = {arm_name: _arm(arm_name, arms_t.table(arm_name), budgets, prune_runs) for arm_name in list(arms_t.data)}
+    arms = {arm_name: _arm(arm_name, arms_t.table(arm_name), budgets, prune_runs, labels) for arm_name in list(arms_t.data)}
     arms_t.done()
 
     bench_t = top.table("bench")
@@ -308,13 +333,13 @@ def load_plan(path: str | Path) -> Plan:
         runtimes = tuple(bench_t.value("runtimes", (list,), "a list of runtimes", ["eager"]))
         if not runtimes or any(r not in RUNTIMES for r in runtimes):
             raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
+        if "onnxruntime" in runtimes and importlib.util.find_spec("onnxruntime") is None:
+            raise UserError(f"{bench_t.where}: runtime onnxruntime needs pip install -e \".[onnx]\"")
         bench = Bench(bench_t.ints("threads", (1,), low=1), bench_t.ints("batches", (1,), low=1),
                       bench_t.int("rounds", 3, low=1), bench_t.str("formats", "channels_last", FORMATS), runtimes)
         bench_t.done()
     top.done()
 
-    for b in set(budgets) | {b for arm in arms.values() for b in arm.budgets}:
-        labels.setdefault(b, format_count(b))
     plan = Plan(path, name, description, base, spec, checkpoint, data, subset, test_subset, recipe, budgets, labels,
                 prune_runs, arms, bench)
     _check_budgets(plan)

@@ -16,13 +16,14 @@ from typing import Any, Optional
 
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
-from archfamily.recipes import training_recipe
+from archfamily.files import atomic_write_json
+from archfamily.derive import pruning_floor
+from archfamily.recipes import finetune_recipe_for, training_recipe
 from archfamily.scaling import BASE_RULES, base_rule, solve
 from archfamily.study.plan import Arm, Plan, PruneRun
 
 TRAIN_IMAGES = 50_000  # CIFAR-10's training split
 TEST_IMAGES = 10_000
-FINETUNE_BATCH = 128  # derive's fine-tuning batch for WRNs and ResNets (the paper's)
 
 
 @dataclass
@@ -71,7 +72,7 @@ def _recipe_args(plan: Plan) -> list[str]:
     args = ["--recipe", r.name]
     for flag, value in (("--epochs", r.epochs), ("--batch-size", r.batch_size), ("--ema", r.ema)):
         if value is not None:
-            args += [flag, f"{value:g}"]
+            args += [flag, str(value)]  # exactly as the plan has it
     return args
 
 
@@ -98,9 +99,13 @@ def _train_job(plan: Plan, study_dir: Path, job_id: str, spec_arg: str, seed: in
 
 
 def _save_at(plan: Plan, run: PruneRun) -> list[int]:
+    """The budgets the pruning run saves its network at: its pruned arms' (checked by the plan), and the plan's
+    that it passes on its way down (so every budget has a pruned-and-tuned network to compare with)."""
     pruned = {b for arm in plan.arms.values() if arm.prune == run.name
               and arm.kind in ("pruned-scratch", "pruned-tuned") for b in arm.budgets}
-    return sorted(pruned | set(plan.budgets))
+    base_params = plan.base_spec.num_params()
+    floor = pruning_floor(run.until_params, base_params)
+    return sorted(pruned | {b for b in plan.budgets if floor <= b < base_params})
 
 
 def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, deps: tuple[str, ...]) -> Job:
@@ -111,14 +116,16 @@ def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, dep
              "--eval-every", str(run.eval_every), *_data_args(plan, study_dir, run.test_subset or plan.test_subset, True)]
     if run.until_params:
         args += ["--until-params", str(run.until_params)]
-    args += ["--save-at", ",".join(plan.budget_labels[b] for b in _save_at(plan, run))]
+    save_at = _save_at(plan, run)
+    if save_at:
+        args += ["--save-at", ",".join(plan.budget_labels[b] for b in save_at)]
     if run.seed:
         args += ["--seed", str(run.seed)]
     args += ["--out", f"runs/prune-{run.name}", "--resume"]
     base = plan.base_spec
     prunes = sum(base.prunable_widths()) / run.channels_per_step  # to about 10% of the base's params
     mean_macs = 0.5 * base.num_macs()
-    images = prunes * run.prune_every * FINETUNE_BATCH
+    images = prunes * run.prune_every * finetune_recipe_for(base.family).batch_size
     evals = prunes / run.eval_every + 2
     return Job(f"prune-{run.name}", "derive", [args], f"runs/prune-{run.name}/family.json", deps,
                train_macs=3.0 * mean_macs * images, eval_macs=mean_macs * _test_images(run.test_subset) * evals,
@@ -208,7 +215,27 @@ def expand(plan: Plan, study_dir: Path) -> list[Job]:
     return jobs
 
 
-def recorded_command(study_dir: Path, job: Job) -> Optional[list[str]]:
+def _record_file(study_dir: Path, job: Job) -> Path:
+    return study_dir / "jobs" / f"{job.id}.json"
+
+
+def read_record(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
+    """What the study recorded of a job it started: its commands and the seconds it has run so far."""
+    path = _record_file(study_dir, job)
+    if not path.is_file():
+        return None
+    record = Fields(read_json(path), str(path), ("commands", "seconds"))
+    commands = record.list("commands")
+    if not all(isinstance(c, list) and all(isinstance(a, str) for a in c) for c in commands):
+        record.fail("commands", "must be a list of commands (lists of strings)")
+    return {"commands": commands, "seconds": record.number("seconds", 0)}
+
+
+def write_record(study_dir: Path, job: Job, seconds: float) -> None:
+    atomic_write_json(_record_file(study_dir, job), {"commands": job.commands, "seconds": seconds})
+
+
+def _run_json_command(study_dir: Path, job: Job) -> Optional[list[str]]:
     """The command a job's run folder was started with (run.json's provenance), `--resume` aside; None if none."""
     if job.run_dir is None:
         return None
@@ -223,10 +250,17 @@ def recorded_command(study_dir: Path, job: Job) -> Optional[list[str]]:
 
 
 def check_started_runs(study_dir: Path, jobs: list[Job]) -> None:
-    """Refuse a study folder whose runs were started by other commands than the plan's (a changed plan)."""
+    """Refuse a study folder whose runs were started by other commands than the plan's (a changed plan): every
+    command of a job the study recorded, else the command its run folder records."""
     for job in jobs:
-        recorded = recorded_command(study_dir, job)
-        expected = [c for c in job.commands[-1] if c != "--resume"]
-        if recorded is not None and recorded != expected:
-            raise UserError(f"{study_dir / job.run_dir} was started by another command than this plan's "
-                            f"({shlex.join(['archfamily', *recorded])!r:.200}); move it away or choose another --out")
+        if job.kind == "bench":
+            continue  # its results are simply made again
+        record = read_record(study_dir, job)
+        if record is not None:
+            other = record["commands"][-1] if record["commands"] != job.commands else None
+        else:
+            recorded = _run_json_command(study_dir, job)
+            other = recorded if recorded not in (None, [c for c in job.commands[-1] if c != "--resume"]) else None
+        if other is not None:
+            raise UserError(f"{study_dir / 'runs' / job.id} was started by another command than this plan's "
+                            f"({shlex.join(['archfamily', *other])!r:.200}); move it away or choose another --out")

@@ -16,6 +16,7 @@ from archfamily.checks import Fields, read_json
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job
+from archfamily.study.runner import job_seconds
 from archfamily.units import format_count
 
 
@@ -25,26 +26,32 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
         return None
     m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images"))
     return {"test_error": m.number("test_error", 0, 100), "params": m.int("params", 1), "macs": m.int("macs", 1),
-            "test_images": m.int("test_images", 1),
-            "seconds": m.number("seconds", 0) if "seconds" in m.data else None}
+            "test_images": m.int("test_images", 1), "seconds": job_seconds(study_dir, job)}
 
 
 def _latency(study_dir: Path) -> tuple[dict[str, float], str]:
-    """Median latency (ms) per trained run folder at the bench's headline setting and smallest batch (eager)."""
+    """Median latency (ms) per trained run folder at the bench's headline setting and smallest batch (eager
+    PyTorch where it was timed, else the first runtime that was)."""
     from archfamily.bench.report import headline, runtime_of  # the bench package imports torch's timing tools
 
     path = study_dir / "bench" / "results.json"
     if not path.is_file():
         return {}, ""
     rows = Fields(read_json(path), str(path), ("rows",)).list("rows")
+    for i, row in enumerate(rows):
+        r = Fields(row, f"{path}: rows[{i}]", ("device", "threads", "format", "batch", "median_ms"))
+        r.str("device"), r.int("threads", 1), r.str("format"), r.int("batch", 1), r.number("median_ms", 0)
+        if not all(isinstance(src, str) for src in r.data.get("sources", [])):
+            r.fail("sources", "must be a list of run folders")
     if not rows:
         return {}, ""
     dev, threads, fmt = headline(rows)
-    picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)
-              and runtime_of(r) == "eager"]
+    picked = [r for r in rows if (r["device"], r["threads"], r["format"]) == (dev, threads, fmt)]
+    runtime = "eager" if any(runtime_of(r) == "eager" for r in picked) else runtime_of(picked[0])
+    picked = [r for r in picked if runtime_of(r) == runtime]
     batch = min(r["batch"] for r in picked)
     latency = {src: r["median_ms"] for r in picked if r["batch"] == batch for src in r.get("sources", [])}
-    return latency, f"{dev}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}, {fmt}"
+    return latency, f"{dev}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}, {fmt}, {runtime}"
 
 
 def _needs(jobs: list[Job], by_id: dict[str, Job]) -> list[Job]:
@@ -78,10 +85,10 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
                 "sd": statistics.stdev(errors) if len(errors) > 1 else None,
                 "seeds_planned": len(arm_jobs), "test_images": sorted({m["test_images"] for _, m in done}),
                 "latency_ms": ms[0] if ms else None, "runs": [f"runs/{j.id}" for j, _ in done],
-                "seconds": sum(m["seconds"] or 0.0 for _, m in done), "commands": commands,
+                "seconds": sum(m["seconds"] for _, m in done), "commands": commands,
             })
     trained = [_metrics(study_dir, j) for j in jobs if j.kind == "train"]
-    seconds = sum(m["seconds"] or 0.0 for m in trained if m)
+    seconds = sum(m["seconds"] for m in trained if m)
     return {"format": "archfamily.study", "version": 1, "plan": str(plan.path.name), "name": plan.name,
             "description": plan.description, "base": plan.base,
             "base_checkpoint": str(plan.checkpoint.name) if plan.checkpoint else None,

@@ -9,6 +9,8 @@ into a run folder that its restart also writes into.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import functools
 import os
 import signal
 import subprocess
@@ -23,18 +25,23 @@ from tqdm import tqdm
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.specs import ArchSpec
-from archfamily.study.queue import Job
+from archfamily.study.queue import Job, read_record, write_record
 
 POLL_SECONDS = 0.5
+RECORD_SECONDS = 30.0  # how often a running job's seconds are written down (a SIGKILL loses at most this)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: be killed when the study process dies, however it dies."""
-    parent = os.getppid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+try:  # loaded here, not in the forked child: loading a library between fork and exec can deadlock
+    _LIBC: Optional[ctypes.CDLL] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+except OSError:
+    _LIBC = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: be killed when the study process (`parent`) dies, however it dies."""
+    if _LIBC is None or not hasattr(_LIBC, "prctl"):
         return  # not Linux: a killed study may leave its children running
+    _LIBC.prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the study died before prctl took effect
         os._exit(1)
 
@@ -47,25 +54,36 @@ def is_partial(study_dir: Path, job: Job) -> bool:
     return job.run_dir is not None and (study_dir / job.run_dir / "run.json").is_file() and not is_finished(study_dir, job)
 
 
-def bench_is_current(study_dir: Path, jobs: list[Job]) -> bool:
-    """The bench's results are newer than every network it reads."""
+def bench_is_current(study_dir: Path, jobs: list[Job], bench: Job) -> bool:
+    """The bench's results were made by this command and are newer than every network it reads."""
     results = study_dir / "bench" / "results.json"
-    if not results.is_file():
+    record = read_record(study_dir, bench)
+    if not results.is_file() or record is None or record["commands"] != bench.commands:
         return False
     newest = max(((study_dir / j.done_file).stat().st_mtime for j in jobs if is_finished(study_dir, j)), default=0.0)
     return results.stat().st_mtime >= newest
+
+
+def job_seconds(study_dir: Path, job: Job) -> float:
+    """How long a finished job ran, over all the study invocations that ran it (its record), else the last
+    process's own figure (`metrics.json`'s seconds, for runs from before the study kept records)."""
+    record = read_record(study_dir, job)
+    if record is not None and record["seconds"] > 0:
+        return record["seconds"]
+    metrics_file = study_dir / job.done_file
+    if job.kind == "train" and metrics_file.is_file():
+        m = Fields(read_json(metrics_file), str(metrics_file))
+        return m.number("seconds", 0) if "seconds" in m.data else 0.0
+    return 0.0
 
 
 def training_rate(study_dir: Path, jobs: list[Job], probe: Callable[[], float]) -> tuple[float, str]:
     """MACs per second one job trains at, from this study's finished trainings if any, else a short probe."""
     cost = seconds = 0.0
     for job in jobs:
-        metrics_file = study_dir / job.done_file
-        if job.kind == "train" and metrics_file.is_file():
-            m = Fields(read_json(metrics_file), str(metrics_file))
-            took = m.number("seconds", 0)
-            if took > 0:
-                cost, seconds = cost + job.train_macs + job.eval_macs, seconds + took
+        took = job_seconds(study_dir, job) if job.kind == "train" and is_finished(study_dir, job) else 0.0
+        if took > 0:
+            cost, seconds = cost + job.train_macs + job.eval_macs, seconds + took
     if seconds > 0:
         return cost / seconds, "this study's finished trainings"
     return probe(), "a training-step probe on this machine"
@@ -112,6 +130,7 @@ class _Running:
     command: int
     started: float
     estimate: float
+    before: float = 0.0  # seconds earlier study invocations ran this job
 
 
 class Runner:
@@ -121,18 +140,28 @@ class Runner:
         self.study_dir, self.parallel, self.threads = study_dir, parallel, threads
         self.failed: dict[str, str] = {}
 
-    def _start(self, job: Job, command: int, estimate: float, started: Optional[float] = None) -> _Running:
+    def _start(self, job: Job, command: int, estimate: float, previous: Optional[_Running] = None) -> _Running:
+        """Start command `command` of `job`; `previous` is the job's running entry for its earlier command."""
         args = job.commands[command]
         log_path = self.study_dir / "logs" / f"{job.id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "a")
         log.write(f"\n$ archfamily {' '.join(args)}\n")
         log.flush()
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "ARCHFAMILY_STUDY_JOB": job.id}
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=self.study_dir, env=env,
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=_die_with_parent)
-        return _Running(job, process, log, command, started or time.time(), estimate)
+                                   preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+        if previous is not None:
+            return _Running(job, process, log, command, previous.started, estimate, previous.before)
+        record = read_record(self.study_dir, job)
+        running = _Running(job, process, log, command, time.time(), estimate, record["seconds"] if record else 0.0)
+        self._record(running, running.started)
+        return running
+
+    def _record(self, r: "_Running", now: float) -> None:
+        """The job's commands and the seconds it has run, over every study invocation that ran it."""
+        write_record(self.study_dir, r.job, r.before + now - r.started)
 
     def _last_line(self, job: Job) -> str:
         lines = (self.study_dir / "logs" / f"{job.id}.log").read_text(errors="replace").replace("\r", "\n").splitlines()
@@ -144,7 +173,8 @@ class Runner:
         pending = [j for j in jobs if not is_finished(self.study_dir, j)]
         done = {j.id for j in jobs if is_finished(self.study_dir, j)}
         running: list[_Running] = []
-        credited = 0.0
+        credited = bar.n  # what earlier calls (the runs before the bench) have already filled
+        recorded = time.time()
         try:
             while pending or running:
                 for r in list(running):
@@ -154,14 +184,15 @@ class Runner:
                     r.log.close()
                     running.remove(r)
                     if code == 0 and r.command + 1 < len(r.job.commands):
-                        running.append(self._start(r.job, r.command + 1, r.estimate, r.started))
-                    elif code == 0:
+                        running.append(self._start(r.job, r.command + 1, r.estimate, r))
+                        continue
+                    self._record(r, time.time())
+                    credited += r.estimate
+                    if code == 0:
                         done.add(r.job.id)
-                        credited += r.estimate
                         on_finished(r.job)
                     else:
                         self.failed[r.job.id] = f"exit {code}: {self._last_line(r.job)} (logs/{r.job.id}.log)"
-                        credited += r.estimate
                         bar.write(f"failed: {r.job.id}: {self.failed[r.job.id]}")
                 for job in list(pending):
                     if any(d in self.failed for d in job.deps):
@@ -176,6 +207,10 @@ class Runner:
                         self.failed[job.id] = "skipped: it needs a run that is not in the queue"
                     pending.clear()
                 now = time.time()
+                if now - recorded > RECORD_SECONDS:
+                    for r in running:
+                        self._record(r, now)
+                    recorded = now
                 bar.n = min(bar.total, credited + sum(min(now - r.started, 0.95 * r.estimate) for r in running))
                 bar.set_postfix_str(f"{len(done)}/{len(done) + len(pending) + len(running)} runs; running "
                                     + (", ".join(r.job.id for r in running) or "-"), refresh=False)
@@ -183,12 +218,23 @@ class Runner:
                 if running:
                     time.sleep(POLL_SECONDS)
         finally:
-            for r in running:  # interrupted: each child was sent the same Ctrl-C; make sure it is gone
-                try:
-                    r.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    r.process.kill()
-                r.log.close()
+            self._stop(running)
+
+    def _stop(self, running: list[_Running]) -> None:
+        """Interrupted (Ctrl-C, or an error of the study's own): ask every run to stop as Ctrl-C does (each saves
+        nothing more and leaves its last checkpoint), give them a while together, then kill what is left."""
+        for r in running:
+            if r.process.poll() is None:
+                r.process.send_signal(signal.SIGINT)
+        deadline = time.time() + 30
+        for r in running:
+            try:
+                r.process.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                r.process.kill()
+                r.process.wait()
+            r.log.close()
+            self._record(r, time.time())
 
 
 def check_jobs(jobs: list[Job]) -> None:
