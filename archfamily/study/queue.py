@@ -179,9 +179,9 @@ def bench_job(plan: Plan, jobs: list[Job], finished: set[str]) -> Optional[Job]:
         return None
     b = plan.bench
     trained, count = [], 0
-    for job in jobs:
-        if job.arm is not None and job.id in finished and job.seed == plan.arms[job.arm].seeds[0]:
-            trained += ["--trained", f"{job.arm}=runs/{job.arm}-{plan.budget_labels[job.budget]}-s*"]
+    for job in jobs:  # each finished run by name: a glob would also take a seed still running
+        if job.arm is not None and job.id in finished:
+            trained += ["--trained", f"{job.arm}=runs/{job.id}"]
             count += 1
     first = next(iter(plan.prune_runs))
     args = ["bench", "--family", f"runs/prune-{first}", "--params", ",".join(plan.budget_labels[x] for x in plan.budgets),
