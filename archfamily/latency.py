@@ -42,18 +42,24 @@ def parse_target(on: str) -> tuple[torch.device, int]:
     return torch.device("cpu"), int(threads) if threads else torch.get_num_threads()
 
 
+def read_timing_cache(path: Path, high: float) -> dict[str, float]:
+    """A cache file of measured timings (key -> positive float below `high`); a damaged one is only a cache, so
+    what is unreadable or out of range is dropped and measured again."""
+    try:
+        entries = read_json(path) if path.is_file() else {}
+    except UserError:
+        entries = {}
+    return {k: v for k, v in entries.items() if isinstance(v, float) and 0 < v < high} \
+        if isinstance(entries, dict) else {}
+
+
 class LatencyCache:
     """Measured latencies of this machine, keyed by spec, device, threads and batch."""
 
     def __init__(self, path: Optional[Path] = None) -> None:
         self.path = Path(path) if path else cache_dir() / "latency.json"
         self.machine = json.dumps(machine_info(), sort_keys=True)
-        try:
-            entries = read_json(self.path) if self.path.is_file() else {}
-        except UserError:
-            entries = {}  # a damaged cache is only a cache: measure again
-        self.entries: dict[str, float] = {k: v for k, v in entries.items() if isinstance(v, float) and 0 < v < 1e9} \
-            if isinstance(entries, dict) else {}
+        self.entries = read_timing_cache(self.path, 1e9)
 
     def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> str:
         text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec!r}"

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from archfamily.checks import read_json
 from archfamily.data import cache_dir
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
+from archfamily.latency import read_timing_cache
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec
 from archfamily.timing import machine_info, time_interleaved
@@ -172,12 +172,7 @@ class LatencyModel:
         setting = json.dumps({**machine_info(), "device": device.type, "threads": threads, "batch": batch},
                              sort_keys=True)
         self.setting = hashlib.sha256(setting.encode()).hexdigest()[:16]
-        try:
-            table = read_json(self.path) if self.path.is_file() else {}
-        except UserError:
-            table = {}  # a damaged cache is only a cache: measure again
-        self.table: dict[str, float] = {k: v for k, v in table.items() if isinstance(v, float) and 0 < v < 1e6} \
-            if isinstance(table, dict) else {}
+        self.table = read_timing_cache(self.path, 1e6)
         self.measured = 0  # grid points measured by this object (the rest came from the cache)
         self.overhead_ms = 0.0  # per operation, from `calibrate`
         self._ops: dict[ArchSpec, list[Op]] = {}

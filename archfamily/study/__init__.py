@@ -11,7 +11,7 @@ the results. Everything in it can be deleted and made again by the same command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -66,7 +66,6 @@ def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int,
     runner = Runner(study_dir, parallel, threads)
     on_finished: Callable[[Job], None] = lambda job: write_results(plan, study_dir, jobs)
     total = sum(estimates[j.id] for j in todo)
-    bench: Optional[Job] = None
     with tqdm(total=max(total, 1.0), desc="study", unit="s", dynamic_ncols=True,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
         runner.run(jobs, estimates, bar, on_finished)
