@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from archfamily import __version__
-from archfamily.distributed import DistContext, init_distributed
+from archfamily.distributed import DistContext, init_distributed, shutdown_distributed
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, remove_temporaries
@@ -99,7 +99,8 @@ def start_run(out: Path, config: dict[str, Any], resume: bool, device: torch.dev
 
 
 def finish_run(out: Path, dist_ctx: DistContext) -> None:
-    """The run is complete: its resumable checkpoints are no longer needed."""
+    """The run is complete: its resumable checkpoints are no longer needed, nor is the process group."""
     if dist_ctx.is_main:
         shutil.rmtree(out / ".checkpoints", ignore_errors=True)
         _unlock_run_dir(out)
+    shutdown_distributed(dist_ctx)
