@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from tqdm import tqdm
@@ -37,11 +37,14 @@ from archfamily.family import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.pruning import Pruner, compress, pruned_spec
-from archfamily.pruning.pruner import check_method
+from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
 from archfamily.trainer import Trainer, train_to_file
+
+if TYPE_CHECKING:
+    from archfamily.latency_model import LatencyModel
 
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
 
@@ -78,6 +81,7 @@ class DeriveConfig:
     base: str
     method: str = "fisher"
     cost: str = "params"
+    cost_on: Optional[str] = None  # where a latency cost is measured: cpu, cpu:THREADS or cuda
     recipe: Optional[str] = None  # base training; None: the paper's for the base's family (older run.json files)
     batch_size: Optional[int] = None  # base training; None: the recipe's
     data: Optional[str] = None
@@ -116,6 +120,11 @@ class DeriveResult:
 
 def _validate(config: DeriveConfig) -> ArchSpec:
     check_method(config.method, config.cost)
+    check_cost_device(config.cost, config.cost_on)
+    if config.cost_on:
+        from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
+
+        parse_target(config.cost_on)
     for name in ("prune_every", "channels_per_step", "eval_every"):
         if getattr(config, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -296,6 +305,21 @@ class _PruneLog:
         save_model(self.out / f"{stem}.safetensors", small, meta)
 
 
+def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) -> Optional["LatencyModel"]:
+    """The model a latency cost is read from (batch 1, the bench's setting), its per-operation overhead fitted on
+    the base; only rank 0 measures."""
+    if config.cost != "latency":
+        return None
+    from archfamily.latency import LatencyCache, parse_target
+    from archfamily.latency_model import LatencyModel
+
+    device, threads = parse_target(config.cost_on)
+    model = LatencyModel(device, threads, batch=1)
+    if dist_ctx.is_main:
+        model.calibrate(spec, lambda s: LatencyCache().measure(s, device, threads, batch=1))
+    return model
+
+
 def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
            out: Path, device: torch.device, dist_ctx: DistContext) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
@@ -303,7 +327,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
     assert not unexpected and all(k.endswith("gate.mask") for k in missing), "base and gated model differ"
     trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx)
-    pruner = Pruner(trainer.model, config.method, config.cost, config.seed)
+    pruner = Pruner(trainer.model, config.method, config.cost, config.seed, _latency_model(config, spec, dist_ctx))
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
     pruner.num_prunes = log.last["prune_step"]

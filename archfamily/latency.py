@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
@@ -22,6 +22,9 @@ from archfamily.models import build_model
 from archfamily.scaling import Member, ScalingRule, member
 from archfamily.specs import ArchSpec
 from archfamily.timing import machine_info, time_interleaved
+
+if TYPE_CHECKING:
+    from archfamily.latency_model import LatencyModel
 
 BISECTION_STEPS = 14
 
@@ -79,35 +82,56 @@ class LatencyCache:
         return ms
 
 
+def _bisect(rule: ScalingRule, round_to: int, lo: float, hi: float, fits: Callable[[Member], bool],
+            steps: int = BISECTION_STEPS) -> tuple[float, float]:
+    """Narrow [lo, hi] (lo's member fits, hi's does not) around the largest multiplier whose member fits."""
+    for _ in range(steps):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if fits(member(rule, mid, round_to)) else (lo, mid)
+    return lo, hi
+
+
 def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, threads: int, batch: int = 1,
                   round_to: int = 1, cache: Optional[LatencyCache] = None,
-                  on_step: Optional[Callable[[Member, float], None]] = None) -> tuple[Member, float]:
-    """The largest member whose measured latency is at most `target_ms`, and that latency."""
+                  on_step: Optional[Callable[[Member, float], None]] = None,
+                  model: Optional["LatencyModel"] = None) -> tuple[Member, float]:
+    """The largest member whose measured latency is at most `target_ms`, and that latency.
+
+    The smallest and largest members are measured first (is the budget reachable; is the whole family within
+    it). With a latency `model`, fitted on the largest, the search then runs on predicted latency, and only its
+    answer and the next larger member are measured; if those disagree with the model, the search goes on by
+    measurement from there. Without one, every step is measured. The answer's latency is always measured.
+    """
     cache = cache or LatencyCache()
 
-    def latency(m: float, report: bool = True) -> tuple[Member, float]:
-        candidate = member(rule, m, round_to)
+    def measured(candidate: Member, report: bool = True) -> float:
         ms = cache.measure(candidate.spec, device, threads, batch)
         if on_step and report:
             on_step(candidate, ms)
-        return candidate, ms
+        return ms
 
-    lo, hi = rule.lo, rule.hi
-    smallest, fastest = latency(lo, report=False)  # reachable at all? (reported only once it is)
+    smallest, largest = member(rule, rule.lo, round_to), member(rule, rule.hi, round_to)
+    fastest = measured(smallest, report=False)  # reachable at all? (reported only once it is)
     if fastest > target_ms:
         raise UserError(f"--latency-ms {target_ms:g} is unreachable: the smallest {rule.name} member "
                         f"({smallest.params:,} params) takes {fastest:.3g} ms on {device.type}:{threads}, batch {batch}")
     if on_step:
         on_step(smallest, fastest)
-    largest, slowest = latency(hi)
+    slowest = measured(largest)
     if slowest <= target_ms:
         return largest, slowest
-    best = (smallest, fastest)
-    for _ in range(BISECTION_STEPS):
-        mid = math.sqrt(lo * hi)
-        candidate, ms = latency(mid)
+    lo, hi = rule.lo, rule.hi
+    if model is not None:
+        model.calibrate(largest.spec, lambda spec: slowest)
+        lo, hi = _bisect(rule, round_to, lo, hi, lambda m: model.predict(m.spec) <= target_ms)
+        chosen, above = member(rule, lo, round_to), member(rule, hi, round_to)
+        ms = measured(chosen)
         if ms <= target_ms:
-            lo, best = mid, (candidate, ms)
+            if measured(above) > target_ms:
+                return chosen, ms  # the model's boundary is the measured one
+            lo, hi = hi, rule.hi  # the model was pessimistic here: search above it by measurement
         else:
-            hi = mid
-    return best
+            lo, hi = rule.lo, lo  # optimistic: search below it
+    lo, _ = _bisect(rule, round_to, lo, hi, lambda m: measured(m) <= target_ms)
+    best = member(rule, lo, round_to)
+    return best, measured(best, report=False)

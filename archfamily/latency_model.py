@@ -71,10 +71,14 @@ def _time_ms(fn: Callable[[], Any], device: torch.device, threads: int) -> float
 
 
 def network_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
-    """The operations one forward pass of `spec`'s network runs, in order (identities left out)."""
-    model = build_model(spec).eval()
+    """The operations one forward pass of `spec`'s network runs, in order (identities left out).
+
+    Built and shape-propagated on the meta device: only shapes are needed, and pruning asks for a network's ops
+    at every prune step, so no weights are initialised and nothing is computed."""
+    with torch.device("meta"):
+        model = build_model(spec).eval()
     graph = torch.fx.symbolic_trace(model)
-    ShapeProp(graph).propagate(torch.zeros(batch, spec.in_chans, spec.input_size, spec.input_size))
+    ShapeProp(graph).propagate(torch.zeros(batch, spec.in_chans, spec.input_size, spec.input_size, device="meta"))
     ops = []
     for node in graph.graph.nodes:
         if node.op not in ("call_module", "call_function", "call_method") or "tensor_meta" not in node.meta:
@@ -166,8 +170,8 @@ class LatencyModel:
     """Predicted latency (ms) of a network on one device, thread count and batch, from a measured table."""
 
     def __init__(self, device: torch.device, threads: int, batch: int, path: Optional[Path] = None,
-                 timer: Timer = _time_ms) -> None:
-        self.device, self.threads, self.batch, self.timer = device, threads, batch, timer
+                 timer: Timer = _time_ms, on_measure: Optional[Callable[[], None]] = None) -> None:
+        self.device, self.threads, self.batch, self.timer, self.on_measure = device, threads, batch, timer, on_measure
         self.path = Path(path) if path else cache_dir() / "latency-table.json"
         setting = json.dumps({**machine_info(), "device": device.type, "threads": threads, "batch": batch},
                              sort_keys=True)
@@ -185,6 +189,8 @@ class LatencyModel:
                 self.table[key] = float(self.timer(fn, self.device, self.threads))
             self.measured += 1
             atomic_write_json(self.path, self.table)
+            if self.on_measure:
+                self.on_measure()
         return self.table[key]
 
     def op_ms(self, op: Op) -> float:

@@ -16,10 +16,13 @@ from cli.options import COMPILE, training_options
 @click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
               help="smoke: seconds; quick: ~10 min on a 2-core CPU; paper: the paper's recipe, for a GPU.")
 @click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18 [preset's].")
-@click.option("--method", type=click.Choice(["fisher", "fisher-cost", "l1", "random"]), default="fisher",
-              show_default=True, help="Channel saliency; fisher is the paper's.")
-@click.option("--cost", type=click.Choice(["params", "macs"]), default="params", show_default=True,
-              help="What fisher-cost divides Fisher saliency by.")
+@click.option("--method", type=click.Choice(["fisher", "fisher-cost", "fisher-penalty", "l1", "random"]),
+              default="fisher", show_default=True,
+              help="Channel saliency; fisher is the paper's; fisher-cost divides it by --cost, fisher-penalty "
+                   "subtracts a scaled --cost (Theis et al.).")
+@click.option("--cost", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
+              help="What a channel costs, for fisher-cost and fisher-penalty; latency is predicted for --on.")
+@click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
 @click.option("--recipe", type=click.Choice(["fast", "wrn", "densenet"]),
               help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
@@ -33,7 +36,7 @@ from cli.options import COMPILE, training_options
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
 @training_options
 @COMPILE
-def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint: Optional[str], recipe: Optional[str],
+def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
            data: Optional[str],
@@ -43,7 +46,7 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, checkpoint:
     from archfamily.derive import DeriveConfig, derive as run_derive
 
     config = DeriveConfig.from_preset(
-        preset, base=base, method=method, cost=cost, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
+        preset, base=base, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None,

@@ -78,25 +78,32 @@ def _print_sweep(results: list[ScaleResult], description: str) -> None:
 
 
 def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int, round_to: int) -> ScaleResult:
-    """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms)."""
+    """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms).
+
+    The search runs on the per-device latency model; the members it settles on are measured."""
     from archfamily.latency import parse_target, solve_latency
+    from archfamily.latency_model import LatencyModel
 
     if latency_ms <= 0:
         raise UserError("--latency-ms must be positive")
     device, threads = parse_target(target)
-    bars: list[tqdm] = []  # opened at the first report, after the budget has proved reachable
+    bars: dict[str, tqdm] = {}  # opened at their first report
+
+    def bar(name: str, unit: str) -> tqdm:
+        if name not in bars:
+            bars[name] = tqdm(desc=name, unit=unit, dynamic_ncols=True, file=sys.stderr)
+        return bars[name]
 
     def report(candidate: Member, ms: float) -> None:
-        if not bars:
-            bars.append(tqdm(desc="measure", unit="member", dynamic_ncols=True, file=sys.stderr))
-        bars[0].update(1)
-        bars[0].set_postfix(params=candidate.params, ms=f"{ms:.2f}")
+        bar("measure", "member").update(1)
+        bars["measure"].set_postfix(params=candidate.params, ms=f"{ms:.2f}")
 
+    model = LatencyModel(device, threads, batch, on_measure=lambda: bar("latency table", "op").update(1))
     try:
-        found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report)
+        found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report, model=model)
     finally:
-        for bar in bars:
-            bar.close()
+        for b in bars.values():
+            b.close()
     note = f"measured {ms:.3f} ms on {device.type}:{threads} at batch {batch} (budget {latency_ms:g} ms)"
     return ScaleResult(found, "latency", latency_ms, ms <= latency_ms, note)
 

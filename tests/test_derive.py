@@ -159,6 +159,10 @@ BAD_INPUTS = [
     (("--save-at", "1"), "--save-at 1 is outside the pruning run"),
     (("--save-at", "200k"), "outside the pruning run"),
     (("--save-at", "many"), "malformed --save-at"),
+    (("--method", "fisher-cost", "--cost", "latency"), "--cost latency needs --on"),
+    (("--cost", "latency", "--on", "cpu"), "use it with --method fisher-cost or fisher-penalty"),
+    (("--on", "cpu:1"), "give --cost latency with it"),
+    (("--on", "tpu", "--cost", "latency", "--method", "fisher-cost"), "unknown device 'tpu'"),
 ]
 
 

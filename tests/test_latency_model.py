@@ -1,5 +1,6 @@
 """The latency model's arithmetic (with a stand-in timer, so the tests are deterministic): which operations a
-network runs, the table's interpolation, its cache, and the per-operation overhead fitted on one network."""
+network runs, the table's interpolation, its cache, the per-operation overhead fitted on one network, and what
+latency-aware pruning and `scale --latency-ms` read from it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,3 +76,68 @@ def test_a_densenet_with_a_layer_pruned_away_still_traces() -> None:
     widths = spec.prunable_widths()
     ops = lm.network_ops(spec.with_prunable_widths([0] + widths[1:]))
     assert sum(o.kind == "conv" for o in ops) < sum(o.kind == "conv" for o in lm.network_ops(spec))
+
+
+def test_a_latency_cost_is_the_predicted_saving_per_channel(model: lm.LatencyModel) -> None:
+    from archfamily.pruning.costs import latency_costs
+
+    gated = build_model(base_spec("wrn-16-1"), gated=True)
+    groups, spec = gated.prune_groups(), gated.spec
+    costs = latency_costs(spec, groups, model, window=4)
+    widths = spec.prunable_widths()
+    for g, cost in zip(groups, costs):
+        fewer = list(widths)
+        fewer[g.index] -= 4
+        assert cost == pytest.approx((model.predict(spec) - model.predict(spec.with_prunable_widths(fewer))) / 4)
+    # the stand-in latency grows with resolution squared: a channel at 32x32 costs more than one at 8x8
+    assert costs[0] > costs[-1] > 0
+
+
+def test_latency_aware_pruning_closes_what_saves_time(model: lm.LatencyModel) -> None:
+    from archfamily.pruning import Pruner
+
+    torch.manual_seed(0)
+    gated = build_model(base_spec("wrn-16-1"), gated=True)
+    divide, penalty = (Pruner(gated, method, "latency", latency=model) for method in ("fisher-cost", "fisher-penalty"))
+    for pruner in (divide, penalty):
+        pruner.fisher.sums = [torch.ones_like(s) for s in pruner.fisher.sums]  # equal saliency everywhere
+        pruner.fisher.samples = 1
+    costs = divide.channel_costs()
+    dearest = max(range(len(costs)), key=costs.__getitem__)
+    for pruner in (divide, penalty):  # with saliency equal, both forms close the dearest group's channels first
+        scores = pruner.scores()
+        assert min(range(len(scores)), key=lambda i: float(scores[i].min())) == dearest
+
+
+def test_a_latency_cost_needs_a_latency_model() -> None:
+    from archfamily.pruning import Pruner
+
+    with pytest.raises(ValueError):
+        Pruner(build_model(base_spec("wrn-10-1"), gated=True), "fisher-cost", "latency")
+
+
+class _Measured:
+    """A stand-in LatencyCache: `scale` times the stand-in table latency, counting what was measured."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale, self.specs = scale, []
+
+    def measure(self, spec, device, threads, batch) -> float:
+        self.specs.append(spec)
+        return self.scale * sum(_cost(o.kind, o.fixed, o.channels) for o in lm.network_ops(spec))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.3, 0.7])
+def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model: lm.LatencyModel,
+                                                                           scale: float) -> None:
+    from archfamily.latency import solve_latency
+    from archfamily.scaling import base_rule
+
+    rule = base_rule("reduced-width", base_spec("wrn-16-1"))
+    target = 0.5 * _Measured(1.0).measure(base_spec("wrn-16-1"), None, 1, 1)
+    with_model, alone = _Measured(scale), _Measured(scale)
+    found, ms = solve_latency(rule, target, torch.device("cpu"), 1, cache=with_model, model=model)
+    expected, expected_ms = solve_latency(rule, target, torch.device("cpu"), 1, cache=alone)
+    assert found.spec == expected.spec and ms == expected_ms <= target
+    if scale == 1.0:  # a right model measures the family's ends (the largest calibrates it), the answer and the next
+        assert len(set(with_model.specs)) == 4 < len(set(alone.specs))

@@ -131,6 +131,10 @@ rule = "reduced-width"
      "'until_params' must be below"),
     (lambda t: t.replace("epochs = 1", "epochs = 1\nema = 1.0"), "'ema' must be in"),
     (lambda t: t.replace('["60k"]', '["1e400"]'), "too large"),
+    (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-cost"\ncost = "latency"'),
+     "needs 'on'"),
+    (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-penalty"\n'
+                                                   'cost = "latency"\non = "tpu"'), "unknown device 'tpu'"),
 ])
 def test_a_bad_plan_is_one_line_before_anything_runs(run_cli, tmp_path: Path, edit, message: str) -> None:
     plan = _plan(tmp_path, edit(GOOD))

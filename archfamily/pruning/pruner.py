@@ -1,41 +1,79 @@
 """The pruning loop's decision: close the k least salient open channels, globally."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from archfamily.errors import UserError
-from archfamily.pruning.costs import channel_costs, conv_output_areas
+from archfamily.pruning.compress import pruned_spec
+from archfamily.pruning.costs import channel_costs, conv_output_areas, latency_costs
 from archfamily.pruning.saliency import FisherAccumulator, l1_saliency, random_saliency
 
-METHODS = ("fisher", "fisher-cost", "l1", "random")
-COSTS = ("params", "macs")
+if TYPE_CHECKING:
+    from archfamily.latency_model import LatencyModel
+
+METHODS = ("fisher", "fisher-cost", "fisher-penalty", "l1", "random")
+COST_METHODS = ("fisher-cost", "fisher-penalty")  # the methods that weigh saliency against `cost`
+COSTS = ("params", "macs", "latency")
 
 
 def check_method(method: str, cost: str) -> None:
-    """One-line errors for an unknown saliency method or channel cost."""
+    """One-line errors for an unknown saliency method or channel cost, or a cost no method weighs."""
     if method not in METHODS:
         raise UserError(f"unknown pruning method {method!r}; choose from {', '.join(METHODS)}")
     if cost not in COSTS:
         raise UserError(f"unknown cost {cost!r}; choose from {', '.join(COSTS)}")
+    if cost == "latency" and method not in COST_METHODS:
+        raise UserError(f"--cost latency weighs saliency by time: use it with --method {' or '.join(COST_METHODS)}")
+
+
+def check_cost_device(cost: str, on: Optional[str]) -> None:
+    """A latency cost names its device (`--on`), and only a latency cost does. (`latency.parse_target` checks
+    the device itself.)"""
+    if cost == "latency" and not on:
+        raise UserError("--cost latency needs --on: the device whose latency pruning saves (cpu, cpu:THREADS or cuda)")
+    if on and cost != "latency":
+        raise UserError("--on says where --cost latency is measured; give --cost latency with it")
 
 
 class Pruner:
     """Ranks every open channel of a gated model by one method and closes the lowest.
 
-    `fisher` is the paper's default. `fisher-cost` divides Delta by what the
-    channel costs (`cost`: parameters or MACs), preferring to drop expensive
-    channels. Saliency is compared across all layers at once (global pruning).
+    `fisher` is the paper's default. `fisher-cost` divides Delta by what the channel costs (`cost`: parameters,
+    MACs or predicted latency on one device), preferring to drop expensive channels. `fisher-penalty` is Theis
+    et al.'s additive form, Delta - beta * cost, with beta rescaled at every prune to the ratio of the open
+    channels' median Delta and median cost, so that neither term swamps the other. Saliency is compared across
+    all layers at once (global pruning).
     """
 
-    def __init__(self, model: nn.Module, method: str = "fisher", cost: str = "params", seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, method: str = "fisher", cost: str = "params", seed: int = 0,
+                 latency: Optional["LatencyModel"] = None) -> None:
         check_method(method, cost)
-        self.model, self.method, self.cost, self.seed = model, method, cost, seed
+        if cost == "latency" and latency is None:
+            raise ValueError("a latency cost needs the latency model of the device it is measured on")
+        self.model, self.method, self.cost, self.seed, self.latency = model, method, cost, seed, latency
         self.groups = model.prune_groups()
         self.fisher = FisherAccumulator(self.groups) if method.startswith("fisher") else None
         spec = model.spec
-        self._areas = conv_output_areas(model, self.groups, spec.input_size, spec.in_chans) if method == "fisher-cost" else {}
+        self._areas = conv_output_areas(model, self.groups, spec.input_size, spec.in_chans) \
+            if method in COST_METHODS and cost != "latency" else {}
         self.num_prunes = 0
+
+    def channel_costs(self) -> list[float]:
+        """What one open channel of each group costs. A latency cost is measured on rank 0 alone and sent to the
+        others, so every rank closes the same channels."""
+        if self.cost != "latency":
+            return channel_costs(self.groups, self._areas, self.cost)
+        rank0 = not dist.is_initialized() or dist.get_rank() == 0
+        costs = latency_costs(pruned_spec(self.model), self.groups, self.latency) if rank0 else [0.0] * len(self.groups)
+        if dist.is_initialized():
+            shared = torch.tensor(costs, dtype=torch.float64, device=self.groups[0].gate.mask.device)
+            dist.broadcast(shared, 0)
+            costs = shared.tolist()
+        return costs
 
     def scores(self) -> list[torch.Tensor]:
         """Per-group saliency of every channel (lower is pruned first)."""
@@ -44,10 +82,15 @@ class Pruner:
         if self.method == "random":
             return random_saliency(self.groups, self.seed, self.num_prunes)
         scores = self.fisher.saliency()
+        if self.method == "fisher":
+            return scores
+        costs = self.channel_costs()
         if self.method == "fisher-cost":
-            costs = channel_costs(self.groups, self._areas, self.cost)
-            scores = [s / c for s, c in zip(scores, costs)]
-        return scores
+            return [s / c for s, c in zip(scores, costs)]
+        open_scores = [s[g.gate.mask.detach().cpu() > 0] for s, g in zip(scores, self.groups)]
+        open_costs = [c for c, s in zip(costs, open_scores) for _ in range(s.numel())]
+        beta = float(torch.cat(open_scores).median()) / max(float(torch.tensor(open_costs).median()), 1e-12)
+        return [s - beta * c for s, c in zip(scores, costs)]
 
     def open_channels(self) -> int:
         return sum(g.gate.num_open for g in self.groups)

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from archfamily.errors import UserError
+from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
 from archfamily.scaling import BASE_RULES, RULES
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
 ARM_KINDS = (*RULES, "pruned-scratch", "pruned-tuned")
 RECIPES = ("fast", "wrn", "densenet")
-METHODS = ("fisher", "fisher-cost", "l1", "random")
-COSTS = ("params", "macs")
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
@@ -46,6 +45,7 @@ class PruneRun:
     name: str
     method: str = "fisher"
     cost: Optional[str] = None
+    on: Optional[str] = None  # where a latency cost is measured
     prune_every: int = 100
     channels_per_step: int = 1
     eval_every: int = 50
@@ -309,10 +309,19 @@ def load_plan(path: str | Path) -> Plan:
         t = prune_t.table(run_name)
         _name(run_name, t.where)
         method = t.str("method", "fisher", METHODS)
-        cost = t.str("cost", None, COSTS)
-        if cost is not None and method != "fisher-cost":
-            raise UserError(f"{t.where}: 'cost' applies to method fisher-cost only")
-        prune_runs[run_name] = PruneRun(run_name, method, cost, t.int("prune_every", 100, low=1),
+        cost, on = t.str("cost", None, COSTS), t.str("on")
+        if cost is not None and method not in COST_METHODS:
+            raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(COST_METHODS)} only")
+        if (cost == "latency") != (on is not None):
+            raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
+        if on is not None:
+            from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
+
+            try:
+                parse_target(on)
+            except UserError as e:
+                raise UserError(f"{t.where}: 'on': {e}") from None
+        prune_runs[run_name] = PruneRun(run_name, method, cost, on, t.int("prune_every", 100, low=1),
                                         t.int("channels_per_step", 1, low=1), t.int("eval_every", 50, low=1),
                                         t.int("test_subset", None, low=10), t.count("until_params"), t.int("seed", 0))
         if prune_runs[run_name].seed > MAX_SEED:

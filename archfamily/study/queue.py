@@ -112,6 +112,8 @@ def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, dep
     args = ["derive", "--preset", "paper", "--base", plan.base, "--checkpoint", checkpoint, "--method", run.method]
     if run.cost:
         args += ["--cost", run.cost]
+    if run.on:
+        args += ["--on", run.on]
     args += ["--prune-every", str(run.prune_every), "-k", str(run.channels_per_step),
              "--eval-every", str(run.eval_every), *_data_args(plan, study_dir, run.test_subset or plan.test_subset, True)]
     if run.until_params:
