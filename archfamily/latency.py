@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from archfamily.latency_model import LatencyModel
 
 BISECTION_STEPS = 14
+MODEL_STEPS = 4  # rounds of the model's advice (a member and perhaps its neighbour) before bisecting by measurement
+MODEL_TOLERANCE = 0.03  # an answer this close under the budget is kept: about the spread of one measurement
 
 
 def parse_target(on: str) -> tuple[torch.device, int]:
@@ -98,9 +100,11 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
     """The largest member whose measured latency is at most `target_ms`, and that latency.
 
     The smallest and largest members are measured first (is the budget reachable; is the whole family within
-    it). With a latency `model`, fitted on the largest, the search then runs on predicted latency, and only its
-    answer and the next larger member are measured; if those disagree with the model, the search goes on by
-    measurement from there. Without one, every step is measured. The answer's latency is always measured.
+    it). With a latency `model`, fitted on those two, the search runs on predicted latency corrected by the
+    model's error at the nearest measured members, and the member it settles on is measured: if it is within the budget
+    and within 3% of it, or the next larger member (measured too) is over it, that is the answer, usually the
+    first time. After MODEL_STEPS rounds it bisects by measurement between the closest measured members. Without a model every step is measured. The answer's latency is always
+    measured, never predicted.
     """
     cache = cache or LatencyCache()
 
@@ -120,18 +124,32 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
     slowest = measured(largest)
     if slowest <= target_ms:
         return largest, slowest
-    lo, hi = rule.lo, rule.hi
+    lo, hi = rule.lo, rule.hi  # lo's member is measured within the budget, hi's over it
     if model is not None:
-        model.calibrate(largest.spec, lambda spec: slowest)
-        lo, hi = _bisect(rule, round_to, lo, hi, lambda m: model.predict(m.spec) <= target_ms)
-        chosen, above = member(rule, lo, round_to), member(rule, hi, round_to)
-        ms = measured(chosen)
-        if ms <= target_ms:
-            if measured(above) > target_ms:
-                return chosen, ms  # the model's boundary is the measured one
-            lo, hi = hi, rule.hi  # the model was pessimistic here: search above it by measurement
-        else:
-            lo, hi = rule.lo, lo  # optimistic: search below it
+        model.calibrate([smallest.spec, largest.spec], {smallest.spec: fastest, largest.spec: slowest}.__getitem__)
+        errors = {lo: fastest / model.predict(smallest.spec), hi: slowest / model.predict(largest.spec)}
+
+        def corrected(c: Member) -> float:
+            """The prediction times the model's measured error, interpolated (in log multiplier) between the
+            nearest measured members on either side."""
+            below = max(x for x in errors if x <= c.multiplier)
+            above = min((x for x in errors if x >= c.multiplier), default=below)
+            w = 0.0 if above == below else math.log(c.multiplier / below) / math.log(above / below)
+            return model.predict(c.spec) * ((1 - w) * errors[below] + w * errors[above])
+
+        for _ in range(MODEL_STEPS):
+            m, m_above = _bisect(rule, round_to, lo, hi, lambda c: corrected(c) <= target_ms)
+            candidate = member(rule, m, round_to)
+            ms = measured(candidate)
+            errors[m] = ms / model.predict(candidate.spec)
+            if ms > target_ms:
+                hi = m
+                continue
+            above = member(rule, m_above, round_to)
+            if ms >= (1 - MODEL_TOLERANCE) * target_ms or measured(above) > target_ms:
+                return candidate, ms  # within the budget, and close to it or the next larger member is not
+            errors[m_above] = cache.measure(above.spec, device, threads, batch) / model.predict(above.spec)
+            lo = m_above
     lo, _ = _bisect(rule, round_to, lo, hi, lambda m: measured(m) <= target_ms)
     best = member(rule, lo, round_to)
     return best, measured(best, report=False)

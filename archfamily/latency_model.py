@@ -18,7 +18,7 @@ import json
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.fx
@@ -179,6 +179,7 @@ class LatencyModel:
         self.table = read_timing_cache(self.path, 1e6)
         self.measured = 0  # grid points measured by this object (the rest came from the cache)
         self.overhead_ms = 0.0  # per operation, from `calibrate`
+        self.ms_per_mb = 0.0  # per MB of activations written, from `calibrate`
         self._ops: dict[ArchSpec, list[Op]] = {}
 
     def _point(self, kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float:
@@ -209,14 +210,60 @@ class LatencyModel:
             self._ops[spec] = network_ops(spec, self.batch)
         return self._ops[spec]
 
-    def calibrate(self, reference: ArchSpec, measure: Callable[[ArchSpec], float]) -> float:
-        """Fit the cost the table does not see (calling modules inside blocks, Python between them) as a
-        constant per operation, from one measured network (a family's base); returns it in ms per op."""
-        ops = self.ops(reference)
-        self.overhead_ms = max(0.0, (measure(reference) - sum(self.op_ms(op) for op in ops)) / len(ops))
-        return self.overhead_ms
+    def output_bytes(self, spec: ArchSpec) -> int:
+        """Bytes of the activations one forward pass writes (float32)."""
+        return sum(_output_elements(op) for op in self.ops(spec)) * self.batch * 4
+
+    def calibrate(self, references: Sequence[ArchSpec], measure: Callable[[ArchSpec], float]) -> tuple[float, float]:
+        """Fit what the table does not see from measured networks; returns (ms per operation, ms per MB written).
+
+        Two costs: a constant per operation (calling modules inside blocks, Python between them), and a cost
+        per byte of activations written, for fresh memory. glibc hands large freed blocks back to the OS, so a
+        network's large activations are page-faulted in again on every pass, where an operation timed alone
+        reuses its buffers: on this project's 2-core EPYC at batch 64 that was a third of a WRN-16-2 member's
+        latency (its networks ran 1.3-1.5x faster with glibc told to keep freed memory). Fitted by least
+        squares on two or more references of different sizes (the per-byte cost is left at 0 with one, and
+        either is left at 0 where a fit would make it negative).
+        """
+        rows = [(len(self.ops(r)), self.output_bytes(r) / 2**20, measure(r) - self._table_ms(r)) for r in references]
+        self.overhead_ms, self.ms_per_mb = _nonnegative_fit(rows)
+        return self.overhead_ms, self.ms_per_mb
+
+    def _table_ms(self, spec: ArchSpec) -> float:
+        return sum(self.op_ms(op) for op in self.ops(spec))
 
     def predict(self, spec: ArchSpec) -> float:
-        """The network's predicted latency in ms: its operations' table latencies plus the per-op overhead."""
-        ops = self.ops(spec)
-        return sum(self.op_ms(op) for op in ops) + self.overhead_ms * len(ops)
+        """The network's predicted latency in ms: its operations' table latencies plus the fitted costs."""
+        return (self._table_ms(spec) + self.overhead_ms * len(self.ops(spec))
+                + self.ms_per_mb * self.output_bytes(spec) / 2**20)
+
+
+def _output_elements(op: Op) -> int:
+    """Elements (per image) an operation writes."""
+    if op.kind == "conv":
+        kernel, stride, size = op.fixed
+        return op.channels[1] * (size // stride) ** 2
+    if op.kind == "linear":
+        return op.fixed[0]
+    if op.kind.startswith("pool-"):
+        return op.channels[0] * op.fixed[1] ** 2
+    return op.channels[0] * op.fixed[0] ** 2  # batch norm, ReLU, add, cat: the output's channels at its size
+
+
+def _nonnegative_fit(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """Least squares of residual ~ a * ops + b * MB with a, b >= 0 (b = 0 with one row)."""
+    def one(column: int) -> float:
+        den = sum(r[column] ** 2 for r in rows)
+        return max(0.0, sum(r[column] * r[2] for r in rows) / den) if den else 0.0
+
+    if len(rows) < 2:
+        return one(0), 0.0
+    saa, sab, sbb = (sum(r[0] * r[0] for r in rows), sum(r[0] * r[1] for r in rows), sum(r[1] * r[1] for r in rows))
+    say, sby = sum(r[0] * r[2] for r in rows), sum(r[1] * r[2] for r in rows)
+    det = saa * sbb - sab * sab
+    if det > 1e-12 * saa * sbb:
+        a, b = (say * sbb - sby * sab) / det, (sby * saa - say * sab) / det
+        if a >= 0 and b >= 0:
+            return a, b
+    candidates = [(one(0), 0.0), (0.0, one(1))]
+    return min(candidates, key=lambda ab: sum((r[2] - ab[0] * r[0] - ab[1] * r[1]) ** 2 for r in rows))

@@ -3,9 +3,9 @@
     python benchmarks/latency_model.py --family studies/cifar10-cpu/runs/prune-fisher-k2e25
 
 Draws `--members` random members of the family (every rule, sizes log-uniform from 5% to 100% of the base,
-widths rounded to 1 or 8), then for each setting (thread count x batch) calibrates the model's per-operation
-overhead on the base network, predicts each member and measures it (eager, channels_last, interleaved rounds,
-median). Prints each setting's median and worst absolute error and the table's cost; `--rows` also prints every
+widths rounded to 1 or 8), then for each setting (thread count x batch) fits the model's two costs (per
+operation, per MB of activations) on the base and its reduced-width member at 10% of its params, predicts each
+member and measures it (eager, channels_last, interleaved rounds, median). Prints each setting's median and worst absolute error and the table's cost; `--rows` also prints every
 member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from archfamily.errors import UserError
 from archfamily.family import load_family
 from archfamily.latency_model import LatencyModel
 from archfamily.models import build_model
-from archfamily.scaling import RULES, make_rule, solve
+from archfamily.scaling import RULES, base_rule, make_rule, solve
 from archfamily.timing import machine_info, time_interleaved
 
 
@@ -66,16 +66,18 @@ def main() -> None:
     family = load_family(args.family)
     members = _members(family, args.members, args.seed)
     cpu = torch.device("cpu")
+    small = solve(base_rule("reduced-width", family.base), family.base.num_params() // 10, "params").member.spec
+    references = [family.base, small]  # the model's fitted costs come from these two, as scale's come from its ends
     print(f"{machine_info()['cpu']}, torch {torch.__version__}; family {family.path}; {len(members)} members")
     print(f"{'threads':>7} {'batch':>5} {'median |err|':>12} {'worst |err|':>11} {'overhead/op':>11} "
-          f"{'table pts':>9} {'table s':>7}")
+          f"{'per MB':>8} {'table pts':>9} {'table s':>7}")
     report = []
     for threads in (int(t) for t in args.threads.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
             model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None)
             started = time.perf_counter()
-            overhead = model.calibrate(family.base, lambda spec: time_interleaved(
-                {"base": _runner(spec, batch)}, cpu, threads, rounds=args.rounds)["base"].median_ms)
+            overhead, per_mb = model.calibrate(references, lambda spec: time_interleaved(
+                {"reference": _runner(spec, batch)}, cpu, threads, rounds=args.rounds)["reference"].median_ms)
             predicted = [model.predict(spec) for _, _, spec in members]
             table_seconds = time.perf_counter() - started
             cases = {f"{i}": _runner(spec, batch) for i, (_, _, spec) in enumerate(members)}
@@ -83,7 +85,7 @@ def main() -> None:
             errors = [p / measured[f"{i}"].median_ms - 1 for i, p in enumerate(predicted)]
             worst = max(errors, key=abs)
             print(f"{threads:>7} {batch:>5} {statistics.median(abs(e) for e in errors):>11.1%} {worst:>+11.1%} "
-                  f"{overhead * 1e3:>9.1f}us {model.measured:>9} {table_seconds:>7.1f}")
+                  f"{overhead * 1e3:>9.1f}us {per_mb * 1e3:>6.1f}us {model.measured:>9} {table_seconds:>7.1f}")
             rows = [{"member": name, "budget": budget, "params": spec.num_params(), "predicted_ms": p,
                      "measured_ms": measured[f"{i}"].median_ms, "iqr_ms": measured[f"{i}"].iqr_ms, "error": e}
                     for i, ((name, budget, spec), p, e) in enumerate(zip(members, predicted, errors))]
@@ -91,7 +93,7 @@ def main() -> None:
                 for r in rows:
                     print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
                           f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
-            report.append({"threads": threads, "batch": batch, "overhead_ms_per_op": overhead,
+            report.append({"threads": threads, "batch": batch, "overhead_ms_per_op": overhead, "ms_per_mb": per_mb,
                            "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_info(), "settings": report}, indent=2) + "\n")

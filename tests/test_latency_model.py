@@ -59,11 +59,36 @@ def test_calibration_fits_the_overhead_per_operation(model: lm.LatencyModel) -> 
     spec = base_spec("wrn-16-1")
     ops = lm.network_ops(spec)
     table = sum(_cost(o.kind, o.fixed, o.channels) for o in ops)
-    assert model.calibrate(spec, lambda s: table + 0.002 * len(ops)) == pytest.approx(0.002)
+    assert model.calibrate([spec], lambda s: table + 0.002 * len(ops)) == pytest.approx((0.002, 0.0))
     smaller = spec.with_prunable_widths([8] * len(spec.prunable_widths()))
     small_ops = lm.network_ops(smaller)
     assert model.predict(smaller) == pytest.approx(sum(_cost(o.kind, o.fixed, o.channels) for o in small_ops)
                                                    + 0.002 * len(small_ops))
+
+
+def test_two_references_fit_a_cost_per_operation_and_per_megabyte(model: lm.LatencyModel) -> None:
+    big, small = base_spec("wrn-16-2"), base_spec("wrn-16-2").with_prunable_widths([4] * 6)
+    truth = {s: model._table_ms(s) + 0.003 * len(model.ops(s)) + 0.05 * model.output_bytes(s) / 2**20
+             for s in (big, small)}
+    assert model.calibrate([big, small], truth.__getitem__) == pytest.approx((0.003, 0.05))
+    other = base_spec("wrn-16-2").with_prunable_widths([16, 8, 40, 30, 100, 2])
+    expected = model._table_ms(other) + 0.003 * len(model.ops(other)) + 0.05 * model.output_bytes(other) / 2**20
+    assert model.predict(other) == pytest.approx(expected)
+    # a fit that would make a cost negative keeps it at 0
+    assert model.calibrate([big, small], lambda s: model._table_ms(s) - 0.001 * len(model.ops(s)))[0] == 0.0
+
+
+def test_output_bytes_count_every_written_activation() -> None:
+    spec = base_spec("wrn-16-1")
+    net = build_model(spec).eval()
+    written = []
+    hooks = [m.register_forward_hook(lambda m, i, o: written.append(o.numel()))
+             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    net(torch.zeros(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    ops = lm.network_ops(spec, batch=2)
+    assert sum(lm._output_elements(o) for o in ops if o.kind in ("conv", "batchnorm")) * 2 == sum(written)
 
 
 def test_the_grid_has_every_simd_block_and_the_step_past_each_power_of_two() -> None:
@@ -130,7 +155,7 @@ class _Measured:
 @pytest.mark.parametrize("scale", [1.0, 1.3, 0.7])
 def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model: lm.LatencyModel,
                                                                            scale: float) -> None:
-    from archfamily.latency import solve_latency
+    from archfamily.latency import MODEL_TOLERANCE, solve_latency
     from archfamily.scaling import base_rule
 
     rule = base_rule("reduced-width", base_spec("wrn-16-1"))
@@ -138,6 +163,9 @@ def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model
     with_model, alone = _Measured(scale), _Measured(scale)
     found, ms = solve_latency(rule, target, torch.device("cpu"), 1, cache=with_model, model=model)
     expected, expected_ms = solve_latency(rule, target, torch.device("cpu"), 1, cache=alone)
-    assert found.spec == expected.spec and ms == expected_ms <= target
-    if scale == 1.0:  # a right model measures the family's ends (the largest calibrates it), the answer and the next
-        assert len(set(with_model.specs)) == 4 < len(set(alone.specs))
+    assert ms == with_model.measure(found.spec, None, 1, 1)  # the answer's latency is measured, not predicted
+    assert ms <= target and expected_ms <= target
+    assert found.spec == expected.spec or ms >= (1 - MODEL_TOLERANCE) * target
+    # a right model: the family's two ends (which fit its costs), then a member on its advice and perhaps the next;
+    # a model wrong by a constant factor (which its fit on the ends misreads) still needs fewer than bisection
+    assert len(set(with_model.specs)) <= 4 if scale == 1.0 else len(set(with_model.specs)) < len(set(alone.specs))
