@@ -133,6 +133,14 @@ rule = "reduced-width"
     (lambda t: t.replace('["60k"]', '["1e400"]'), "too large"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-cost"\ncost = "latency"'),
      "needs 'on'"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nlatency_ms = [1.0]'), "needs the plan's [latency]"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "pruned-scratch"\nlatency_ms = [1.0]') + "[latency]\n",
+     "applies to scaling rules"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nlatency_ms = [1.0]\nbudgets = ["60k"]')
+     + "[latency]\n", "not both"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nlatency_ms = [0]') + "[latency]\n",
+     "positive numbers"),
+    (lambda t: t + '[latency]\non = "gpu"\n', "unknown device 'gpu'"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-penalty"\n'
                                                    'cost = "latency"\non = "tpu"'), "unknown device 'tpu'"),
 ])
@@ -206,3 +214,45 @@ def test_a_changed_scaling_setting_is_a_changed_plan(run_cli, tmp_path: Path) ->
     changed = GOOD.replace('rule = "reduced-width"', 'rule = "reduced-width"\nround_to = 8')
     result = run_cli("study", str(_plan(tmp_path, changed)), "--out", str(study), "--dry-run")
     assert result.code == 2 and "started by another command" in result.err and "--round-to" not in result.err
+
+
+LATENCY_PLAN = GOOD + """
+[arms.rw-ms]
+rule = "reduced-width"
+latency_ms = [0.5, 2]
+seeds = [0, 1]
+[latency]
+on = "cpu:1"
+"""
+
+
+def test_latency_budgets_choose_each_member_first_and_alone(tmp_path: Path) -> None:
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+
+    jobs = expand(load_plan(_plan(tmp_path, LATENCY_PLAN)), tmp_path / "study")
+    scale = [j for j in jobs if j.kind == "scale"]
+    assert [j.id for j in jobs[:2]] == [j.id for j in scale] == ["spec-rw-ms-0.5ms", "spec-rw-ms-2ms"]
+    assert all(j.exclusive for j in scale)
+    assert scale[0].commands == [["scale", "--family", "wrn-16-1", "--latency-ms", "0.5", "--on", "cpu:1", "--batch",
+                                  "1", "--rule", "reduced-width", "--out", "specs/rw-ms-0.5ms.json"]]
+    trains = [j for j in jobs if j.arm == "rw-ms"]
+    assert {j.id for j in trains} == {f"rw-ms-{b}-s{s}" for b in ("0.5ms", "2ms") for s in (0, 1)}
+    assert all(j.commands[0][:3] == ["train", "--spec", f"specs/rw-ms-{j.id.split('-')[2]}.json"]
+               and j.deps == (f"spec-rw-ms-{j.id.split('-')[2]}",) for j in trains)
+
+
+def test_an_exclusive_job_starts_only_on_an_empty_machine_and_holds_it() -> None:
+    from archfamily.study.queue import Job
+    from archfamily.study.runner import startable
+
+    def job(name: str, exclusive: bool = False, deps: tuple[str, ...] = ()) -> Job:
+        return Job(name, "scale" if exclusive else "train", [], f"{name}.json", deps, exclusive=exclusive)
+
+    a, b, x, c = job("a"), job("b"), job("x", exclusive=True), job("c")
+    assert startable([x, a, b], [], set(), 2) == [x]  # first in the queue: alone
+    assert startable([a, b], [x], set(), 2) == []  # nothing beside it
+    assert startable([a, x, c], [], set(), 2) == [a]  # next ready: wait for the machine to empty, start nothing after
+    assert startable([x, c], [a], set(), 2) == []
+    waiting = job("w", exclusive=True, deps=("d",))
+    assert startable([waiting, a, b], [], set(), 2) == [a, b]  # not ready yet: it holds nothing back

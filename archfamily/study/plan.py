@@ -65,6 +65,24 @@ class Arm:
     budgets: tuple[int, ...] = ()
     round_to: int = 1
     at: Optional[float] = None  # copycat: the trajectory point to copy, as a fraction of the base's params
+    latency_ms: tuple[float, ...] = ()  # budgets in measured milliseconds on the plan's [latency] device
+
+    def budget_label(self, budget: float, labels: dict[int, str]) -> str:
+        """How a budget names files and rows: the plan's count text ("76k"), or milliseconds ("1.2ms"). An arm
+        has one kind of budget or the other."""
+        return f"{budget:g}ms" if self.latency_ms else labels[int(budget)]
+
+    @property
+    def all_budgets(self) -> tuple[float, ...]:
+        return self.latency_ms or self.budgets
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Where and how the latency budgets of arms are measured (`scale --latency-ms --on --batch`)."""
+
+    on: str = "cpu:1"
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ class Plan:
     prune_runs: dict[str, PruneRun]
     arms: dict[str, Arm]
     bench: Optional[Bench]
+    latency: Optional[Latency] = None
     device: str = "auto"  # where every run trains and measures (the bench has its own settings)
 
 
@@ -153,6 +172,18 @@ class _Table:
             raise UserError(f"{self.where}: '{key}' lists a value twice")
         return tuple(values)
 
+    def numbers(self, key: str, default: Any) -> tuple[float, ...]:
+        """A non-empty list of distinct positive numbers (latency budgets in ms)."""
+        values = self.value(key, (list,), "a list of numbers", default)
+        if values is default:
+            return default
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf
+                             for v in values):
+            raise UserError(f"{self.where}: '{key}' must be a non-empty list of positive numbers, got {values!r:.60}")
+        if len(set(values)) != len(values):
+            raise UserError(f"{self.where}: '{key}' lists a value twice")
+        return tuple(float(v) for v in values)
+
     def table(self, key: str, required: bool = False) -> Optional["_Table"]:
         self.read.add(key)
         if key not in self.data:
@@ -208,7 +239,7 @@ def _name(name: str, where: str) -> str:
 
 
 def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: dict[str, PruneRun],
-         labels: dict[int, str]) -> Arm:
+         labels: dict[int, str], latency: Optional[Latency]) -> Arm:
     _name(name, table.where)
     kind = table.str("rule", _REQUIRED, ARM_KINDS)
     prune = table.str("prune", next(iter(prune_runs), None))
@@ -223,7 +254,14 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
         raise UserError(f"{table.where}: 'seeds' must be at most {MAX_SEED}")
     if kind == "pruned-tuned" and "seeds" in table.data:
         raise UserError(f"{table.where}: pruned-tuned networks come from the pruning run; its seed is the arm's")
-    budgets, own_labels = _budgets(table, "budgets", plan_budgets)
+    latency_ms = table.numbers("latency_ms", ())
+    if latency_ms and not latency:
+        raise UserError(f"{table.where}: 'latency_ms' needs the plan's [latency] table (on, batch)")
+    if latency_ms and kind not in RULES:
+        raise UserError(f"{table.where}: 'latency_ms' applies to scaling rules; {kind} networks have a parameter count")
+    if latency_ms and "budgets" in table.data:
+        raise UserError(f"{table.where}: give 'budgets' or 'latency_ms', not both")
+    budgets, own_labels = _budgets(table, "budgets", () if latency_ms else plan_budgets)
     for count, label in own_labels.items():
         labels.setdefault(count, label)
     round_to = table.int("round_to", 1, low=1)
@@ -235,7 +273,7 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
     table.done()
     if kind == "pruned-tuned":
         seeds = (prune_runs[prune].seed,)
-    return Arm(name, kind, prune or "", seeds, budgets, round_to, at)
+    return Arm(name, kind, prune or "", seeds, budgets, round_to, at, latency_ms)
 
 
 def _check_budgets(plan: Plan) -> None:
@@ -330,10 +368,23 @@ def load_plan(path: str | Path) -> Plan:
     if prune_t:
         prune_t.done()
 
+    latency_t = top.table("latency")
+    latency = None
+    if latency_t is not None:
+        latency = Latency(latency_t.str("on", "cpu:1"), latency_t.int("batch", 1, low=1))
+        from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
+
+        try:
+            parse_target(latency.on)
+        except UserError as e:
+            raise UserError(f"{latency_t.where}: 'on': {e}") from None
+        latency_t.done()
+
     arms_t = top.table("arms", required=True)
     if not arms_t.data:
         raise UserError(f"{arms_t.where}: the plan has no arms")
-    arms = {arm_name: _arm(arm_name, arms_t.table(arm_name), budgets, prune_runs, labels) for arm_name in list(arms_t.data)}
+    arms = {arm_name: _arm(arm_name, arms_t.table(arm_name), budgets, prune_runs, labels, latency)
+            for arm_name in list(arms_t.data)}
     arms_t.done()
 
     bench_t = top.table("bench")
@@ -350,6 +401,6 @@ def load_plan(path: str | Path) -> Plan:
     top.done()
 
     plan = Plan(path, name, description, base, spec, checkpoint, data, subset, test_subset, recipe, budgets, labels,
-                prune_runs, arms, bench)
+                prune_runs, arms, bench, latency)
     _check_budgets(plan)
     return plan

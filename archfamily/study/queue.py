@@ -20,6 +20,7 @@ from archfamily.files import atomic_write_json
 from archfamily.derive import pruning_floor
 from archfamily.recipes import finetune_recipe_for, training_recipe
 from archfamily.scaling import BASE_RULES, base_rule, solve
+from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Arm, Plan, PruneRun
 
 TRAIN_IMAGES = 50_000  # CIFAR-10's training split
@@ -31,17 +32,18 @@ class Job:
     """One run of the study: its commands (argv after `archfamily`), what it needs first, what it costs."""
 
     id: str
-    kind: str  # train, derive, measure, bench
+    kind: str  # train, derive, measure, scale (a latency budget's member), bench
     commands: list[list[str]]
     done_file: str  # relative to the study folder
     deps: tuple[str, ...] = ()
     arm: Optional[str] = None
-    budget: Optional[int] = None
+    budget: Optional[float] = None  # params, or ms for an arm with latency budgets
     seed: Optional[int] = None
     train_macs: float = 0.0  # multiply-accumulates of its training (forward + backward), for the estimate
     eval_macs: float = 0.0
     extra_seconds: float = 0.0  # what the MAC count does not cover (the bench's timing loops)
     priority: tuple[Any, ...] = field(default=(), compare=False)
+    exclusive: bool = False  # runs with nothing else running: it measures latency
 
     @property
     def run_dir(self) -> Optional[str]:
@@ -134,7 +136,44 @@ def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, dep
                seed=run.seed)
 
 
+def _scale_args(arm: Arm, family: str, budget: list[str], spec_file: str) -> list[str]:
+    args = ["scale", "--family", family, *budget, "--rule", arm.kind]
+    if arm.at is not None:
+        args += ["--at", f"{arm.at:g}"]
+    if arm.round_to != 1:
+        args += ["--round-to", str(arm.round_to)]
+    return args + ["--out", spec_file]
+
+
+def _latency_arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str]) -> list[Job]:
+    """An arm with latency budgets: per budget, one `scale --latency-ms` job that measures on a quiet machine
+    (exclusive) and writes the member's spec once, then a training per seed of that spec. Its spec file is the
+    job's output, so a resumed study trains the member it chose, never a newly measured one."""
+    assert plan.latency is not None  # the plan refuses latency budgets without [latency]
+    jobs = []
+    family = plan.base if arm.kind in BASE_RULES else f"runs/prune-{arm.prune}"
+    deps = () if arm.kind in BASE_RULES else (derive_ids[arm.prune],)
+    for ms in arm.latency_ms:
+        label = arm.budget_label(ms, plan.budget_labels)
+        spec_file = f"specs/{arm.name}-{label}.json"
+        budget = ["--latency-ms", f"{ms:g}", "--on", plan.latency.on, "--batch", str(plan.latency.batch)]
+        scale_id = f"spec-{arm.name}-{label}"
+        jobs.append(Job(scale_id, "scale", [_scale_args(arm, family, budget, spec_file)], spec_file, deps,
+                        extra_seconds=60.0, exclusive=True, priority=(False, -math.inf)))
+        chosen = study_dir / spec_file
+        macs = float(spec_from_dict(read_json(chosen), str(chosen)).num_macs()) if chosen.is_file() \
+            else 0.5 * plan.base_spec.num_macs()  # an estimate until the member is chosen
+        for seed in arm.seeds:
+            later_seed = seed != arm.seeds[0]
+            row = {"arm": arm.name, "budget": ms, "priority": (later_seed, ms if later_seed else -ms)}
+            jobs.append(_train_job(plan, study_dir, f"{arm.name}-{label}-s{seed}", spec_file, seed, macs, (scale_id,),
+                                   **row))
+    return jobs
+
+
 def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str]) -> list[Job]:
+    if arm.latency_ms:
+        return _latency_arm_jobs(plan, study_dir, arm, derive_ids)
     jobs = []
     base = plan.base_spec
     for budget in arm.budgets:
@@ -163,12 +202,7 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
                 continue
             spec_file = f"specs/{arm.name}-{label}.json"
             family = plan.base if arm.kind in BASE_RULES else prune_dir
-            scale = ["scale", "--family", family, "--params", label, "--rule", arm.kind]
-            if arm.at is not None:
-                scale += ["--at", f"{arm.at:g}"]
-            if arm.round_to != 1:
-                scale += ["--round-to", str(arm.round_to)]
-            scale += ["--out", spec_file]
+            scale = _scale_args(arm, family, ["--params", label], spec_file)
             deps = () if arm.kind in BASE_RULES else (derive_ids[arm.prune],)
             jobs.append(_train_job(plan, study_dir, job_id, spec_file, seed, macs, deps, pre=scale, **row))
     return jobs
@@ -196,25 +230,26 @@ def bench_job(plan: Plan, jobs: list[Job], finished: set[str]) -> Optional[Job]:
 
 
 def expand(plan: Plan, study_dir: Path) -> list[Job]:
-    """Every run of the plan in the order they start when free: pruning first, then each arm's first seed from
-    the largest budget down, then the other seeds from the smallest budget up. The bench comes last."""
-    jobs: list[Job] = []
+    """Every run of the plan in the order they start when free: the latency budgets' member choices that need no
+    pruning run (each alone, minutes), the base's training (if the study trains it), the pruning runs, then each
+    arm's first seed from the largest budget down, then the other seeds from the smallest budget up. The bench
+    comes last."""
+    head: list[Job] = []
     if plan.checkpoint is not None:
         checkpoint, base_deps = _rel(plan.checkpoint, study_dir), ()
     else:
         base = _train_job(plan, study_dir, "base", plan.base, 0, float(plan.base_spec.num_macs()), ())
         base.priority = (False, -math.inf)
-        jobs.append(base)
+        head.append(base)
         checkpoint, base_deps = "runs/base/model.safetensors", ("base",)
-    derive_ids = {}
-    for run in plan.prune_runs.values():
-        job = _derive_job(plan, study_dir, run, checkpoint, base_deps)
+    derives = [_derive_job(plan, study_dir, run, checkpoint, base_deps) for run in plan.prune_runs.values()]
+    for job in derives:
         job.priority = (False, -math.inf)
-        derive_ids[run.name] = job.id
-        jobs.append(job)
+    derive_ids = {run.name: job.id for run, job in zip(plan.prune_runs.values(), derives)}
     arms = [job for arm in plan.arms.values() for job in _arm_jobs(plan, study_dir, arm, derive_ids)]
-    jobs += sorted(arms, key=lambda j: j.priority)  # stable: the plan's arm order within a priority
-    return jobs
+    first = [j for j in arms if j.kind == "scale" and not j.deps]
+    rest = sorted((j for j in arms if j not in first), key=lambda j: j.priority)  # stable: the plan's order within
+    return first + head + derives + rest
 
 
 def _record_file(study_dir: Path, job: Job) -> Path:

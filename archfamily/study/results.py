@@ -70,7 +70,7 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
     by_id = {j.id: j for j in jobs}
     rows = []
     for arm in plan.arms.values():
-        for budget in arm.budgets:
+        for budget in arm.all_budgets:
             arm_jobs = [j for j in jobs if j.arm == arm.name and j.budget == budget]
             runs = [(j, _metrics(study_dir, j)) for j in arm_jobs]
             done = [(j, m) for j, m in runs if m is not None]
@@ -78,7 +78,7 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
             commands = [line for j in _needs(arm_jobs[:1], by_id) for line in j.command_lines()]
             ms = [latency[f"runs/{j.id}"] for j, _ in done if f"runs/{j.id}" in latency]
             rows.append({
-                "arm": arm.name, "kind": arm.kind, "budget": budget, "budget_label": plan.budget_labels[budget],
+                "arm": arm.name, "kind": arm.kind, "budget": budget, "budget_label": arm.budget_label(budget, plan.budget_labels),
                 "params": done[0][1]["params"] if done else None, "macs": done[0][1]["macs"] if done else None,
                 "test_errors": errors, "seeds": [j.seed for j, _ in done],
                 "mean": statistics.fmean(errors) if errors else None,

@@ -133,6 +133,23 @@ class _Running:
     before: float = 0.0  # seconds earlier study invocations ran this job
 
 
+def startable(pending: list[Job], running: list[Job], done: set[str], parallel: int) -> list[Job]:
+    """The pending jobs to start now, in queue order: those whose needs are done, while lanes are free. An
+    exclusive job (one that measures latency) starts only on an empty machine and holds it: once it is the next
+    ready job, nothing after it starts until the running jobs have ended and it has run."""
+    chosen: list[Job] = []
+    for job in pending:
+        busy = running + chosen
+        if len(busy) >= parallel or any(j.exclusive for j in busy):
+            break
+        if not all(d in done for d in job.deps):
+            continue
+        if job.exclusive and busy:
+            break
+        chosen.append(job)
+    return chosen
+
+
 class Runner:
     """Start what is ready, in queue order, up to `parallel` at once; a failed job fails what needs it."""
 
@@ -199,9 +216,9 @@ class Runner:
                         pending.remove(job)
                         self.failed[job.id] = "skipped: a run it needs failed"
                         credited += estimates[job.id]
-                    elif len(running) < self.parallel and all(d in done for d in job.deps):
-                        pending.remove(job)
-                        running.append(self._start(job, 0, estimates[job.id]))
+                for job in startable(pending, [r.job for r in running], done, self.parallel):
+                    pending.remove(job)
+                    running.append(self._start(job, 0, estimates[job.id]))
                 if not running and pending and not any(all(d in done for d in j.deps) for j in pending):
                     for job in pending:  # cannot happen with a queue from `expand`; never spin on it
                         self.failed[job.id] = "skipped: it needs a run that is not in the queue"
