@@ -252,7 +252,8 @@ def test_an_exclusive_job_starts_only_on_an_empty_machine_and_holds_it() -> None
     a, b, x, c = job("a"), job("b"), job("x", exclusive=True), job("c")
     assert startable([x, a, b], [], set(), 2) == [x]  # first in the queue: alone
     assert startable([a, b], [x], set(), 2) == []  # nothing beside it
-    assert startable([a, x, c], [], set(), 2) == [a]  # next ready: wait for the machine to empty, start nothing after
-    assert startable([x, c], [a], set(), 2) == []
+    assert startable([a, x, c], [], set(), 2) == [x]  # a ready one goes first, before jobs ahead of it
+    assert startable([a, x, c], [b], set(), 2) == []  # and waits for the machine to empty, starting nothing meanwhile
     waiting = job("w", exclusive=True, deps=("d",))
     assert startable([waiting, a, b], [], set(), 2) == [a, b]  # not ready yet: it holds nothing back
+    assert startable([a, b, c], [job("r")], set(), 2) == [a]  # lanes as usual

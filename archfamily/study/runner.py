@@ -134,20 +134,19 @@ class _Running:
 
 
 def startable(pending: list[Job], running: list[Job], done: set[str], parallel: int) -> list[Job]:
-    """The pending jobs to start now, in queue order: those whose needs are done, while lanes are free. An
-    exclusive job (one that measures latency) starts only on an empty machine and holds it: once it is the next
-    ready job, nothing after it starts until the running jobs have ended and it has run."""
-    chosen: list[Job] = []
-    for job in pending:
-        busy = running + chosen
-        if len(busy) >= parallel or any(j.exclusive for j in busy):
-            break
-        if not all(d in done for d in job.deps):
-            continue
-        if job.exclusive and busy:
-            break
-        chosen.append(job)
-    return chosen
+    """The pending jobs to start now, in queue order: those whose needs are done, while lanes are free.
+
+    An exclusive job (one that measures latency) runs on an empty machine and holds it. A ready one goes before
+    every other job: nothing new starts until the running jobs have ended and it has run, so a lane waits for
+    at most the running jobs, not for a long job that would otherwise have started beside them.
+    """
+    if any(j.exclusive for j in running):
+        return []
+    ready = [j for j in pending if all(d in done for d in j.deps)]
+    exclusive = next((j for j in ready if j.exclusive), None)
+    if exclusive is not None:
+        return [] if running else [exclusive]
+    return ready[:max(0, parallel - len(running))]
 
 
 class Runner:
