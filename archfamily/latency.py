@@ -101,10 +101,10 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
 
     The smallest and largest members are measured first (is the budget reachable; is the whole family within
     it). With a latency `model`, fitted on those two, the search runs on predicted latency corrected by the
-    model's error at the nearest measured members, and the member it settles on is measured: if it is within the budget
-    and within 3% of it, or the next larger member (measured too) is over it, that is the answer, usually the
-    first time. After MODEL_STEPS rounds it bisects by measurement between the closest measured members. Without a model every step is measured. The answer's latency is always
-    measured, never predicted.
+    model's error at the nearest measured members, and the member it settles on is measured: if it is within
+    the budget and within 3% of it, or the next larger member (measured too) is over it, that is the answer,
+    usually the first time. After MODEL_STEPS rounds it bisects by measurement between the closest measured
+    members. Without a model every step is measured. The answer's latency is always measured, never predicted.
     """
     cache = cache or LatencyCache()
 
@@ -145,10 +145,13 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
             if ms > target_ms:
                 hi = m
                 continue
+            if ms >= (1 - MODEL_TOLERANCE) * target_ms:
+                return candidate, ms  # within the budget and close to it
             above = member(rule, m_above, round_to)
-            if ms >= (1 - MODEL_TOLERANCE) * target_ms or measured(above) > target_ms:
-                return candidate, ms  # within the budget, and close to it or the next larger member is not
-            errors[m_above] = cache.measure(above.spec, device, threads, batch) / model.predict(above.spec)
+            above_ms = measured(above)
+            if above_ms > target_ms:
+                return candidate, ms  # within the budget, and the next larger member is not
+            errors[m_above] = above_ms / model.predict(above.spec)
             lo = m_above
     lo, _ = _bisect(rule, round_to, lo, hi, lambda m: measured(m) <= target_ms)
     best = member(rule, lo, round_to)

@@ -221,7 +221,7 @@ class LatencyModel:
         per byte of activations written, for fresh memory. glibc hands large freed blocks back to the OS, so a
         network's large activations are page-faulted in again on every pass, where an operation timed alone
         reuses its buffers: on this project's 2-core EPYC at batch 64 that was a third of a WRN-16-2 member's
-        latency (its networks ran 1.3-1.5x faster with glibc told to keep freed memory). Fitted by least
+        latency (its networks ran 1.3-1.7x faster with glibc told to keep freed memory). Fitted by least
         squares on two or more references of different sizes (the per-byte cost is left at 0 with one, and
         either is left at 0 where a fit would make it negative).
         """

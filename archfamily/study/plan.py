@@ -232,6 +232,16 @@ def _budgets(table: _Table, key: str, default: Any) -> tuple[tuple[int, ...], di
     return tuple(counts), labels
 
 
+def _check_device(on: str, where: str) -> None:
+    """A latency device (cpu, cpu:THREADS, cuda) as `latency.parse_target` reads it, its error naming the key."""
+    from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
+
+    try:
+        parse_target(on)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
 def _name(name: str, where: str) -> str:
     if not NAME.fullmatch(name):
         raise UserError(f"{where}: the name {name!r:.70} must be letters, digits, '_', '.' or '-' (it names folders)")
@@ -353,12 +363,7 @@ def load_plan(path: str | Path) -> Plan:
         if (cost == "latency") != (on is not None):
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
-            from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
-
-            try:
-                parse_target(on)
-            except UserError as e:
-                raise UserError(f"{t.where}: 'on': {e}") from None
+            _check_device(on, f"{t.where}: 'on'")
         prune_runs[run_name] = PruneRun(run_name, method, cost, on, t.int("prune_every", 100, low=1),
                                         t.int("channels_per_step", 1, low=1), t.int("eval_every", 50, low=1),
                                         t.int("test_subset", None, low=10), t.count("until_params"), t.int("seed", 0))
@@ -372,12 +377,7 @@ def load_plan(path: str | Path) -> Plan:
     latency = None
     if latency_t is not None:
         latency = Latency(latency_t.str("on", "cpu:1"), latency_t.int("batch", 1, low=1))
-        from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
-
-        try:
-            parse_target(latency.on)
-        except UserError as e:
-            raise UserError(f"{latency_t.where}: 'on': {e}") from None
+        _check_device(latency.on, f"{latency_t.where}: 'on'")
         latency_t.done()
 
     arms_t = top.table("arms", required=True)
