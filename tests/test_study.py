@@ -160,6 +160,20 @@ def test_dry_run_lists_each_run_with_its_estimate_and_commands(run_cli, tmp_path
     assert not (tmp_path / "study").exists()
 
 
+def test_arms_runs_part_of_a_plan_with_the_runs_it_needs(run_cli, tmp_path: Path) -> None:
+    from archfamily.study import select_arms
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+
+    plan = load_plan(_plan(tmp_path, GOOD + '[arms.copycat]\nrule = "copycat"\nprune = "fisher"\n'))
+    jobs = expand(plan, tmp_path / "study")
+    assert [j.id for j in select_arms(plan, jobs, ["copycat"])] == ["base", "prune-fisher", "copycat-60k-s0"]
+    assert [j.id for j in select_arms(plan, jobs, ["reduced-width"])] == ["reduced-width-60k-s0"]
+    result = run_cli("study", str(plan.path), "--out", str(tmp_path / "study"), "--arms", "copy-cat", "--dry-run")
+    assert result.code == 2 and "no arm 'copy-cat'; its arms: reduced-width, copycat" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
 def test_a_run_started_by_another_plan_is_refused(run_cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "study" / "runs" / "base"
     run_dir.mkdir(parents=True)

@@ -11,9 +11,11 @@ the results. Everything in it can be deleted and made again by the same command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 from tqdm import tqdm
+
+from archfamily.errors import UserError
 
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, bench_job, check_started_runs, expand
@@ -39,7 +41,25 @@ def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[
     return jobs, {j.id: estimate_seconds(j, rate) for j in jobs}, source
 
 
-def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, parallel: int) -> list[str]:
+def select_arms(plan: Plan, jobs: list[Job], arms: Sequence[str]) -> list[Job]:
+    """The runs of `arms` and every run they need (member choices, pruning runs), in queue order: `--arms`
+    runs the part of a plan a question needs first, and a later run of the whole plan does the rest."""
+    unknown = next((a for a in arms if a not in plan.arms), None)
+    if unknown is not None:
+        raise UserError(f"the plan has no arm {unknown!r}; its arms: {', '.join(plan.arms)}")
+    by_id = {j.id: j for j in jobs}
+    wanted: set[str] = set()
+    stack = [j for j in jobs if j.arm in arms]
+    while stack:
+        job = stack.pop()
+        if job.id not in wanted:
+            wanted.add(job.id)
+            stack += [by_id[d] for d in job.deps]
+    return [j for j in jobs if j.id in wanted]
+
+
+def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, parallel: int,
+                bench: bool = True) -> list[str]:
     """The --dry-run listing: each run's state, estimated time and commands."""
     lines = []
     left = 0.0
@@ -50,30 +70,33 @@ def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, p
         lines.append(f"{job.id:<32} {state:<9} ~{estimates[job.id] / 60:6.1f} min")
         lines += [f"    {c}" for c in job.command_lines()]
     lines.append(f"{sum(not is_finished(study_dir, j) for j in jobs)} of {len(jobs)} runs left, about "
-                 f"{left / 3600:.1f} h of one lane ({left / 3600 / parallel:.1f} h with --jobs {parallel}), "
-                 "then the bench")
+                 f"{left / 3600:.1f} h of one lane ({left / 3600 / parallel:.1f} h with --jobs {parallel})"
+                 + (", then the bench" if bench else "; the bench waits for the whole plan"))
     return lines
 
 
-def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int,
-              echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Run what is left of the plan, then the bench; returns the results document and the failed runs."""
+def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int, echo: Callable[[str], None],
+              arms: Optional[Sequence[str]] = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run what is left of the plan (or of `arms` alone), then the bench (only for the whole plan: it times
+    every network in one run); returns the results document and the failed runs."""
     study_dir.mkdir(parents=True, exist_ok=True)
-    jobs, estimates, source = prepare(plan, study_dir, threads)
+    every, estimates, source = prepare(plan, study_dir, threads)
+    jobs = select_arms(plan, every, arms) if arms else every
     todo = [j for j in jobs if not is_finished(study_dir, j)]
-    echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished; "
-         f"time estimates from {source}")
+    echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished"
+         + (f" (arms {', '.join(arms)} only; the bench waits for the whole plan)" if arms else "")
+         + f"; time estimates from {source}")
     runner = Runner(study_dir, parallel, threads)
-    on_finished: Callable[[Job], None] = lambda job: write_results(plan, study_dir, jobs)
+    on_finished: Callable[[Job], None] = lambda job: write_results(plan, study_dir, every)
     total = sum(estimates[j.id] for j in todo)
     with tqdm(total=max(total, 1.0), desc="study", unit="s", dynamic_ncols=True,
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
         runner.run(jobs, estimates, bar, on_finished)
         finished = {j.id for j in jobs if is_finished(study_dir, j)}
-        bench = bench_job(plan, jobs, finished)
+        bench = None if arms else bench_job(plan, jobs, finished)
         if bench is not None and not runner.failed and not bench_is_current(study_dir, jobs, bench):
             (study_dir / bench.done_file).unlink(missing_ok=True)
             estimates[bench.id] = bench.extra_seconds
             bar.total += bench.extra_seconds
             runner.run([bench], estimates, bar, on_finished)
-    return write_results(plan, study_dir, jobs), runner.failed
+    return write_results(plan, study_dir, every), runner.failed
