@@ -218,12 +218,11 @@ class LatencyModel:
         """Fit what the table does not see from measured networks; returns (ms per operation, ms per MB written).
 
         Two costs: a constant per operation (calling modules inside blocks, Python between them), and a cost
-        per byte of activations written, for fresh memory. glibc hands large freed blocks back to the OS, so a
-        network's large activations are page-faulted in again on every pass, where an operation timed alone
-        reuses its buffers: on this project's 2-core EPYC at batch 64 that was a third of a WRN-16-2 member's
-        latency (its networks ran 1.3-1.7x faster with glibc told to keep freed memory). Fitted by least
-        squares on two or more references of different sizes (the per-byte cost is left at 0 with one, and
-        either is left at 0 where a fit would make it negative).
+        per byte of activations written: in a network an operation reads what the one before it wrote, where an
+        operation timed alone reads its own input, warm in cache. (A third cost, page faults on activations glibc
+        gave back to the OS, is not modelled but removed: every timing keeps freed memory, see `allocator`.)
+        Fitted by least squares on two or more references of different sizes (the per-byte cost is left at 0
+        with one, and either is left at 0 where a fit would make it negative).
         """
         rows = [(len(self.ops(r)), self.output_bytes(r) / 2**20, measure(r) - self._table_ms(r)) for r in references]
         self.overhead_ms, self.ms_per_mb = _nonnegative_fit(rows)

@@ -1,9 +1,10 @@
 """Timing networks honestly: torch.utils.benchmark on the CPU, CUDA events on a GPU, interleaved rounds.
 
-Each round measures every case once, in the same order (A B C A B C ...), so slow
-drift of a shared machine hits all cases alike. The reported figure is the median
-over all timed samples of all rounds (on the CPU each sample is the mean of one
-`blocked_autorange` block; on a GPU one call), with the interquartile range as its spread.
+Each round measures every case once, in the same order (A B C A B C ...), so slow drift of a shared machine
+hits all cases alike, and every timing runs with glibc's malloc keeping the memory it frees (see `allocator`),
+so large activations are not page-faulted anew on some passes. The reported figure is the median over all
+timed samples of all rounds (on the CPU each sample is the mean of one `blocked_autorange` block; on a GPU one
+call), with the interquartile range as its spread.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch.utils import benchmark
+
+from archfamily import allocator
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,8 @@ def cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on."""
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "malloc": allocator.setting()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -69,7 +73,9 @@ def _summary(times: list[float]) -> Timing:
 def time_interleaved(cases: dict[str, Callable[[], Any]], device: torch.device, threads: int = 1, rounds: int = 3,
                      min_run_time: float = 0.2, warmup: int = 2,
                      on_case: Optional[Callable[[str], None]] = None) -> dict[str, Timing]:
-    """Median and IQR (ms per call) of each case, measured in `rounds` interleaved rounds."""
+    """Median and IQR (ms per call) of each case, measured in `rounds` interleaved rounds, with malloc keeping
+    freed memory (`allocator`: otherwise large activations are page-faulted anew on some passes)."""
+    allocator.keep_freed_memory()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

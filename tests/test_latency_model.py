@@ -169,3 +169,32 @@ def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model
     # a right model: the family's two ends (which fit its costs), then a member on its advice and perhaps the next;
     # a model wrong by a constant factor (which its fit on the ends misreads) still needs fewer than bisection
     assert len(set(with_model.specs)) <= 4 if scale == 1.0 else len(set(with_model.specs)) < len(set(alone.specs))
+
+
+FAULTS = """
+import resource, sys, torch
+from archfamily.timing import time_interleaved
+if sys.argv[1] == "timed":
+    time_interleaved({"nothing": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001)
+def faulted_mb(passes):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(passes):  # a 40 MB block: above glibc's largest moving mmap threshold, so by default it is
+        torch.empty(10 * 2**20).fill_(1.0)  # mapped afresh every time; smaller ones fault as the process's history has it
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * 4096 / 2**20
+faulted_mb(20)  # kept memory: the heap grows for a few passes (small blocks split its holes), then holds
+print(faulted_mb(10))
+"""
+
+
+@pytest.mark.skipif(not __import__("archfamily.allocator").allocator.is_glibc(), reason="glibc's malloc only")
+def test_a_timing_process_keeps_freed_memory_so_activations_stop_faulting() -> None:
+    import subprocess
+    import sys
+
+    def faulted(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return float(done.stdout.split()[-1])
+
+    assert faulted("untimed") > 300  # glibc's defaults: given back on every free and faulted in again
+    assert faulted("timed") < 1
