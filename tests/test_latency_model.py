@@ -198,3 +198,12 @@ def test_a_timing_process_keeps_freed_memory_so_activations_stop_faulting() -> N
 
     assert faulted("untimed") > 300  # glibc's defaults: given back on every free and faulted in again
     assert faulted("timed") < 1
+
+
+def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(monkeypatch) -> None:
+    from archfamily import timing
+
+    cpu_clock = iter([0.0, 0.0, 0.0, 100.0])  # the first window got no CPU (a stall), the second all of it
+    monkeypatch.setattr(timing.time, "process_time", lambda: next(cpu_clock))
+    result = timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)
+    assert next(cpu_clock, "spent") == "spent" and result["op"].runs >= 1
