@@ -16,9 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 from tqdm import tqdm
 
 from archfamily.errors import UserError
-
 from archfamily.study.plan import Plan
-from archfamily.study.queue import Job, bench_job, check_started_runs, expand
+from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
 from archfamily.study.results import write_results
 from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estimate_seconds, is_finished, is_partial,
                                      probe_rate, training_rate)
@@ -47,14 +46,7 @@ def select_arms(plan: Plan, jobs: list[Job], arms: Sequence[str]) -> list[Job]:
     unknown = next((a for a in arms if a not in plan.arms), None)
     if unknown is not None:
         raise UserError(f"the plan has no arm {unknown!r}; its arms: {', '.join(plan.arms)}")
-    by_id = {j.id: j for j in jobs}
-    wanted: set[str] = set()
-    stack = [j for j in jobs if j.arm in arms]
-    while stack:
-        job = stack.pop()
-        if job.id not in wanted:
-            wanted.add(job.id)
-            stack += [by_id[d] for d in job.deps]
+    wanted = {j.id for j in with_needs([j for j in jobs if j.arm in arms], {j.id: j for j in jobs})}
     return [j for j in jobs if j.id in wanted]
 
 

@@ -252,6 +252,16 @@ def expand(plan: Plan, study_dir: Path) -> list[Job]:
     return first + head + derives + rest
 
 
+def with_needs(jobs: list[Job], by_id: dict[str, Job]) -> list[Job]:
+    """`jobs` after everything they need, transitively (the base's training, then the pruning run)."""
+    ordered: list[Job] = []
+    for job in jobs:
+        for need in with_needs([by_id[d] for d in job.deps], by_id) + [job]:
+            if need not in ordered:
+                ordered.append(need)
+    return ordered
+
+
 def _record_file(study_dir: Path, job: Job) -> Path:
     return study_dir / "jobs" / f"{job.id}.json"
 

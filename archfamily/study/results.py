@@ -15,7 +15,7 @@ from typing import Any, Optional
 from archfamily.checks import Fields, read_json
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.study.plan import Plan
-from archfamily.study.queue import Job
+from archfamily.study.queue import Job, with_needs
 from archfamily.study.runner import job_seconds
 from archfamily.units import format_count
 
@@ -54,16 +54,6 @@ def _latency(study_dir: Path) -> tuple[dict[str, float], str]:
     return latency, f"{dev}, {threads} thread{'s' if threads > 1 else ''}, batch {batch}, {fmt}, {runtime}"
 
 
-def _needs(jobs: list[Job], by_id: dict[str, Job]) -> list[Job]:
-    """`jobs` after everything they need, transitively (the base's training, then the pruning run)."""
-    ordered: list[Job] = []
-    for job in jobs:
-        for need in _needs([by_id[d] for d in job.deps], by_id) + [job]:
-            if need not in ordered:
-                ordered.append(need)
-    return ordered
-
-
 def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
     """The results document: one row per arm and budget, in the plan's order."""
     latency, setting = _latency(study_dir)
@@ -75,7 +65,7 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
             runs = [(j, _metrics(study_dir, j)) for j in arm_jobs]
             done = [(j, m) for j, m in runs if m is not None]
             errors = [m["test_error"] for _, m in done]
-            commands = [line for j in _needs(arm_jobs[:1], by_id) for line in j.command_lines()]
+            commands = [line for j in with_needs(arm_jobs[:1], by_id) for line in j.command_lines()]
             ms = [latency[f"runs/{j.id}"] for j, _ in done if f"runs/{j.id}" in latency]
             rows.append({
                 "arm": arm.name, "kind": arm.kind, "budget": budget, "budget_label": arm.budget_label(budget, plan.budget_labels),
