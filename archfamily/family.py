@@ -127,6 +127,16 @@ def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:
     }
 
 
+def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
+    """What a cost-aware run weighed saliency against, and for a latency cost the device it was predicted for:
+    a family pruned against one machine's latency is that machine's family, and its reader needs to know which."""
+    from archfamily.pruning.pruner import COST_METHODS  # with torch: only a derive run writes a family document
+
+    weighs_cost = config["method"] in COST_METHODS
+    return {"cost": config["cost"] if weighs_cost else None,
+            "cost_on": config.get("cost_on") if weighs_cost and config["cost"] == "latency" else None}
+
+
 def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]], data: "Cifar10",
                     trajectory: list[dict[str, Any]], provenance: dict[str, Any],
                     checkpoints: list[str]) -> dict[str, Any]:
@@ -139,7 +149,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optiona
         "format": FAMILY_FORMAT, "version": FAMILY_VERSION,
         "base": spec_to_dict(base), "base_name": config["base"],
         "base_params": base.num_params(), "base_macs": base.num_macs(), "base_test_error": trajectory[0]["test_error"],
-        "method": config["method"], "cost": config["cost"] if config["method"] == "fisher-cost" else None,
+        "method": config["method"], **_cost_fields(config),
         "channels_per_step": config["channels_per_step"], "prune_every": config["prune_every"],
         "seed": config["seed"],
         "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),

@@ -151,3 +151,17 @@ def test_zoo_manifest(run_cli, tmp_path: Path, monkeypatch, data) -> None:
     (tmp_path / "manifest.json").write_bytes(raw)
     monkeypatch.setenv("ARCHFAMILY_ZOO", str(tmp_path))
     _refused(run_cli("zoo", "list"), what)
+
+
+@pytest.mark.parametrize("method, cost, on, recorded", [
+    ("fisher", "params", None, {"cost": None, "cost_on": None}),
+    ("fisher-cost", "macs", None, {"cost": "macs", "cost_on": None}),
+    ("fisher-penalty", "latency", "cpu:1", {"cost": "latency", "cost_on": "cpu:1"}),
+    ("fisher-cost", "latency", "cuda", {"cost": "latency", "cost_on": "cuda"}),
+])
+def test_a_family_records_what_its_pruning_weighed_channels_against(method: str, cost: str, on: str | None,
+                                                                     recorded: dict) -> None:
+    from archfamily.derive import DeriveConfig
+    from archfamily.family import _cost_fields
+
+    assert _cost_fields(DeriveConfig("wrn-10-1", method=method, cost=cost, cost_on=on).to_dict()) == recorded
