@@ -1,8 +1,10 @@
 """Latency budgets: the largest family member that meets a measured latency on this machine.
 
-`solve_latency` bisects the rule's multiplier with real measurements (batch B,
-eager, channels_last, inference mode). Measurements are cached per machine, device,
-thread count and batch in `$ARCHFAMILY_CACHE/latency.json`, so asking again is quick.
+`solve_latency` searches the rule's multiplier on the per-device latency model's
+predictions and measures only the members it settles on (batch B, eager,
+channels_last, inference mode), bisecting by measurement if the model keeps missing.
+Measurements are cached per machine, device, thread count and batch in
+`$ARCHFAMILY_CACHE/latency.json`, so asking again is quick.
 """
 from __future__ import annotations
 

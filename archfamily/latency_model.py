@@ -51,6 +51,9 @@ def _channel_grid(top: int = 2048) -> tuple[int, ...]:
 
 
 CHANNEL_GRID = _channel_grid()
+# Traced networks kept, least recently used dropped first: a prune step asks about one network per group and
+# never about those again, so an unbounded cache grows by megabytes a prune over a run of thousands.
+TRACES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -206,9 +209,13 @@ class LatencyModel:
         return (1 - w) * self._point(op.kind, op.fixed, (lo,)) + w * self._point(op.kind, op.fixed, (hi,))
 
     def ops(self, spec: ArchSpec) -> list[Op]:
-        if spec not in self._ops:
-            self._ops[spec] = network_ops(spec, self.batch)
-        return self._ops[spec]
+        ops = self._ops.pop(spec, None)
+        if ops is None:
+            ops = network_ops(spec, self.batch)
+        self._ops[spec] = ops  # the most recently used last
+        if len(self._ops) > TRACES_KEPT:
+            del self._ops[next(iter(self._ops))]
+        return ops
 
     def output_bytes(self, spec: ArchSpec) -> int:
         """Bytes of the activations one forward pass writes (float32)."""

@@ -19,6 +19,7 @@ import torch
 from torch.utils import benchmark
 
 from archfamily import allocator
+from archfamily.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,16 @@ def _cpu_times(fn: Callable[[], Any], threads: int, min_run_time: float) -> list
     """One `blocked_autorange` of `fn`, taken again (up to ATTEMPTS in all) while this process got less than half
     a core during it: a stall of the whole window (a busier process, a VM's stolen time, swapping) is not the
     network's latency, and a measurement is cached for good. `scale --latency-ms` once read 41 ms for a member
-    that takes 1.24 ms."""
+    that takes 1.24 ms. When every attempt stalls it is a one-line error: no figure beats a wrong one."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     for _ in range(ATTEMPTS):
         wall, cpu = time.perf_counter(), time.process_time()
         times = timer.blocked_autorange(min_run_time=min_run_time).times
-        if time.process_time() - cpu >= MIN_CPU_SHARE * (time.perf_counter() - wall):
-            break
-    return times
+        share = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
+        if share >= MIN_CPU_SHARE:
+            return times
+    raise UserError(f"this process got {share:.0%} of a core while being timed, {ATTEMPTS} times running: the "
+                    "machine is too busy to time a network; stop other work and run again")
 
 
 def _summary(times: list[float]) -> Timing:

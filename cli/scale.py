@@ -5,6 +5,7 @@ Printed as a table, as JSON (`--json`), or written as a spec file (`--out`).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Optional
 
@@ -84,8 +85,8 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
     from archfamily.latency import parse_target, solve_latency
     from archfamily.latency_model import LatencyModel
 
-    if latency_ms <= 0:
-        raise UserError("--latency-ms must be positive")
+    if not math.isfinite(latency_ms) or latency_ms <= 0:  # nan passes `<= 0`, and every comparison after it
+        raise UserError(f"--latency-ms must be a positive number of milliseconds, not {latency_ms:g}")
     device, threads = parse_target(target)
     bars: dict[str, tqdm] = {}  # opened at their first report
 

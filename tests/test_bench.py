@@ -138,6 +138,8 @@ def test_latency_budget_returns_a_member_and_caches(run_cli, family, tmp_path: P
     (("--latency-ms", "5", "--on", "cpu:x"), "malformed thread count"),
     (("--latency-ms", "5", "--params", "1M"), "exactly one budget"),
     (("--latency-ms", "5", "--on", "cuda:2"), "cuda takes no thread count"),
+    (("--latency-ms", "nan"), "must be a positive number"),
+    (("--latency-ms", "-1"), "must be a positive number"),
 ])
 def test_latency_bad_input(run_cli, family, tmp_path: Path, monkeypatch, args, message: str) -> None:
     monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "cache"))

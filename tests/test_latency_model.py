@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import archfamily.latency_model as lm
+from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import base_spec
 
@@ -42,6 +43,16 @@ def test_a_prediction_is_the_sum_of_the_operations_interpolated_exactly(model: l
     expected = sum(_cost(o.kind, o.fixed, o.channels) for o in lm.network_ops(spec))
     assert model.predict(spec) == pytest.approx(expected, rel=1e-9)
     assert 0 < model.measured < 4 * len(lm.network_ops(spec))
+
+
+def test_the_model_keeps_only_the_networks_it_traced_last(model: lm.LatencyModel, monkeypatch) -> None:
+    monkeypatch.setattr(lm, "TRACES_KEPT", 2)
+    traced = []
+    monkeypatch.setattr(lm, "network_ops", lambda spec, batch: traced.append(spec) or [])
+    a, b, c = (base_spec("wrn-10-1").with_prunable_widths([w, 32, 64]) for w in (4, 8, 12))
+    for spec in (a, b, a, c, a, b):  # c pushes out b, the least recently used; a stays
+        model.ops(spec)
+    assert traced == [a, b, c, b]
 
 
 def test_the_table_is_cached_and_reused(model: lm.LatencyModel, tmp_path: Path) -> None:
@@ -207,3 +218,11 @@ def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(monkeypatc
     monkeypatch.setattr(timing.time, "process_time", lambda: next(cpu_clock))
     result = timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)
     assert next(cpu_clock, "spent") == "spent" and result["op"].runs >= 1
+
+
+def test_a_timing_held_off_the_cpu_every_time_is_an_error_not_a_figure(monkeypatch) -> None:
+    from archfamily import timing
+
+    monkeypatch.setattr(timing.time, "process_time", lambda: 0.0)  # never any CPU time: every window stalled
+    with pytest.raises(UserError, match="too busy to time"):
+        timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)

@@ -45,7 +45,9 @@ class Pruner:
     `fisher` is the paper's default. `fisher-cost` divides Delta by what the channel costs (`cost`: parameters,
     MACs or predicted latency on one device), preferring to drop expensive channels. `fisher-penalty` is Theis
     et al.'s additive form, Delta - beta * cost, with beta rescaled at every prune to the ratio of the open
-    channels' median Delta and median cost, so that neither term swamps the other. Saliency is compared across
+    channels' median Delta and median cost, so the two terms are in the same units whatever the cost's. The
+    channels pruned are those of least Delta, far below the median, so among them cost mostly decides: the
+    penalty form follows the cost more closely than the quotient does. Saliency is compared across
     all layers at once (global pruning).
     """
 
