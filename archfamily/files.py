@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from archfamily.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,17 +18,24 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Run `write(tmp)` on a temporary path beside `path`, then move it into place."""
+    """Run `write(tmp)` on a temporary path beside `path`, then move it into place. A place that cannot be
+    written (no permission, a file where a folder should be, a full disk) is the user's to fix: a one-line
+    error naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
         raise
 
 

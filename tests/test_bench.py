@@ -147,6 +147,14 @@ def test_latency_bad_input(run_cli, family, tmp_path: Path, monkeypatch, args, m
     assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
 
 
+def test_an_unwritable_latency_cache_is_a_one_line_error(run_cli, family, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "a-file" / "cache"))
+    result = run_cli("scale", "--family", str(family.path), "--latency-ms", "1000", "--on", "cpu:1")
+    assert result.code == 2 and "latency.json: cannot write it" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
 def test_parse_target() -> None:
     assert parse_target("cpu:1") == (torch.device("cpu"), 1)
     with pytest.raises(UserError):

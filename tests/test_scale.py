@@ -189,6 +189,7 @@ BAD = [
     (("--params", ","), "needs at least one number"),
     (("--params", "0.4"), "must be at least 1"),
     (("--latency-ms", "3", "--round-to", "0"), "Invalid value for '--round-to'"),
+    (("--params", "1M", "--out", "{tmp}/truncated.json/x.json"), "truncated.json/x.json: cannot write it"),
 ]
 
 
