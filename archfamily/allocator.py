@@ -11,7 +11,7 @@ holes hold every activation, then holds). At batch 1 nothing changes: its activa
 setting, and the latencies were the same (measured on the same machine).
 
 Every timing in archfamily runs with this setting (`timing.time_interleaved` applies it), and `machine_info`
-records it. To deploy with the same behaviour, start the process with
+records it. It lasts for the rest of the process: a `derive --cost latency` run trains on with it. To deploy with the same behaviour, start the process with
 `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647` (glibc reads both), or preload jemalloc or tcmalloc.
 """
 from __future__ import annotations
@@ -33,8 +33,9 @@ def is_glibc() -> bool:
 
 
 def setting() -> str:
-    """How this process's malloc behaves while archfamily times: part of a timing's machine description."""
-    return SETTING if is_glibc() else "the system's malloc, as it is"
+    """How this process's malloc behaves while archfamily times: part of a timing's machine description, so it
+    applies the setting first (as every timing would) and reports what took effect."""
+    return SETTING if keep_freed_memory() else "the system's malloc, as it is"
 
 
 def keep_freed_memory() -> bool:
