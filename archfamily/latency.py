@@ -35,16 +35,16 @@ MODEL_TOLERANCE = 0.03  # an answer this close under the budget is kept: about t
 
 def parse_target(on: str) -> tuple[torch.device, int]:
     """`cpu`, `cpu:2` or `cuda` -> (device, threads); a one-line error for anything else."""
-    name, _, threads = on.partition(":")
+    name, colon, threads = on.partition(":")
     if name not in ("cpu", "cuda"):
         raise UserError(f"unknown device {on!r}: use cpu, cpu:THREADS or cuda")
     if name == "cuda":
-        if threads:
-            raise UserError(f"cuda takes no thread count, got {on!r}")
+        if colon:
+            raise UserError(f"cuda takes no thread count or index (it times the current GPU), got {on!r}")
         if not torch.cuda.is_available():
             raise UserError("--on cuda was asked for, but this machine has no CUDA GPU")
         return torch.device("cuda"), 1
-    if threads and not (threads.isdigit() and int(threads) >= 1):
+    if colon and not (threads.isdigit() and int(threads) >= 1):
         raise UserError(f"malformed thread count in {on!r}: use e.g. cpu:1 or cpu:2")
     return torch.device("cpu"), int(threads) if threads else torch.get_num_threads()
 

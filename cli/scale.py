@@ -143,14 +143,13 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
               help="Widths in multiples of N (8, 16 for hardware).")
 @click.option("--latency-ms", type=float, help="Or a measured latency budget: the largest member within it.")
-@click.option("--on", "target", default="cpu", show_default=True, help="Where --latency-ms is measured: cpu, "
-                                                                        "cpu:THREADS or cuda.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Batch size --latency-ms is measured at.")
+@click.option("--on", "target", help="Where --latency-ms is measured: cpu, cpu:THREADS or cuda [cpu: all threads].")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size --latency-ms is measured at [1].")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec and its counts as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
 def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,
-          at: Optional[float], round_to: int, latency_ms: Optional[float], target: str, batch: int, as_json: bool,
+          at: Optional[float], round_to: int, latency_ms: Optional[float], target: Optional[str],
+          batch: Optional[int], as_json: bool,
           out: Optional[str]) -> None:
     """The member of a family that meets a parameter, MAC or measured-latency budget."""
     from pathlib import Path
@@ -160,6 +159,8 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
 
     if latency_ms is not None and (params or macs or sweep):
         raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")
+    if latency_ms is None and (target or batch):
+        raise UserError("--on and --batch say where --latency-ms is measured; give --latency-ms with them")
     metric, budgets = ("latency", []) if latency_ms is not None else _budgets(params, macs, sweep)
     if out and len(budgets) > 1:
         raise UserError("--out writes one spec: give a single budget")
@@ -167,7 +168,7 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
         raise UserError("--at applies to the copycat rule only")
     scaling_rule, family_file, family_folder, base_name, method = _family_rule(family_path, rule, at)
     if latency_ms is not None:
-        results = [_solve_latency(scaling_rule, latency_ms, target, batch, round_to)]
+        results = [_solve_latency(scaling_rule, latency_ms, target or "cpu", batch or 1, round_to)]
     else:
         results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
     if out:

@@ -138,6 +138,9 @@ def test_latency_budget_returns_a_member_and_caches(run_cli, family, tmp_path: P
     (("--latency-ms", "5", "--on", "cpu:x"), "malformed thread count"),
     (("--latency-ms", "5", "--params", "1M"), "exactly one budget"),
     (("--latency-ms", "5", "--on", "cuda:2"), "cuda takes no thread count"),
+    (("--latency-ms", "5", "--on", "cpu:"), "malformed thread count"),
+    (("--params", "100k", "--on", "cpu:1"), "give --latency-ms with them"),
+    (("--params", "100k", "--batch", "8"), "give --latency-ms with them"),
     (("--latency-ms", "nan"), "must be a positive number"),
     (("--latency-ms", "-1"), "must be a positive number"),
 ])
