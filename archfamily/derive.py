@@ -130,6 +130,10 @@ def _validate(config: DeriveConfig) -> ArchSpec:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     _base_recipe(config)  # one-line errors for an unknown recipe or bad --epochs
     spec = base_spec(config.base)
+    if config.cost == "latency":
+        from archfamily.latency_model import check_predictable
+
+        check_predictable(spec)
     if config.checkpoint:
         ckpt_spec, _, _ = load_model(Path(config.checkpoint))
         if ckpt_spec != spec:

@@ -95,6 +95,43 @@ def _bisect(rule: ScalingRule, round_to: int, lo: float, hi: float, fits: Callab
     return lo, hi
 
 
+def _search_with_model(rule: ScalingRule, target_ms: float, round_to: int, model: "LatencyModel",
+                       measured: Callable[[Member], float], ends: dict[float, tuple[Member, float]]
+                       ) -> tuple[Optional[tuple[Member, float]], float, float]:
+    """`solve_latency`'s search on predicted latency, from the two measured `ends` (multiplier: member, ms):
+    the answer if it settles within MODEL_STEPS rounds, and the bracket (lo within the budget, hi over it) it
+    narrowed by measurement either way."""
+    (lo, (smallest, fastest)), (hi, (largest, slowest)) = sorted(ends.items())
+    model.calibrate([smallest.spec, largest.spec], {smallest.spec: fastest, largest.spec: slowest}.__getitem__)
+    errors = {lo: fastest / model.predict(smallest.spec), hi: slowest / model.predict(largest.spec)}
+
+    def corrected(c: Member) -> float:
+        """The prediction times the model's measured error, interpolated (in log multiplier) between the
+        nearest measured members on either side."""
+        below = max(x for x in errors if x <= c.multiplier)
+        above = min((x for x in errors if x >= c.multiplier), default=below)
+        w = 0.0 if above == below else math.log(c.multiplier / below) / math.log(above / below)
+        return model.predict(c.spec) * ((1 - w) * errors[below] + w * errors[above])
+
+    for _ in range(MODEL_STEPS):
+        m, m_above = _bisect(rule, round_to, lo, hi, lambda c: corrected(c) <= target_ms)
+        candidate = member(rule, m, round_to)
+        ms = measured(candidate)
+        errors[m] = ms / model.predict(candidate.spec)
+        if ms > target_ms:
+            hi = m
+            continue
+        if ms >= (1 - MODEL_TOLERANCE) * target_ms:
+            return (candidate, ms), lo, hi  # within the budget and close to it
+        above = member(rule, m_above, round_to)
+        above_ms = measured(above)
+        if above_ms > target_ms:
+            return (candidate, ms), lo, hi  # within the budget, and the next larger member is not
+        errors[m_above] = above_ms / model.predict(above.spec)
+        lo = m_above
+    return None, lo, hi
+
+
 def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, threads: int, batch: int = 1,
                   round_to: int = 1, cache: Optional[LatencyCache] = None,
                   on_step: Optional[Callable[[Member, float], None]] = None,
@@ -128,33 +165,15 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
         return largest, slowest
     lo, hi = rule.lo, rule.hi  # lo's member is measured within the budget, hi's over it
     if model is not None:
-        model.calibrate([smallest.spec, largest.spec], {smallest.spec: fastest, largest.spec: slowest}.__getitem__)
-        errors = {lo: fastest / model.predict(smallest.spec), hi: slowest / model.predict(largest.spec)}
+        from archfamily.latency_model import NotInTable  # here: latency_model imports this module
 
-        def corrected(c: Member) -> float:
-            """The prediction times the model's measured error, interpolated (in log multiplier) between the
-            nearest measured members on either side."""
-            below = max(x for x in errors if x <= c.multiplier)
-            above = min((x for x in errors if x >= c.multiplier), default=below)
-            w = 0.0 if above == below else math.log(c.multiplier / below) / math.log(above / below)
-            return model.predict(c.spec) * ((1 - w) * errors[below] + w * errors[above])
-
-        for _ in range(MODEL_STEPS):
-            m, m_above = _bisect(rule, round_to, lo, hi, lambda c: corrected(c) <= target_ms)
-            candidate = member(rule, m, round_to)
-            ms = measured(candidate)
-            errors[m] = ms / model.predict(candidate.spec)
-            if ms > target_ms:
-                hi = m
-                continue
-            if ms >= (1 - MODEL_TOLERANCE) * target_ms:
-                return candidate, ms  # within the budget and close to it
-            above = member(rule, m_above, round_to)
-            above_ms = measured(above)
-            if above_ms > target_ms:
-                return candidate, ms  # within the budget, and the next larger member is not
-            errors[m_above] = above_ms / model.predict(above.spec)
-            lo = m_above
+        try:
+            answer, lo, hi = _search_with_model(rule, target_ms, round_to, model, measured,
+                                                {lo: (smallest, fastest), hi: (largest, slowest)})
+            if answer:
+                return answer
+        except NotInTable:
+            pass  # a family wider than the table (4x a wide base, say): measurement alone still answers
     lo, _ = _bisect(rule, round_to, lo, hi, lambda m: measured(m) <= target_ms)
     best = member(rule, lo, round_to)
     return best, measured(best, report=False)

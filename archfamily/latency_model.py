@@ -73,6 +73,18 @@ def _time_ms(fn: Callable[[], Any], device: torch.device, threads: int) -> float
     return time_interleaved({"op": fn}, device, threads, rounds=1, min_run_time=0.05)["op"].median_ms
 
 
+class NotInTable(UserError):
+    """A network the latency model cannot predict: one a search can still answer by measurement alone."""
+
+
+def check_predictable(spec: ArchSpec) -> None:
+    """A one-line error, before any training, for a network the table cannot predict (grouped convolutions, or
+    more channels than the grid's last point); a pruned network has no more channels than its base."""
+    for op in network_ops(spec):
+        for c in op.channels:
+            _bracket(c)
+
+
 def network_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
     """The operations one forward pass of `spec`'s network runs, in order (identities left out).
 
@@ -100,7 +112,7 @@ def network_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
 def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torch.fx.Node) -> Optional[Op]:
     if isinstance(target, nn.Conv2d):
         if target.groups != 1:
-            raise UserError("the latency model times dense convolutions only; this network has grouped ones")
+            raise NotInTable("the latency model times dense convolutions only; this network has grouped ones")
         return Op("conv", (target.kernel_size[0], target.stride[0], shape_in[2]), (shape_in[1], out[1]))
     if isinstance(target, nn.BatchNorm2d):
         return Op("batchnorm", (out[2],), (out[1],))
@@ -120,7 +132,7 @@ def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torc
 def _bracket(c: int) -> tuple[int, int]:
     """The grid points around `c` (equal when `c` is on the grid)."""
     if not 1 <= c <= CHANNEL_GRID[-1]:
-        raise UserError(f"the latency model's table covers 1 to {CHANNEL_GRID[-1]} channels, not {c}")
+        raise NotInTable(f"the latency model's table covers 1 to {CHANNEL_GRID[-1]} channels, not {c}")
     i = bisect.bisect_left(CHANNEL_GRID, c)
     return (c, c) if CHANNEL_GRID[i] == c else (CHANNEL_GRID[i - 1], CHANNEL_GRID[i])
 

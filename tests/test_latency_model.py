@@ -182,6 +182,25 @@ def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model
     assert len(set(with_model.specs)) <= 4 if scale == 1.0 else len(set(with_model.specs)) < len(set(alone.specs))
 
 
+def test_a_family_wider_than_the_table_is_solved_by_measurement_alone(model: lm.LatencyModel, monkeypatch) -> None:
+    from archfamily.latency import solve_latency
+    from archfamily.scaling import base_rule
+
+    monkeypatch.setattr(lm, "CHANNEL_GRID", tuple(c for c in lm.CHANNEL_GRID if c <= 48))  # wrn-16-1 has 64
+    rule = base_rule("reduced-width", base_spec("wrn-16-1"))
+    target = 0.5 * _Measured(1.0).measure(base_spec("wrn-16-1"), None, 1, 1)
+    found, ms = solve_latency(rule, target, torch.device("cpu"), 1, cache=_Measured(1.0), model=model)
+    expected, _ = solve_latency(rule, target, torch.device("cpu"), 1, cache=_Measured(1.0))
+    assert found.spec == expected.spec and ms <= target
+
+
+def test_latency_pruning_refuses_a_base_wider_than_the_table_before_training(run_cli, tmp_path: Path) -> None:
+    result = run_cli("derive", "--preset", "smoke", "--base", "wrn-10-36", "--method", "fisher-penalty",
+                     "--cost", "latency", "--on", "cpu:1", "--out", str(tmp_path / "run"))  # 2304 in stage 3
+    assert result.code == 2 and "covers 1 to 2048 channels, not 2304" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 FAULTS = """
 import resource, sys, torch
 from archfamily.timing import time_interleaved
