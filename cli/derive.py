@@ -21,7 +21,8 @@ from cli.options import COMPILE, training_options
               help="Channel saliency; fisher is the paper's; fisher-cost divides it by --cost, fisher-penalty "
                    "subtracts a scaled --cost (Theis et al.).")
 @click.option("--cost", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
-              help="What a channel costs, for fisher-cost and fisher-penalty; latency is predicted for --on.")
+              help="What a channel costs, for fisher-cost and fisher-penalty; latency is predicted for --on "
+                   "(with fisher-penalty, which measured better per millisecond).")
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
 @click.option("--recipe", type=click.Choice(["fast", "wrn", "densenet"]),

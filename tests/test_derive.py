@@ -160,7 +160,7 @@ BAD_INPUTS = [
     (("--save-at", "200k"), "outside the pruning run"),
     (("--save-at", "many"), "malformed --save-at"),
     (("--method", "fisher-cost", "--cost", "latency"), "--cost latency needs --on"),
-    (("--cost", "latency", "--on", "cpu"), "use it with --method fisher-cost or fisher-penalty"),
+    (("--cost", "latency", "--on", "cpu"), "use it with --method fisher-penalty (per millisecond the better"),
     (("--on", "cpu:1"), "give --cost latency with it"),
     (("--on", "tpu", "--cost", "latency", "--method", "fisher-cost"), "unknown device 'tpu'"),
 ]

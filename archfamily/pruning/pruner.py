@@ -27,7 +27,8 @@ def check_method(method: str, cost: str) -> None:
     if cost not in COSTS:
         raise UserError(f"unknown cost {cost!r}; choose from {', '.join(COSTS)}")
     if cost == "latency" and method not in COST_METHODS:
-        raise UserError(f"--cost latency weighs saliency by time: use it with --method {' or '.join(COST_METHODS)}")
+        raise UserError("--cost latency weighs saliency by time: use it with --method fisher-penalty (per "
+                        "millisecond the better of the two in RESULTS.md) or fisher-cost")
 
 
 def check_cost_device(cost: str, on: Optional[str]) -> None:
