@@ -3,6 +3,7 @@ network runs, the table's interpolation, its cache, the per-operation overhead f
 latency-aware pruning and `scale --latency-ms` read from it."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -45,14 +46,23 @@ def test_a_prediction_is_the_sum_of_the_operations_interpolated_exactly(model: l
     assert 0 < model.measured < 4 * len(lm.network_ops(spec))
 
 
-def test_the_model_keeps_only_the_networks_it_traced_last(model: lm.LatencyModel, monkeypatch) -> None:
+def test_the_model_keeps_only_the_networks_it_asked_about_last(model: lm.LatencyModel, monkeypatch) -> None:
     monkeypatch.setattr(lm, "TRACES_KEPT", 2)
-    traced = []
-    monkeypatch.setattr(lm, "network_ops", lambda spec, batch: traced.append(spec) or [])
-    a, b, c = (base_spec("wrn-10-1").with_prunable_widths([w, 32, 64]) for w in (4, 8, 12))
-    for spec in (a, b, a, c, a, b):  # c pushes out b, the least recently used; a stays
+    a, b, c = (base_spec("wrn-10-1").with_prunable_widths(w) for w in ([4, 32, 64], [0, 32, 64], [4, 0, 64]))
+    for spec in (a, b, a, c, a):  # c pushes out b, the least recently used; a stays
         model.ops(spec)
-    assert traced == [a, b, c, b]
+    assert list(model._ops) == [c, a]
+
+
+@pytest.mark.parametrize("spec", [base_spec("wrn-16-2").with_prunable_widths([32, 0, 20, 64, 128, 3]),
+                                  base_spec("resnet-18"), base_spec("resnet-50").with_block_counts([1, 1, 1, 1]),
+                                  base_spec("densenet-bc-22")], ids=["wrn", "resnet-basic", "resnet-bottleneck", "densenet"])
+def test_operations_filled_in_from_a_topology_template_are_those_traced(spec, model: lm.LatencyModel) -> None:
+    rng = random.Random(0)
+    same_topology = [spec.with_prunable_widths([w and rng.randint(1, w) for w in spec.prunable_widths()])
+                     for _ in range(3)]  # traced, then the template built, then filled in
+    assert [model.ops(s) for s in same_topology] == [lm.network_ops(s) for s in same_topology]
+    assert [t.valid for t in model._templates.values()] == [True]
 
 
 def test_the_table_is_cached_and_reused(model: lm.LatencyModel, tmp_path: Path) -> None:
