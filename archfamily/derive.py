@@ -203,10 +203,14 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
 TRAJECTORY_KEYS = ("prune_step", "train_step", "params", "macs", "test_error", "spec")
 
 
-def trajectory_entry(spec: ArchSpec, prune_step: int, train_step: int, error: Optional[float]) -> dict[str, Any]:
-    """One trajectory.jsonl line: the pruned network `spec`, when it was reached, its counts and error."""
-    return {"prune_step": prune_step, "train_step": train_step, "params": spec.num_params(), "macs": spec.num_macs(),
-            "test_error": error, "spec": spec_to_dict(spec)}
+def trajectory_entry(spec: ArchSpec, prune_step: int, train_step: int, error: Optional[float],
+                     beta: Optional[float] = None) -> dict[str, Any]:
+    """One trajectory.jsonl line: the pruned network `spec`, when it was reached, its counts and error, and for
+    fisher-penalty the beta its last prune weighed cost with (rescaled every prune: a reader of the run sees
+    the trade-off it made)."""
+    entry = {"prune_step": prune_step, "train_step": train_step, "params": spec.num_params(),
+             "macs": spec.num_macs(), "test_error": error, "spec": spec_to_dict(spec)}
+    return entry if beta is None else {**entry, "beta": beta}
 
 
 def _checked_entry(raw: Any, where: str, base: ArchSpec) -> dict[str, Any]:
@@ -223,7 +227,9 @@ def _checked_entry(raw: Any, where: str, base: ArchSpec) -> dict[str, Any]:
         entry.fail("spec", f"is not a pruned {base.family} of this run's base")
     if (entry.int("params", 1), entry.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
         entry.fail("params", "and macs are not those of its spec")
-    return {k: raw[k] for k in TRAJECTORY_KEYS}
+    if "beta" in raw:  # fisher-penalty runs only
+        entry.number("beta", 0)
+    return {k: raw[k] for k in (*TRAJECTORY_KEYS, "beta") if k in raw}
 
 
 def _checked_trajectory(raw: list[Any], where: str, base: ArchSpec, finished: bool) -> list[dict[str, Any]]:
@@ -345,7 +351,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             measure = params <= floor or pruner.open_channels() == 0 or bool(due) \
                 or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error), due, trainer.model)
+            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error, pruner.beta), due, trainer.model)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)
             if measure:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from archfamily.checkpoint import save_model
+from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import WideResNetSpec, spec_to_dict
 from families import write_family
@@ -165,3 +166,13 @@ def test_a_family_records_what_its_pruning_weighed_channels_against(method: str,
     from archfamily.family import _cost_fields
 
     assert _cost_fields(DeriveConfig("wrn-10-1", method=method, cost=cost, cost_on=on).to_dict()) == recorded
+
+
+def test_a_trajectory_line_keeps_the_penalty_beta_and_checks_it() -> None:
+    from archfamily.derive import _checked_entry, trajectory_entry
+
+    base = SPEC
+    assert "beta" not in _checked_entry(trajectory_entry(base, 0, 0, 50.0), "line", base)
+    assert _checked_entry(trajectory_entry(base, 3, 75, None, 0.25), "line", base)["beta"] == 0.25
+    with pytest.raises(UserError, match="line: beta must be a finite number from 0"):
+        _checked_entry(trajectory_entry(base, 3, 75, None, -1.0), "line", base)

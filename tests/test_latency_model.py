@@ -153,6 +153,10 @@ def test_latency_aware_pruning_closes_what_saves_time(model: lm.LatencyModel) ->
     for pruner in (divide, penalty):  # with saliency equal, both forms close the dearest group's channels first
         scores = pruner.scores()
         assert min(range(len(scores)), key=lambda i: float(scores[i].min())) == dearest
+    # the (equal) saliency over the open channels' median cost: the penalty's beta, which the trajectory records
+    per_channel = torch.tensor([c for c, g in zip(costs, penalty.groups) for _ in range(g.gate.num_open)])
+    saliency = float(penalty.fisher.saliency()[0].flatten()[0])
+    assert divide.beta is None and penalty.beta == pytest.approx(saliency / float(per_channel.median()))
 
 
 def test_a_latency_cost_needs_a_latency_model() -> None:

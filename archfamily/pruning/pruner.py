@@ -64,6 +64,7 @@ class Pruner:
         self._areas = conv_output_areas(model, self.groups, spec.input_size, spec.in_chans) \
             if method in COST_METHODS and cost != "latency" else {}
         self.num_prunes = 0
+        self.beta: Optional[float] = None  # fisher-penalty's trade-off at the last prune, for the trajectory
 
     def channel_costs(self) -> list[float]:
         """What one open channel of each group costs. A latency cost is measured on rank 0 alone and sent to the
@@ -92,8 +93,8 @@ class Pruner:
             return [s / c for s, c in zip(scores, costs)]
         open_scores = [s[g.gate.mask.detach().cpu() > 0] for s, g in zip(scores, self.groups)]
         open_costs = [c for c, s in zip(costs, open_scores) for _ in range(s.numel())]
-        beta = float(torch.cat(open_scores).median()) / max(float(torch.tensor(open_costs).median()), 1e-12)
-        return [s - beta * c for s, c in zip(scores, costs)]
+        self.beta = float(torch.cat(open_scores).median()) / max(float(torch.tensor(open_costs).median()), 1e-12)
+        return [s - self.beta * c for s, c in zip(scores, costs)]
 
     def open_channels(self) -> int:
         return sum(g.gate.num_open for g in self.groups)
