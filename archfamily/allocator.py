@@ -11,7 +11,8 @@ holes hold every activation, then holds). At batch 1 nothing changes: its activa
 setting, and the latencies were the same (measured on the same machine).
 
 Every timing in archfamily runs with this setting (`timing.time_interleaved` applies it), and `machine_info`
-records it. It lasts for the rest of the process: a `derive --cost latency` run trains on with it. To deploy with the same behaviour, start the process with
+records it. It lasts for the rest of the process: every rank of a `derive --cost latency` run (each builds a latency
+model, whose cache key reads the setting) trains on with it. To deploy with the same behaviour, start the process with
 `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647` (glibc reads both), or preload jemalloc or tcmalloc.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Output folder:
 - `run.json`: the settings (a resumed run must match them);
 - `base.safetensors`: the trained base network;
 - `trajectory.jsonl`: one line per prune step (pruned spec, params, MACs, test error
-  where measured);
+  where measured, and for fisher-penalty the beta that prune weighed cost with);
 - `pruned-050.safetensors`, `pruned-025.safetensors`, `pruned-final.safetensors`:
   compressed pruned networks at 50% and 25% of the base's parameters and at the end,
   and `pruned-at-<N>.safetensors` for every `--save-at N` (the first prune step at or
@@ -351,7 +351,8 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             measure = params <= floor or pruner.open_channels() == 0 or bool(due) \
                 or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error, pruner.beta), due, trainer.model)
+            beta = pruner.beta if pruner.beta is not None and math.isfinite(pruner.beta) else None
+            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error, beta), due, trainer.model)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)
             if measure:

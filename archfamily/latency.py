@@ -165,9 +165,10 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
         return largest, slowest
     lo, hi = rule.lo, rule.hi  # lo's member is measured within the budget, hi's over it
     if model is not None:
-        from archfamily.latency_model import NotInTable  # here: latency_model imports this module
+        from archfamily.latency_model import NotInTable, check_predictable  # here: it imports this module
 
         try:
+            check_predictable(largest.spec)  # before the model times its table for a family it cannot predict
             answer, lo, hi = _search_with_model(rule, target_ms, round_to, model, measured,
                                                 {lo: (smallest, fastest), hi: (largest, slowest)})
             if answer:

@@ -18,7 +18,7 @@ import json
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.fx
@@ -51,8 +51,9 @@ def _channel_grid(top: int = 2048) -> tuple[int, ...]:
 
 
 CHANNEL_GRID = _channel_grid()
-# Networks whose operations are kept, least recently used dropped first: a prune step asks about one network per
-# group and never about those again, so an unbounded cache grows by megabytes a prune over a run of thousands.
+# Networks (and topologies) whose operations are kept, least recently used dropped first: a prune step asks about
+# one network per group and never about those again, so an unbounded cache grows by megabytes a prune over a run
+# of thousands.
 TRACES_KEPT = 64
 
 
@@ -118,11 +119,17 @@ def _topology(spec: ArchSpec) -> ArchSpec:
 class _OpsTemplate:
     """The operations of every network of one topology, each channel count an affine function of the prunable
     widths (a sum of widths and constants, in every family here), read off one trace of a network and one more
-    per open width with that width moved by one. A latency-aware pruning run asks about one network per group
-    at every prune step, all of one or two topologies; a trace is 50-130 ms, this is arithmetic.
+    per open width with that width moved by one (up from 1, else down: never to 0). A latency-aware pruning run
+    asks about one network per group at every prune step, most of them of the current network's topology; a
+    trace is 50-130 ms, filling in is arithmetic.
 
     `valid` is False where moving a width changed more than channel counts; such a topology is traced network
     by network."""
+
+    @staticmethod
+    def traces(spec: ArchSpec) -> int:
+        """What building the template of `spec`'s topology costs, in traces."""
+        return 1 + sum(w > 0 for w in spec.prunable_widths())
 
     def __init__(self, spec: ArchSpec, batch: int) -> None:
         self.widths = spec.prunable_widths()
@@ -151,6 +158,18 @@ class _OpsTemplate:
         for i, slot, g, coef in self.terms:
             channels[i][slot] += coef * (widths[g] - self.widths[g])
         return [Op(op.kind, op.fixed, tuple(c)) for op, c in zip(self.ops, channels)]
+
+
+def _take(cache: dict, key: Any) -> Any:
+    """A least-recently-used cache's value for `key` (None if absent), taken out to be put back by `_keep`."""
+    return cache.pop(key, None)
+
+
+def _keep(cache: dict, key: Any, value: Any) -> None:
+    """Put `key` back as the most recently used, dropping the least recently used past TRACES_KEPT."""
+    cache[key] = value
+    if len(cache) > TRACES_KEPT:
+        del cache[next(iter(cache))]
 
 
 def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torch.fx.Node) -> Optional[Op]:
@@ -240,7 +259,8 @@ class LatencyModel:
         self.overhead_ms = 0.0  # per operation, from `calibrate`
         self.ms_per_mb = 0.0  # per MB of activations written, from `calibrate`
         self._ops: dict[ArchSpec, list[Op]] = {}
-        self._templates: dict[ArchSpec, Optional[_OpsTemplate]] = {}  # by topology; None: traced once so far
+        # by topology: its template, or how many of its networks were traced so far
+        self._templates: dict[ArchSpec, Union[_OpsTemplate, int]] = {}
 
     def _point(self, kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float:
         key = f"{self.setting}|{kind}|{','.join(map(str, fixed))}|{','.join(map(str, channels))}"
@@ -266,22 +286,22 @@ class LatencyModel:
         return (1 - w) * self._point(op.kind, op.fixed, (lo,)) + w * self._point(op.kind, op.fixed, (hi,))
 
     def ops(self, spec: ArchSpec) -> list[Op]:
-        """`spec`'s operations: traced the first time its topology is asked about, filled in from a template
-        of the topology (traced once per width) from the second time on."""
-        ops = self._ops.pop(spec, None)
+        """`spec`'s operations: traced, until its topology's networks have cost as many traces as a template of
+        the topology would (so a topology asked about once or twice, as when a group is about to close, costs
+        at most twice what tracing alone would); filled in from that template after."""
+        ops = _take(self._ops, spec)
         if ops is None:
             topology = _topology(spec)
-            if topology not in self._templates:
-                self._templates[topology] = None
-                ops = network_ops(spec, self.batch)
+            known = _take(self._templates, topology) or 0
+            if isinstance(known, _OpsTemplate):
+                ops = known.fill(spec) if known.valid else network_ops(spec, self.batch)
+            elif known + 1 >= _OpsTemplate.traces(spec):
+                known = _OpsTemplate(spec, self.batch)  # its first trace is `spec`'s own
+                ops = known.ops
             else:
-                if self._templates[topology] is None:
-                    self._templates[topology] = _OpsTemplate(spec, self.batch)
-                template = self._templates[topology]
-                ops = template.fill(spec) if template.valid else network_ops(spec, self.batch)
-        self._ops[spec] = ops  # the most recently used last
-        if len(self._ops) > TRACES_KEPT:
-            del self._ops[next(iter(self._ops))]
+                known, ops = known + 1, network_ops(spec, self.batch)
+            _keep(self._templates, topology, known)
+        _keep(self._ops, spec, ops)
         return ops
 
     def output_bytes(self, spec: ArchSpec) -> int:

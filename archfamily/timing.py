@@ -66,23 +66,30 @@ def _cuda_times(fn: Callable[[], Any], iters: int) -> list[float]:
 
 
 MIN_CPU_SHARE = 0.5  # of one core: below it the process was held off the CPU while it was being timed
-ATTEMPTS = 3
+ATTEMPTS = 5
+BACKOFF_S = 1.0  # the wait before the second attempt, doubled before each next: 15 s in all before giving up
 
 
 def _cpu_times(fn: Callable[[], Any], threads: int, min_run_time: float) -> list[float]:
     """One `blocked_autorange` of `fn`, taken again (up to ATTEMPTS in all) while this process got less than half
     a core during it: a stall of the whole window (a busier process, a VM's stolen time, swapping) is not the
     network's latency, and a measurement is cached for good. `scale --latency-ms` once read 41 ms for a member
-    that takes 1.24 ms. When every attempt stalls it is a one-line error: no figure beats a wrong one."""
+    that takes 1.24 ms. Between attempts it waits (1, 2, 4, 8 s), so a passing burst of other work does not end
+    a long run that times as it goes (`derive --cost latency`); when every attempt stalls it is a one-line
+    error: no figure beats a wrong one."""
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            time.sleep(BACKOFF_S * 2 ** (attempt - 1))
         wall, cpu = time.perf_counter(), time.process_time()
         times = timer.blocked_autorange(min_run_time=min_run_time).times
         share = (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
         if share >= MIN_CPU_SHARE:
             return times
-    raise UserError(f"this process got {share:.0%} of a core while being timed, {ATTEMPTS} times running: the "
-                    "machine is too busy to time a network; stop other work and run again")
+    raise UserError(f"this process got {share:.0%} of a core while being timed, {ATTEMPTS} times over "
+                    f"{BACKOFF_S * (2 ** (ATTEMPTS - 1) - 1):g} s: the "
+                    "machine is too busy to time a network; stop other work and run the command again (with "
+                    "--resume, a derive or training continues where it stopped)")
 
 
 def _summary(times: list[float]) -> Timing:

@@ -1,13 +1,15 @@
-"""What latency-aware pruning spends per prune step on its costs: `pruning.costs.latency_costs` on a base network
-shrinking a few channels a step, against tracing every network it asks about (one per group, plus the current
-one) with torch.fx, which is what it did before the latency model filled operations in from a topology template.
+"""What latency-aware pruning spends per prune step on its costs: `pruning.costs.latency_costs`, against tracing
+every network it asks about (the current one and one per open group) with torch.fx, which is what it did before
+the latency model filled operations in from a template of each topology.
 
-    python benchmarks/latency_costs.py --base wrn-40-2 --steps 12
+    python benchmarks/latency_costs.py --base wrn-40-2 --steps 40
 
-The lookup table is a stand-in (an operation's latency is the sum of its channel counts), so nothing is timed
-on the device: this measures finding each network's operations and summing them, the part that grows with the
-network's size and its number of groups. Prints medians over the steps after the first two (the template is
-built at the second). Asserts nothing.
+Two phases of a pruning run: `wide`, every group losing a channel a step and none near closing (one topology);
+`closing`, the narrowest open group losing 2 channels a step until it closes, so groups come within a cost
+window (8 channels) of closing and close, and the topology changes every few steps, as late in a run. The lookup
+table is a stand-in (an operation's latency is the sum of its channel counts), so nothing is timed on the
+device: this measures finding each network's operations and summing them. Prints each phase's median and
+slowest step, and tracing's cost for the same networks (how many x the median trace). Asserts nothing.
 """
 from __future__ import annotations
 
@@ -22,35 +24,62 @@ import torch
 import archfamily.latency_model as lm
 from archfamily.models import build_model
 from archfamily.pruning.costs import latency_costs
-from archfamily.specs import base_spec
+from archfamily.specs import ArchSpec, base_spec
 from archfamily.timing import machine_info
+
+
+def _wide(spec: ArchSpec, step: int) -> list[int]:
+    return [max(w - step, min(w, 9)) for w in spec.prunable_widths()]  # never within a cost window of closing
+
+
+def _closing(spec: ArchSpec, step: int) -> list[int]:
+    widths = list(spec.prunable_widths())
+    for _ in range(step):
+        open_groups = [i for i, w in enumerate(widths) if w > 0]
+        if len(open_groups) > 1:
+            narrowest = min(open_groups, key=widths.__getitem__)
+            widths[narrowest] = max(widths[narrowest] - 2, 0)
+    return widths
+
+
+def _phase(spec: ArchSpec, widths_at, steps: int, groups) -> tuple[list[float], list[int]]:
+    """Seconds of each step's costs, and how many networks each step asks about, with a fresh model."""
+    with TemporaryDirectory() as tmp:
+        model = lm.LatencyModel(torch.device("cpu"), 1, 1, Path(tmp) / "table.json", timer=lambda fn, d, t: fn())
+        seconds, asked = [], []
+        for step in range(steps):
+            current = spec.with_prunable_widths(widths_at(spec, step))
+            start = time.perf_counter()
+            latency_costs(current, groups, model)
+            seconds.append(time.perf_counter() - start)
+            asked.append(1 + sum(w > 0 for w in current.prunable_widths()))
+    return seconds, asked
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="wrn-40-2")
-    parser.add_argument("--steps", type=int, default=12, help="prune steps, each closing 1 channel of every group")
+    parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     spec = base_spec(args.base)
     groups = build_model(spec, gated=True).prune_groups()
     lm._runnable = lambda kind, fixed, channels, batch, device: (lambda: 1e-3 * sum(channels))  # the stand-in
-    with TemporaryDirectory() as tmp:
-        model = lm.LatencyModel(torch.device("cpu"), 1, 1, Path(tmp) / "table.json", timer=lambda fn, d, t: fn())
-        widths, costs, traces = spec.prunable_widths(), [], []
-        for step in range(args.steps):
-            current = spec.with_prunable_widths([max(w - step, 1) for w in widths])
-            start = time.perf_counter()
-            latency_costs(current, groups, model)
-            costs.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            lm.network_ops(current)
-            traces.append(time.perf_counter() - start)
-    per_step, trace = statistics.median(costs[2:]), statistics.median(traces)
-    print(f"{args.base}: {len(groups)} groups, {torch.get_num_threads()} threads, {machine_info()['cpu']}")
-    print(f"  costs per prune step, operations filled from the template: {per_step * 1e3:.1f} ms (median of "
-          f"steps 3-{args.steps}; all: {min(costs) * 1e3:.1f}-{max(costs) * 1e3:.0f} ms)")
-    print(f"  one torch.fx trace: {trace * 1e3:.1f} ms, so tracing every network a step asks about "
-          f"({len(groups) + 1}): {(len(groups) + 1) * trace * 1e3:.0f} ms, {(len(groups) + 1) * trace / per_step:.0f}x")
+    trace = statistics.median(_timed_trace(spec.with_prunable_widths(_wide(spec, i))) for i in range(5))
+    print(f"{args.base}: {len(groups)} groups; one torch.fx trace {trace * 1e3:.0f} ms; "
+          f"{torch.get_num_threads()} threads, {machine_info()['cpu']}")
+    for name, widths_at in (("wide", _wide), ("closing", _closing)):
+        seconds, asked = _phase(spec, widths_at, args.steps, groups)
+        tracing = statistics.median(asked) * trace
+        print(f"  {name:8s} median {statistics.median(seconds) * 1e3:7.1f} ms a step, slowest "
+              f"{max(seconds) * 1e3:6.0f} ms, all {args.steps} steps {sum(seconds):6.1f} s; tracing each network: "
+              f"{tracing * 1e3:5.0f} ms a step, {sum(asked) * trace:6.1f} s "
+              f"({sum(asked) * trace / sum(seconds):.1f}x)")
+
+
+def _timed_trace(spec: ArchSpec) -> float:
+    start = time.perf_counter()
+    lm.network_ops(spec)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

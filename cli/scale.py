@@ -159,7 +159,7 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
 
     if latency_ms is not None and (params or macs or sweep):
         raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")
-    if latency_ms is None and (target or batch):
+    if latency_ms is None and (target is not None or batch is not None):
         raise UserError("--on and --batch say where --latency-ms is measured; give --latency-ms with them")
     metric, budgets = ("latency", []) if latency_ms is not None else _budgets(params, macs, sweep)
     if out and len(budgets) > 1:
@@ -168,7 +168,8 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
         raise UserError("--at applies to the copycat rule only")
     scaling_rule, family_file, family_folder, base_name, method = _family_rule(family_path, rule, at)
     if latency_ms is not None:
-        results = [_solve_latency(scaling_rule, latency_ms, target or "cpu", batch or 1, round_to)]
+        results = [_solve_latency(scaling_rule, latency_ms, "cpu" if target is None else target,
+                                  1 if batch is None else batch, round_to)]
     else:
         results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
     if out:

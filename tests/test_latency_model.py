@@ -3,7 +3,6 @@ network runs, the table's interpolation, its cache, the per-operation overhead f
 latency-aware pruning and `scale --latency-ms` read from it."""
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from torch import nn
 import archfamily.latency_model as lm
 from archfamily.errors import UserError
 from archfamily.models import build_model
-from archfamily.specs import base_spec
+from archfamily.specs import ArchSpec, base_spec
 
 
 def _cost(kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float:
@@ -54,15 +53,41 @@ def test_the_model_keeps_only_the_networks_it_asked_about_last(model: lm.Latency
     assert list(model._ops) == [c, a]
 
 
-@pytest.mark.parametrize("spec", [base_spec("wrn-16-2").with_prunable_widths([32, 0, 20, 64, 128, 3]),
-                                  base_spec("resnet-18"), base_spec("resnet-50").with_block_counts([1, 1, 1, 1]),
-                                  base_spec("densenet-bc-22")], ids=["wrn", "resnet-basic", "resnet-bottleneck", "densenet"])
-def test_operations_filled_in_from_a_topology_template_are_those_traced(spec, model: lm.LatencyModel) -> None:
-    rng = random.Random(0)
-    same_topology = [spec.with_prunable_widths([w and rng.randint(1, w) for w in spec.prunable_widths()])
-                     for _ in range(3)]  # traced, then the template built, then filled in
-    assert [model.ops(s) for s in same_topology] == [lm.network_ops(s) for s in same_topology]
-    assert [t.valid for t in model._templates.values()] == [True]
+def _resnet_bottleneck() -> ArchSpec:
+    return base_spec("resnet-50").with_block_counts([1, 2, 1, 1])
+
+
+TOPOLOGIES = {  # a network, and two more of its topology: widths of 1 (moved up, not down), blocks pruned away
+    "wrn": (base_spec("wrn-16-2").with_prunable_widths([32, 0, 20, 64, 128, 3]), [1, 0, 7, 1, 100, 2], [9, 0, 1, 64, 1, 1]),
+    "resnet-basic": (base_spec("resnet-18").with_prunable_widths([64, 0, 128, 128, 0, 256, 512, 1]),
+                     [1, 0, 3, 128, 0, 1, 2, 1], [64, 0, 1, 1, 0, 256, 511, 9]),
+    "resnet-bottleneck": (_resnet_bottleneck().with_prunable_widths([64, 64, 0, 7, 128, 1, 256, 256, 512, 512]),
+                          [1, 1, 0, 0, 5, 1, 3, 256, 1, 2], [64, 2, 0, 0, 1, 128, 1, 1, 512, 7]),
+    "densenet": (base_spec("densenet-bc-22").with_prunable_widths([48, 0, 48, 48, 48, 0, 48, 1, 48]),
+                 [1, 0, 2, 48, 1, 0, 48, 1, 1], [48, 0, 1, 1, 48, 0, 2, 48, 3]),
+}
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_operations_filled_in_from_a_topology_template_are_those_traced(name: str) -> None:
+    first, *others = TOPOLOGIES[name]
+    template = lm._OpsTemplate(first, 1)
+    assert template.valid and template.ops == lm.network_ops(first)
+    for widths in others:
+        spec = first.with_prunable_widths(widths)
+        assert lm._topology(spec) == lm._topology(first) and template.fill(spec) == lm.network_ops(spec)
+
+
+def test_a_topology_is_traced_until_that_has_cost_what_its_template_costs(model: lm.LatencyModel,
+                                                                         monkeypatch) -> None:
+    traced = []
+    monkeypatch.setattr(lm, "network_ops", lambda spec, batch: traced.append(spec) or [lm.Op("relu", (8,), (1,))])
+    first = base_spec("wrn-10-1").with_prunable_widths([8, 0, 8])  # two open widths: a template costs 3 traces
+    specs = [first.with_prunable_widths([8 - i, 0, 8]) for i in range(6)]
+    for spec in specs:
+        model.ops(spec)
+    # two networks traced alone, then the third's trace and its two widths moved (the template), then none
+    assert traced[:3] == specs[:3] and len(traced) == 2 + 3
 
 
 def test_the_table_is_cached_and_reused(model: lm.LatencyModel, tmp_path: Path) -> None:
@@ -248,6 +273,7 @@ def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(monkeypatc
     from archfamily import timing
 
     cpu_clock = iter([0.0, 0.0, 0.0, 100.0])  # the first window got no CPU (a stall), the second all of it
+    monkeypatch.setattr(timing, "BACKOFF_S", 0.0)
     monkeypatch.setattr(timing.time, "process_time", lambda: next(cpu_clock))
     result = timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)
     assert next(cpu_clock, "spent") == "spent" and result["op"].runs >= 1
@@ -257,5 +283,6 @@ def test_a_timing_held_off_the_cpu_every_time_is_an_error_not_a_figure(monkeypat
     from archfamily import timing
 
     monkeypatch.setattr(timing.time, "process_time", lambda: 0.0)  # never any CPU time: every window stalled
+    monkeypatch.setattr(timing, "BACKOFF_S", 0.0)
     with pytest.raises(UserError, match="too busy to time"):
         timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)
