@@ -131,9 +131,9 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     _base_recipe(config)  # one-line errors for an unknown recipe or bad --epochs
     spec = base_spec(config.base)
     if config.cost == "latency":
-        from archfamily.latency_model import check_predictable
+        from archfamily.latency_model import check_predictable, network_ops
 
-        check_predictable(spec)
+        check_predictable(network_ops(spec))
     if config.checkpoint:
         ckpt_spec, _, _ = load_model(Path(config.checkpoint))
         if ckpt_spec != spec:
@@ -210,7 +210,7 @@ def trajectory_entry(spec: ArchSpec, prune_step: int, train_step: int, error: Op
     the trade-off it made)."""
     entry = {"prune_step": prune_step, "train_step": train_step, "params": spec.num_params(),
              "macs": spec.num_macs(), "test_error": error, "spec": spec_to_dict(spec)}
-    return entry if beta is None else {**entry, "beta": beta}
+    return entry if beta is None or not math.isfinite(beta) else {**entry, "beta": beta}  # NaN: saliency diverged
 
 
 def _checked_entry(raw: Any, where: str, base: ArchSpec) -> dict[str, Any]:
@@ -351,8 +351,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
             measure = params <= floor or pruner.open_channels() == 0 or bool(due) \
                 or pruner.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            beta = pruner.beta if pruner.beta is not None and math.isfinite(pruner.beta) else None
-            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error, beta), due, trainer.model)
+            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error, pruner.beta), due, trainer.model)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)
             if measure:

@@ -22,18 +22,17 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     written (no permission, a file where a folder should be, a full disk) is the user's to fix: a one-line
     error naming it."""
     path = Path(path)
+    tmp: Optional[str] = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
-    os.close(fd)
-    try:
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
         raise

@@ -96,12 +96,12 @@ def _bisect(rule: ScalingRule, round_to: int, lo: float, hi: float, fits: Callab
 
 
 def _search_with_model(rule: ScalingRule, target_ms: float, round_to: int, model: "LatencyModel",
-                       measured: Callable[[Member], float], ends: dict[float, tuple[Member, float]]
-                       ) -> tuple[Optional[tuple[Member, float]], float, float]:
-    """`solve_latency`'s search on predicted latency, from the two measured `ends` (multiplier: member, ms):
-    the answer if it settles within MODEL_STEPS rounds, and the bracket (lo within the budget, hi over it) it
-    narrowed by measurement either way."""
-    (lo, (smallest, fastest)), (hi, (largest, slowest)) = sorted(ends.items())
+                       measured: Callable[[Member], float], smallest: Member, fastest: float, largest: Member,
+                       slowest: float) -> tuple[Optional[tuple[Member, float]], float, float]:
+    """`solve_latency`'s search on predicted latency, from the rule's two ends as measured: the answer if it
+    settles within MODEL_STEPS rounds, and the bracket (lo within the budget, hi over it) it narrowed by
+    measurement either way."""
+    lo, hi = rule.lo, rule.hi
     model.calibrate([smallest.spec, largest.spec], {smallest.spec: fastest, largest.spec: slowest}.__getitem__)
     errors = {lo: fastest / model.predict(smallest.spec), hi: slowest / model.predict(largest.spec)}
 
@@ -168,9 +168,9 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
         from archfamily.latency_model import NotInTable, check_predictable  # here: it imports this module
 
         try:
-            check_predictable(largest.spec)  # before the model times its table for a family it cannot predict
-            answer, lo, hi = _search_with_model(rule, target_ms, round_to, model, measured,
-                                                {lo: (smallest, fastest), hi: (largest, slowest)})
+            check_predictable(model.ops(largest.spec))  # before the model times its table (kept for calibrating)
+            answer, lo, hi = _search_with_model(rule, target_ms, round_to, model, measured, smallest, fastest,
+                                                largest, slowest)
             if answer:
                 return answer
         except NotInTable:

@@ -78,10 +78,11 @@ class NotInTable(UserError):
     """A network the latency model cannot predict: one a search can still answer by measurement alone."""
 
 
-def check_predictable(spec: ArchSpec) -> None:
-    """A one-line error, before any training, for a network the table cannot predict (grouped convolutions, or
-    more channels than the grid's last point); a pruned network has no more channels than its base."""
-    for op in network_ops(spec):
+def check_predictable(ops: list[Op]) -> None:
+    """A one-line error, before any timing or training, for a network the table cannot predict from its
+    operations (`network_ops`; grouped convolutions fail there): more channels than the grid's last point. A
+    pruned network has no more channels than its base."""
+    for op in ops:
         for c in op.channels:
             _bracket(c)
 
@@ -160,13 +161,9 @@ class _OpsTemplate:
         return [Op(op.kind, op.fixed, tuple(c)) for op, c in zip(self.ops, channels)]
 
 
-def _take(cache: dict, key: Any) -> Any:
-    """A least-recently-used cache's value for `key` (None if absent), taken out to be put back by `_keep`."""
-    return cache.pop(key, None)
-
-
 def _keep(cache: dict, key: Any, value: Any) -> None:
-    """Put `key` back as the most recently used, dropping the least recently used past TRACES_KEPT."""
+    """Put `key` (popped, if it was there) back as the most recently used, dropping the least recently used
+    past TRACES_KEPT: a dict keeps insertion order, so it is its own LRU list."""
     cache[key] = value
     if len(cache) > TRACES_KEPT:
         del cache[next(iter(cache))]
@@ -289,10 +286,10 @@ class LatencyModel:
         """`spec`'s operations: traced, until its topology's networks have cost as many traces as a template of
         the topology would (so a topology asked about once or twice, as when a group is about to close, costs
         at most twice what tracing alone would); filled in from that template after."""
-        ops = _take(self._ops, spec)
+        ops = self._ops.pop(spec, None)
         if ops is None:
             topology = _topology(spec)
-            known = _take(self._templates, topology) or 0
+            known = self._templates.pop(topology, 0)
             if isinstance(known, _OpsTemplate):
                 ops = known.fill(spec) if known.valid else network_ops(spec, self.batch)
             elif known + 1 >= _OpsTemplate.traces(spec):
