@@ -17,13 +17,42 @@ if TYPE_CHECKING:
     from archfamily.data import Cifar10
 
 
+TTA_MODES = ("", "mirror", "mirror-shift")
+
+
+def _mirrored(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).float() + model(x.flip(3)).float()
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`x` moved by (dy, dx) pixels, the uncovered border filled by edge replication (airbench's translate)."""
+    h, w = x.shape[-2:]
+    rows = (torch.arange(h, device=x.device) - dy).clamp(0, h - 1)
+    cols = (torch.arange(w, device=x.device) - dx).clamp(0, w - 1)
+    return x[:, :, rows][:, :, :, cols].contiguous(memory_format=torch.channels_last)
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Logits of `x` with test-time augmentation: none, each image's `mirror` added, or `mirror-shift`:
+    airbench's weighting, half the mirrored pair plus a quarter each of the pair shifted by one pixel
+    up-left and down-right."""
+    if tta == "":
+        return model(x)
+    if tta == "mirror":
+        return _mirrored(model, x)
+    if tta == "mirror-shift":
+        return 0.5 * _mirrored(model, x) + 0.25 * (_mirrored(model, _shifted(x, -1, -1))
+                                                   + _mirrored(model, _shifted(x, 1, 1)))
+    raise ValueError(f"unknown test-time augmentation {tta!r}; one of {TTA_MODES}")
+
+
 @torch.inference_mode()
 def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
                  std: Sequence[float], device: torch.device, batch_size: int = 500,
-                 bf16: bool = False, tta: bool = False) -> tuple[int, int]:
+                 bf16: bool = False, tta: str = "") -> tuple[int, int]:
     """(wrong, total) over `images` (uint8 NCHW), in eval mode; the model's mode is restored after.
 
-    `tta` predicts from the sum of the logits of each image and its horizontal mirror.
+    `tta` is a test-time augmentation of `tta_logits` ("" for none).
     The count stays on the device until the end, so a GPU is never made to wait per batch.
     """
     was_training = model.training
@@ -34,9 +63,7 @@ def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, m
         for start in range(0, images.shape[0], batch_size):
             x = normalize(to_device(images[start:start + batch_size], device), m, s, channels_last=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-                if tta:
-                    logits = logits.float() + model(x.flip(3)).float()
+                logits = tta_logits(model, x, tta)
             wrong += (logits.argmax(1) != to_device(labels[start:start + batch_size], device)).sum()
     finally:
         model.train(was_training)

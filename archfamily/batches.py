@@ -4,14 +4,15 @@ Batch `step` is a pure function of (seed, step): the epoch's permutation comes f
 a generator seeded by (seed, epoch) and the crops and flips from one seeded by
 (seed, step). A resumed run therefore sees exactly the batches an uninterrupted run
 would, and a DistributedDataParallel rank takes its share of the same global batch.
-Augmentation (pad-4 random crop + horizontal flip) is one gather over the whole
-batch: no per-image Python work in the hot loop. On a GPU nothing here makes the host
+Augmentation (a random crop of the image padded by 4, or by the recipe's `translate`, and
+a horizontal flip, random or alternating by epoch) is one gather over the whole batch: no
+per-image Python work in the hot loop. On a GPU nothing here makes the host
 wait: the random offsets are drawn on the CPU (so batches match across devices) and
 copied from pinned memory without blocking, and the normalisation constants are made once.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,13 +49,19 @@ def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float] = MEAN,
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def random_crop_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Pad by 4 with zeros, crop 32x32 at a random offset, flip half of the images; one gather."""
+def random_crop_flip(images: torch.Tensor, gen: torch.Generator, pad: int = PAD,
+                     flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pad by `pad` with zeros, crop at a random offset, flip half of the images (or those `flip` says); one gather.
+
+    The offsets and flips are drawn in the same order whatever `flip` is, so runs that differ only in it see
+    the same crops.
+    """
     n, c, h, w = images.shape
-    padded = F.pad(images, (PAD, PAD, PAD, PAD))
-    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=gen)
-    flip = (torch.rand(n, generator=gen) < 0.5).long()
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    drawn = (torch.rand(n, generator=gen) < 0.5).long()
+    flip = drawn if flip is None else flip.long()
     dy, dx, flip = to_device(torch.stack([dy, dx, flip]), images.device)  # one copy to the device
     flip = flip.bool()
     ar_h, ar_w = torch.arange(h, device=images.device), torch.arange(w, device=images.device)
@@ -66,31 +73,45 @@ def random_crop_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor
 
 
 class BatchStream:
-    """Endless shuffled, augmented batches of a uint8 image tensor (kept on `device`)."""
+    """Endless shuffled, augmented batches of a uint8 image tensor (kept on `device`).
+
+    `flip="alternating"` flips image i on epoch e when (its random start bit + e) is odd, so over any two
+    epochs every image is seen once each way (airbench's derandomised flip).
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
-                 device: torch.device, rank: int = 0, world: int = 1, channels_last: bool = False) -> None:
+                 device: torch.device, rank: int = 0, world: int = 1, channels_last: bool = False,
+                 translate: int = PAD, flip: str = "random") -> None:
         if batch_size > images.shape[0]:
             batch_size = images.shape[0]
         if batch_size % world:
             raise UserError(f"batch size {batch_size} does not split over {world} processes")
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.channels_last = channels_last
+        self.channels_last, self.translate = channels_last, translate
+        # one start bit per image, on the host: the flips are decided where the crop offsets are drawn
+        self._flip_start = torch.randint(0, 2, (images.shape[0],), generator=generator(seed, 3)) \
+            if flip == "alternating" else None
         self.mean, self.std = norm_constants(MEAN, STD, device)
         self.steps_per_epoch = images.shape[0] // batch_size
-        self._perm_epoch, self._perm = -1, torch.empty(0)
+        self._perm_epoch, self._perm_host, self._perm = -1, torch.empty(0), torch.empty(0)
 
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _permutation(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The epoch's order, on the host and on the data's device."""
         if epoch != self._perm_epoch:
-            self._perm = torch.randperm(self.images.shape[0], generator=generator(self.seed, 1, epoch))
-            self._perm = to_device(self._perm, self.images.device)
+            self._perm_host = torch.randperm(self.images.shape[0], generator=generator(self.seed, 1, epoch))
+            self._perm = to_device(self._perm_host, self.images.device)
             self._perm_epoch = epoch
-        return self._perm
+        return self._perm_host, self._perm
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(step, self.steps_per_epoch)
-        idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        images = random_crop_flip(self.images[idx], generator(self.seed, 2, step))
+        window = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        perm_host, perm = self._permutation(epoch)
+        idx = perm[window]
+        flip = None
+        if self._flip_start is not None:
+            flip = (self._flip_start[perm_host[window]] + epoch) % 2
+        images = random_crop_flip(self.images[idx], generator(self.seed, 2, step), self.translate, flip)
         mine = slice(self.rank, None, self.world)
         return normalize(images[mine], self.mean, self.std, self.channels_last), self.labels[idx][mine]

@@ -36,6 +36,7 @@ from archfamily.errors import UserError
 from archfamily.family import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
+from archfamily.precision import resolve_precision
 from archfamily.pruning import Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
@@ -95,6 +96,7 @@ class DeriveConfig:
     until_params: Optional[int] = None
     checkpoint: Optional[str] = None
     save_at: tuple[int, ...] = ()  # parameter counts at which to save (and measure) the pruned network
+    precision: str = "fp32"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
@@ -190,13 +192,14 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
         return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
         _, model, meta = load_model(Path(config.checkpoint))
-        error = Trainer(model, data, recipe, device, config.seed, dist_ctx).evaluate()
+        error = Trainer(model, data, recipe, device, config.seed, dist_ctx, precision=config.precision).evaluate()
         if dist_ctx.is_main:
             kept = {k: v for k, v in meta.items() if k not in ("format", "spec", "test_error")}
             save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint})
         return model, error
     model, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
-                                  out / ".checkpoints" / "base", desc="train base", compile=compile)
+                                  out / ".checkpoints" / "base", desc="train base", compile=compile,
+                                  precision=config.precision)
     return model, errors["test_error"]
 
 
@@ -336,7 +339,8 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     model = build_model(spec, gated=True)
     missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
     assert not unexpected and all(k.endswith("gate.mask") for k in missing), "base and gated model differ"
-    trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx)
+    trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx,
+                      precision=config.precision)
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed, _latency_model(config, spec, dist_ctx))
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
@@ -367,6 +371,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     started = time.time()
     spec = _validate(config)
     device = resolve_device(device_name)
+    config = replace(config, precision=resolve_precision(config.precision, device))  # run.json records the result
     data = load_cifar10(config.data, config.subset, config.test_subset)
     out = Path(out)
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)

@@ -9,13 +9,14 @@ about ten points lower error than the shortened paper schedule (see the README).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping, Optional
 
 from archfamily.errors import UserError
 
 SCHEDULES = ("step", "onecycle")
 DECAYS = ("linear", "cosine")
+FLIPS = ("random", "alternating")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class Recipe:
     `decay_norm_bias=False` keeps weight decay off norm weights and biases.
     `ema_decay > 0` also keeps an exponential moving average of the weights, which is
     then the network that is evaluated and saved.
+    Augmentation: a random crop of the image padded by `translate` pixels, and a
+    horizontal flip that is `random` per image and step, or `alternating` (airbench's
+    derandomised flip: each image is flipped on every other epoch, from a random start).
+    `lookahead_k > 0` wraps SGD in Lookahead (timm's): every k steps the weights move
+    `lookahead_alpha` of the way from a slow copy to the fast ones, and both become that.
     """
 
     epochs: float
@@ -45,10 +51,16 @@ class Recipe:
     decay: str = "linear"
     decay_norm_bias: bool = True
     ema_decay: float = 0.0
+    translate: int = 4
+    flip: str = "random"
+    lookahead_k: int = 0
+    lookahead_alpha: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES or self.decay not in DECAYS:
-            raise ValueError(f"unknown schedule {self.schedule!r} or decay {self.decay!r}")
+        for name, value, choices in (("schedule", self.schedule, SCHEDULES), ("decay", self.decay, DECAYS),
+                                     ("flip", self.flip, FLIPS)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; one of {', '.join(choices)}")
 
     def lr_at(self, epoch: float) -> float:
         """The learning rate after `epoch` epochs (fractional: step / steps per epoch)."""
@@ -101,15 +113,58 @@ def _recipe_for(family: str) -> Recipe:
     return DENSENET if family == "densenet_bc" else WRN
 
 
+# What `--recipe-set FIELD=VALUE` may change, with the range each value must lie in (None: any the type takes).
+# epochs, batch_size and ema_decay have flags of their own; milestones are tied to a schedule.
+_SETTABLE: dict[str, Optional[tuple[float, float]]] = {
+    "lr": (0.0, 100.0), "weight_decay": (0.0, 1.0), "gamma": (0.0, 1.0), "momentum": (0.0, 1.0), "nesterov": None,
+    "label_smoothing": (0.0, 0.999), "schedule": None, "warmup": (0.0, 0.999), "decay": None,
+    "decay_norm_bias": None, "translate": (0, 16), "flip": None, "lookahead_k": (0, 1000), "lookahead_alpha": (0.0, 1.0),
+}
+
+
+def _parse_field(name: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise UserError(f"--recipe-set {name}: must be true or false, got {text!r}")
+        return text.lower() == "true"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UserError(f"--recipe-set {name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    bounds = _SETTABLE[name]
+    if bounds is not None and not (bounds[0] <= value <= bounds[1]):  # NaN fails both comparisons
+        raise UserError(f"--recipe-set {name}: must be in [{bounds[0]}, {bounds[1]}], got {text}")
+    return value
+
+
+def with_overrides(recipe: Recipe, overrides: Mapping[str, str]) -> Recipe:
+    """`recipe` with fields set from text (`--recipe-set flip=alternating`), each parsed by the field's type
+    and checked against its range, for ablations that change one thing at a time."""
+    types = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)}
+    if not overrides:
+        return recipe
+    changes = {}
+    for name, text in overrides.items():
+        if name not in _SETTABLE:
+            raise UserError(f"--recipe-set: {name!r} cannot be set; one of {', '.join(_SETTABLE)}")
+        changes[name] = _parse_field(name, text, types[name]) if types[name] is not str else text
+    try:
+        return replace(recipe, **changes)
+    except ValueError as err:
+        raise UserError(f"--recipe-set: {err}") from None
+
+
 def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = None,
-                    batch_size: Optional[int] = None, ema: Optional[float] = None) -> Recipe:
-    """A run's recipe: `name` (None: the paper's for `family`) with its batch size, EMA decay and length applied.
+                    batch_size: Optional[int] = None, ema: Optional[float] = None,
+                    overrides: Mapping[str, str] = {}) -> Recipe:
+    """A run's recipe: `name` (None: the paper's for `family`) with its field overrides, batch size, EMA decay
+    and length applied, in that order.
 
     One-line errors for an unknown name and for values no run can use.
     """
     if name is not None and name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
-    recipe = RECIPES[name] if name is not None else _recipe_for(family)
+    recipe = with_overrides(RECIPES[name] if name is not None else _recipe_for(family), overrides)
     if batch_size is not None:
         recipe = recipe.with_batch_size(batch_size)
     if ema is not None:

@@ -19,11 +19,16 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, remove_temporaries
 
 
+# Settings added later whose value then was this: a run.json without them ran with it.
+_EARLIER_DEFAULTS = {"precision": "fp32"}
+
+
 def _setting(config: dict[str, Any], key: str) -> Any:
-    """A setting as compared on resume: unset (None, empty, a flag left off) equals absent, so a run.json
-    written before a setting existed still resumes under the version that added it."""
+    """A setting as compared on resume: unset (None, empty, a flag left off, or the value every run had before
+    the setting existed) equals absent, so a run.json written before a setting existed still resumes under the
+    version that added it."""
     value = config.get(key)
-    return None if value is False or value in ([], {}, "") else value
+    return None if value is False or value in ([], {}, "") or value == _EARLIER_DEFAULTS.get(key, ()) else value
 
 
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +20,7 @@ from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
+from archfamily.precision import resolve_precision
 from archfamily.recipes import training_recipe
 from archfamily.runs import finish_run, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
@@ -39,7 +40,9 @@ class TrainConfig:
     seed: int = 0
     batch_size: Optional[int] = None  # None: the recipe's; otherwise its lr scales with it
     ema: Optional[float] = None  # EMA decay; None: the recipe's, 0: off
-    tta: bool = False  # also measure with flip test-time augmentation (its own figure)
+    tta: bool = False  # also measure with test-time augmentation (figures of their own)
+    precision: str = "fp32"  # auto, fp32 or bf16; `train_spec` resolves auto, so run.json holds fp32 or bf16
+    recipe_set: dict[str, str] = field(default_factory=dict)  # recipe fields set by name (`--recipe-set`)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "spec": spec_to_dict(self.spec)}
@@ -70,8 +73,9 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     if spec.num_classes != 10 or spec.in_chans != 3:
         raise UserError(f"archfamily trains on CIFAR-10 (10 classes, 3 channels); this spec has "
                         f"{spec.num_classes} classes and {spec.in_chans} channels")
-    recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size, config.ema)
+    recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size, config.ema, config.recipe_set)
     device = resolve_device(device_name)
+    config = replace(config, precision=resolve_precision(config.precision, device))  # run.json records the result
     data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     if (out / "metrics.json").is_file():  # resuming a finished run: nothing left to do
@@ -79,9 +83,9 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     torch.manual_seed(config.seed)
     _, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx,
                               out / "model.safetensors", out / ".checkpoints" / "train", desc="train",
-                              tta=config.tta, compile=compile)
+                              tta=config.tta, compile=compile, precision=config.precision)
     metrics = {**errors, "test_images": int(data.test_x.shape[0]), "params": spec.num_params(),
-               "macs": spec.num_macs(), "recipe": recipe.to_dict(), "seed": config.seed,
+               "macs": spec.num_macs(), "recipe": recipe.to_dict(), "precision": config.precision, "seed": config.seed,
                "spec": spec_to_dict(spec), "seconds": time.time() - started}
     if dist_ctx.is_main:
         atomic_write_json(out / "metrics.json", metrics)
@@ -93,7 +97,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     """A finished run's metrics.json, with the figures `archfamily train` reports checked."""
     metrics = Fields(read_json(path), str(path))
     metrics.number("test_error", 0, 100)
-    for key in ("test_error_no_ema", "test_error_tta"):
+    for key in ("test_error_no_ema", "test_error_tta", "test_error_tta_shift"):
         if key in metrics.data:
             metrics.number(key, 0, 100)
     metrics.int("test_images", 1)

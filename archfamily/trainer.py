@@ -1,9 +1,10 @@
 """One trainer for base training, pruning fine-tune and training from scratch.
 
-SGD with momentum on `BatchStream` batches, channels_last everywhere (measured 1.35x
-faster than NCHW for WRN-16-2 training on a 2-core CPU). On a GPU the data lives on
-the device, the forward runs under bf16 autocast, and the step never waits for the
-device: the loss is summed in a device buffer and read every `log_every` steps.
+SGD with momentum (in timm's Lookahead when the recipe asks) on `BatchStream` batches,
+channels_last everywhere (measured 1.35x faster than NCHW for WRN-16-2 training on a
+2-core CPU). The forward runs under bf16 autocast when the run's precision is bf16 (on
+a GPU, and on CPUs with bf16 units: `archfamily.precision`). On a GPU the data lives on
+the device, and the step never waits for the device: the loss is summed in a device buffer and read every `log_every` steps.
 `compile=True` runs the forward and backward under `torch.compile`. Under torchrun
 with WORLD_SIZE > 1 the model is wrapped in DistributedDataParallel and each rank
 takes its share of every global batch. The loop state is the step alone (the
@@ -21,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from timm.optim import param_groups_weight_decay
+from timm.optim import Lookahead, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
@@ -29,22 +30,34 @@ from archfamily.batches import BatchStream
 from archfamily.checkpoint import RunCheckpoint, save_model
 from archfamily.data import MEAN, STD, Cifar10
 from archfamily.distributed import DistContext
+from archfamily.precision import default_precision
 from archfamily.accuracy import count_errors
 from archfamily.recipes import Recipe
 
 
-def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """SGD as the recipe says; without decay on norm weights and biases (timm's parameter groups) if it asks."""
+def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD as the recipe says; without decay on norm weights and biases (timm's parameter groups) if it asks;
+    inside timm's Lookahead if it asks."""
     params = model.parameters() if recipe.decay_norm_bias else param_groups_weight_decay(model, recipe.weight_decay)
-    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                           nesterov=recipe.nesterov)
+    sgd = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                          nesterov=recipe.nesterov)
+    return Lookahead(sgd, alpha=recipe.lookahead_alpha, k=recipe.lookahead_k) if recipe.lookahead_k > 0 else sgd
+
+
+def _state_key(state: str, name: str) -> str:
+    """A checkpoint key for one optimizer state tensor of parameter `name` (momentum keeps its older form)."""
+    return f"optim.{name}" if state == "momentum_buffer" else f"optim-{state}.{name}"
 
 
 class Trainer:
     def __init__(self, model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int = 0,
-                 dist_ctx: DistContext = DistContext(), compile: bool = False, log_every: int = 25) -> None:
+                 dist_ctx: DistContext = DistContext(), compile: bool = False, log_every: int = 25,
+                 precision: Optional[str] = None) -> None:
+        """`precision`: fp32 or bf16 (resolved, see `archfamily.precision`); None is bf16 on CUDA, fp32 on a CPU."""
         self.device, self.recipe, self.dist, self.data = device, recipe, dist_ctx, data
         self.on_gpu = device.type == "cuda"
+        self.precision = precision or default_precision(device)
+        self.bf16 = self.precision == "bf16"
         self.model = model.to(device, memory_format=torch.channels_last)  # faster on GPUs and CPUs alike
         self.net = DistributedDataParallel(self.model, device_ids=[device.index] if self.on_gpu else None) \
             if dist_ctx.enabled else self.model
@@ -54,7 +67,8 @@ class Trainer:
         # as 1 - (1 + step)^(-2/3) (0.99 at 1k steps, 0.996 at 4k) and is capped at the recipe's ema_decay
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
         self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device,
-                                  dist_ctx.rank, dist_ctx.world, channels_last=True)
+                                  dist_ctx.rank, dist_ctx.world, channels_last=True,
+                                  translate=recipe.translate, flip=recipe.flip)
         self.log_every = log_every
         self._loss_sum = torch.zeros((), device=device)  # read every `log_every` steps, not every step
         self._loss_steps = 0  # steps summed into `_loss_sum` since it was last read
@@ -78,7 +92,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.on_gpu):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.recipe.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,37 +124,49 @@ class Trainer:
                     self.save(checkpoint)
 
     def evaluate(self, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                 tta: bool = False, model: Optional[nn.Module] = None) -> float:
+                 tta: str = "", model: Optional[nn.Module] = None) -> float:
         """Top-1 error in percent of `model` (default: `eval_model`) on the test split (or the given images),
-        split over ranks; `tta` adds each image's mirror."""
+        split over ranks; `tta` as `count_errors` takes it."""
         images = self.data.test_x if images is None else images
         labels = self.data.test_y if labels is None else labels
         shard = slice(self.dist.rank, None, self.dist.world)
         wrong, total = count_errors(self.eval_model if model is None else model, images[shard], labels[shard],
-                                    MEAN, STD, self.device, bf16=self.on_gpu, tta=tta)
+                                    MEAN, STD, self.device, bf16=self.bf16, tta=tta)
         counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
         if self.dist.enabled:
             dist.all_reduce(counts)
         return 100.0 * float(counts[0] / counts[1])
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Model tensors (masks included), SGD momentum buffers and EMA tensors, keyed by name."""
+        """Model tensors (masks included), the optimizer's per-parameter tensors (SGD momentum, Lookahead's slow
+        weights) and EMA tensors, keyed by name. Everything else the loop keeps is a function of the step."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
+        state = self._optimizer_state()
         for name, p in self.model.named_parameters():
-            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                tensors[f"optim.{name}"] = buf
+            for key, value in state.get(p, {}).items():
+                if isinstance(value, torch.Tensor):
+                    tensors[_state_key(key, name)] = value
         return tensors
+
+    def _optimizer_state(self) -> dict:
+        """Per-parameter state; Lookahead keeps it, slow weights too, in the optimizer it wraps."""
+        return getattr(self.optimizer, "_base_optimizer", self.optimizer).state
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], step: int) -> None:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if self.ema is not None:
             self.ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        state = self._optimizer_state()
         for name, p in self.model.named_parameters():
-            if f"optim.{name}" in tensors:
-                self.optimizer.state[p] = {"momentum_buffer": tensors[f"optim.{name}"].to(p.device)}
+            found = {key: tensors[_state_key(key, name)].to(p.device) for key in ("momentum_buffer", "lookahead_slow_buff")
+                     if _state_key(key, name) in tensors}
+            if found:
+                state[p] = found
+        for group in self.optimizer.param_groups:
+            if "lookahead_step" in group:
+                group["lookahead_step"] = step  # Lookahead counts the steps; it syncs when the count is a multiple of k
         self.step = step
 
     def save(self, checkpoint: RunCheckpoint, extra: Optional[dict[str, Any]] = None) -> None:
@@ -159,14 +185,15 @@ class Trainer:
 
 def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int,
                   dist_ctx: DistContext, model_file: Path, checkpoint_dir: Path, desc: str, tta: bool = False,
-                  compile: bool = False) -> tuple[nn.Module, dict[str, float]]:
+                  compile: bool = False, precision: Optional[str] = None) -> tuple[nn.Module, dict[str, float]]:
     """Train `model` with `recipe` (resuming from `checkpoint_dir`), then save it with its measured test errors.
 
     The errors: `test_error` of the saved network (the EMA weights when the recipe keeps
-    them), `test_error_no_ema` of the trained weights when it does, and `test_error_tta`
-    with flip test-time augmentation when `tta` is on; each is its own figure.
+    them), `test_error_no_ema` of the trained weights when it does, and when `tta` is on
+    `test_error_tta` with the mirror and `test_error_tta_shift` with the mirror and 1-pixel
+    shifts (test-time augmentation); each is its own figure, measured in the run's precision.
     """
-    trainer = Trainer(model, data, recipe, device, seed, dist_ctx, compile=compile)
+    trainer = Trainer(model, data, recipe, device, seed, dist_ctx, compile=compile, precision=precision)
     checkpoint = RunCheckpoint(checkpoint_dir)
     trainer.resume(checkpoint)
     trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc=desc)
@@ -174,10 +201,12 @@ def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch
     if trainer.ema is not None:
         errors["test_error_no_ema"] = trainer.evaluate(model=trainer.model)
     if tta:
-        errors["test_error_tta"] = trainer.evaluate(tta=True)
+        errors["test_error_tta"] = trainer.evaluate(tta="mirror")
+        errors["test_error_tta_shift"] = trainer.evaluate(tta="mirror-shift")
     if dist_ctx.is_main:
         save_model(model_file, trainer.eval_model, {
             **{k: repr(v) for k, v in errors.items()}, "test_images": str(data.test_x.shape[0]),
             "data": data.source, "recipe": json.dumps(recipe.to_dict()), "seed": str(seed),
+            "precision": trainer.precision,
         })
     return trainer.eval_model, errors

@@ -2,15 +2,18 @@
 
     python benchmarks/train_speed.py                      # CPU (and CUDA when present), WRN-16-2 and WRN-40-2
     python benchmarks/train_speed.py --device cuda --json
+    python benchmarks/train_speed.py --networks wrn-16-2 --modes eager --precisions fp32,bf16
 
-For each network and mode (eager, `torch.compile`) it times the real training step
-(`Trainer.train_step`: augmentation, forward, backward, SGD) and the pruning step
-(the same on a gated network with Fisher hooks on) with torch.utils.benchmark, on
-random uint8 images (speed does not depend on pixel values). It prints images/s,
-the step's MFLOP per image counted by `torch.utils.flop_counter.FlopCounterMode`
-(forward and backward), the achieved GFLOP/s, and that as a share of a matmul peak
-measured in the same run (float32 on the CPU, bf16 on CUDA: the precision the step
-runs in). Prints figures; asserts nothing.
+For each network, precision (fp32; bf16 autocast where the device has bf16 units) and
+mode (eager, `torch.compile`) it times the real training step (`Trainer.train_step`:
+augmentation, forward, backward, SGD) and the pruning step (the same on a gated network
+with Fisher hooks on) with torch.utils.benchmark, on random uint8 images (speed does not
+depend on pixel values). It prints images/s, the step's MFLOP per image counted by
+`torch.utils.flop_counter.FlopCounterMode` (forward and backward), the achieved GFLOP/s,
+that as a share of the matmul peak of the row's precision measured in the same run, and
+bf16 rows' speed-up over the fp32 row of the same network, step and mode. The cases are
+timed in interleaved rounds (A B C A B C ...) so a shared machine's drift hits all alike.
+Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
@@ -26,10 +29,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from archfamily.data import Cifar10
 from archfamily.models import build_model
+from archfamily.precision import cpu_has_bf16
 from archfamily.pruning import Pruner
 from archfamily.recipes import FAST
 from archfamily.specs import base_spec
-from archfamily.timing import peak_gflops
+from archfamily.timing import cpu_model, peak_gflops
 from archfamily.trainer import Trainer
 
 
@@ -40,6 +44,7 @@ class Row:
     network: str
     step: str  # train or prune (Fisher hooks on)
     mode: str  # eager or compiled
+    precision: str  # fp32 or bf16 (autocast)
     images_per_s: float
     mflop_per_image: float
     gflop_per_s: float
@@ -61,21 +66,39 @@ def flop_per_image(trainer: Trainer) -> float:
     return counter.get_total_flops() / x.shape[0]
 
 
-def time_step(network: str, step: str, compiled: bool, device: torch.device, threads: int, batch_size: int,
-              min_time: float) -> tuple[float, float]:
-    """(images/s, FLOP per image) of one kind of training step."""
+@dataclass(frozen=True)
+class Case:
+    network: str
+    step: str
+    mode: str
+    precision: str
+
+
+def make_trainer(case: Case, device: torch.device, batch_size: int) -> tuple[Trainer, float]:
+    """A warmed-up trainer for one kind of training step (its Fisher hooks on for a prune step), and the step's
+    FLOP per image."""
     torch.manual_seed(0)
-    model = build_model(base_spec(network), gated=step == "prune")
-    trainer = Trainer(model, fake_data(4 * batch_size), FAST.with_batch_size(batch_size), device, compile=compiled)
-    pruner = Pruner(trainer.model, "fisher") if step == "prune" else None
+    model = build_model(base_spec(case.network), gated=case.step == "prune")
+    trainer = Trainer(model, fake_data(4 * batch_size), FAST.with_batch_size(batch_size), device,
+                      compile=case.mode == "compiled", precision=case.precision)
+    if case.step == "prune":
+        Pruner(trainer.model, "fisher")  # its hooks stay on the model for the timing
     flops = flop_per_image(trainer)
     for _ in range(3):  # warm-up: compilation, allocator, cuDNN autotuning
         trainer.train_step()
-    timer = benchmark.Timer(stmt="trainer.train_step()", globals={"trainer": trainer}, num_threads=threads)
-    seconds = timer.blocked_autorange(min_run_time=min_time).median
-    if pruner is not None:
-        pruner.remove_hooks()
-    return batch_size / seconds, flops
+    return trainer, flops
+
+
+def time_cases(cases: list[Case], device: torch.device, threads: int, batch_size: int, min_time: float,
+               rounds: int) -> dict[Case, tuple[float, float]]:
+    """(median images/s over `rounds` interleaved rounds, FLOP per image) of each case."""
+    trainers = {case: make_trainer(case, device, batch_size) for case in cases}
+    samples: dict[Case, list[float]] = {case: [] for case in cases}
+    for _ in range(rounds):
+        for case, (trainer, _) in trainers.items():
+            timer = benchmark.Timer(stmt="trainer.train_step()", globals={"trainer": trainer}, num_threads=threads)
+            samples[case].append(batch_size / timer.blocked_autorange(min_run_time=min_time / rounds).median)
+    return {case: (sorted(samples[case])[len(samples[case]) // 2], trainers[case][1]) for case in cases}
 
 
 def main() -> None:
@@ -86,7 +109,9 @@ def main() -> None:
     parser.add_argument("--networks", default="wrn-16-2,wrn-40-2")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--precisions", help="fp32,bf16 [fp32, and bf16 where the device has bf16 units]")
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timing per row")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row's figure is their median")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
     args = parser.parse_args()
 
@@ -96,37 +121,41 @@ def main() -> None:
     rows: list[Row] = []
     for device in devices:
         threads = args.threads if device.type == "cpu" else 1
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the precision the step runs in
-        peak = peak_gflops(device, threads, dtype)
-        for network in args.networks.split(","):
-            for step in ("train", "prune"):
-                for mode in args.modes.split(","):
-                    images_s, flops = time_step(network, step, mode == "compiled", device, threads,
-                                                args.batch_size, args.min_time)
-                    rows.append(Row(device.type, threads if device.type == "cpu" else None, network, step, mode,
-                                    images_s, flops / 1e6, images_s * flops / 1e9, 0.0))
-        peak = max(peak, peak_gflops(device, threads, dtype))  # before and after the rows: the better of two
-        for row in rows:
-            if row.device == device.type:
-                row.share_of_peak = row.gflop_per_s / peak
-        print_header(device, threads, peak, args) if not args.json else None
+        torch.set_num_threads(threads)
+        has_bf16 = device.type == "cuda" or cpu_has_bf16()
+        precisions = args.precisions.split(",") if args.precisions else ["fp32", "bf16"] if has_bf16 else ["fp32"]
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        peaks = {p: peak_gflops(device, threads, dtypes[p]) for p in precisions}
+        cases = [Case(network, step, mode, precision) for network in args.networks.split(",")
+                 for step in ("train", "prune") for mode in args.modes.split(",") for precision in precisions]
+        timed = time_cases(cases, device, threads, args.batch_size, args.min_time, args.rounds)
+        peaks = {p: max(peaks[p], peak_gflops(device, threads, dtypes[p])) for p in precisions}  # the better of two
+        for case, (images_s, flops) in timed.items():
+            rows.append(Row(device.type, threads if device.type == "cpu" else None, case.network, case.step,
+                            case.mode, case.precision, images_s, flops / 1e6, images_s * flops / 1e9,
+                            images_s * flops / 1e9 / peaks[case.precision]))
+        if not args.json:
+            print_header(device, threads, peaks, args)
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=1))
         return
-    train = {(r.device, r.network, r.mode): r.images_per_s for r in rows if r.step == "train"}
-    print(f"{'device':<6} {'network':<9} {'step':<6} {'mode':<9} {'images/s':>9} {'MFLOP/img':>10} "
-          f"{'GFLOP/s':>8} {'of peak':>8} {'of train':>9}")
+    by_case = {(r.device, r.network, r.step, r.mode, r.precision): r.images_per_s for r in rows}
+    print(f"{'device':<6} {'network':<9} {'step':<6} {'mode':<9} {'prec':<5} {'images/s':>9} {'MFLOP/img':>10} "
+          f"{'GFLOP/s':>8} {'of peak':>8} {'of train':>9} {'vs fp32':>8}")
     for r in rows:
-        ratio = r.images_per_s / train[(r.device, r.network, r.mode)]
-        print(f"{r.device:<6} {r.network:<9} {r.step:<6} {r.mode:<9} {r.images_per_s:>9,.0f} "
-              f"{r.mflop_per_image:>10,.0f} {r.gflop_per_s:>8,.1f} {r.share_of_peak:>7.0%} {ratio:>8.0%}")
+        ratio = r.images_per_s / by_case[(r.device, r.network, "train", r.mode, r.precision)]
+        fp32 = by_case.get((r.device, r.network, r.step, r.mode, "fp32"))
+        speedup = f"{r.images_per_s / fp32:>7.2f}x" if fp32 and r.precision != "fp32" else f"{'':>8}"
+        print(f"{r.device:<6} {r.network:<9} {r.step:<6} {r.mode:<9} {r.precision:<5} {r.images_per_s:>9,.0f} "
+              f"{r.mflop_per_image:>10,.0f} {r.gflop_per_s:>8,.1f} {r.share_of_peak:>7.0%} {ratio:>8.0%} {speedup}")
 
 
-def print_header(device: torch.device, threads: int, peak: float, args: argparse.Namespace) -> None:
-    where = f"{threads} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
-    precision = "float32" if device.type == "cpu" else "bf16"
-    print(f"{device.type} ({where}): {precision} matmul peak {peak:,.1f} GFLOP/s, batch {args.batch_size}, "
-          f"torch {torch.__version__}")
+def print_header(device: torch.device, threads: int, peaks: dict[str, float], args: argparse.Namespace) -> None:
+    where = f"{threads} threads, {cpu_model()}" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    bf16 = f", bf16 units: {'yes' if cpu_has_bf16() else 'no'}" if device.type == "cpu" else ""
+    peak_text = ", ".join(f"{p} {g:,.1f}" for p, g in peaks.items())
+    print(f"{device.type} ({where}{bf16}): matmul peak GFLOP/s {peak_text}; batch {args.batch_size}, "
+          f"{args.rounds} interleaved rounds, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Op
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
            data: Optional[str],
-           subset: Optional[int], test_subset: Optional[int], seed: int, device: str, resume: bool,
+           subset: Optional[int], test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
     from archfamily.derive import DeriveConfig, derive as run_derive
@@ -50,7 +50,7 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Op
         preset, base=base, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
-        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None,
+        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None, precision=precision,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)

@@ -12,6 +12,9 @@ TEST_SUBSET = click.option("--test-subset", type=int,
 SEED = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 RESUME = click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+PRECISION = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+                         help="Training arithmetic; auto: bf16 autocast on CUDA and on CPUs with bf16 units "
+                              "(avx512_bf16, AMX), float32 elsewhere. The run records what it resolved to.")
 COMPILE = click.option("--compile", is_flag=True, help="Run the training step under torch.compile.")
 
 
@@ -24,5 +27,18 @@ def _apply(options: list[Callable]) -> Callable[[Callable], Callable]:
     return decorate
 
 
-training_options = _apply([DATA, SUBSET, TEST_SUBSET, SEED, DEVICE, RESUME])  # derive, train
+training_options = _apply([DATA, SUBSET, TEST_SUBSET, SEED, DEVICE, PRECISION, RESUME])  # derive, train
 data_options = _apply([DATA, TEST_SUBSET, DEVICE])  # commands that only measure: zoo eval, zoo add
+
+
+def parse_settings(items: tuple[str, ...], option: str) -> dict[str, str]:
+    """FIELD=VALUE items of a repeatable option as a dict; a malformed or repeated one is a usage error."""
+    settings: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise click.BadParameter(f"expected FIELD=VALUE, got {item!r}", param_hint=option)
+        if name in settings:
+            raise click.BadParameter(f"{name} is set twice", param_hint=option)
+        settings[name] = value
+    return settings

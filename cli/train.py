@@ -9,7 +9,7 @@ from typing import Optional
 import click
 
 from archfamily.units import format_count
-from cli.options import COMPILE, training_options
+from cli.options import COMPILE, parse_settings, training_options
 
 
 @click.command()
@@ -19,22 +19,27 @@ from cli.options import COMPILE, training_options
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
 @click.option("--batch-size", type=int, help="Batch size; the learning rate scales with it [the recipe's].")
 @click.option("--ema", type=float, help="Keep an EMA of the weights, its decay capped at this, e.g. 0.99 (it ramps up as 1-(1+step)^-2/3); 0 is off [the recipe's].")
-@click.option("--tta", is_flag=True, help="Also report the error with flip test-time augmentation.")
+@click.option("--tta", is_flag=True, help="Also report the error with test-time augmentation: the mirror, and the mirror with 1-pixel shifts.")
+@click.option("--recipe-set", "recipe_set", multiple=True, metavar="FIELD=VALUE",
+              help="Set one recipe field, e.g. flip=alternating, translate=2, lookahead_k=5 (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @training_options
 @COMPILE
 def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
-          tta: bool, out: str, data: Optional[str], subset: Optional[int], test_subset: Optional[int], seed: int,
-          device: str, resume: bool, compile: bool) -> None:
+          tta: bool, recipe_set: tuple[str, ...], out: str, data: Optional[str], subset: Optional[int],
+          test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch; writes model.safetensors and metrics.json to --out."""
     from archfamily.train import TrainConfig, read_spec_file, train_spec
 
-    config = TrainConfig(read_spec_file(spec_file), recipe, epochs, data, subset, test_subset, seed, batch_size, ema, tta)
+    config = TrainConfig(read_spec_file(spec_file), recipe, epochs, data, subset, test_subset, seed, batch_size, ema,
+                         tta, precision, parse_settings(recipe_set, "--recipe-set"))
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
     extra = "".join(f", {label} {metrics[key]:.2f}%" for key, label in
-                    (("test_error_no_ema", "without EMA"), ("test_error_tta", "with flip TTA")) if key in metrics)
-    click.echo(f"trained {format_count(metrics['params'])} params ({format_count(metrics['macs'])} MACs): "
+                    (("test_error_no_ema", "without EMA"), ("test_error_tta", "with mirror TTA"),
+                     ("test_error_tta_shift", "with mirror and shift TTA")) if key in metrics)
+    click.echo(f"trained {format_count(metrics['params'])} params ({format_count(metrics['macs'])} MACs) in "
+               f"{metrics['precision']}: "
                f"test error {metrics['test_error']:.2f}% on {metrics['test_images']:,} images{extra}")
     click.echo(f"wrote {out}/model.safetensors and metrics.json")

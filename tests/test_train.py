@@ -88,7 +88,7 @@ def test_flip_tta_adds_the_mirrored_images_logits() -> None:
     tta = (model(x) + model(x.flip(3))).argmax(1)
     assert not torch.equal(plain, tta)  # this model is not mirror-symmetric
     assert count_errors(model, images, labels, MEAN, STD, CPU)[0] == int((plain != labels).sum())
-    assert count_errors(model, images, labels, MEAN, STD, CPU, tta=True)[0] == int((tta != labels).sum())
+    assert count_errors(model, images, labels, MEAN, STD, CPU, tta="mirror")[0] == int((tta != labels).sum())
 
 
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")

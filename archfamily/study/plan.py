@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from archfamily.errors import UserError
+from archfamily.precision import PRECISIONS
+from archfamily.recipes import RECIPES as TRAINING_RECIPES
 from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
 from archfamily.scaling import BASE_RULES, RULES
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
 ARM_KINDS = (*RULES, "pruned-scratch", "pruned-tuned")
-RECIPES = ("fast", "wrn", "densenet")
+RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
@@ -36,6 +38,7 @@ class Recipe:
     epochs: Optional[float] = None
     batch_size: Optional[int] = None
     ema: Optional[float] = None
+    precision: Optional[str] = None  # auto, fp32 or bf16 for every training and fine-tune; None: the commands' default
 
 
 @dataclass(frozen=True)
@@ -348,7 +351,8 @@ def load_plan(path: str | Path) -> Plan:
     recipe = Recipe()
     if recipe_t is not None:
         recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs"),
-                        recipe_t.int("batch_size", None, low=1), recipe_t.number("ema", None, low=-1e-12, high=0.999999))
+                        recipe_t.int("batch_size", None, low=1), recipe_t.number("ema", None, low=-1e-12, high=0.999999),
+                        recipe_t.str("precision", None, PRECISIONS))
         recipe_t.done()
 
     prune_runs: dict[str, PruneRun] = {}

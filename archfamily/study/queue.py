@@ -69,13 +69,17 @@ def _data_args(plan: Plan, study_dir: Path, test_subset: Optional[int], train: b
     return args
 
 
+def _precision_args(plan: Plan) -> list[str]:
+    return ["--precision", plan.recipe.precision] if plan.recipe.precision else []
+
+
 def _recipe_args(plan: Plan) -> list[str]:
     r = plan.recipe
     args = ["--recipe", r.name]
     for flag, value in (("--epochs", r.epochs), ("--batch-size", r.batch_size), ("--ema", r.ema)):
         if value is not None:
             args += [flag, str(value)]  # exactly as the plan has it
-    return args
+    return args + _precision_args(plan)
 
 
 def _train_images(plan: Plan) -> int:
@@ -117,7 +121,8 @@ def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, dep
     if run.on:
         args += ["--on", run.on]
     args += ["--prune-every", str(run.prune_every), "-k", str(run.channels_per_step),
-             "--eval-every", str(run.eval_every), *_data_args(plan, study_dir, run.test_subset or plan.test_subset, True)]
+             "--eval-every", str(run.eval_every), *_data_args(plan, study_dir, run.test_subset or plan.test_subset, True),
+             *_precision_args(plan)]
     if run.until_params:
         args += ["--until-params", str(run.until_params)]
     save_at = _save_at(plan, run)

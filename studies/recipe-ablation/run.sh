@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The bf16 parity check and the recipe ablation of issue 25: WRN-16-1, 5 epochs of `fast` on all 50,000
+# CIFAR-10 training images, errors on all 10,000 test images, seeds 0 and 1, one change at a time.
+# Resumable: run it again and every finished run is skipped, a partial one continues (`--resume`).
+#   nice -n 19 studies/recipe-ablation/run.sh > studies/recipe-ablation/log.txt 2>&1 &
+set -uo pipefail
+cd "$(dirname "$0")"
+row() {  # row NAME ARGS...: one `archfamily train` per seed
+  local name=$1; shift
+  for seed in 0 1; do
+    [ -f "runs/$name-s$seed/metrics.json" ] && continue
+    echo "== $name seed $seed: archfamily train --spec wrn-16-1 --epochs 5 --tta $* --seed $seed"
+    archfamily train --spec wrn-16-1 --epochs 5 --tta "$@" --seed "$seed" --out "runs/$name-s$seed" --resume \
+      || echo "== $name seed $seed failed"
+  done
+}
+row fp32 --precision fp32
+row bf16 --precision bf16
+row flip-alternating --precision bf16 --recipe-set flip=alternating
+row ema --precision bf16 --ema 0.99
+row translate-2 --precision bf16 --recipe-set translate=2
+row lookahead --precision bf16 --recipe-set lookahead_k=5
+row batch-512 --precision bf16 --batch-size 512
+row no-label-smoothing --precision bf16 --recipe-set label_smoothing=0

@@ -1,0 +1,137 @@
+"""bf16 training where the CPU has it, and the recipe's airbench tricks: alternating flips, translation,
+Lookahead (resumed exactly), mirror-and-shift TTA, and `--recipe-set`."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from archfamily import precision
+from archfamily.accuracy import _shifted, tta_logits
+from archfamily.batches import BatchStream
+from archfamily.checkpoint import RunCheckpoint
+from archfamily.data import Cifar10
+from archfamily.errors import UserError
+from archfamily.models import build_model
+from archfamily.recipes import FAST, training_recipe, with_overrides
+from archfamily.runs import _check_run_dir
+from archfamily.specs import base_spec
+from archfamily.trainer import Trainer
+from cli.main import main
+
+CPU = torch.device("cpu")
+
+
+def _data(n: int = 64) -> Cifar10:
+    gen = torch.Generator().manual_seed(0)
+    return Cifar10(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(n) % 10,
+                   torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(20) % 10, "fake")
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_precision("auto", CPU) == "fp32"
+    assert precision.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto", CPU) == "bf16"
+    assert precision.resolve_precision("fp32", CPU) == "fp32"
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        precision.resolve_precision("fp16", CPU)
+
+
+def test_bf16_step_runs_under_autocast_and_keeps_fp32_weights() -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(base_spec("wrn-10-1")), _data(), FAST.with_batch_size(16), CPU, precision="bf16")
+    seen = []
+    hook = trainer.model.fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    loss = trainer.train_step()
+    hook.remove()
+    assert seen == [torch.bfloat16] and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert 0 <= trainer.evaluate() <= 100
+
+
+def test_alternating_flip_shows_every_image_once_each_way_over_two_epochs() -> None:
+    data = _data(32)
+    stream = BatchStream(data.train_x, data.train_y, 32, seed=3, device=CPU, translate=0, flip="alternating")
+    stream.mean, stream.std = torch.zeros(1, 3, 1, 1), torch.full((1, 3, 1, 1), 1 / 255)  # batches as raw pixels
+    originals = {bytes(img.numpy()): i for i, img in enumerate(data.train_x)}
+    mirrors = {bytes(img.flip(2).numpy()): i for i, img in enumerate(data.train_x)}
+    for epoch_pair in (0, 2):
+        flipped = []
+        for step in (epoch_pair, epoch_pair + 1):  # one batch is one epoch here
+            x, _ = stream.batch(step)
+            images = x.round().to(torch.uint8)
+            flipped.append({mirrors[bytes(img.numpy())] for img in images if bytes(img.numpy()) in mirrors
+                            and bytes(img.numpy()) not in originals})
+        assert flipped[0].isdisjoint(flipped[1])
+        assert len(flipped[0] | flipped[1]) == 32  # every image mirrored in exactly one of the two epochs
+
+
+def test_translate_bounds_the_crop_offset() -> None:
+    data = _data(16)
+    stream = BatchStream(data.train_x, data.train_y, 16, seed=0, device=CPU, translate=0)
+    stream.mean, stream.std = torch.zeros(1, 3, 1, 1), torch.full((1, 3, 1, 1), 1 / 255)
+    x, _ = stream.batch(0)
+    flipped_or_not = [torch.equal(a, b) or torch.equal(a, b.flip(2)) for a, b in
+                      zip(x.round().to(torch.uint8), data.train_x[stream._permutation(0)[0]])]
+    assert all(flipped_or_not)  # translate 0: no shift at all
+
+
+def test_lookahead_resumes_bit_identically(tmp_path: Path) -> None:
+    recipe = replace(FAST.with_batch_size(16).shortened(3), lookahead_k=4)
+
+    def trainer() -> Trainer:
+        torch.manual_seed(0)
+        return Trainer(build_model(base_spec("wrn-10-1")), _data(), recipe, CPU, seed=1)
+
+    whole = trainer()
+    whole.fit(11)
+    first = trainer()
+    checkpoint = RunCheckpoint(tmp_path / "ckpt")
+    first.fit(6, checkpoint, every=6)  # between two syncs (at 4 and 8): the slow weights are in the checkpoint
+    second = trainer()
+    second.resume(checkpoint)
+    second.fit(11)
+    for (name, a), b in zip(whole.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_mirror_shift_tta_weights_the_views_as_airbench() -> None:
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    moved = _shifted(x, 1, 1)
+    assert torch.equal(moved[:, :, 1:, 1:], x[:, :, :-1, :-1]) and torch.equal(moved[:, :, 0, 1:], x[:, :, 0, :-1])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 5))
+    expected = 0.5 * (model(x) + model(x.flip(3))) + 0.25 * sum(
+        model(_shifted(x, d, d)) + model(_shifted(x, d, d).flip(3)) for d in (-1, 1))
+    assert torch.allclose(tta_logits(model, x, "mirror-shift"), expected, atol=1e-5)
+
+
+def test_recipe_fields_set_by_name_are_parsed_and_bounded() -> None:
+    recipe = with_overrides(FAST, {"flip": "alternating", "translate": "2", "nesterov": "false", "lr": "0.1"})
+    assert (recipe.flip, recipe.translate, recipe.nesterov, recipe.lr) == ("alternating", 2, False, 0.1)
+    assert training_recipe("fast", "wrn", 5, 256, None, {"lr": "0.1"}).lr == pytest.approx(0.2)  # then scaled
+    for bad, message in (({"epochs": "3"}, "cannot be set"), ({"translate": "1.5"}, "an integer"),
+                         ({"lr": "nan"}, r"in \[0.0, 100.0\]"), ({"flip": "sideways"}, "unknown flip"),
+                         ({"nesterov": "yes"}, "true or false")):
+        with pytest.raises(UserError, match=message):
+            with_overrides(FAST, bad)
+
+
+def test_recipe_set_bad_item_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--spec", "wrn-10-1", "--out", str(tmp_path / "r"), "--recipe-set", "flip"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_json_from_before_precision_resumes_as_fp32(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"config": {"seed": 0}, "provenance": {}}')
+    _check_run_dir(out, {"seed": 0, "precision": "fp32"}, resume=True)
+    with pytest.raises(UserError, match=r"other settings \(precision\)"):
+        _check_run_dir(out, {"seed": 0, "precision": "bf16"}, resume=True)
