@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
-from tqdm import tqdm
 
+from archfamily.progress import progress_bar
 from archfamily.checkpoint import RunCheckpoint, load_model, model_test_error, read_model_metadata, save_model
 from archfamily.data import Cifar10, load_cifar10
 from archfamily.distributed import DistContext, resolve_device
@@ -346,8 +346,8 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
     pruner.num_prunes = log.last["prune_step"]
     base_params, floor = spec.num_params(), pruning_floor(config.until_params, spec.num_params())
-    with tqdm(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
-              unit="param", unit_scale=True, disable=not dist_ctx.is_main, dynamic_ncols=True) as bar:
+    with progress_bar(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
+                      unit="param", unit_scale=True, disable=not dist_ctx.is_main) as bar:
         while log.last["params"] > floor and pruner.open_channels() > 0:
             now = _prune_step(trainer, pruner, config)
             params = now.num_params()

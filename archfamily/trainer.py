@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from timm.optim import Lookahead, param_groups_weight_decay
 from timm.utils import ModelEmaV3
-from tqdm import tqdm
 
+from archfamily.progress import progress_bar
 from archfamily.batches import BatchStream
 from archfamily.checkpoint import RunCheckpoint, save_model
 from archfamily.data import MEAN, STD, Cifar10
@@ -110,8 +110,7 @@ class Trainer:
         """Train until `total_steps`, saving a resumable checkpoint every `every` steps and at the end."""
         self._loss_sum.zero_()
         self._loss_steps = 0
-        with tqdm(total=total_steps, initial=self.step, desc=desc, unit="step", disable=not self.dist.is_main,
-                  dynamic_ncols=True) as bar:
+        with progress_bar(total=total_steps, initial=self.step, desc=desc, unit="step", disable=not self.dist.is_main) as bar:
             while self.step < total_steps:
                 self.train_step()
                 bar.update(1)

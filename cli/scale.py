@@ -13,6 +13,7 @@ import click
 from tqdm import tqdm
 
 from archfamily.errors import UserError
+from archfamily.progress import progress_bar
 from archfamily.scaling import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
 from archfamily.units import format_count, parse_counts
@@ -92,7 +93,7 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
 
     def bar(name: str, unit: str) -> tqdm:
         if name not in bars:
-            bars[name] = tqdm(desc=name, unit=unit, dynamic_ncols=True, file=sys.stderr)
+            bars[name] = progress_bar(desc=name, unit=unit)
         return bars[name]
 
     def report(candidate: Member, ms: float) -> None:

@@ -135,3 +135,16 @@ def test_run_json_from_before_precision_resumes_as_fp32(tmp_path: Path) -> None:
     _check_run_dir(out, {"seed": 0, "precision": "fp32"}, resume=True)
     with pytest.raises(UserError, match=r"other settings \(precision\)"):
         _check_run_dir(out, {"seed": 0, "precision": "bf16"}, resume=True)
+
+
+def test_progress_in_a_log_is_one_line_per_refresh() -> None:
+    import io
+
+    from archfamily.progress import progress_bar
+
+    log = io.StringIO()
+    with progress_bar(total=3, desc="train", file=log, mininterval=0, maxinterval=0) as bar:
+        for _ in range(3):
+            bar.update(1)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) >= 2 and lines[-1].startswith("train: 100%")

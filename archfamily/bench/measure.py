@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from tqdm import tqdm
 
+from archfamily.progress import progress_bar
 from archfamily.bench.select import BenchNet, TrainedGroup, networks, trained_networks
 from archfamily.errors import UserError
 from archfamily.export import check_onnx_installed, write_onnx
@@ -93,7 +93,7 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
     rows = []
     runtimes = {dev: [r for r in config.runtimes if dev == "cpu" or r == "eager"] for dev in config.devices}
     total = sum(len(runtimes[dev]) for dev, _, _, _ in settings) * len(nets) * config.rounds
-    with tqdm(total=total, desc="bench", unit="timing", dynamic_ncols=True) as bar, \
+    with progress_bar(total=total, desc="bench", unit="timing") as bar, \
             tempfile.TemporaryDirectory(prefix="archfamily-bench-") as onnx_dir:
         for dev, threads, batch, fmt in settings:
             device = torch.device(dev)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from tqdm import tqdm
 
+from archfamily.progress import progress_bar
 from archfamily.errors import UserError
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
@@ -81,8 +81,8 @@ def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int, echo: Ca
     runner = Runner(study_dir, parallel, threads)
     on_finished: Callable[[Job], None] = lambda job: write_results(plan, study_dir, every)
     total = sum(estimates[j.id] for j in todo)
-    with tqdm(total=max(total, 1.0), desc="study", unit="s", dynamic_ncols=True,
-              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
+    with progress_bar(total=max(total, 1.0), desc="study", unit="s",
+                      bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
         runner.run(jobs, estimates, bar, on_finished)
         finished = {j.id for j in jobs if is_finished(study_dir, j)}
         bench = None if arms else bench_job(plan, jobs, finished)
