@@ -118,7 +118,8 @@ class Trainer:
                     loss = float(self._loss_sum) / self._loss_steps
                     self._loss_sum.zero_()
                     self._loss_steps = 0
-                    bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{self.step / self.steps_per_epoch:.1f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", epoch=f"{self.step / self.steps_per_epoch:.1f}",
+                                    refresh=False)
                 if checkpoint is not None and (self.step == total_steps or (every and self.step % every == 0)):
                     self.save(checkpoint)
 

@@ -98,7 +98,7 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
 
     def report(candidate: Member, ms: float) -> None:
         bar("measure", "member").update(1)
-        bars["measure"].set_postfix(params=candidate.params, ms=f"{ms:.2f}")
+        bars["measure"].set_postfix(params=candidate.params, ms=f"{ms:.2f}", refresh=False)
 
     model = LatencyModel(device, threads, batch, on_measure=lambda: bar("latency table", "op").update(1))
     try:

@@ -69,6 +69,9 @@ def test_a_finished_study_runs_nothing_again(smoke_study: Path) -> None:
     done = subprocess.run([*STUDY, "--out", str(smoke_study), "--dry-run"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "0 of 12 runs left" in done.stdout
+    finished = [line for line in done.stdout.splitlines() if " finished " in line]
+    assert len(finished) == 12 and all(line.endswith("min taken") for line in finished)  # no estimate at 1 MAC/s
+    assert max(float(line.split()[-3]) for line in finished) < 60
     assert {p: p.stat().st_mtime for p in (smoke_study / "runs").rglob("metrics.json")} == before
 
 

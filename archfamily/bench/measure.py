@@ -100,7 +100,7 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
             key = f"{dev}:{threads}"
             if key not in peaks:
                 peaks[key] = peak_gflops(device, threads)
-            bar.set_postfix(setting=f"{key} batch {batch} {fmt}")
+            bar.set_postfix(setting=f"{key} batch {batch} {fmt}", refresh=False)
             cases = {}
             for n in nets:
                 for runtime in runtimes[dev]:

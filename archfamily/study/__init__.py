@@ -20,7 +20,7 @@ from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
 from archfamily.study.results import write_results
 from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estimate_seconds, is_finished, is_partial,
-                                     probe_rate, training_rate)
+                                     job_seconds, probe_rate, training_rate)
 
 
 def default_folder(plan: Plan) -> Path:
@@ -57,9 +57,11 @@ def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, p
     left = 0.0
     for job in jobs:
         state = "finished" if is_finished(study_dir, job) else "partial" if is_partial(study_dir, job) else "to run"
-        if state != "finished":
+        if state == "finished":  # what it took, not an estimate (with nothing left to run there is no rate)
+            lines.append(f"{job.id:<32} {state:<9} {job_seconds(study_dir, job) / 60:7.1f} min taken")
+        else:
             left += estimates[job.id]
-        lines.append(f"{job.id:<32} {state:<9} ~{estimates[job.id] / 60:6.1f} min")
+            lines.append(f"{job.id:<32} {state:<9} ~{estimates[job.id] / 60:6.1f} min")
         lines += [f"    {c}" for c in job.command_lines()]
     lines.append(f"{sum(not is_finished(study_dir, j) for j in jobs)} of {len(jobs)} runs left, about "
                  f"{left / 3600:.1f} h of one lane ({left / 3600 / parallel:.1f} h with --jobs {parallel})"
