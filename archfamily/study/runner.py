@@ -230,7 +230,7 @@ class Runner:
                 bar.n = min(bar.total, credited + sum(min(now - r.started, 0.95 * r.estimate) for r in running))
                 bar.set_postfix_str(f"{len(done)}/{len(done) + len(pending) + len(running)} runs; running "
                                     + (", ".join(r.job.id for r in running) or "-"), refresh=False)
-                bar.refresh()
+                bar.update(0)  # redraws at most every mininterval (30 s into a log)
                 if running:
                     time.sleep(POLL_SECONDS)
         finally:

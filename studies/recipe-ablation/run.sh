@@ -21,4 +21,3 @@ row ema --precision bf16 --ema 0.99
 row translate-2 --precision bf16 --recipe-set translate=2
 row lookahead --precision bf16 --recipe-set lookahead_k=5
 row batch-512 --precision bf16 --batch-size 512
-row no-label-smoothing --precision bf16 --recipe-set label_smoothing=0
