@@ -40,7 +40,7 @@ from archfamily.precision import resolve_precision
 from archfamily.pruning import Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
-from archfamily.runs import finish_run, start_run
+from archfamily.runs import finish_run, recorded_setting, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
 from archfamily.trainer import Trainer, train_to_file
 
@@ -96,7 +96,7 @@ class DeriveConfig:
     until_params: Optional[int] = None
     checkpoint: Optional[str] = None
     save_at: tuple[int, ...] = ()  # parameter counts at which to save (and measure) the pruned network
-    precision: str = "fp32"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
+    precision: str = "auto"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
@@ -371,7 +371,8 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     started = time.time()
     spec = _validate(config)
     device = resolve_device(device_name)
-    config = replace(config, precision=resolve_precision(config.precision, device))  # run.json records the result
+    resumed = recorded_setting(Path(out), "precision") if resume else None
+    config = replace(config, precision=resolve_precision(config.precision, device, resumed))  # as run.json records it
     data = load_cifar10(config.data, config.subset, config.test_subset)
     out = Path(out)
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)

@@ -31,6 +31,19 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     return None if value is False or value in ([], {}, "") or value == _EARLIER_DEFAULTS.get(key, ()) else value
 
 
+def recorded_setting(out: Path, key: str) -> Any:
+    """The value run.json in `out` records for setting `key` (its earlier default if the file predates it);
+    None when there is no run there. A damaged run.json is left for `start_run` to refuse."""
+    run_file = out / "run.json"
+    if not run_file.is_file():
+        return None
+    try:
+        config = Fields(read_json(run_file), str(run_file), ("config",)).obj("config").data
+    except UserError:
+        return None
+    return config.get(key, _EARLIER_DEFAULTS.get(key)) if isinstance(config, dict) else None
+
+
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs in one folder; write nothing. `config` is as run.json reads back."""
     run_file = out / "run.json"

@@ -22,7 +22,7 @@ from archfamily.files import atomic_write_json
 from archfamily.models import build_model
 from archfamily.precision import resolve_precision
 from archfamily.recipes import training_recipe
-from archfamily.runs import finish_run, start_run
+from archfamily.runs import finish_run, recorded_setting, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
 from archfamily.trainer import train_to_file
 
@@ -41,7 +41,7 @@ class TrainConfig:
     batch_size: Optional[int] = None  # None: the recipe's; otherwise its lr scales with it
     ema: Optional[float] = None  # EMA decay; None: the recipe's, 0: off
     tta: bool = False  # also measure with test-time augmentation (figures of their own)
-    precision: str = "fp32"  # auto, fp32 or bf16; `train_spec` resolves auto, so run.json holds fp32 or bf16
+    precision: str = "auto"  # auto, fp32 or bf16; `train_spec` resolves auto, so run.json holds fp32 or bf16
     recipe_set: dict[str, str] = field(default_factory=dict)  # recipe fields set by name (`--recipe-set`)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +75,8 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
                         f"{spec.num_classes} classes and {spec.in_chans} channels")
     recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size, config.ema, config.recipe_set)
     device = resolve_device(device_name)
-    config = replace(config, precision=resolve_precision(config.precision, device))  # run.json records the result
+    resumed = recorded_setting(Path(out), "precision") if resume else None
+    config = replace(config, precision=resolve_precision(config.precision, device, resumed))  # as run.json records it
     data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     if (out / "metrics.json").is_file():  # resuming a finished run: nothing left to do

@@ -148,3 +148,15 @@ def test_progress_in_a_log_is_one_line_per_refresh() -> None:
             bar.update(1)
     lines = log.getvalue().splitlines()
     assert "\r" not in log.getvalue() and len(lines) >= 2 and lines[-1].startswith("train: 100%")
+
+
+def test_auto_keeps_the_precision_a_resumed_run_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from archfamily.runs import recorded_setting
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"config": {"seed": 0}, "provenance": {}}')  # from before precision existed
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto", CPU, recorded_setting(out, "precision")) == "fp32"
+    assert precision.resolve_precision("bf16", CPU, recorded_setting(out, "precision")) == "bf16"  # then refused
+    assert recorded_setting(tmp_path / "none", "precision") is None
