@@ -25,7 +25,7 @@ from cli.options import COMPILE, training_options
                    "(with fisher-penalty, which measured better per millisecond).")
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
-@click.option("--recipe", type=click.Choice(["fast", "wrn", "densenet"]),
+@click.option("--recipe", type=click.Choice(["fast", "fast2", "wrn", "densenet"]),
               help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
 @click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
 @click.option("--batch-size", type=int, help="Base training batch size; the learning rate scales with it [preset's].")

@@ -14,8 +14,9 @@ from cli.options import COMPILE, parse_settings, training_options
 
 @click.command()
 @click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`), a model .safetensors whose architecture to train afresh, or a base name such as wrn-16-2.")
-@click.option("--recipe", type=click.Choice(["fast", "wrn", "densenet", "finetune"]), default="fast",
-              show_default=True, help="fast: one-cycle, Nesterov, label smoothing; wrn, densenet: the papers'.")
+@click.option("--recipe", type=click.Choice(["fast2", "fast", "wrn", "densenet", "finetune"]), default="fast2",
+              show_default=True, help="fast: one-cycle, Nesterov, label smoothing; fast2: fast with 2-pixel "
+                                      "translation; wrn, densenet: the papers'.")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
 @click.option("--batch-size", type=int, help="Batch size; the learning rate scales with it [the recipe's].")
 @click.option("--ema", type=float, help="Keep an EMA of the weights, its decay capped at this, e.g. 0.99 (it ramps up as 1-(1+step)^-2/3); 0 is off [the recipe's].")
