@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-from archfamily.progress import progress_bar
 from archfamily.checkpoint import RunCheckpoint, load_model, model_test_error, read_model_metadata, save_model
 from archfamily.data import Cifar10, load_cifar10
 from archfamily.distributed import DistContext, resolve_device
@@ -36,11 +35,11 @@ from archfamily.errors import UserError
 from archfamily.family import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
-from archfamily.precision import resolve_precision
+from archfamily.progress import progress_bar
 from archfamily.pruning import Pruner, compress, pruned_spec
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
-from archfamily.runs import finish_run, recorded_setting, start_run
+from archfamily.runs import finish_run, run_precision, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
 from archfamily.trainer import Trainer, train_to_file
 
@@ -371,10 +370,9 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     started = time.time()
     spec = _validate(config)
     device = resolve_device(device_name)
-    resumed = recorded_setting(Path(out), "precision") if resume else None
-    config = replace(config, precision=resolve_precision(config.precision, device, resumed))  # as run.json records it
-    data = load_cifar10(config.data, config.subset, config.test_subset)
     out = Path(out)
+    config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
+    data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do

@@ -146,9 +146,9 @@ def _parse_field(name: str, text: str, kind: type) -> Any:
 def with_overrides(recipe: Recipe, overrides: Mapping[str, str]) -> Recipe:
     """`recipe` with fields set from text (`--recipe-set flip=alternating`), each parsed by the field's type
     and checked against its range, for ablations that change one thing at a time."""
-    types = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)}
     if not overrides:
         return recipe
+    types = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)}
     changes = {}
     for name, text in overrides.items():
         if name not in _SETTABLE:

@@ -17,6 +17,7 @@ from archfamily.distributed import DistContext, init_distributed, shutdown_distr
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, remove_temporaries
+from archfamily.precision import resolve_precision
 
 
 # Settings added later whose value then was this: a run.json without them ran with it.
@@ -42,6 +43,12 @@ def recorded_setting(out: Path, key: str) -> Any:
     except UserError:
         return None
     return config.get(key, _EARLIER_DEFAULTS.get(key)) if isinstance(config, dict) else None
+
+
+def run_precision(requested: str, device: torch.device, out: Path, resume: bool) -> str:
+    """The precision a run in `out` trains in: `requested` resolved on `device`, `auto` keeping what a resumed
+    run recorded (what run.json then holds)."""
+    return resolve_precision(requested, device, recorded_setting(out, "precision") if resume else None)
 
 
 def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:

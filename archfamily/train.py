@@ -20,9 +20,8 @@ from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
-from archfamily.precision import resolve_precision
 from archfamily.recipes import training_recipe
-from archfamily.runs import finish_run, recorded_setting, start_run
+from archfamily.runs import finish_run, run_precision, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
 from archfamily.trainer import train_to_file
 
@@ -75,8 +74,7 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
                         f"{spec.num_classes} classes and {spec.in_chans} channels")
     recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size, config.ema, config.recipe_set)
     device = resolve_device(device_name)
-    resumed = recorded_setting(Path(out), "precision") if resume else None
-    config = replace(config, precision=resolve_precision(config.precision, device, resumed))  # as run.json records it
+    config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
     data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     if (out / "metrics.json").is_file():  # resuming a finished run: nothing left to do

@@ -16,11 +16,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from archfamily.progress import progress_bar
 from archfamily.bench.select import BenchNet, TrainedGroup, networks, trained_networks
 from archfamily.errors import UserError
 from archfamily.export import check_onnx_installed, write_onnx
 from archfamily.family import Family
+from archfamily.progress import progress_bar
 from archfamily.specs import spec_to_dict
 from archfamily.timing import machine_info, peak_gflops, time_interleaved
 

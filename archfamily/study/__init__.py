@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 
-from archfamily.progress import progress_bar
 from archfamily.errors import UserError
+from archfamily.progress import progress_bar
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
 from archfamily.study.results import write_results
