@@ -9,43 +9,82 @@ from typing import Optional
 
 import click
 
+from cli.options import parse_settings
+
+EXECUTORS = ("local", "slurm", "submitit-local")  # archfamily.study.executors.EXECUTORS (imported late: fast --help)
+
 
 @click.command()
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Study folder [beside the plan, named after it].")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs at once (trainings are independent; each gets cores/jobs threads).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads per run [cores / jobs].")
+@click.option("-j", "--jobs", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="Runs at once (trainings are independent; each gets cores/jobs threads); on a cluster, the "
+                   "jobs in flight.")
+@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads per run [cores / jobs; on a cluster, "
+                                                              "--cpus-per-task].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where every run trains; part of each run's command.")
 @click.option("--arms", "arms_list", metavar="NAME[,NAME...]",
               help="Run only these arms (and the runs they need) now; the bench waits for the whole plan.")
-@click.option("--dry-run", is_flag=True, help="Print the queue, each run's state and estimated time; run nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the queue, each run's state and estimated time (and on a "
+                                              "cluster its #SBATCH lines); run nothing.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: child processes here; slurm: one sbatch job per run through submitit; submitit-local: "
+                   "submitit's local executor (the slurm path, on this machine).")
+@click.option("--partition", help="SLURM partition [the cluster's default].")
+@click.option("--time", "time_min", type=click.IntRange(1, 525_600), default=240, show_default=True,
+              help="Time limit per job, minutes; a job that hits it is submitted again by the next study run and "
+                   "resumes.")
+@click.option("--cpus-per-task", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="CPUs per job on a cluster (its runs' threads).")
+@click.option("--gpus-per-node", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="GPUs per job; more than 1 runs each training and pruning run under torchrun, one process each.")
+@click.option("--mem-gb", type=click.FloatRange(0.1, 1e5), help="Memory per job, GB [the cluster's default].")
+@click.option("--account", help="SLURM account to charge.")
+@click.option("--qos", help="SLURM quality of service.")
+@click.option("--sbatch", "sbatch_items", multiple=True, metavar="KEY=VALUE",
+              help="A further #SBATCH parameter, e.g. constraint=a100 (repeatable).")
 def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int], device: str,
-          arms_list: Optional[str], dry_run: bool) -> None:
+          arms_list: Optional[str], dry_run: bool, executor: str, partition: Optional[str], time_min: int,
+          cpus_per_task: int, gpus_per_node: int, mem_gb: Optional[float], account: Optional[str],
+          qos: Optional[str], sbatch_items: tuple[str, ...]) -> None:
     """Run the plan's pruning runs, arms and bench; skip what is finished, resume what is partial.
 
     Writes results.md and results.json (every arm x budget, mean ± sd over seeds, the commands) in the
     study folder after each finished run, and the bench's plots under bench/.
     """
+    from archfamily.errors import UserError
     from archfamily.study import default_folder, prepare, queue_lines, run_study, select_arms
+    from archfamily.study.executors import ClusterOptions, Executor, require_submitit
     from archfamily.study.plan import load_plan
 
+    cluster_set = [flag for flag, value in (("--partition", partition), ("--mem-gb", mem_gb), ("--account", account),
+                                            ("--qos", qos), ("--sbatch", sbatch_items or None),
+                                            ("--gpus-per-node", gpus_per_node or None)) if value is not None]
+    if executor == "local" and cluster_set:
+        raise UserError(f"{cluster_set[0]} is an option for a submitted job; add --executor slurm or submitit-local")
+    options = ClusterOptions(partition, time_min, cpus_per_task, gpus_per_node, mem_gb, account, qos,
+                             parse_settings(sbatch_items, "--sbatch"))
     plan = replace(load_plan(plan_file), device=device)
     study_dir = Path(out) if out else default_folder(plan)
-    per_run = threads or max(1, len(os.sched_getaffinity(0)) // jobs)
+    per_run = threads or (cpus_per_task if executor == "slurm" else max(1, len(os.sched_getaffinity(0)) // jobs))
     arms = [a.strip() for a in arms_list.split(",") if a.strip()] if arms_list else None
     try:
         if dry_run:
+            if executor != "local":
+                require_submitit(executor, commands=False)  # a plan's sbatch lines can be read before a cluster
             queue, estimates, source = prepare(plan, study_dir, per_run)
             queue = select_arms(plan, queue, arms) if arms else queue
-            for line in queue_lines(queue, estimates, study_dir, jobs, bench=not arms):
+            for line in queue_lines(queue, estimates, study_dir, jobs, bench=not arms,
+                                    cluster=options if executor == "slurm" else None):
                 click.echo(line)
             click.echo(f"(estimates from {source}, {per_run} thread{'s' if per_run > 1 else ''} per run)")
             return
-        doc, failed = run_study(plan, study_dir, jobs, per_run, lambda text: click.echo(text, err=True), arms)
+        runs_on = Executor(executor, study_dir, per_run, options)
+        doc, failed = run_study(plan, runs_on, jobs, lambda text: click.echo(text, err=True), arms)
     except KeyboardInterrupt:
-        click.echo("\narchfamily: interrupted; run the same command again to continue the study", err=True)
+        left = "; submitted jobs go on" if executor != "local" else ""
+        click.echo(f"\narchfamily: interrupted{left}; run the same command again to continue the study", err=True)
         sys.exit(130)
     done = sum(bool(r["test_errors"]) for r in doc["rows"])
     click.echo(f"wrote {study_dir}/results.md and results.json ({done} of {len(doc['rows'])} rows measured)")

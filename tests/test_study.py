@@ -93,6 +93,78 @@ def test_a_study_killed_three_times_ends_with_the_same_results(smoke_study: Path
     assert not list(out.rglob(".*.tmp"))
 
 
+def _submitit_controllers(study_dir: Path) -> list[int]:
+    """Live submitit local controllers of this study (its submitted jobs)."""
+    from archfamily.study.executors import _is_local_controller
+
+    folder = str(study_dir / "submitit").encode()
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_local_controller(int(p.name))
+            and folder in (p / "cmdline").read_bytes()]
+
+
+def test_submitit_local_killed_three_times_and_a_job_killed_ends_with_the_local_results(smoke_study: Path,
+                                                                                         tmp_path: Path) -> None:
+    """The orchestrator SIGKILLed three times (its submitted jobs go on and are followed, not submitted again),
+    then one job's own process killed (reported, the study goes on, exit 1), then run again: the same numbers
+    as the local executor's study, no job run twice at once, none left running."""
+    out = tmp_path / "submitted"
+    command = [*STUDY, "--out", str(out), "--executor", "submitit-local"]
+    for moment in (3, 6, 9):
+        study = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(moment)
+        study.send_signal(signal.SIGKILL)
+        study.wait()
+    earlier = set(_children_in(out))  # the followed jobs' processes, which may be about to end
+    study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not set(_children_in(out)) - earlier and time.time() < deadline:  # a job's own `archfamily` process,
+        time.sleep(0.02)  # just started: far from writing its results
+    os.kill(min(set(_children_in(out)) - earlier), signal.SIGKILL)
+    _, err = study.communicate(timeout=600)
+    assert study.returncode == 1 and "the command above was killed by SIGKILL (logs/" in err, err[-2000:]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _measured(out) == _measured(smoke_study)
+    assert not any("in use by another archfamily process" in log.read_text() for log in (out / "logs").iterdir())
+    assert _submitit_controllers(out) == [] and not list(out.rglob(".*.tmp"))
+    records = [json.loads(f.read_text()) for f in (out / "jobs").glob("*.json")]
+    assert {r["submission"]["executor"] for r in records if "submission" in r} == {"submitit-local"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "slurm"], "--executor slurm needs SLURM on this machine: sbatch, srun, sacct not on the PATH"),
+    (["--partition", "gpu"], "--partition is an option for a submitted job"),
+    (["--executor", "slurm", "--sbatch", "time=30"], "set it with its own option (--time)"),
+    (["--executor", "slurm", "--qos", "high;rm"], "expected a SLURM name"),
+    (["--executor", "submitit-local", "--cpus-per-task", "0"], "0 is not in the range"),
+])
+def test_a_cluster_without_slurm_or_with_a_bad_option_is_one_line(run_cli, tmp_path: Path, args: list[str],
+                                                                   message: str) -> None:
+    result = run_cli("study", str(SMOKE), "--out", str(tmp_path / "s"), *args)
+    assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "s").exists()
+
+
+def test_dry_run_on_slurm_shows_each_jobs_sbatch_flags(run_cli, tmp_path: Path) -> None:
+    result = run_cli("study", str(_plan(tmp_path, GOOD)), "--out", str(tmp_path / "s"), "--dry-run",
+                     "--executor", "slurm", "--partition", "gpu", "--gpus-per-node", "2", "--mem-gb", "16",
+                     "--sbatch", "constraint=a100")
+    assert result.code == 0, result.err
+    flags = [line.split() for line in result.out.splitlines() if line.strip().startswith("sbatch ")]
+    assert len(flags) == 3  # base, the pruning run, one training
+    assert {"--partition=gpu", "--gpus-per-node=2", "--mem=16GB", "--constraint=a100", "--time=240",
+            "--job-name=archfamily-prune-fisher"} <= set(flags[1])
+
+
+def test_several_gpus_run_training_and_pruning_under_torchrun() -> None:
+    from archfamily.study.executors import command_argv
+
+    assert command_argv(["train", "--spec", "x"], gpus=4)[1:7] == ["-m", "torch.distributed.run", "--standalone",
+                                                                   "--nproc_per_node", "4", "-m"]
+    assert command_argv(["measure", "x"], gpus=4)[1:3] == ["-m", "cli.main"]
+    assert command_argv(["train"], gpus=1)[1:3] == ["-m", "cli.main"]
+
+
 def _plan(tmp_path: Path, text: str) -> Path:
     plan = tmp_path / "plan.toml"
     plan.write_text(text)

@@ -2,7 +2,8 @@
 
 - `plan.py` reads and checks the TOML plan;
 - `queue.py` expands it into archfamily commands (one job per run, paths relative to the study folder);
-- `runner.py` runs them, up to `--jobs` at once, under one progress bar;
+- `runner.py` runs them, up to `--jobs` at once, under one progress bar, on an executor from `executors.py`
+  (child processes here, or SLURM jobs through submitit);
 - `results.py` writes `results.json` and `results.md` after every finished run.
 
 The study folder (default: beside the plan, named after it) holds `runs/`, `specs/`, `logs/`, `bench/` and
@@ -16,6 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from archfamily.errors import UserError
 from archfamily.progress import progress_bar
+from archfamily.study.executors import ClusterOptions, Executor, sbatch_flags
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
 from archfamily.study.results import write_results
@@ -51,8 +53,9 @@ def select_arms(plan: Plan, jobs: list[Job], arms: Sequence[str]) -> list[Job]:
 
 
 def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, parallel: int,
-                bench: bool = True) -> list[str]:
-    """The --dry-run listing: each run's state, estimated time and commands."""
+                bench: bool = True, cluster: Optional[ClusterOptions] = None) -> list[str]:
+    """The --dry-run listing: each run's state, estimated time and commands, and with `cluster` the `#SBATCH`
+    flags each job that a cluster would run gets."""
     lines = []
     left = 0.0
     for job in jobs:
@@ -63,24 +66,29 @@ def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, p
             left += estimates[job.id]
             lines.append(f"{job.id:<32} {state:<9} ~{estimates[job.id] / 60:6.1f} min")
         lines += [f"    {c}" for c in job.command_lines()]
+        if cluster is not None and state != "finished":
+            lines.append("    here, alone (it times networks)" if job.exclusive
+                         else f"    {sbatch_flags(cluster, job, study_dir / 'submitit')}")
     lines.append(f"{sum(not is_finished(study_dir, j) for j in jobs)} of {len(jobs)} runs left, about "
                  f"{left / 3600:.1f} h of one lane ({left / 3600 / parallel:.1f} h with --jobs {parallel})"
                  + (", then the bench" if bench else "; the bench waits for the whole plan"))
     return lines
 
 
-def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int, echo: Callable[[str], None],
+def run_study(plan: Plan, executor: Executor, parallel: int, echo: Callable[[str], None],
               arms: Optional[Sequence[str]] = None) -> tuple[dict[str, Any], dict[str, str]]:
-    """Run what is left of the plan (or of `arms` alone), then the bench (only for the whole plan: it times
-    every network in one run); returns the results document and the failed runs."""
+    """Run what is left of the plan (or of `arms` alone) on `executor`, up to `parallel` jobs at once, then the
+    bench (only for the whole plan: it times every network in one run); returns the results document and the
+    failed runs."""
+    study_dir = executor.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
-    every, estimates, source = prepare(plan, study_dir, threads)
+    every, estimates, source = prepare(plan, study_dir, executor.threads)
     jobs = select_arms(plan, every, arms) if arms else every
     todo = [j for j in jobs if not is_finished(study_dir, j)]
     echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished"
          + (f" (arms {', '.join(arms)} only; the bench waits for the whole plan)" if arms else "")
          + f"; time estimates from {source}")
-    runner = Runner(study_dir, parallel, threads)
+    runner = Runner(study_dir, parallel, executor)
     on_finished: Callable[[Job], None] = lambda job: write_results(plan, study_dir, every)
     total = sum(estimates[j.id] for j in todo)
     with progress_bar(total=max(total, 1.0), desc="study", unit="s",

@@ -25,6 +25,7 @@ from archfamily.study.plan import Arm, Plan, PruneRun
 
 TRAIN_IMAGES = 50_000  # CIFAR-10's training split
 TEST_IMAGES = 10_000
+SUBMITTED_ON = ("slurm", "submitit-local")  # the executors whose jobs outlive the study process
 
 
 @dataclass
@@ -230,8 +231,10 @@ def bench_job(plan: Plan, jobs: list[Job], finished: set[str]) -> Optional[Job]:
             "--formats", b.formats, "--rounds", str(b.rounds), "--runtime", ",".join(b.runtimes), *trained,
             "--out", "bench"]
     settings = len(b.threads) * len(b.batches) * len(b.runtimes) * (2 if b.formats == "both" else 1)
-    return Job("bench", "bench", [args], "bench/results.json", (),  # run once every other job has ended
-               extra_seconds=20.0 + 2.0 * (count + 6 * len(plan.budgets)) * settings * b.rounds)
+    return Job("bench", "bench", [args], "bench/results.json", (),  # run once every other job has ended, here:
+               extra_seconds=20.0 + 2.0 * (count + 6 * len(plan.budgets)) * settings * b.rounds,  # it times
+               exclusive=True)  # the networks on the machine that runs the study, never on a cluster node
+
 
 
 def expand(plan: Plan, study_dir: Path) -> list[Job]:
@@ -272,7 +275,8 @@ def _record_file(study_dir: Path, job: Job) -> Path:
 
 
 def read_record(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
-    """What the study recorded of a job it started: its commands and the seconds it has run so far."""
+    """What the study recorded of a job it started: its commands, the seconds it has run so far, and where it
+    was submitted (`{"executor", "job_id"}`, for a job a cluster runs; None for a child process)."""
     path = _record_file(study_dir, job)
     if not path.is_file():
         return None
@@ -280,11 +284,20 @@ def read_record(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
     commands = record.list("commands")
     if not all(isinstance(c, list) and all(isinstance(a, str) for a in c) for c in commands):
         record.fail("commands", "must be a list of commands (lists of strings)")
-    return {"commands": commands, "seconds": record.number("seconds", 0)}
+    submission = None
+    if "submission" in record.data:
+        sub = record.obj("submission", ("executor", "job_id"))
+        submission = {"executor": sub.str("executor", SUBMITTED_ON), "job_id": sub.str("job_id")}
+        if not submission["job_id"].isascii() or not submission["job_id"].replace("_", "").isdigit():
+            sub.fail("job_id", "must be a job id (digits)")
+    return {"commands": commands, "seconds": record.number("seconds", 0), "submission": submission}
 
 
-def write_record(study_dir: Path, job: Job, seconds: float) -> None:
-    atomic_write_json(_record_file(study_dir, job), {"commands": job.commands, "seconds": seconds})
+def write_record(study_dir: Path, job: Job, seconds: float, submission: Optional[dict[str, str]] = None) -> None:
+    doc: dict[str, Any] = {"commands": job.commands, "seconds": seconds}
+    if submission is not None:
+        doc["submission"] = submission
+    atomic_write_json(_record_file(study_dir, job), doc)
 
 
 def _run_json_command(study_dir: Path, job: Job) -> Optional[list[str]]:

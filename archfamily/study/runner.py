@@ -1,49 +1,29 @@
-"""Run a study's queue: up to N archfamily commands at once, one progress bar, nothing lost to a kill.
+"""Run a study's queue: up to N jobs at once, one progress bar, nothing lost to a kill.
 
-Each job's commands run as child processes in the study folder (their output in `logs/<job>.log`), with
-`--resume` always on, so a study killed at any moment and started again skips what is finished and continues
-what is partial: a train run loses at most the epoch it was in, a derive run the prunes since its last
-checkpoint. Children die with the study (Linux `PR_SET_PDEATHSIG`), so a killed study leaves no orphan writing
-into a run folder that its restart also writes into.
+Each job's commands run in the study folder (their output in `logs/<job>.log`) on an executor (`executors.py`:
+child processes here, or submitit jobs), with `--resume` always on, so a study killed at any moment and started
+again skips what is finished and continues what is partial: a train run loses at most the epoch it was in, a
+derive run the prunes since its last checkpoint. Child processes die with the study (so a killed study leaves
+no orphan writing into a run folder that its restart also writes into); submitted jobs outlive it, and its
+restart follows them from their records instead of submitting them twice.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from tqdm import tqdm
 
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.specs import ArchSpec
+from archfamily.study.executors import Executor, Launched
 from archfamily.study.queue import Job, read_record, write_record
 
 POLL_SECONDS = 0.5
 RECORD_SECONDS = 30.0  # how often a running job's seconds are written down (a SIGKILL loses at most this)
-
-
-try:  # loaded here, not in the forked child: loading a library between fork and exec can deadlock
-    _LIBC: Optional[ctypes.CDLL] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-except OSError:
-    _LIBC = None
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: be killed when the study process (`parent`) dies, however it dies."""
-    if _LIBC is None or not hasattr(_LIBC, "prctl"):
-        return  # not Linux: a killed study may leave its children running
-    _LIBC.prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the study died before prctl took effect
-        os._exit(1)
 
 
 def is_finished(study_dir: Path, job: Job) -> bool:
@@ -125,12 +105,13 @@ def estimate_seconds(job: Job, rate: float) -> float:
 @dataclass
 class _Running:
     job: Job
-    process: subprocess.Popen
-    log: object
-    command: int
-    started: float
+    launched: Launched
     estimate: float
-    before: float = 0.0  # seconds earlier study invocations ran this job
+    before: float  # seconds earlier study invocations ran this job
+    started: float = 0.0  # when this invocation first saw it running; 0 while it waits in a cluster's queue
+
+    def seconds(self, now: float) -> float:
+        return self.before + (now - self.started if self.started else 0.0)
 
 
 def startable(pending: list[Job], running: list[Job], done: set[str], parallel: int) -> list[Job]:
@@ -152,63 +133,64 @@ def startable(pending: list[Job], running: list[Job], done: set[str], parallel: 
 class Runner:
     """Start what is ready, in queue order, up to `parallel` at once; a failed job fails what needs it."""
 
-    def __init__(self, study_dir: Path, parallel: int, threads: int) -> None:
-        self.study_dir, self.parallel, self.threads = study_dir, parallel, threads
+    def __init__(self, study_dir: Path, parallel: int, executor: Executor) -> None:
+        self.study_dir, self.parallel, self.executor = study_dir, parallel, executor
         self.failed: dict[str, str] = {}
 
-    def _start(self, job: Job, command: int, estimate: float, previous: Optional[_Running] = None) -> _Running:
-        """Start command `command` of `job`; `previous` is the job's running entry for its earlier command."""
-        args = job.commands[command]
-        log_path = self.study_dir / "logs" / f"{job.id}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "a")
-        log.write(f"\n$ archfamily {' '.join(args)}\n")
-        log.flush()
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-        process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=self.study_dir, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=functools.partial(_die_with_parent, os.getpid()))
-        if previous is not None:
-            return _Running(job, process, log, command, previous.started, estimate, previous.before)
+    def _running(self, job: Job, launched: Launched, estimate: float) -> _Running:
         record = read_record(self.study_dir, job)
-        running = _Running(job, process, log, command, time.time(), estimate, record["seconds"] if record else 0.0)
-        self._record(running, running.started)
+        running = _Running(job, launched, estimate, record["seconds"] if record else 0.0)
+        self._record(running, time.time())
         return running
 
-    def _record(self, r: "_Running", now: float) -> None:
-        """The job's commands and the seconds it has run, over every study invocation that ran it."""
-        write_record(self.study_dir, r.job, r.before + now - r.started)
+    def _record(self, r: _Running, now: float) -> None:
+        """The job's commands, the seconds it has run over every study invocation that ran it, and where it
+        was submitted."""
+        if not r.started and r.launched.is_running():
+            r.started = now
+        write_record(self.study_dir, r.job, r.seconds(now), r.launched.submission)
 
-    def _last_line(self, job: Job) -> str:
-        lines = (self.study_dir / "logs" / f"{job.id}.log").read_text(errors="replace").replace("\r", "\n").splitlines()
-        return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+    def _last_lines(self, job: Job, count: int = 2) -> str:
+        """A failed job's last log lines: its command's own last words, then how it ended."""
+        log = self.executor.log_path(job)
+        lines = log.read_text(errors="replace").replace("\r", "\n").splitlines() if log.is_file() else []
+        return " / ".join([ln.strip() for ln in lines if ln.strip()][-count:]) or "no output"
+
+    def _followed(self, pending: list[Job], estimates: dict[str, float]) -> list[_Running]:
+        """The pending jobs a previous study process submitted that are still queued or running: followed,
+        not submitted again."""
+        followed = []
+        for job in list(pending):
+            record = read_record(self.study_dir, job)
+            launched = self.executor.follow(job, record["submission"]) if record else None
+            if launched is not None:
+                pending.remove(job)
+                followed.append(self._running(job, launched, estimates[job.id]))
+        return followed
 
     def run(self, jobs: list[Job], estimates: dict[str, float], bar: tqdm,
             on_finished: Callable[[Job], None]) -> None:
         """Run `jobs` (in their order) to the end; `on_finished` after each one that succeeds."""
         pending = [j for j in jobs if not is_finished(self.study_dir, j)]
         done = {j.id for j in jobs if is_finished(self.study_dir, j)}
-        running: list[_Running] = []
+        running = self._followed(pending, estimates)
         credited = bar.n  # what earlier calls (the runs before the bench) have already filled
         recorded = time.time()
         try:
             while pending or running:
                 for r in list(running):
-                    code = r.process.poll()
+                    code = r.launched.poll()
                     if code is None:
                         continue
-                    r.log.close()
                     running.remove(r)
-                    if code == 0 and r.command + 1 < len(r.job.commands):
-                        running.append(self._start(r.job, r.command + 1, r.estimate, r))
-                        continue
                     self._record(r, time.time())
                     credited += r.estimate
                     if code == 0:
                         done.add(r.job.id)
                         on_finished(r.job)
                     else:
-                        self.failed[r.job.id] = f"exit {code}: {self._last_line(r.job)} (logs/{r.job.id}.log)"
+                        log = self.executor.log_path(r.job).relative_to(self.study_dir)
+                        self.failed[r.job.id] = f"{self._last_lines(r.job)} ({log})"
                         bar.write(f"failed: {r.job.id}: {self.failed[r.job.id]}")
                 for job in list(pending):
                     if any(d in self.failed for d in job.deps):
@@ -217,7 +199,7 @@ class Runner:
                         credited += estimates[job.id]
                 for job in startable(pending, [r.job for r in running], done, self.parallel):
                     pending.remove(job)
-                    running.append(self._start(job, 0, estimates[job.id]))
+                    running.append(self._running(job, self.executor.start(job), estimates[job.id]))
                 if not running and pending and not any(all(d in done for d in j.deps) for j in pending):
                     for job in pending:  # cannot happen with a queue from `expand`; never spin on it
                         self.failed[job.id] = "skipped: it needs a run that is not in the queue"
@@ -227,7 +209,8 @@ class Runner:
                     for r in running:
                         self._record(r, now)
                     recorded = now
-                bar.n = min(bar.total, credited + sum(min(now - r.started, 0.95 * r.estimate) for r in running))
+                bar.n = min(bar.total, credited + sum(min(r.seconds(now) - r.before, 0.95 * r.estimate)
+                                                      for r in running))
                 bar.set_postfix_str(f"{len(done)}/{len(done) + len(pending) + len(running)} runs; running "
                                     + (", ".join(r.job.id for r in running) or "-"), refresh=False)
                 bar.update(0)  # redraws at most every mininterval (30 s into a log)
@@ -237,19 +220,14 @@ class Runner:
             self._stop(running)
 
     def _stop(self, running: list[_Running]) -> None:
-        """Interrupted (Ctrl-C, or an error of the study's own): ask every run to stop as Ctrl-C does (each saves
-        nothing more and leaves its last checkpoint), give them a while together, then kill what is left."""
+        """Interrupted (Ctrl-C, or an error of the study's own): ask every child run to stop as Ctrl-C does (each
+        saves nothing more and leaves its last checkpoint), give them a while together, then kill what is left.
+        Submitted jobs go on; the study started again follows them."""
         for r in running:
-            if r.process.poll() is None:
-                r.process.send_signal(signal.SIGINT)
+            r.launched.stop()
         deadline = time.time() + 30
         for r in running:
-            try:
-                r.process.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                r.process.kill()
-                r.process.wait()
-            r.log.close()
+            r.launched.wait_stopped(max(0.1, deadline - time.time()))
             self._record(r, time.time())
 
 
