@@ -1,0 +1,117 @@
+"""The coupled channel groups of a timm CNN, traced once by Torch-Pruning's dependency graph (DepGraph).
+
+A group is a set of channels that must be kept or removed together: a convolution's output channels, the norm
+after it, the input channels of every layer that reads them, and, through residual additions and
+concatenations, every other layer tied to them. Torch-Pruning finds them by tracing one forward pass; this module
+keeps what archfamily needs from the trace: per group, each layer dimension it occupies (`Place`) and how many of
+that dimension's channels it holds. That is enough to rebuild the network at any widths and to count it.
+"""
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from archfamily.errors import UserError
+
+TRACE_SECONDS = 60  # a trace that takes longer is refused (Torch-Pruning has been seen not to finish on some networks)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a group's channels sit: `dim` "out" or "in" of the layer `module`, or "param" of a parameter outside
+    any layer; `count` channels of it (the group's width, or a multiple of it where a flatten spreads one channel
+    over several features)."""
+
+    module: str
+    dim: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One coupled group: its name (the layer whose output channels it is first, in Torch-Pruning's order), its
+    width in the base, and every layer dimension it occupies."""
+
+    name: str
+    width: int
+    places: tuple[Place, ...]
+    residual: bool  # tied to a residual stream: more than one layer makes these channels
+
+
+@contextmanager
+def _time_limit(seconds: int, what: str) -> Iterator[None]:
+    """A one-line error instead of a hang (SIGALRM: the main thread only, where the CLI traces)."""
+    def expire(signum: int, frame: object) -> None:
+        raise UserError(f"{what}: tracing its channel groups took more than {seconds} s; archfamily cannot prune it")
+
+    try:
+        previous = signal.signal(signal.SIGALRM, expire)
+    except ValueError:  # not the main thread: no limit
+        yield
+        return
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _writes_channels(layer: nn.Module) -> bool:
+    """A layer that makes new channels: a convolution (but not a depthwise one, which passes each channel through)
+    or a linear layer."""
+    if isinstance(layer, nn.Conv2d):
+        return not (layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels)
+    return isinstance(layer, nn.Linear)
+
+
+def _dim(handler: object) -> str:
+    name = getattr(handler, "__name__", "")
+    return "out" if name == "prune_out_channels" else "in"
+
+
+def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> list[ChannelGroup]:
+    """The channel groups of `model` (a timm model named `name`, on the CPU), in Torch-Pruning's order: every
+    group but the classifier's outputs (the input image has none). Each says whether it is a residual stream,
+    for a pruning policy that leaves those alone (the paper's, for a WRN: `--groups inner`)."""
+    import torch_pruning as tp
+
+    names = {id(m): n for n, m in model.named_modules()}
+    names.update({id(p): n for n, p in model.named_parameters()})  # parameters outside any layer (ConvNeXt's gamma)
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    ignored = [classifier] if isinstance(classifier, nn.Module) else []
+    example = torch.randn(1, in_chans, input_size, input_size)
+    with _time_limit(TRACE_SECONDS, name):  # Torch-Pruning traces through autograd: no torch.no_grad() here
+        try:
+            graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+            traced = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]))
+        except UserError:
+            raise
+        except Exception as exc:  # Torch-Pruning's own failures (IndexError, split sizes...) on what it cannot trace
+            raise UserError(f"{name}: Torch-Pruning cannot trace its channel groups "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no message'})") \
+                from None
+    groups = []
+    for group in traced:
+        places: dict[tuple[str, str], int] = {}
+        for dep, idxs in group:
+            target = dep.target.module
+            if isinstance(target, nn.Parameter):
+                key = (names[id(target)], "param")
+            elif id(target) in names and any(True for _ in target.parameters(recurse=False)):
+                key = (names[id(target)], _dim(dep.handler))
+            else:
+                continue  # an operation (add, concat, reshape) or a layer without weights
+            places[key] = max(places.get(key, 0), len(idxs))
+        if not places:
+            continue
+        writers = [k for k in places if k[1] == "out" and _writes_channels(model.get_submodule(k[0]))]
+        root = names[id(group[0][0].target.module)]
+        groups.append(ChannelGroup(root, len(group[0][1]), tuple(Place(m, d, c) for (m, d), c in places.items()),
+                                   residual=len(writers) > 1))
+    return groups

@@ -1,0 +1,116 @@
+"""A timm CNN rebuilt at any widths: one width per channel group, smaller or larger than the base's.
+
+timm builds the base (its own code, its own initialisation); every layer dimension a group occupies is then
+resized to the group's new width. A resized layer is initialised afresh by its own `reset_parameters` (PyTorch's
+default initialisation, not timm's per-network one); the layers no group touches keep timm's. Resizing is by
+layer type, so a layer this module does not know (and so cannot resize correctly) is a one-line error naming its
+type, never a network that runs with the wrong shapes.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from archfamily.anycnn.groups import ChannelGroup
+from archfamily.errors import UserError
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def new_sizes(groups: Sequence[ChannelGroup], widths: Sequence[int]) -> dict[tuple[str, str], int]:
+    """How much each (layer, dim) grows or shrinks: the sum over the groups in it of their change (a group's
+    channels may appear several times per channel, e.g. after a flatten)."""
+    if len(widths) != len(groups):
+        raise UserError(f"expected {len(groups)} widths, one per channel group; got {len(widths)}")
+    change: dict[tuple[str, str], int] = defaultdict(int)
+    for group, width in zip(groups, widths):
+        if width < 1:
+            raise UserError(f"channel group {group.name}: width {width} must be at least 1")
+        for place in group.places:
+            per_channel = place.count // group.width
+            change[(place.module, place.dim)] += (width - group.width) * per_channel
+    return {key: delta for key, delta in change.items() if delta}
+
+
+def _resize_conv(conv: nn.Conv2d, name: str, out_delta: int, in_delta: int) -> None:
+    depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
+    if depthwise:  # one group holds its inputs and outputs alike (Torch-Pruning records only one side)
+        if out_delta and in_delta and out_delta != in_delta:
+            raise UserError(f"{name}: a depthwise convolution needs as many inputs as outputs")
+        out_delta = in_delta = out_delta or in_delta
+    out_ch, in_ch = conv.out_channels + out_delta, conv.in_channels + in_delta
+    if depthwise:
+        conv.groups = out_ch
+    elif conv.groups > 1 and (out_ch % conv.groups or in_ch % conv.groups):
+        raise UserError(f"{name}: a convolution in {conv.groups} groups needs widths that are multiples of "
+                        f"{conv.groups} (got {in_ch} in, {out_ch} out)")
+    conv.in_channels, conv.out_channels = in_ch, out_ch
+    conv.weight = nn.Parameter(torch.empty(out_ch, in_ch // conv.groups, *conv.kernel_size, device=conv.weight.device))
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(torch.empty(out_ch, device=conv.bias.device))
+    conv.reset_parameters()
+
+
+def _resize_linear(linear: nn.Linear, out_delta: int, in_delta: int) -> None:
+    linear.in_features += in_delta
+    linear.out_features += out_delta
+    linear.weight = nn.Parameter(torch.empty(linear.out_features, linear.in_features, device=linear.weight.device))
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(torch.empty(linear.out_features, device=linear.bias.device))
+    linear.reset_parameters()
+
+
+def _resize_norm(norm: nn.Module, name: str, delta: int) -> None:
+    if isinstance(norm, nn.GroupNorm):
+        channels = norm.num_channels + delta
+        if channels % norm.num_groups:
+            raise UserError(f"{name}: a GroupNorm of {norm.num_groups} groups needs a multiple of it ({channels})")
+        norm.num_channels = channels
+    elif isinstance(norm, nn.LayerNorm):
+        if len(norm.normalized_shape) != 1:
+            raise UserError(f"{name}: a LayerNorm over {len(norm.normalized_shape)} dimensions cannot be resized")
+        channels = norm.normalized_shape[0] + delta
+        norm.normalized_shape = (channels,)
+    else:
+        channels = norm.num_features + delta
+        norm.num_features = channels
+    for key, tensor in list(norm.named_parameters(recurse=False)) + list(norm.named_buffers(recurse=False)):
+        if tensor.dim() == 1:
+            fresh = torch.empty(channels, dtype=tensor.dtype, device=tensor.device)
+            setattr(norm, key, nn.Parameter(fresh) if isinstance(tensor, nn.Parameter) else fresh)
+    norm.reset_parameters()
+
+
+def _resize_parameter(model: nn.Module, name: str, delta: int) -> None:
+    """A parameter outside any layer (ConvNeXt's layer scale `gamma`): one value per channel, all initialised
+    alike, so the new ones take the first's value."""
+    owner_name, _, key = name.rpartition(".")
+    owner = model.get_submodule(owner_name)
+    tensor = getattr(owner, key).detach()
+    if tensor.dim() != 1 or (not tensor.is_meta and not bool((tensor == tensor[0]).all())):
+        raise UserError(f"{name}: a parameter of shape {tuple(tensor.shape)} outside any layer cannot be resized")
+    fresh = torch.empty(tensor.numel() + delta, dtype=tensor.dtype, device=tensor.device)
+    setattr(owner, key, nn.Parameter(fresh if tensor.is_meta else fresh.fill_(float(tensor[0]))))
+
+
+def resize_layers(model: nn.Module, groups: Sequence[ChannelGroup], widths: Sequence[int]) -> nn.Module:
+    """`model` (a base built by timm) with every layer its groups occupy resized to `widths`, in place."""
+    change = new_sizes(groups, widths)
+    layers = sorted({module for module, dim in change if dim != "param"})
+    for name in layers:
+        out_delta, in_delta = change.get((name, "out"), 0), change.get((name, "in"), 0)
+        layer = model.get_submodule(name)
+        if isinstance(layer, nn.Conv2d):
+            _resize_conv(layer, name, out_delta, in_delta)
+        elif isinstance(layer, nn.Linear):
+            _resize_linear(layer, out_delta, in_delta)
+        elif isinstance(layer, _NORMS):
+            _resize_norm(layer, name, out_delta + in_delta)
+        else:
+            raise UserError(f"{name}: archfamily cannot resize a layer of type {type(layer).__name__}")
+    for name in sorted(module for module, dim in change if dim == "param"):
+        _resize_parameter(model, name, change[(name, "param")])
+    return model

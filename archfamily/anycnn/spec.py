@@ -1,0 +1,92 @@
+"""A member of a timm CNN's family: the base's timm name and one width per channel group.
+
+This is all it takes to rebuild the network (timm builds the base, `rebuild.resize_layers` resizes it), so it
+is what a family's trajectory, a scaled member and an exported model record. Counts are exact: parameters and
+MACs (`torch.utils.flop_counter`) of the rebuilt network on the meta device, where no weight is allocated; the
+same build checks that the network runs at these widths (a shape mismatch is a one-line error).
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from archfamily.anycnn.groups import ChannelGroup, trace_groups
+from archfamily.anycnn.rebuild import resize_layers
+from archfamily.errors import UserError
+
+PREFIX = "timm:"  # `--base timm:mobilenetv2_050`
+
+
+def _create(name: str, num_classes: int, in_chans: int) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        raise UserError(f"timm has no model {name!r} (timm.list_models() lists them)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+@functools.lru_cache(maxsize=16)
+def channel_groups(name: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> tuple[ChannelGroup, ...]:
+    """Every channel group of timm's `name`, traced once per process (the base built on the CPU, untrained)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Torch-Pruning's note on parameters outside layers
+        return tuple(trace_groups(_create(name, num_classes, in_chans), name, input_size, in_chans))
+
+
+@dataclass(frozen=True)
+class TimmSpec:
+    """A timm CNN at some widths: `widths[i]` is the width of `channel_groups(base)[i]`."""
+
+    base: str
+    widths: tuple[int, ...]
+    num_classes: int = 10
+    in_chans: int = 3
+    input_size: int = 32
+
+    @classmethod
+    def of_base(cls, base: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> "TimmSpec":
+        groups = channel_groups(base, num_classes, in_chans, input_size)
+        return cls(base, tuple(g.width for g in groups), num_classes, in_chans, input_size)
+
+    @property
+    def groups(self) -> tuple[ChannelGroup, ...]:
+        return channel_groups(self.base, self.num_classes, self.in_chans, self.input_size)
+
+    def build(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The network at these widths: timm's base, its grouped layers resized (and initialised afresh)."""
+        with torch.device(device):
+            model = _create(self.base, self.num_classes, self.in_chans)
+        return resize_layers(model, self.groups, self.widths)
+
+    def num_params(self) -> int:
+        return _counts(self)[0]
+
+    def num_macs(self) -> int:
+        return _counts(self)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": "timm", "base": self.base, "widths": list(self.widths), "num_classes": self.num_classes,
+                "in_chans": self.in_chans, "input_size": self.input_size}
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts(spec: TimmSpec) -> tuple[int, int]:
+    """(params, MACs at the spec's input size) of the network rebuilt on the meta device; running it there also
+    checks every layer's shapes agree at these widths."""
+    model = spec.build("meta").eval()
+    x = torch.empty(1, spec.in_chans, spec.input_size, spec.input_size, device="meta")
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    except RuntimeError as exc:
+        raise UserError(f"{spec.base}: the network does not run with its channel groups resized "
+                        f"({str(exc).splitlines()[0][:160]}); archfamily cannot scale it") from None
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
