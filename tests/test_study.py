@@ -95,11 +95,10 @@ def test_a_study_killed_three_times_ends_with_the_same_results(smoke_study: Path
 
 def _submitit_controllers(study_dir: Path) -> list[int]:
     """Live submitit local controllers of this study (its submitted jobs)."""
-    from archfamily.study.executors import _is_local_controller
+    from archfamily.study.executors import is_local_controller
 
-    folder = str(study_dir / "submitit").encode()
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_local_controller(int(p.name))
-            and folder in (p / "cmdline").read_bytes()]
+    folder = (study_dir / "submitit").absolute()
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and is_local_controller(int(p.name), folder)]
 
 
 def test_submitit_local_killed_three_times_and_a_job_killed_ends_with_the_local_results(smoke_study: Path,

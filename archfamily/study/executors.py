@@ -179,25 +179,25 @@ class SubmittedJob:
 class FollowedLocalJob(SubmittedJob):
     """A `submitit-local` job a previous study process started: followed by its controller's process id."""
 
-    def __init__(self, study_dir: Path, job: Job, pid: int) -> None:
-        self.study_dir, self.job, self.pid = study_dir, job, pid
+    def __init__(self, study_dir: Path, job: Job, pid: int, folder: Path) -> None:
+        self.study_dir, self.job, self.pid, self.folder = study_dir, job, pid, folder
         self.submission = {"executor": "submitit-local", "job_id": str(pid)}
 
     def _ended(self) -> bool:
-        return not _is_local_controller(self.pid)
+        return not is_local_controller(self.pid, self.folder)
 
     def is_running(self) -> bool:
         return True
 
 
-def _is_local_controller(pid: int) -> bool:
-    """`pid` is a live submitit local controller (not a reused process id, not a zombie)."""
+def is_local_controller(pid: int, folder: Path) -> bool:
+    """`pid` is a live submitit local controller of the jobs in `folder` (not a reused process id, not a zombie)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return b"submitit.local._local" in cmdline and state != "Z"
+    return b"submitit.local._local" in cmdline and str(folder).encode() in cmdline and state != "Z"
 
 
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:+-]+")
@@ -279,7 +279,8 @@ class Executor:
         if kind != "local":
             require_submitit(kind)
         self.kind, self.study_dir, self.threads, self.options = kind, study_dir, threads, options
-        self.folder = study_dir / "submitit"  # submitit's own files: the pickled call, its stdout and stderr
+        self.folder = (study_dir / "submitit").absolute()  # submitit's files (the pickled call, its stdout and
+        # stderr), absolute as submitit spells it in a local controller's command line
 
     def log_path(self, job: Job) -> Path:
         return self.study_dir / "logs" / f"{job.id}.log"
@@ -297,8 +298,14 @@ class Executor:
         else:
             executor = submitit.LocalExecutor(folder=self.folder)
             executor.update_parameters(**self.options.local_parameters())
-        handle = executor.submit(JobCommands(), str(self.study_dir.resolve()), job.commands,
-                                 str(self.log_path(job).resolve()), self.threads, self.options.gpus_per_node)
+        try:
+            handle = executor.submit(JobCommands(), str(self.study_dir.resolve()), job.commands,
+                                     str(self.log_path(job).resolve()), self.threads, self.options.gpus_per_node)
+        except (subprocess.CalledProcessError, OSError) as exc:  # sbatch refused it (a partition it does not know...)
+            why = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
+            why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+            raise UserError(f"submitting run {job.id} failed: {why.strip().splitlines()[-1][:200] if why.strip() else exc}") \
+                from None
         return SubmittedJob(self.study_dir, job, handle, self.kind)
 
     def follow(self, job: Job, submission: Optional[dict[str, str]]) -> Optional[Launched]:
@@ -308,7 +315,9 @@ class Executor:
             return None
         job_id = submission["job_id"]
         if self.kind == "submitit-local":
-            return FollowedLocalJob(self.study_dir, job, int(job_id)) if _is_local_controller(int(job_id)) else None
+            pid = int(job_id)
+            return FollowedLocalJob(self.study_dir, job, pid, self.folder) if is_local_controller(pid, self.folder) \
+                else None
         import submitit
 
         handle = submitit.SlurmJob(folder=self.folder, job_id=job_id)
