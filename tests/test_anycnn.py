@@ -71,3 +71,66 @@ def test_residual_streams_are_told_from_inner_groups(name: str, groups: int, inn
     depthwise convolution passes its group through; DenseNet concatenates, adding nothing."""
     traced = channel_groups(name)
     assert len(traced) == groups and sum(not g.residual for g in traced) == inner
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2_050", "densenet121"])
+def test_masked_channels_are_the_removed_network(name: str) -> None:
+    """Closing channels by their masks gives the logits of the network with those channels removed (Torch-Pruning
+    removes them, weights and all), and that network is the one the spec at the narrower widths builds."""
+    import timm
+
+    from archfamily.anycnn.compress import remove_channels
+    from archfamily.anycnn.masks import GroupMasks
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10).eval()
+    for module in model.modules():  # running statistics that are not the identity, so a wrong mask shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    groups = channel_groups(name)
+    masks = GroupMasks(model, groups, range(len(groups)))
+    generator = torch.Generator().manual_seed(1)
+    closed = [(i, int(c)) for i in range(0, len(groups), 3)
+              for c in torch.randperm(groups[i].width, generator=generator)[:max(1, groups[i].width // 4)]]
+    masks.close(closed)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        masked_logits = model(x)
+        by_mask = masks.closed_channels()
+        masks.remove()
+        smaller = remove_channels(model, groups, by_mask, 32)
+        torch.testing.assert_close(smaller(x), masked_logits, rtol=1e-4, atol=1e-4)
+    widths = tuple(g.width - len(by_mask.get(i, [])) for i, g in enumerate(groups))
+    rebuilt = TimmSpec(name, widths).build()
+    rebuilt.load_state_dict(smaller.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), masked_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_fisher_saliency_of_a_group_is_its_masks_gradient_squared() -> None:
+    """Delta_c = 1/(2N) sum_n (dLoss_n/dm_c)^2 over every place of the group, checked against autograd on a
+    mask variable itself, one sample at a time."""
+    import timm
+
+    from archfamily.anycnn.masks import GroupMasks
+
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv2_050", num_classes=10).train()
+    groups = channel_groups("mobilenetv2_050")
+    masks = GroupMasks(model, groups, range(len(groups)))
+    x, y = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 3])
+    for module in model.modules():  # per-sample gradients must not depend on the batch: freeze norms
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    torch.nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+    saliency = masks.saliency()
+    i = next(i for i, g in enumerate(groups) if len(g.places) > 3)  # a group with several mask places
+    expected = torch.zeros(groups[i].width, dtype=torch.float64)
+    for n in range(3):
+        masks.masks[i] = torch.ones(groups[i].width, requires_grad=True)
+        loss = torch.nn.functional.cross_entropy(model(x[n:n + 1]), y[n:n + 1], reduction="sum")
+        (grad,) = torch.autograd.grad(loss, masks.masks[i])
+        expected += grad.double() ** 2
+    torch.testing.assert_close(saliency[i], expected / 6, rtol=1e-4, atol=1e-10)

@@ -30,6 +30,7 @@ class Place:
     module: str
     dim: str
     count: int
+    start: int = 0  # the first of its channels in that dimension (after a concatenation, not 0); -1: not one run
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     ignored = [classifier] if isinstance(classifier, nn.Module) else []
     example = torch.randn(1, in_chans, input_size, input_size)
-    with _time_limit(TRACE_SECONDS, name):  # Torch-Pruning traces through autograd: no torch.no_grad() here
+    with _time_limit(TRACE_SECONDS, name), torch.enable_grad():  # Torch-Pruning traces through autograd
         try:
             graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
             traced = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]))
@@ -98,7 +99,7 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
                 from None
     groups = []
     for group in traced:
-        places: dict[tuple[str, str], int] = {}
+        places: dict[tuple[str, str], tuple[int, int]] = {}
         for dep, idxs in group:
             target = dep.target.module
             if isinstance(target, nn.Parameter):
@@ -107,11 +108,14 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
                 key = (names[id(target)], _dim(dep.handler))
             else:
                 continue  # an operation (add, concat, reshape) or a layer without weights
-            places[key] = max(places.get(key, 0), len(idxs))
+            idxs = sorted(int(i) for i in idxs)
+            start = idxs[0] if idxs == list(range(idxs[0], idxs[0] + len(idxs))) else -1
+            if len(idxs) > places.get(key, (0, 0))[0]:
+                places[key] = (len(idxs), start)
         if not places:
             continue
         writers = [k for k in places if k[1] == "out" and _writes_channels(model.get_submodule(k[0]))]
         root = names[id(group[0][0].target.module)]
-        groups.append(ChannelGroup(root, len(group[0][1]), tuple(Place(m, d, c) for (m, d), c in places.items()),
+        groups.append(ChannelGroup(root, len(group[0][1]), tuple(Place(m, d, c, at) for (m, d), (c, at) in places.items()),
                                    residual=len(writers) > 1))
     return groups

@@ -1,0 +1,143 @@
+"""Pruning a timm CNN before making it smaller: one 0/1 mask per channel group, and the groups' Fisher saliency.
+
+A group's mask multiplies its channels wherever they leave a norm layer (BatchNorm and timm's norm-act layers,
+whose output is past the activation), or, for a group with no norm (a squeeze-excitation's reduction), the
+layer that makes them. So a closed channel is zero everywhere it is read: after a residual addition (every
+addend is masked), in a concatenation (the mask sits at the group's offset there) and in a depthwise
+convolution (masked before and after it). Removing the closed channels for real (`compress.py`) then gives the
+same network. Groups whose channels meet a LayerNorm over channels (ConvNeXt) are masked alike, but there a
+closed channel still takes part in the norm's statistics, so masking only approximates removal.
+
+Fisher (Theis et al. 2018, the paper's criterion): with one mask m shared by all P places of a group,
+dLoss/dm_c = sum over places and positions of a * g, so Delta_c = 1/(2N) sum_n (sum_p sum_hw a g)^2, accumulated
+over the training steps between prunes, as the built-in families' engine does. The per-sample sums of one step
+are squared once every place's gradient is in (at the next forward, or when the saliency is read); the sums stay
+on the device and are reduced over ranks once per prune.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from archfamily.anycnn.groups import ChannelGroup, Place
+from archfamily.errors import UserError
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def mask_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
+    """Where the group's mask multiplies its channels: the outputs of its norms, else of the layers that make it."""
+    outs = [p for p in group.places if p.dim == "out"]
+    norms = [p for p in outs if isinstance(model.get_submodule(p.module), _NORMS)]
+    places = norms or [p for p in outs if isinstance(model.get_submodule(p.module), (nn.Conv2d, nn.Linear))]
+    for place in places:
+        if place.start < 0 or place.count != group.width:
+            raise UserError(f"{place.module}: the channels of group {group.name} are not one run there; "
+                            "archfamily cannot mask them")
+    return places
+
+
+class GroupMasks:
+    """The masks of `groups[i]` for i in `prunable` (the others stay whole), applied by forward hooks."""
+
+    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup], prunable: Sequence[int]) -> None:
+        device = next(model.parameters()).device
+        self.model, self.groups, self.prunable = model, list(groups), list(prunable)
+        self.masks = {i: torch.ones(groups[i].width, device=device) for i in self.prunable}
+        self.sums = {i: torch.zeros(groups[i].width, dtype=torch.float64, device=device) for i in self.prunable}
+        self.samples = 0
+        self._step: dict[int, torch.Tensor] = {}  # this step's per-sample sums, squared once the step is over
+        segments: dict[str, list[tuple[int, int]]] = defaultdict(list)  # layer -> (group, first channel)
+        for i in self.prunable:
+            for place in mask_places(model, groups[i]):
+                segments[place.module].append((i, place.start))
+        self._handles: list[RemovableHandle] = [model.register_forward_pre_hook(lambda module, args: self._end_step())]
+        self._first = next(iter(segments), None)
+        for name, parts in segments.items():
+            self._handles.append(model.get_submodule(name).register_forward_hook(self._hook(name, parts)))
+
+    def _hook(self, name: str, parts: list[tuple[int, int]]):
+        def on_forward(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+            full = torch.ones(out.shape[1], device=out.device, dtype=out.dtype)
+            for i, start in parts:
+                full[start:start + self.masks[i].numel()] = self.masks[i].to(out.dtype)
+            shape = (1, -1) + (1,) * (out.dim() - 2)
+            masked = out * full.view(shape)
+            if self.model.training and masked.requires_grad:  # the network's mode: its norms may be frozen
+                if name == self._first:
+                    self.samples += out.shape[0]
+                act = out.detach()  # dLoss/dm = sum of the unmasked activation times the masked one's gradient
+
+                def on_grad(grad: torch.Tensor) -> None:
+                    dtype = torch.promote_types(act.dtype, torch.float32)  # bf16 under autocast: sum in fp32
+                    per_sample = (act.to(dtype) * grad.to(dtype))
+                    per_sample = per_sample.sum(tuple(range(2, per_sample.dim()))) if per_sample.dim() > 2 else per_sample
+                    for i, start in parts:
+                        part = per_sample[:, start:start + self.masks[i].numel()].double()
+                        self._step[i] = self._step[i] + part if i in self._step else part
+
+                masked.register_hook(on_grad)
+            return masked
+
+        return on_forward
+
+    def _end_step(self) -> None:
+        for i, per_sample in self._step.items():
+            self.sums[i] += per_sample.pow(2).sum(0)
+        self._step = {}
+
+    def saliency(self) -> dict[int, torch.Tensor]:
+        """Delta per channel of each prunable group (on the host), summed over ranks when distributed."""
+        self._end_step()
+        order = self.prunable
+        samples = torch.tensor([float(self.samples)], dtype=torch.float64, device=self.sums[order[0]].device)
+        sums = [self.sums[i] for i in order]
+        if dist.is_available() and dist.is_initialized():  # one all-reduce per prune, on the device
+            flat = torch.cat([*sums, samples])
+            dist.all_reduce(flat)
+            *sums, samples = torch.split(flat, [s.numel() for s in sums] + [1])
+        n = max(float(samples.item()), 1.0)
+        return {i: (s / (2 * n)).cpu() for i, s in zip(order, sums)}
+
+    def reset(self) -> None:
+        self._step = {}
+        for s in self.sums.values():
+            s.zero_()
+        self.samples = 0
+
+    def close(self, closed: Sequence[tuple[int, int]]) -> None:
+        """Close (group, channel) pairs."""
+        for i, channel in closed:
+            self.masks[i][channel] = 0.0
+
+    def closed_channels(self) -> dict[int, list[int]]:
+        return {i: torch.nonzero(m == 0).flatten().tolist() for i, m in self.masks.items()}
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def prune_lowest(masks: GroupMasks, scores: dict[int, torch.Tensor], k: int) -> list[tuple[int, int]]:
+    """Close the k open channels of lowest score over all prunable groups at once (global pruning), never a
+    group's last open channel; returns the (group, channel) pairs closed, lowest first."""
+    candidates = []
+    for i, score in scores.items():
+        open_channels = torch.nonzero(masks.masks[i].cpu() > 0).flatten().tolist()
+        candidates += [(float(score[c]), i, c) for c in open_channels]
+    left = {i: int((m > 0).sum()) for i, m in masks.masks.items()}
+    closed = []
+    for _, i, c in sorted(candidates):
+        if len(closed) == k:
+            break
+        if left[i] > 1:
+            left[i] -= 1
+            closed.append((i, c))
+    masks.close(closed)
+    masks.reset()
+    return closed
