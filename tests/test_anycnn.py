@@ -70,7 +70,7 @@ def test_residual_streams_are_told_from_inner_groups(name: str, groups: int, inn
     """resnet18: the four stage streams are residual, each block's inner width is not; MobileNetV2: the
     depthwise convolution passes its group through; DenseNet concatenates, adding nothing."""
     traced = channel_groups(name)
-    assert len(traced) == groups and sum(not g.residual for g in traced) == inner
+    assert len(traced) == groups and sum(g.inner for g in traced) == inner
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2_050", "densenet121"])
@@ -134,3 +134,42 @@ def test_fisher_saliency_of_a_group_is_its_masks_gradient_squared() -> None:
         (grad,) = torch.autograd.grad(loss, masks.masks[i])
         expected += grad.double() ** 2
     torch.testing.assert_close(saliency[i], expected / 6, rtol=1e-4, atol=1e-10)
+
+
+def test_the_graph_engine_makes_the_built_in_engines_fisher_choices_on_a_wrn() -> None:
+    """On archfamily's own WRN, the traced inner groups' Fisher saliency is the hand-written gates' (same steps,
+    same network), so both close the same channels (studies/engine-crosscheck/ does 40 prunes of a trained
+    WRN-16-2 on CIFAR-10)."""
+    from archfamily.anycnn.groups import Place, trace_groups
+    from archfamily.anycnn.masks import GroupMasks
+    from archfamily.models import build_model
+    from archfamily.pruning.pruner import Pruner
+    from archfamily.specs import base_spec
+
+    torch.manual_seed(0)
+    model = build_model(base_spec("wrn-16-1"), gated=True).train()
+    pruner = Pruner(model, "fisher")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        groups = trace_groups(model, "wrn-16-1", 32)
+    names = {id(m): n for n, m in model.named_modules()}
+    mapping = [next(i for i, g in enumerate(groups) if Place(names[id(pg.producer)], "out", pg.gate.mask.numel(), 0)
+                    in g.places) for pg in pruner.groups]
+    assert all(groups[i].inner for i in mapping)
+    masks = GroupMasks(model, groups, mapping)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(8):
+        for _ in range(2):
+            x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        built_in, traced = pruner.fisher.saliency(), masks.saliency()
+        for b, i in enumerate(mapping):
+            torch.testing.assert_close(traced[i], built_in[b], rtol=1e-4, atol=1e-12)
+        open_scores = [(float(traced[i][c]), b, c) for b, i in enumerate(mapping)
+                       for c in torch.nonzero(pruner.groups[b].gate.mask > 0).flatten().tolist()]
+        (choice,) = pruner.prune(1)
+        assert min(open_scores)[1:] == choice
+        masks.close([(mapping[choice[0]], choice[1])])
+        masks.reset()

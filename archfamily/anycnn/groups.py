@@ -41,7 +41,7 @@ class ChannelGroup:
     name: str
     width: int
     places: tuple[Place, ...]
-    residual: bool  # tied to a residual stream: more than one layer makes these channels
+    inner: bool  # not tied to a residual stream: one layer makes these channels (the `--groups inner` policy)
 
 
 @contextmanager
@@ -78,8 +78,8 @@ def _dim(handler: object) -> str:
 
 def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> list[ChannelGroup]:
     """The channel groups of `model` (a timm model named `name`, on the CPU), in Torch-Pruning's order: every
-    group but the classifier's outputs (the input image has none). Each says whether it is a residual stream,
-    for a pruning policy that leaves those alone (the paper's, for a WRN: `--groups inner`)."""
+    group but the classifier's outputs (the input image has none). Each says whether it is inner, for the
+    pruning policy that prunes only those (the paper's: `--groups inner`)."""
     import torch_pruning as tp
 
     names = {id(m): n for n, m in model.named_modules()}
@@ -89,7 +89,9 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
     example = torch.randn(1, in_chans, input_size, input_size)
     with _time_limit(TRACE_SECONDS, name), torch.enable_grad():  # Torch-Pruning traces through autograd
         try:
+            was_training = model.training
             graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+            model.train(was_training)  # the caller's model as it was (a trace runs it in eval mode)
             traced = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]))
         except UserError:
             raise
@@ -117,5 +119,5 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
         writers = [k for k in places if k[1] == "out" and _writes_channels(model.get_submodule(k[0]))]
         root = names[id(group[0][0].target.module)]
         groups.append(ChannelGroup(root, len(group[0][1]), tuple(Place(m, d, c, at) for (m, d), (c, at) in places.items()),
-                                   residual=len(writers) > 1))
+                                   inner=len(writers) == 1))
     return groups
