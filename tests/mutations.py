@@ -98,3 +98,49 @@ def damaged(draw: Callable, doc: Any, used: Callable[[Path_], bool],
 def under(*prefixes: Sequence[Any]) -> Callable[[Path_], bool]:
     """A `used` predicate: paths that start with one of `prefixes`."""
     return lambda path: any(tuple(path[:len(p)]) == tuple(p) for p in prefixes)
+
+
+WEIGHT_DTYPES = ["int32", "int64", "int8", "bool", "uint8"]  # not floating point: never a network's weights
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
+
+
+@st.composite
+def damaged_weights(draw: Callable, state: dict[str, Any], other: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(what was done, tensors) for a network's valid `state_dict()`: one tensor of another shape (one dimension
+    one longer, or transposed with the same element count), of an integer or bool dtype, holding NaN or infinity
+    (one value or all), removed, one tensor too many, or `other` (another network's tensors) whole.
+    Every result is invalid for the network `state` belongs to."""
+    import torch
+
+    kind = draw(st.sampled_from(["shape", "transpose", "dtype", "nonfinite", "delete", "extra", "other"]))
+    floats = [k for k, v in state.items() if v.is_floating_point() and v.numel() > 0]
+    tensors = dict(state)
+    if kind == "other":
+        return "another network's tensors", dict(other)
+    if kind == "extra":
+        return "an extra tensor", {**tensors, "extra.weight": torch.zeros(3)}
+    if kind == "transpose":
+        name = draw(st.sampled_from([k for k in floats if state[k].dim() >= 2 and state[k].shape[0] != state[k].shape[1]]))
+        tensors[name] = state[name].transpose(0, 1).contiguous()
+        return f"{name}: transposed", tensors
+    name = draw(st.sampled_from(floats))
+    if kind == "shape":
+        dim = draw(st.integers(0, state[name].dim() - 1))
+        shape = list(state[name].shape)
+        shape[dim] += 1
+        tensors[name] = torch.zeros(shape)
+        return f"{name}: dimension {dim} one longer", tensors
+    if kind == "dtype":
+        dtype = draw(st.sampled_from(WEIGHT_DTYPES))
+        tensors[name] = state[name].to(getattr(torch, dtype))
+        return f"{name}: {dtype}", tensors
+    if kind == "nonfinite":
+        value = draw(st.sampled_from(NON_FINITE))
+        tensors[name] = state[name].clone()
+        if draw(st.booleans()):
+            tensors[name].fill_(value)
+        else:
+            tensors[name].view(-1)[draw(st.integers(0, state[name].numel() - 1))] = value
+        return f"{name}: holds {value}", tensors
+    del tensors[name]
+    return f"{name}: removed", tensors
