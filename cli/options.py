@@ -6,8 +6,8 @@ from typing import Callable
 import click
 
 DATA = click.option("--data", help="cifar-10-batches-py/ folder, ImageFolder tree or .tar.gz [the vendored archive].")
-SUBSET = click.option("--subset", type=int, help="Train on the first N/10 images of each class.")
-TEST_SUBSET = click.option("--test-subset", type=int,
+SUBSET = click.option("--subset", type=click.IntRange(10, 50_000), help="Train on the first N/10 images of each class.")
+TEST_SUBSET = click.option("--test-subset", type=click.IntRange(10, 10_000),
                            help="Measure error on the first N/10 test images of each class [all 10,000].")
 SEED = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

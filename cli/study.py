@@ -1,7 +1,6 @@
 """`archfamily study PLAN`: run a study plan (TOML) to the end, resumably, and write its results."""
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -9,13 +8,16 @@ from typing import Optional
 
 import click
 
+from archfamily.errors import UserError
+from archfamily.limits import MAX_JOBS, cores
+
 
 @click.command()
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Study folder [beside the plan, named after it].")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
               help="Runs at once (trainings are independent; each gets cores/jobs threads).")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads per run [cores / jobs].")
+@click.option("--threads", type=click.IntRange(1, cores()), help="CPU threads per run, at most the cores [cores / jobs].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where every run trains; part of each run's command.")
 @click.option("--arms", "arms_list", metavar="NAME[,NAME...]",
@@ -33,8 +35,10 @@ def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int],
 
     plan = replace(load_plan(plan_file), device=device)
     study_dir = Path(out) if out else default_folder(plan)
-    per_run = threads or max(1, len(os.sched_getaffinity(0)) // jobs)
-    arms = [a.strip() for a in arms_list.split(",") if a.strip()] if arms_list else None
+    per_run = threads or max(1, cores() // jobs)
+    arms = [a.strip() for a in arms_list.split(",") if a.strip()] if arms_list is not None else None
+    if arms is not None and not arms:
+        raise UserError(f"--arms takes arm names, e.g. --arms copycat,reduced-width, got {arms_list!r:.40}")
     try:
         if dry_run:
             queue, estimates, source = prepare(plan, study_dir, per_run)
