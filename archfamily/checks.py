@@ -57,7 +57,9 @@ def is_whole(value: Any, lo: int, hi: int) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+    """A finite JSON number that converts to a float (an integer of 400 digits does not)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and abs(value) < 1e300 \
+        and math.isfinite(value)
 
 
 class Fields:

@@ -22,7 +22,9 @@ from archfamily.errors import UserError
 MAX_JOBS = 64  # runs at once; several small trainings can share one GPU, but not more than this
 MAX_BATCH = 4096  # images per timed batch: larger batches time memory, not the network
 MAX_ROUNDS = 100  # interleaved timing rounds; each is seconds per setting
-MAX_TRAIN_BATCH = 50_000  # a training batch: at most CIFAR-10's training split
+MAX_TRAIN_IMAGES = 50_000  # CIFAR-10's training split: the most --subset can keep
+MAX_TEST_IMAGES = 10_000  # and its test split
+MAX_TRAIN_BATCH = MAX_TRAIN_IMAGES  # a training batch: at most the training split
 MAX_EPOCHS = 10_000  # training epochs: far beyond any recipe (the papers' are 200 and 300)
 MAX_ROUND_TO = 256  # the widest hardware multiple widths are rounded to (8, 16 ... 256)
 MAX_SECONDS = 10**8  # about three years: a recorded run time above it is damage

@@ -5,9 +5,11 @@ from typing import Callable
 
 import click
 
+from archfamily.limits import MAX_TEST_IMAGES, MAX_TRAIN_IMAGES
+
 DATA = click.option("--data", help="cifar-10-batches-py/ folder, ImageFolder tree or .tar.gz [the vendored archive].")
-SUBSET = click.option("--subset", type=click.IntRange(10, 50_000), help="Train on the first N/10 images of each class.")
-TEST_SUBSET = click.option("--test-subset", type=click.IntRange(10, 10_000),
+SUBSET = click.option("--subset", type=click.IntRange(10, MAX_TRAIN_IMAGES), help="Train on the first N/10 images of each class.")
+TEST_SUBSET = click.option("--test-subset", type=click.IntRange(10, MAX_TEST_IMAGES),
                            help="Measure error on the first N/10 test images of each class [all 10,000].")
 SEED = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

@@ -17,7 +17,7 @@ Path_ = tuple[Any, ...]
 WRONG_TYPE = {int: ["12", True, [1], {"a": 1}, 12.7], float: ["0.5", True, [0.5], {"a": 1}],
               str: [5, True, ["x"], {"a": 1}], list: [5, "x", {"a": 1}], dict: [5, "x", [1]], bool: ["yes", 2, [True]],
               type(None): ["x", True, [1], {"a": 1}]}
-OUT_OF_RANGE = [-5, -1e9, 10**30]  # negative, or a count no network has
+OUT_OF_RANGE = [-5, -1e9, 10**30, 10**400]  # negative, or a count no network has (or no float can hold)
 LITERALS = ["NaN", "Infinity", "-Infinity", "1e400", "9" * 5000]  # spliced into the text where a number stood
 MARK = 1.2345678e-7  # a number no valid file holds, replaced by a literal in the text
 

@@ -10,6 +10,7 @@ the results. Everything in it can be deleted and made again by the same command.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -17,8 +18,8 @@ from typing import Any, Callable, Optional, Sequence
 from archfamily.errors import UserError
 from archfamily.progress import progress_bar
 from archfamily.study.plan import Plan
-from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
-from archfamily.study.results import write_results
+from archfamily.study.queue import Job, bench_job, check_records, check_started_runs, expand, with_needs
+from archfamily.study.results import collect, write_results
 from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estimate_seconds, is_finished, is_partial,
                                      job_seconds, probe_rate, training_rate)
 
@@ -29,11 +30,42 @@ def default_folder(plan: Plan) -> Path:
     return folder if folder != plan.path else plan.path.parent / f"{plan.path.name}-study"
 
 
+STUDY_ENTRIES = {"runs", "specs", "logs", "bench", "jobs", "results.json", "results.md"}  # all a study writes
+STUDY_FOLDERS = ("runs", "specs", "logs", "bench", "jobs")
+
+
+def check_study_folder(study_dir: Path) -> None:
+    """Refuse, before anything is read, run or written, a --out that is not a study folder (a file; a folder
+    holding anything a study does not write; one whose jobs/ or runs/ is a file) or that cannot be written."""
+    if study_dir.exists() and not study_dir.is_dir():
+        raise UserError(f"--out {study_dir} is a file, not a study folder")
+    if study_dir.is_dir():
+        try:
+            entries = sorted(p.name for p in study_dir.iterdir())
+        except OSError as exc:
+            raise UserError(f"--out {study_dir}: cannot read it ({exc.strerror or exc})") from None
+        other = next((name for name in entries if name not in STUDY_ENTRIES), None)
+        if other is not None:
+            raise UserError(f"--out {study_dir} holds {other!r}, which no study writes: it is not a study folder; "
+                            "choose an empty or new folder")
+        wrong = next((name for name in STUDY_FOLDERS if (study_dir / name).exists()
+                      and not (study_dir / name).is_dir()), None)
+        if wrong is not None:
+            raise UserError(f"{study_dir / wrong} is a file where the study keeps a folder; move it away")
+    existing = next(p for p in (study_dir, *study_dir.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {study_dir}: cannot write into {existing}")
+
+
 def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[str, float], str]:
-    """The queue, each job's estimated seconds, and where the estimate's training rate comes from."""
+    """The queue, each job's estimated seconds, and where the estimate's training rate comes from. Everything
+    the study folder holds (records, results, the bench's) is checked here, before anything runs or changes."""
+    check_study_folder(study_dir)
     jobs = expand(plan, study_dir)
     check_jobs(jobs)
+    check_records(study_dir)
     check_started_runs(study_dir, jobs)
+    collect(plan, study_dir, jobs)
     pending = [j for j in jobs if not is_finished(study_dir, j)]
     rate, source = training_rate(study_dir, jobs, lambda: probe_rate(plan.base_spec, threads)) if pending \
         else (1.0, "nothing left to run")
@@ -73,8 +105,11 @@ def run_study(plan: Plan, study_dir: Path, parallel: int, threads: int, echo: Ca
               arms: Optional[Sequence[str]] = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Run what is left of the plan (or of `arms` alone), then the bench (only for the whole plan: it times
     every network in one run); returns the results document and the failed runs."""
-    study_dir.mkdir(parents=True, exist_ok=True)
     every, estimates, source = prepare(plan, study_dir, threads)
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {study_dir}: cannot make it ({exc.strerror or exc})") from None
     jobs = select_arms(plan, every, arms) if arms else every
     todo = [j for j in jobs if not is_finished(study_dir, j)]
     echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished"

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from archfamily.checks import Fields, read_json
 from archfamily.files import atomic_write_json, atomic_write_text
+from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, with_needs
 from archfamily.study.runner import job_seconds
@@ -24,8 +25,11 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
     path = study_dir / job.done_file
     if not path.is_file():
         return None
-    m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images"))
-    return {"test_error": m.number("test_error", 0, 100), "params": m.int("params", 1), "macs": m.int("macs", 1),
+    m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images", "spec"))
+    spec = spec_from_dict(m.get("spec"), f"{path}: spec")
+    if (m.int("params", 1), m.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
+        m.fail("params", "and macs are not those of the network its spec describes")
+    return {"test_error": m.number("test_error", 0, 100), "params": m.data["params"], "macs": m.data["macs"],
             "test_images": m.int("test_images", 1), "seconds": job_seconds(study_dir, job)}
 
 
