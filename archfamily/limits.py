@@ -27,6 +27,8 @@ MAX_TEST_IMAGES = 10_000  # and its test split
 MAX_TRAIN_BATCH = MAX_TRAIN_IMAGES  # a training batch: at most the training split
 MAX_EPOCHS = 10_000  # training epochs: far beyond any recipe (the papers' are 200 and 300)
 MAX_ROUND_TO = 256  # the widest hardware multiple widths are rounded to (8, 16 ... 256)
+MAX_STEPS = 10**6  # steps between prunes, channels per prune, prunes between measurements: far beyond any run
+MAX_SEED = 2**31 - 1  # what torch's and numpy's seeding take
 MAX_SECONDS = 10**8  # about three years: a recorded run time above it is damage
 _WHOLE = re.compile(r"[0-9]{1,18}")  # ASCII digits only: '²'.isdigit() is true and int('²') fails
 

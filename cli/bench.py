@@ -9,6 +9,7 @@ import click
 from archfamily.errors import UserError
 from archfamily.limits import MAX_BATCH, MAX_ROUNDS, cores, parse_wholes
 from archfamily.units import parse_counts
+from cli.options import Count
 
 
 def _devices(text: str) -> tuple[str, ...]:
@@ -30,7 +31,7 @@ def _devices(text: str) -> tuple[str, ...]:
               help=f"Batch sizes, from 1 to {MAX_BATCH}: latency at 1, throughput at larger ones [1,64,256].")
 @click.option("--formats", type=click.Choice(["both", "nchw", "channels_last"]),
               help="Memory formats to time [both; channels_last with --quick].")
-@click.option("--rounds", type=click.IntRange(1, MAX_ROUNDS), help="Interleaved rounds per setting [3].")
+@click.option("--rounds", type=Count(1, MAX_ROUNDS), help="Interleaved rounds per setting [3].")
 @click.option("--compile", "compile_model", is_flag=True,
               help="Time torch.compile'd networks instead of eager ones (slow to start).")
 @click.option("--trained", "trained", multiple=True, metavar="ARM=GLOB",

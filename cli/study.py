@@ -10,14 +10,15 @@ import click
 
 from archfamily.errors import UserError
 from archfamily.limits import MAX_JOBS, cores
+from cli.options import Count
 
 
 @click.command()
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Study folder [beside the plan, named after it].")
-@click.option("-j", "--jobs", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+@click.option("-j", "--jobs", type=Count(1, MAX_JOBS), default=1, show_default=True,
               help="Runs at once (trainings are independent; each gets cores/jobs threads).")
-@click.option("--threads", type=click.IntRange(1, cores()), help="CPU threads per run, at most the cores [cores / jobs].")
+@click.option("--threads", type=Count(1, cores()), help="CPU threads per run, at most the cores [cores / jobs].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where every run trains; part of each run's command.")
 @click.option("--arms", "arms_list", metavar="NAME[,NAME...]",

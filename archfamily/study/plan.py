@@ -17,7 +17,7 @@ from typing import Any, Optional
 from archfamily.checks import MAX_COUNT, show
 from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_ROUND_TO, MAX_ROUNDS, MAX_TEST_IMAGES, MAX_TRAIN_BATCH,
-                               MAX_TRAIN_IMAGES, check_count, cores)
+                               MAX_SEED, MAX_STEPS, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.precision import PRECISIONS
 from archfamily.recipes import RECIPES as TRAINING_RECIPES
 from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
@@ -30,8 +30,6 @@ RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # thos
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
-MAX_SEED = 2**31 - 1  # what train and derive take
-MAX_STEPS = 10**6  # steps between prunes, channels per prune, prunes between measurements: far beyond any run
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from archfamily.checks import Fields, read_json
 from archfamily.files import atomic_write_json, atomic_write_text
+from archfamily.limits import MAX_SECONDS
 from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, with_needs
@@ -29,6 +30,8 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
     spec = spec_from_dict(m.get("spec"), f"{path}: spec")
     if (m.int("params", 1), m.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
         m.fail("params", "and macs are not those of the network its spec describes")
+    if "seconds" in m.data:  # the run's own figure, read when the study kept no record of it
+        m.number("seconds", 0, MAX_SECONDS)
     return {"test_error": m.number("test_error", 0, 100), "params": m.data["params"], "macs": m.data["macs"],
             "test_images": m.int("test_images", 1), "seconds": job_seconds(study_dir, job)}
 
