@@ -60,9 +60,9 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     settings = dict(QUICK) if quick else {}
     settings["devices"] = _devices(device)
     every = cores()
-    settings["threads"] = parse_wholes(threads, 1, every, "--threads") if threads \
+    settings["threads"] = parse_wholes(threads, 1, every, "--threads") if threads is not None \
         else ((every,) if quick else tuple(sorted({1, every})))
-    if batches:
+    if batches is not None:
         settings["batches"] = parse_wholes(batches, 1, MAX_BATCH, "--batch")
     if formats:
         settings["formats"] = ("nchw", "channels_last") if formats == "both" else (formats,)

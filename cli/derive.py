@@ -50,8 +50,8 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Op
     config = DeriveConfig.from_preset(
         preset, base=base, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
-        until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
-        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None, precision=precision,
+        until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
+        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)

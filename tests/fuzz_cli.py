@@ -48,6 +48,8 @@ channels_per_step = 16
 [arms.reduced-width]
 rule = "reduced-width"
 """
+RESUME = ["derive", "--preset", "smoke", "--base", BASE, "--device", "cpu", "--subset", "100", "--test-subset", "100",
+          "--resume", "--out", "{d}/run"]  # (without --resume, the fixtures' run)
 BAD_COUNTS = ["0", "-1", "2147483648", "99999999999999999999", "\u00b2", "\u0663", "1e3", "1.5", "nan", "", " ",
               "0x10", "1_0"]
 BAD_FLOATS = ["nan", "inf", "-inf", "-1", "0", "1e400", "abc"]
@@ -93,6 +95,10 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
                     {"ARCHFAMILY_ZOO": str(folder / "zoo")})
     assert code == 0, err
     study = fake_finished_study(folder / "study")
+    code, err = run(RESUME[:-1] + [str(folder / "run")], folder, {})
+    assert code == 0, err
+    run_files = {p.relative_to(folder / "run").as_posix(): p.read_bytes() for p in (folder / "run").rglob("*")
+                 if p.is_file() and p.name not in ("family.json", "trajectory.jsonl")}  # interrupted after the base
     return {
         "folder": folder, "state": {k: v.clone() for k, v in model.state_dict().items()},
         "other": dict(other.state_dict()), "meta": _metadata(folder / "base.safetensors"),
@@ -100,7 +106,7 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
         "spec": (folder / "spec.json").read_bytes(), "family": (folder / "family" / "family.json").read_bytes(),
         "zoo": {p.relative_to(folder / "zoo").as_posix(): p.read_bytes() for p in (folder / "zoo").rglob("*")
                 if p.is_file()},
-        "study": study,
+        "study": study, "run": run_files,
     }
 
 
@@ -160,6 +166,7 @@ def _weights_commands(draw: Callable, file: str, in_plan: str, valid_file: bool)
         [["bench", "--family", "{d}/family.json", "--params", "40k", "--quick", "--trained", f"a={file}",
           "--out", "{d}/out"]],
         [["study", "{d}/plan.toml", "--dry-run", "--out", "{d}/out"], ["study", "{d}/plan.toml", "--out", "{d}/out"]],
+        [RESUME],  # a derive run interrupted after its base, the base swapped for this file
     ]
     return draw(st.sampled_from([c for c in commands if not valid_file or c[0][0] in ("export", "derive", "study")])), \
         plan
@@ -200,6 +207,9 @@ def weights_cases(draw: Callable, fx: dict[str, Any]) -> Case:
             files["bad.safetensors"] = b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"
     commands, plan = _weights_commands(draw, name, "/etc/passwd" if name == "/etc/passwd" else "bad.safetensors",
                                        what == "file: another network's file")
+    if commands == [RESUME]:
+        files.update({f"run/{k}": v for k, v in fx["run"].items()})
+        files["run/base.safetensors"] = files.get("bad.safetensors", Path("/etc/passwd").read_bytes())
     files["plan.toml"] = plan.encode()
     return Case("weights", what, files, commands, {"ARCHFAMILY_ZOO": "{d}/zoo"})
 
@@ -229,6 +239,9 @@ NUMERIC_OPTIONS: list[tuple[list[str], str, list[str]]] = [  # (command up to th
      [v for v in BAD_COUNTS if v != "0"] + ["2147483648"]),
     (["export", "--family", "{d}/family.json", "--params", "40k", "--out", "{d}/out"], "--round-to", BAD_COUNTS),
     (["export", "--family", "{d}/family.json", "--out", "{d}/out"], "--params", BAD_COUNTS[1:] + ["1e400", "9G"]),
+    (["derive", "--preset", "smoke", "--device", "cpu", "--out", "{d}/out"], "--until-params",
+     ["", "0", "-1", "1e400", "nan", "\u0663k"]),
+    (["derive", "--preset", "smoke", "--device", "cpu", "--out", "{d}/out"], "--save-at", ["", ",", "0", "1e400"]),
 ]
 
 
