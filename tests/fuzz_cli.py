@@ -138,6 +138,10 @@ def fake_finished_study(folder: Path) -> dict[str, bytes]:
         spec = base_spec(plan.base) if job.arm is None else \
             solve(base_rule(plan.arms[job.arm].kind, plan.base_spec), int(job.budget), "params").member.spec
         spec = spec_from_dict(spec_to_dict(spec), "spec")
+        spec_arg = job.commands[-1][job.commands[-1].index("--spec") + 1]
+        if spec_arg.endswith(".json"):  # the member its scale command chose
+            (folder / spec_arg).parent.mkdir(parents=True, exist_ok=True)
+            (folder / spec_arg).write_text(json.dumps(spec_to_dict(spec)))
         done.write_text(json.dumps({"test_error": 42.0, "test_images": 200, "params": spec.num_params(),
                                     "macs": spec.num_macs(), "seed": job.seed or 0, "spec": spec_to_dict(spec),
                                     "seconds": 12.5}))
@@ -333,7 +337,11 @@ def study_cases(draw: Callable, fx: dict[str, Any]) -> Case:
     elif kind == "metrics":
         path = draw(st.sampled_from(metrics))
         doc = json.loads(files[path])
-        if draw(st.booleans()):
+        how = draw(st.sampled_from(["figure", "another run's", "damaged"]))
+        if how == "another run's":
+            files[path] = files[next(m for m in metrics if m != path)]
+            what = f"{path}: another run's metrics"
+        elif how == "figure":
             key = draw(st.sampled_from(["params", "macs"]))
             files[path] = json.dumps({**doc, key: draw(st.sampled_from([1, doc[key] + 1, doc[key] * 2]))}).encode()
             what = f"{path}: {key} not its spec's"
