@@ -30,7 +30,8 @@ sys.path[:0] = [str(ROOT), str(TESTS)]
 
 from hypothesis import strategies as st  # noqa: E402
 
-from mutations import damaged, damaged_weights, under  # noqa: E402
+from mutations import (BAD_COUNTS, BAD_FLOATS, BAD_TOML_NUMBERS, damaged, damaged_toml, damaged_weights,  # noqa: E402
+                       toml_with, under)
 
 NOISE = ("cpp_extension.py", "No CUDA runtime")  # torch's own start-up warning on machines without a GPU runtime
 BASE = "wrn-10-1"
@@ -49,12 +50,8 @@ channels_per_step = 16
 rule = "reduced-width"
 """
 RESUME = ["derive", "--preset", "smoke", "--base", BASE, "--device", "cpu", "--subset", "100", "--test-subset", "100",
-          "--resume", "--out", "{d}/run"]  # (without --resume, the fixtures' run)
-BAD_COUNTS = ["0", "-1", "2147483648", "99999999999999999999", "\u00b2", "\u0663", "1e3", "1.5", "nan", "", " ",
-              "0x10", "1_0"]
-BAD_FLOATS = ["nan", "inf", "-inf", "-1", "0", "1e400", "abc"]
-BAD_TOML_NUMBERS = ["-1", "0", "1000000000000", "99999999999999999999", "1" + "0" * 400, "1.5", '"12"', "nan",
-                    "inf", "true", "[1]"]
+          "--epochs", "0.1", "-k", "64", "--until-params", "40k", "--resume", "--out", "{d}/run"]  # a run of seconds
+# (without --resume, the fixtures' run)
 
 
 @dataclass
@@ -95,7 +92,7 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
                     {"ARCHFAMILY_ZOO": str(folder / "zoo")})
     assert code == 0, err
     study = fake_finished_study(folder / "study")
-    code, err = run(RESUME[:-1] + [str(folder / "run")], folder, {})
+    code, err = run([a for a in RESUME[:-2] if a != "--resume"] + ["--out", str(folder / "run")], folder, {})
     assert code == 0, err
     run_files = {p.relative_to(folder / "run").as_posix(): p.read_bytes() for p in (folder / "run").rglob("*")
                  if p.is_file() and p.name not in ("family.json", "trajectory.jsonl")}  # interrupted after the base
@@ -275,15 +272,6 @@ PLAN_KEYS: list[tuple[str, str, list[str]]] = [  # (table, key, bad TOML values)
 ]
 
 
-def _set_key(plan: str, table: str, key: str, value: str) -> str:
-    header = f"[{table}]"
-    if header not in plan:
-        return f"{plan}\n{header}\n{key} = {value}\n"
-    before, _, after = plan.partition(header + "\n")
-    lines = [ln for ln in after.split("\n") if not ln.startswith(f"{key} =")]
-    return f"{before}{header}\n{key} = {value}\n" + "\n".join(lines)
-
-
 @st.composite
 def plan_cases(draw: Callable, fx: dict[str, Any]) -> Case:
     """A plan with one key out of its range or of the wrong kind, a path that is not what it must be, or text
@@ -293,7 +281,7 @@ def plan_cases(draw: Callable, fx: dict[str, Any]) -> Case:
     if draw(st.booleans()):
         table, key, values = draw(st.sampled_from(PLAN_KEYS))
         value = draw(st.sampled_from(values))
-        text, what = _set_key(PLAN, table, key, value), f"[{table}] {key} = {value[:30]}"
+        text, what = toml_with(PLAN, table, key, value), f"[{table}] {key} = {value[:30]}"
         if key == "checkpoint":
             text = text.replace('spec = "wrn-16-1"', f'spec = "{BASE}"')
             files["truncated.safetensors"] = fx["model"][:1000]
@@ -303,13 +291,7 @@ def plan_cases(draw: Callable, fx: dict[str, Any]) -> Case:
             files["nan.safetensors"] = _safetensors(state, fx["meta"])
         raw = text.encode()
     else:
-        how = draw(st.sampled_from(["5000 digits", "deep", "truncated", "not UTF-8", "unknown key"]))
-        what = f"text: {how}"
-        raw = {"5000 digits": PLAN.replace('["60k"]', "[" + "9" * 5000 + "]").encode(),
-               "deep": PLAN.encode() + b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
-               "truncated": PLAN.encode()[:draw(st.integers(1, len(PLAN) - 2))],
-               "not UTF-8": b"\xff\xfe" + PLAN.encode(),
-               "unknown key": PLAN.replace("[recipe]", "[recipe]\nlearning_rate = 0.1").encode()}[how]
+        what, raw = draw(damaged_toml(PLAN, "[recipe]", '["60k"]'))
     files["plan.toml"] = raw
     return Case("plans", what, files, [["study", "{d}/plan.toml", "--dry-run", "--out", "{d}/out"],
                                        ["study", "{d}/plan.toml", "--out", "{d}/out"]])

@@ -1,10 +1,13 @@
-"""Damaged copies of a valid JSON file, for the file-format fuzz tests: each one is invalid by construction.
+"""Damaged copies of valid inputs for the fuzz tests (JSON files, model files, TOML plans, numbers): each one is
+invalid by construction.
 
 A mutation either changes one field the reader uses (a value of the wrong type, out of
 range, NaN, infinity, an integer of 5,000 digits; a required key removed; a fixed-length
 list one longer or shorter) or damages the bytes (truncated, a byte flipped, UTF-16,
 not UTF-8, nested 100,000 deep). `null` never replaces a value and numbers keep their
 kind, so no mutation can turn out valid by chance (e.g. an untested error of null).
+`damaged_weights` does the same to a network's tensors (shape, dtype, NaN, another network's), `damaged_toml`
+and `toml_with` to a plan, and `BAD_COUNTS`, `BAD_FLOATS`, `BAD_TOML_NUMBERS` are numbers no count takes.
 """
 from __future__ import annotations
 
@@ -144,3 +147,35 @@ def damaged_weights(draw: Callable, state: dict[str, Any], other: dict[str, Any]
         return f"{name}: holds {value}", tensors
     del tensors[name]
     return f"{name}: removed", tensors
+
+
+# numbers as a user types them: each outside any count's range, or not a whole number in ASCII digits
+BAD_COUNTS = ["0", "-1", "2147483648", "99999999999999999999", "\u00b2", "\u0663", "1e3", "1.5", "nan", "", " ",
+              "0x10", "1_0"]  # '\u00b2'.isdigit() is true and int() fails; int() takes '\u0663' and '1_0'
+BAD_FLOATS = ["nan", "inf", "-inf", "-1", "0", "1e400", "abc"]
+BAD_TOML_NUMBERS = ["-1", "0", "1000000000000", "99999999999999999999", "1" + "0" * 400, "1.5", '"12"', "nan",
+                    "inf", "true", "[1]"]  # as TOML values: out of range, too large for a float, the wrong kind
+
+
+def toml_with(text: str, table: str, key: str, value: str) -> str:
+    """A TOML document with `key = value` set in `[table]` (the table added at the end if it is missing)."""
+    header = f"[{table}]"
+    if header not in text:
+        return f"{text}\n{header}\n{key} = {value}\n"
+    before, _, after = text.partition(header + "\n")
+    lines = [ln for ln in after.split("\n") if not ln.startswith(f"{key} =")]
+    return f"{before}{header}\n{key} = {value}\n" + "\n".join(lines)
+
+
+@st.composite
+def damaged_toml(draw: Callable, text: str, table_line: str, a_list: str) -> tuple[str, bytes]:
+    """(what was done, bytes) for a valid TOML document whose every key is needed: an integer of 5,000 digits in
+    place of `a_list`, 100,000 levels of nesting, cut short (at least two characters off: no closing quote or
+    bracket survives), not UTF-8, or an unknown key under `table_line`."""
+    how = draw(st.sampled_from(["5000 digits", "deep", "truncated", "not UTF-8", "unknown key"]))
+    raw = {"5000 digits": lambda: text.replace(a_list, "[" + "9" * 5000 + "]").encode(),
+           "deep": lambda: text.encode() + b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+           "truncated": lambda: text.encode()[:draw(st.integers(1, len(text) - 2))],
+           "not UTF-8": lambda: b"\xff\xfe" + text.encode(),
+           "unknown key": lambda: text.replace(table_line, f"{table_line}\nlearning_rate = 0.1").encode()}[how]()
+    return f"text: {how}", raw
