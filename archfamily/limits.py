@@ -10,6 +10,7 @@ allocation, a thread pool of two billion threads or a loop that never ends:
   above 0 and at most `MAX_EPOCHS`;
 - rounds (`bench --rounds`): 1 to `MAX_ROUNDS`;
 - widths rounded to (`--round-to`, an arm's `round_to`): 1 to `MAX_ROUND_TO`;
+- latency budgets (`scale --latency-ms`, an arm's `latency_ms`): above 0, at most `MAX_LATENCY_MS`;
 - seconds a study records: finite, 0 to `MAX_SECONDS`.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ MAX_ROUND_TO = 256  # the widest hardware multiple widths are rounded to (8, 16 
 MAX_STEPS = 10**6  # steps between prunes, channels per prune, prunes between measurements: far beyond any run
 MAX_SEED = 2**31 - 1  # what torch's and numpy's seeding take
 MAX_SECONDS = 10**8  # about three years: a recorded run time above it is damage
+MAX_LATENCY_MS = 60_000.0  # a latency budget (`--latency-ms`, a plan's latency_ms): a minute per batch at most
 _WHOLE = re.compile(r"[0-9]{1,18}")  # ASCII digits only: '²'.isdigit() is true and int('²') fails
 
 

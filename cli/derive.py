@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from archfamily.units import format_count, parse_count, parse_counts
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
+from archfamily.units import format_count, parse_count, parse_counts
 from cli.options import COMPILE, Count, training_options
 
 

@@ -5,7 +5,6 @@ Printed as a table, as JSON (`--json`), or written as a spec file (`--out`).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Any, Optional
 
@@ -13,7 +12,7 @@ import click
 from tqdm import tqdm
 
 from archfamily.errors import UserError
-from archfamily.limits import MAX_BATCH, MAX_ROUND_TO
+from archfamily.limits import MAX_BATCH, MAX_LATENCY_MS, MAX_ROUND_TO
 from archfamily.progress import progress_bar
 from archfamily.scaling import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
@@ -88,8 +87,9 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
     from archfamily.latency import parse_target, solve_latency
     from archfamily.latency_model import LatencyModel
 
-    if not math.isfinite(latency_ms) or latency_ms <= 0:  # nan passes `<= 0`, and every comparison after it
-        raise UserError(f"--latency-ms must be a positive number of milliseconds, not {latency_ms:g}")
+    if not 0 < latency_ms <= MAX_LATENCY_MS:  # also nan, which would pass every comparison after it
+        raise UserError(f"--latency-ms must be a positive number of milliseconds up to {MAX_LATENCY_MS:g}, "
+                        f"not {latency_ms:g}")
     device, threads = parse_target(target)
     bars: dict[str, tqdm] = {}  # opened at their first report
 

@@ -44,7 +44,8 @@ def check_study_folder(study_dir: Path) -> None:
             entries = sorted(p.name for p in study_dir.iterdir())
         except OSError as exc:
             raise UserError(f"--out {study_dir}: cannot read it ({exc.strerror or exc})") from None
-        other = next((name for name in entries if name not in STUDY_ENTRIES), None)
+        other = next((name for name in entries if name not in STUDY_ENTRIES
+                      and not (name.startswith(".") and name.endswith(".tmp"))), None)  # a killed write's temporary
         if other is not None:
             raise UserError(f"--out {study_dir} holds {other!r}, which no study writes: it is not a study folder; "
                             "choose an empty or new folder")

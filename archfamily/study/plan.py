@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from archfamily.checks import MAX_COUNT, show
+from archfamily.checks import MAX_COUNT, is_number, show
 from archfamily.errors import UserError
-from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_ROUND_TO, MAX_ROUNDS, MAX_TEST_IMAGES, MAX_TRAIN_BATCH,
-                               MAX_SEED, MAX_STEPS, MAX_TRAIN_IMAGES, check_count, cores)
+from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
+                               MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.precision import PRECISIONS
 from archfamily.recipes import RECIPES as TRAINING_RECIPES
 from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
@@ -158,7 +158,7 @@ class _Table:
 
     def number(self, key: str, default: Any = None, low: float = 0.0, high: float = math.inf) -> Any:
         value = self.value(key, (int, float), "a number", default)
-        if value is not None and not (_finite(value) and low < value <= high):
+        if value is not None and not (is_number(value) and low < value <= high):
             raise UserError(f"{self.where}: '{key}' must be in ({low:g}, {high:g}], got {value!r:.60}")
         return value
 
@@ -183,9 +183,9 @@ class _Table:
         values = self.value(key, (list,), "a list of numbers", default)
         if values is default:
             return default
-        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) or v <= 0
-                             for v in values):
-            raise UserError(f"{self.where}: '{key}' must be a non-empty list of positive numbers, got {values!r:.60}")
+        if not values or any(not is_number(v) or not 0 < v <= MAX_LATENCY_MS for v in values):
+            raise UserError(f"{self.where}: '{key}' must be a non-empty list of positive numbers up to "
+                            f"{MAX_LATENCY_MS:g}, got {show(values)}")
         if len(set(values)) != len(values):
             raise UserError(f"{self.where}: '{key}' lists a value twice")
         return tuple(float(v) for v in values)
@@ -202,11 +202,6 @@ class _Table:
         unknown = sorted(set(self.data) - self.read)
         if unknown:
             raise UserError(f"{self.where}: unknown key {unknown[0]!r}")
-
-
-def _finite(value: float) -> bool:
-    """A finite number that converts to a float (TOML integers may have hundreds of digits)."""
-    return abs(value) < 1e300 and math.isfinite(value)
 
 
 def _count(value: Any, where: str) -> int:
