@@ -114,3 +114,33 @@ def test_one_parser_for_cpu_threads_takes_ascii_digits_in_range(text: str) -> No
         assert not valid
     else:
         assert valid and (name, threads) == ("cpu", int(digits))
+
+
+@pytest.mark.parametrize("damage", ["another network", "nan momentum"])
+def test_a_resume_checkpoint_is_checked_against_the_loop_that_resumes(tmp_path: Path, damage: str) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from archfamily.checkpoint import RunCheckpoint
+    from archfamily.data import Cifar10
+    from archfamily.errors import UserError
+    from archfamily.models import build_model
+    from archfamily.recipes import Recipe
+    from archfamily.specs import base_spec
+    from archfamily.trainer import Trainer
+
+    images = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
+    data = Cifar10(images, torch.arange(20) % 10, images, torch.arange(20) % 10, "fake")
+    recipe = Recipe(epochs=1, batch_size=10, lr=0.1, weight_decay=5e-4, momentum=0.9)
+    checkpoint = RunCheckpoint(tmp_path)
+    saved = "wrn-10-2" if damage == "another network" else "wrn-10-1"
+    Trainer(build_model(base_spec(saved)), data, recipe, torch.device("cpu")).fit(1, checkpoint, every=1)
+    if damage == "nan momentum":
+        file = next(tmp_path.glob("ckpt-*.safetensors"))
+        tensors = load_file(str(file))
+        key = next(k for k in tensors if k.startswith("optim"))
+        tensors[key].fill_(float("nan"))
+        save_file(tensors, str(file))
+    resuming = Trainer(build_model(base_spec("wrn-10-1")), data, recipe, torch.device("cpu"))
+    with pytest.raises(UserError, match=r"ckpt-000000001\.safetensors(: tensor '.*' holds NaN| does not hold the weights)"):
+        resuming.resume(checkpoint)
