@@ -49,9 +49,9 @@ channels_per_step = 16
 [arms.reduced-width]
 rule = "reduced-width"
 """
-RESUME = ["derive", "--preset", "smoke", "--base", BASE, "--device", "cpu", "--subset", "100", "--test-subset", "100",
-          "--epochs", "0.1", "-k", "64", "--until-params", "40k", "--resume", "--out", "{d}/run"]  # a run of seconds
-# (without --resume, the fixtures' run)
+DERIVE = ["derive", "--preset", "smoke", "--base", BASE, "--device", "cpu", "--subset", "100", "--test-subset", "100",
+          "--epochs", "0.1", "-k", "64", "--until-params", "40k"]  # the fixtures' derive run: seconds
+RESUME = [*DERIVE, "--resume", "--out", "{d}/run"]
 
 
 @dataclass
@@ -92,7 +92,7 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
                     {"ARCHFAMILY_ZOO": str(folder / "zoo")})
     assert code == 0, err
     study = fake_finished_study(folder / "study")
-    code, err = run([a for a in RESUME[:-2] if a != "--resume"] + ["--out", str(folder / "run")], folder, {})
+    code, err = run([*DERIVE, "--out", str(folder / "run")], folder, {})
     assert code == 0, err
     run_files = {p.relative_to(folder / "run").as_posix(): p.read_bytes() for p in (folder / "run").rglob("*")
                  if p.is_file() and p.name not in ("family.json", "trajectory.jsonl")}  # interrupted after the base
