@@ -22,6 +22,7 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
+from archfamily.weights import read_weights
 
 MODEL_FORMAT = "archfamily.model/1"
 
@@ -63,22 +64,32 @@ def read_model_metadata(path: Path) -> dict[str, str]:
 
 
 def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, dict[str, str]]:
-    """(spec, model, metadata) from a model file, with one-line errors for anything wrong with it."""
+    """(spec, model, metadata) from a model file, with one-line errors for anything wrong with it: its weights
+    are checked against the network its spec builds (`weights.read_weights`), its metadata as `checked_metadata`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    meta = read_model_metadata(path)
+    meta = checked_metadata(path, read_model_metadata(path))
     spec = read_model_spec(path)
     model = build_model(spec, gated=gated)
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("gate.mask")]
-    if missing or unexpected:
-        raise UserError(f"checkpoint {path} does not match its spec ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    state = read_weights(path, model.state_dict(), ignore=lambda name: name.endswith("gate.mask"))
+    model.load_state_dict(state, strict=False)
     return spec, model, meta
+
+
+WHOLE_METADATA = ("seed", "test_images")  # whole numbers a model file's metadata may record
+
+
+def checked_metadata(path: Path, meta: dict[str, str]) -> dict[str, str]:
+    """A model file's metadata with the figures archfamily reads back checked: `test_error` a figure in [0, 100],
+    `seed` and `test_images` whole numbers (ASCII digits), so what is copied into an export or reported is valid."""
+    if "test_error" in meta:
+        model_test_error(path, meta)
+    for key in WHOLE_METADATA:
+        value = meta.get(key)
+        if value is not None and not (value.isascii() and value.isdigit() and len(value) <= 15):
+            raise UserError(f"{path}: metadata {key!r} must be a whole number, got {value!r:.40}")
+    return meta
 
 
 class RunCheckpoint:

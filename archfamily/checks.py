@@ -56,8 +56,10 @@ def is_whole(value: Any, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+def is_number(value: Any) -> bool:
+    """A finite JSON number that converts to a float (an integer of 400 digits does not)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and abs(value) < 1e300 \
+        and math.isfinite(value)
 
 
 class Fields:
@@ -94,7 +96,7 @@ class Fields:
         value = self.get(key)
         if value is None and optional:
             return None
-        if not _is_number(value) or not lo <= value <= hi:
+        if not is_number(value) or not lo <= value <= hi:
             self.fail(key, f"must be a finite number from {lo:g} to {hi:g}, got {show(value)}")
         return float(value)
 
@@ -119,7 +121,7 @@ class Fields:
 
     def numbers(self, key: str, length: int, lo: float = -math.inf, hi: float = math.inf) -> list[float]:
         values = self.list(key, length)
-        if not all(_is_number(v) and lo <= v <= hi for v in values):
+        if not all(is_number(v) and lo <= v <= hi for v in values):
             self.fail(key, f"must hold finite numbers from {lo:g} to {hi:g}")
         return [float(v) for v in values]
 

@@ -66,7 +66,7 @@ def load_cifar10(path: Optional[str] = None, subset: Optional[int] = None, test_
     source = Path(path).expanduser() if path else DEFAULT_ARCHIVE
     if not source.exists():
         raise UserError(f"dataset not found: {source}")
-    kind, root = _detect(source)
+    kind, root = detect_source(source)
     label = f"built-in:{DEFAULT_ARCHIVE.name}" if path is None else str(source)
     key = hashlib.sha256(f"{_signature(kind, root)}|{kind}|{subset}|{test_subset}".encode())
     cached = cache_dir() / f"cifar10-{key.hexdigest()[:16]}.safetensors"
@@ -91,7 +91,8 @@ def _signature(kind: str, root: Path) -> str:
     return "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
-def _detect(source: Path) -> tuple[str, Path]:
+def detect_source(source: Path) -> tuple[str, Path]:
+    """(kind, root) of a CIFAR-10 source: an archive, a cifar-10-batches-py folder or an ImageFolder tree."""
     if source.is_file():
         if source.name.endswith((".tar", ".tar.gz", ".tgz")):
             return "archive", source

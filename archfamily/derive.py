@@ -186,8 +186,13 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                 dist_ctx: DistContext, compile: bool) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
     recipe = _base_recipe(config)
+    if base_file.exists() and not base_file.is_file():
+        raise UserError(f"{base_file} is not a model file; move it away to train the base again")
     if base_file.is_file():  # trained (or copied from --checkpoint) before an interruption
-        _, model, meta = load_model(base_file)
+        found, model, meta = load_model(base_file)
+        if found != spec:  # a file swapped for another network's: pruning it would fail on every tensor
+            raise UserError(f"{base_file} holds another network than this run's base {config.base}; "
+                            "move it away to train the base again")
         return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
         _, model, meta = load_model(Path(config.checkpoint))

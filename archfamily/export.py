@@ -20,7 +20,7 @@ import torch
 from timm.models._hub import save_config_for_hf
 from torch import nn
 
-from archfamily.checkpoint import load_model, save_model
+from archfamily.checkpoint import load_model, model_test_error, save_model
 from archfamily.errors import UserError
 from archfamily.files import atomic_write
 from archfamily.specs import ArchSpec
@@ -63,6 +63,8 @@ def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
             raise UserError(f"--weights {weights} hold a different network than the spec")
         model.load_state_dict(trained.state_dict())
         meta = {**{k: v for k, v in weights_meta.items() if k not in ("format", "spec")}, **meta}
+        if "test_error" in weights_meta:  # the checked figure, not the text it was read from
+            meta["test_error"] = repr(model_test_error(weights, weights_meta))
     save_model(out / "model.safetensors", model, meta)
     extra = {"weights": UNTRAINED} if weights is None else {}
     if onnx:

@@ -20,6 +20,7 @@ from archfamily.data import cache_dir
 from archfamily.checks import read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
+from archfamily.limits import parse_on
 from archfamily.models import build_model
 from archfamily.scaling import Member, ScalingRule, member
 from archfamily.specs import ArchSpec
@@ -34,19 +35,14 @@ MODEL_TOLERANCE = 0.03  # an answer this close under the budget is kept: about t
 
 
 def parse_target(on: str) -> tuple[torch.device, int]:
-    """`cpu`, `cpu:2` or `cuda` -> (device, threads); a one-line error for anything else."""
-    name, colon, threads = on.partition(":")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {on!r}: use cpu, cpu:THREADS or cuda")
+    """`cpu`, `cpu:2` or `cuda` -> (device, threads); a one-line error for anything else (`limits.parse_on`,
+    the parser plans use too), or for a GPU this machine lacks."""
+    name, threads = parse_on(on)
     if name == "cuda":
-        if colon:
-            raise UserError(f"cuda takes no thread count or index (it times the current GPU), got {on!r}")
         if not torch.cuda.is_available():
             raise UserError("--on cuda was asked for, but this machine has no CUDA GPU")
         return torch.device("cuda"), 1
-    if colon and not (threads.isdigit() and int(threads) >= 1):
-        raise UserError(f"malformed thread count in {on!r}: use e.g. cpu:1 or cpu:2")
-    return torch.device("cpu"), int(threads) if threads else torch.get_num_threads()
+    return torch.device("cpu"), threads or torch.get_num_threads()
 
 
 def read_timing_cache(path: Path, high: float) -> dict[str, float]:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
 from archfamily.errors import UserError
+from archfamily.limits import MAX_EPOCHS, MAX_TRAIN_BATCH, check_count
 
 SCHEDULES = ("step", "onecycle")
 DECAYS = ("linear", "cosine")
@@ -77,15 +78,14 @@ class Recipe:
 
         A recipe without a length of its own (`finetune`) just takes `epochs`.
         """
-        if epochs <= 0:
-            raise UserError("--epochs must be positive")
+        if not 0 < epochs <= MAX_EPOCHS:  # also NaN, which passes every comparison
+            raise UserError(f"--epochs must be above 0 and at most {MAX_EPOCHS:,}, got {epochs:g}")
         scale = epochs / self.epochs if self.epochs > 0 else 0.0
         return replace(self, epochs=epochs, milestones=tuple(m * scale for m in self.milestones))
 
     def with_batch_size(self, batch_size: int) -> "Recipe":
         """The linear scaling rule: the learning rate grows with the batch."""
-        if batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
+        check_count(batch_size, 1, MAX_TRAIN_BATCH, "--batch-size")
         return replace(self, batch_size=batch_size, lr=self.lr * batch_size / self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ DenseNet-BC-100, ResNet-18 with a CIFAR stem), turns them into the spec once, an
 builds the network from it with `timm.models.build_model_with_cfg`, so
 `pretrained=True`, `features_only=True`, `num_classes` and `in_chans` behave as for
 any timm model. Pretrained weights are checked before timm loads them: the file
-exists and is safetensors, holds exactly the tensors the spec's network has, and,
+exists and is safetensors, holds exactly the tensors the spec's network has (names, shapes, dtypes, finite
+values: `weights.read_weights`), and,
 for a zoo entry, has the sha256 its manifest records. Each failure is one message
 naming the file or the argument.
 """
@@ -28,6 +29,7 @@ from archfamily.data import MEAN, STD
 from archfamily.errors import UserError
 from archfamily.models import MODEL_TYPES
 from archfamily.specs import SPEC_TYPES, ArchSpec, base_spec, spec_from_dict, spec_to_dict
+from archfamily.weights import read_weights
 
 FIRST_CONV = {"wrn": "stem", "densenet_bc": "stem", "resnet": "stem.0"}
 FEATURE_INDICES = {"wrn": (0, 1, 2, 3), "densenet_bc": (0, 1, 2, 3), "resnet": (0, 1, 2, 3, 4)}
@@ -95,20 +97,17 @@ def _check_weights(variant: str, family: str, spec: ArchSpec, kwargs: dict[str, 
                            "(damaged or replaced)")
     try:
         with safe_open(str(file), framework="pt") as fh:
-            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
             untrained = (fh.metadata() or {}).get("weights") == UNTRAINED
     except (SafetensorError, OSError) as exc:
         raise RuntimeError(f"{variant}: pretrained weights {file} are damaged or not safetensors ({exc})") from None
     as_saved = replace(spec, num_classes=cfg.num_classes, in_chans=cfg.input_size[0])  # timm adapts head and stem after
     with torch.device("meta"):
-        wanted = {k: tuple(v.shape) for k, v in MODEL_TYPES[family](as_saved).state_dict().items()}
-    if shapes != wanted:
-        missing, extra = sorted(wanted.keys() - shapes.keys()), sorted(shapes.keys() - wanted.keys())
-        resized = sorted(k for k in wanted.keys() & shapes.keys() if wanted[k] != shapes[k])
-        example = (missing or extra or resized)[0]
+        wanted = MODEL_TYPES[family](as_saved).state_dict()
+    try:
+        read_weights(file, wanted)
+    except UserError as exc:
         raise RuntimeError(f"{variant}: pretrained weights {file} do not fit the network its model_args describe "
-                           f"({len(missing)} missing, {len(extra)} unexpected, {len(resized)} of another shape "
-                           f"tensors, e.g. {example})")
+                           f"({str(exc).removeprefix(f'{file}: ')})") from None
     if untrained:
         warnings.warn(f"{variant}: {file} holds untrained weights (exported without --weights): a random network",
                       stacklevel=3)

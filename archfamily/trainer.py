@@ -34,6 +34,7 @@ from archfamily.precision import default_precision
 from archfamily.accuracy import count_errors
 from archfamily.progress import progress_bar
 from archfamily.recipes import Recipe
+from archfamily.weights import check_tensor, check_tensors
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -186,8 +187,22 @@ class Trainer:
         if found is None:
             return None
         tensors, state = found
+        self.check_state_tensors(str(checkpoint.folder / state["file"]), tensors)
         self.load_state_tensors(tensors, int(state["step"]))
         return state
+
+    def check_state_tensors(self, where: str, tensors: dict[str, torch.Tensor]) -> None:
+        """A resume checkpoint's tensors against this loop's network (a checkpoint of another network, one with
+        NaN weights or momenta): one line naming the file and the first tensor that differs."""
+        check_tensors(where, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, self.model.state_dict())
+        if self.ema is not None:
+            check_tensors(where, {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")},
+                          self.ema.module.state_dict())
+        params = dict(self.model.named_parameters())
+        for key, value in tensors.items():
+            name = key[6:] if key.startswith("optim.") else key[6:].partition(".")[2] if key.startswith("optim-") else None
+            if name in params:
+                check_tensor(where, key, value, params[name])
 
 
 def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int,

@@ -6,7 +6,7 @@ import re
 from archfamily.errors import UserError
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
-_PATTERN = re.compile(r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)\s*([kmgb]?)", re.IGNORECASE)
+_PATTERN = re.compile(r"(\d+(?:\.\d*)?(?:e[+-]?\d+)?)\s*([kmgb]?)", re.IGNORECASE | re.ASCII)
 
 
 def parse_count(text: str, what: str = "count") -> int:

@@ -42,8 +42,13 @@ def read_manifest(folder: Optional[Path] = None) -> list[dict[str, Any]]:
     if doc.data.get("format") != MANIFEST_FORMAT or doc.data.get("version") != MANIFEST_VERSION:
         raise UserError(f"{path} is not a version {MANIFEST_VERSION} archfamily zoo manifest")
     entries = doc.list("entries")
+    names: set[str] = set()
     for i, raw in enumerate(entries):
-        _check_entry(Fields(raw, f"{path}: entries[{i}]", ENTRY_KEYS))
+        entry = Fields(raw, f"{path}: entries[{i}]", ENTRY_KEYS)
+        _check_entry(entry)
+        if entry.data["name"] in names:  # timm would register one of them, and remove would drop both
+            entry.fail("name", f"{entry.data['name']} is listed twice")
+        names.add(entry.data["name"])
     return entries
 
 

@@ -105,10 +105,24 @@ def remeasure(name: str, data: Cifar10, device: torch.device, write: bool = Fals
     return entry, error
 
 
+def removable(name: str) -> dict[str, Any]:
+    """The entry `name`, when its weights file is a file (or already gone); else a one-line refusal, before
+    anything changes."""
+    entry = entry_named(name)
+    weights = zoo_dir() / entry["file"]
+    if weights.exists() and not weights.is_file():
+        raise UserError(f"cannot remove {entry['name']}: its weights {weights} are not a file")
+    return entry
+
+
 def remove(name: str) -> dict[str, Any]:
-    """Take an entry out of the zoo: the manifest first (atomically), then its weights file."""
+    """Take an entry out of the zoo: its weights file first, then the manifest (atomically), so the manifest
+    never lists an entry whose file it says is gone, nor loses one whose file could not be deleted."""
     folder = zoo_dir()
-    entry = entry_named(name, folder)
+    entry = removable(name)
+    try:
+        (folder / entry["file"]).unlink(missing_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot remove {entry['name']}: {folder / entry['file']}: {exc.strerror or exc}") from None
     write_manifest([e for e in read_manifest(folder) if e["name"] != entry["name"]], folder)
-    (folder / entry["file"]).unlink(missing_ok=True)
     return entry

@@ -7,17 +7,9 @@ from typing import Optional
 import click
 
 from archfamily.errors import UserError
+from archfamily.limits import MAX_BATCH, MAX_ROUNDS, cores, parse_wholes
 from archfamily.units import parse_counts
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{flag} takes positive whole numbers, got {text!r}")
-    return values
+from cli.options import Count
 
 
 def _devices(text: str) -> tuple[str, ...]:
@@ -34,11 +26,12 @@ def _devices(text: str) -> tuple[str, ...]:
 @click.option("--params", help="Parameter budgets, e.g. 0.25M,0.5M,1M.")
 @click.option("--macs", help="Or MAC budgets, e.g. 25M,50M.")
 @click.option("--device", "device", default="auto", show_default=True, help="cpu, cuda, cpu,cuda or auto.")
-@click.option("--threads", help="CPU thread counts, e.g. 1,2 [1 and all cores].")
-@click.option("--batch", "batches", help="Batch sizes: latency at 1, throughput at larger ones [1,64,256].")
+@click.option("--threads", help="CPU thread counts, e.g. 1,2, each from 1 to the machine's cores [1 and all cores].")
+@click.option("--batch", "batches",
+              help=f"Batch sizes, from 1 to {MAX_BATCH}: latency at 1, throughput at larger ones [1,64,256].")
 @click.option("--formats", type=click.Choice(["both", "nchw", "channels_last"]),
               help="Memory formats to time [both; channels_last with --quick].")
-@click.option("--rounds", type=click.IntRange(min=1), help="Interleaved rounds per setting [3].")
+@click.option("--rounds", type=Count(1, MAX_ROUNDS), help="Interleaved rounds per setting [3].")
 @click.option("--compile", "compile_model", is_flag=True,
               help="Time torch.compile'd networks instead of eager ones (slow to start).")
 @click.option("--trained", "trained", multiple=True, metavar="ARM=GLOB",
@@ -52,8 +45,6 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
           batches: Optional[str], formats: Optional[str], rounds: Optional[int], compile_model: bool,
           trained: tuple[str, ...], runtimes: str, quick: bool, out: str) -> None:
     """Time reduced, pruned (masked and compressed) and family networks at matched budgets."""
-    import os
-
     from archfamily.family import load_family
 
     if bool(params) == bool(macs):
@@ -68,10 +59,11 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
 
     settings = dict(QUICK) if quick else {}
     settings["devices"] = _devices(device)
-    cores = os.cpu_count() or 1
-    settings["threads"] = _ints(threads, "--threads") if threads else ((cores,) if quick else tuple(sorted({1, cores})))
-    if batches:
-        settings["batches"] = _ints(batches, "--batch")
+    every = cores()
+    settings["threads"] = parse_wholes(threads, 1, every, "--threads") if threads is not None \
+        else ((every,) if quick else tuple(sorted({1, every})))
+    if batches is not None:
+        settings["batches"] = parse_wholes(batches, 1, MAX_BATCH, "--batch")
     if formats:
         settings["formats"] = ("nchw", "channels_last") if formats == "both" else (formats,)
     if rounds:

@@ -8,8 +8,9 @@ from typing import Optional
 
 import click
 
+from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
 from archfamily.units import format_count, parse_count, parse_counts
-from cli.options import COMPILE, training_options
+from cli.options import COMPILE, Count, training_options
 
 
 @click.command()
@@ -28,10 +29,10 @@ from cli.options import COMPILE, training_options
 @click.option("--recipe", type=click.Choice(["fast", "fast2", "wrn", "densenet"]),
               help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
 @click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
-@click.option("--batch-size", type=int, help="Base training batch size; the learning rate scales with it [preset's].")
-@click.option("--prune-every", type=int, help="Fine-tuning steps between two prunes [preset's].")
-@click.option("-k", "--channels-per-step", type=int, help="Channels closed per prune; 1 is the paper [preset's].")
-@click.option("--eval-every", type=int, help="Prunes between test-error measurements and checkpoints [preset's].")
+@click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Base training batch size; the learning rate scales with it [preset's].")
+@click.option("--prune-every", type=Count(1, MAX_STEPS), help="Fine-tuning steps between two prunes [preset's].")
+@click.option("-k", "--channels-per-step", type=Count(1, MAX_STEPS), help="Channels closed per prune; 1 is the paper [preset's].")
+@click.option("--eval-every", type=Count(1, MAX_STEPS), help="Prunes between test-error measurements and checkpoints [preset's].")
 @click.option("--until-params", help="Stop pruning at this many parameters, e.g. 70k [10% of the base].")
 @click.option("--save-at", help="Also save the pruned network at these sizes, e.g. 76k,152k (pruned-at-N.safetensors).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
@@ -49,8 +50,8 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Op
     config = DeriveConfig.from_preset(
         preset, base=base, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
-        until_params=parse_count(until_params, "--until-params") if until_params else None, checkpoint=checkpoint,
-        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at else None, precision=precision,
+        until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
+        save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)

@@ -8,8 +8,10 @@ from typing import Optional
 import click
 
 from archfamily.errors import UserError
+from archfamily.limits import MAX_ROUND_TO
 from archfamily.scaling import RULES
 from archfamily.units import format_count, parse_count
+from cli.options import Count
 
 
 @click.command()
@@ -18,7 +20,7 @@ from archfamily.units import format_count, parse_count
 @click.option("--params", help="Parameter budget of the family member, e.g. 1M.")
 @click.option("--macs", help="MAC budget of the family member, e.g. 100M.")
 @click.option("--rule", type=click.Choice(RULES), default="copycat", show_default=True)
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--round-to", type=Count(1, MAX_ROUND_TO), default=1, show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Trained weights (safetensors) of exactly this spec.")
 @click.option("--onnx", "onnx", is_flag=True, help="Also write model.onnx (dynamic batch), for ONNX Runtime or OpenVINO.")
 @click.option("--out", required=True, type=click.Path(), help="Folder to write config.json and model.safetensors.")

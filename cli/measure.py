@@ -31,7 +31,7 @@ def measure(model: str, out: str, data: Optional[str], test_subset: Optional[int
     spec, meta, _, error = measure_file(Path(model), cifar, resolve_device(device))
     seed = meta.get("seed")
     metrics = {"test_error": error, "test_images": int(cifar.test_x.shape[0]), "params": spec.num_params(),
-               "macs": spec.num_macs(), "seed": int(seed) if seed is not None and seed.isdigit() else None,
+               "macs": spec.num_macs(), "seed": int(seed) if seed is not None else None,
                "spec": spec_to_dict(spec), "source": model, "data": cifar.source}
     atomic_write_json(Path(out) / "metrics.json", metrics)
     click.echo(f"{model}: {format_count(metrics['params'])} params, test error {error:.2f}% on "

@@ -3,13 +3,40 @@ from __future__ import annotations
 
 from typing import Callable
 
+from typing import Any, Optional
+
 import click
 
+from archfamily.errors import UserError
+from archfamily.limits import MAX_SEED, MAX_TEST_IMAGES, MAX_TRAIN_IMAGES, parse_whole
+
+
+class Count(click.ParamType):
+    """A whole number from `lo` to `hi` in ASCII digits, read by `limits.parse_whole` as plans read theirs
+    (click's int takes '1_0' and Arabic-Indic digits; a range keeps counts a machine can take)."""
+
+    name = "integer"
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):  # a default
+            return value
+        try:
+            return parse_whole(str(value), self.lo, self.hi, "it")
+        except UserError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+        return f"INTEGER {self.lo}-{self.hi}"
+
+
 DATA = click.option("--data", help="cifar-10-batches-py/ folder, ImageFolder tree or .tar.gz [the vendored archive].")
-SUBSET = click.option("--subset", type=int, help="Train on the first N/10 images of each class.")
-TEST_SUBSET = click.option("--test-subset", type=int,
+SUBSET = click.option("--subset", type=Count(10, MAX_TRAIN_IMAGES), help="Train on the first N/10 images of each class.")
+TEST_SUBSET = click.option("--test-subset", type=Count(10, MAX_TEST_IMAGES),
                            help="Measure error on the first N/10 test images of each class [all 10,000].")
-SEED = click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
+SEED = click.option("--seed", type=Count(0, MAX_SEED), default=0, show_default=True)
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 RESUME = click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 PRECISION = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,

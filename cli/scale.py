@@ -5,7 +5,6 @@ Printed as a table, as JSON (`--json`), or written as a spec file (`--out`).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Any, Optional
 
@@ -13,10 +12,12 @@ import click
 from tqdm import tqdm
 
 from archfamily.errors import UserError
+from archfamily.limits import MAX_BATCH, MAX_LATENCY_MS, MAX_ROUND_TO
 from archfamily.progress import progress_bar
 from archfamily.scaling import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
 from archfamily.units import format_count, parse_counts
+from cli.options import Count
 
 
 def _budgets(params: Optional[str], macs: Optional[str], sweep: Optional[str]) -> tuple[str, list[int]]:
@@ -86,8 +87,9 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
     from archfamily.latency import parse_target, solve_latency
     from archfamily.latency_model import LatencyModel
 
-    if not math.isfinite(latency_ms) or latency_ms <= 0:  # nan passes `<= 0`, and every comparison after it
-        raise UserError(f"--latency-ms must be a positive number of milliseconds, not {latency_ms:g}")
+    if not 0 < latency_ms <= MAX_LATENCY_MS:  # also nan, which would pass every comparison after it
+        raise UserError(f"--latency-ms must be a positive number of milliseconds up to {MAX_LATENCY_MS:g}, "
+                        f"not {latency_ms:g}")
     device, threads = parse_target(target)
     bars: dict[str, tqdm] = {}  # opened at their first report
 
@@ -141,11 +143,11 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
 @click.option("--rule", type=click.Choice(RULES), default="copycat", show_default=True)
 @click.option("--at", type=float, help="copycat: copy the profile where pruning reached this fraction of the "
                                        "base's params [the family's, 0.5].")
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--round-to", type=Count(1, MAX_ROUND_TO), default=1, show_default=True,
               help="Widths in multiples of N (8, 16 for hardware).")
 @click.option("--latency-ms", type=float, help="Or a measured latency budget: the largest member within it.")
 @click.option("--on", "target", help="Where --latency-ms is measured: cpu, cpu:THREADS or cuda [cpu: all threads].")
-@click.option("--batch", type=click.IntRange(min=1), help="Batch size --latency-ms is measured at [1].")
+@click.option("--batch", type=Count(1, MAX_BATCH), help="Batch size --latency-ms is measured at [1].")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec and its counts as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
 def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,

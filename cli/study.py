@@ -1,7 +1,6 @@
 """`archfamily study PLAN`: run a study plan (TOML) to the end, resumably, and write its results."""
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +8,9 @@ from typing import Optional
 
 import click
 
-from cli.options import parse_settings
+from archfamily.errors import UserError
+from archfamily.limits import MAX_JOBS, cores
+from cli.options import Count, parse_settings
 
 EXECUTORS = ("local", "slurm", "submitit-local")  # archfamily.study.executors.EXECUTORS (imported late: fast --help)
 
@@ -17,11 +18,11 @@ EXECUTORS = ("local", "slurm", "submitit-local")  # archfamily.study.executors.E
 @click.command()
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Study folder [beside the plan, named after it].")
-@click.option("-j", "--jobs", type=click.IntRange(1, 10_000), default=1, show_default=True,
+@click.option("-j", "--jobs", type=Count(1, MAX_JOBS), default=1, show_default=True,
               help="Runs at once (trainings are independent; each gets cores/jobs threads); on a cluster, the "
                    "jobs in flight.")
-@click.option("--threads", type=click.IntRange(1, 1024), help="CPU threads per run [cores / jobs; on a cluster, "
-                                                              "--cpus-per-task].")
+@click.option("--threads", type=Count(1, cores()), help="CPU threads per run, at most this machine's cores [cores / "
+                                                        "jobs; on a cluster, --cpus-per-task].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where every run trains; part of each run's command.")
 @click.option("--arms", "arms_list", metavar="NAME[,NAME...]",
@@ -53,7 +54,6 @@ def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int],
     Writes results.md and results.json (every arm x budget, mean ± sd over seeds, the commands) in the
     study folder after each finished run, and the bench's plots under bench/.
     """
-    from archfamily.errors import UserError
     from archfamily.study import default_folder, prepare, queue_lines, run_study, select_arms
     from archfamily.study.executors import ClusterOptions, Executor, require_submitit
     from archfamily.study.plan import load_plan
@@ -67,8 +67,10 @@ def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int],
                              parse_settings(sbatch_items, "--sbatch"))
     plan = replace(load_plan(plan_file), device=device)
     study_dir = Path(out) if out else default_folder(plan)
-    per_run = threads or (cpus_per_task if executor == "slurm" else max(1, len(os.sched_getaffinity(0)) // jobs))
-    arms = [a.strip() for a in arms_list.split(",") if a.strip()] if arms_list else None
+    per_run = threads or (cpus_per_task if executor == "slurm" else max(1, cores() // jobs))
+    arms = [a.strip() for a in arms_list.split(",") if a.strip()] if arms_list is not None else None
+    if arms is not None and not arms:
+        raise UserError(f"--arms takes arm names, e.g. --arms copycat,reduced-width, got {arms_list!r:.40}")
     try:
         if dry_run:
             if executor != "local":

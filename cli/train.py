@@ -9,7 +9,8 @@ from typing import Optional
 import click
 
 from archfamily.units import format_count
-from cli.options import COMPILE, parse_settings, training_options
+from archfamily.limits import MAX_TRAIN_BATCH
+from cli.options import COMPILE, Count, parse_settings, training_options
 
 
 @click.command()
@@ -18,7 +19,7 @@ from cli.options import COMPILE, parse_settings, training_options
               show_default=True, help="fast: one-cycle, Nesterov, label smoothing; fast2: fast with 2-pixel "
                                       "translation; wrn, densenet: the papers'.")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
-@click.option("--batch-size", type=int, help="Batch size; the learning rate scales with it [the recipe's].")
+@click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Batch size; the learning rate scales with it [the recipe's].")
 @click.option("--ema", type=float, help="Keep an EMA of the weights, its decay capped at this, e.g. 0.99 (it ramps up as 1-(1+step)^-2/3); 0 is off [the recipe's].")
 @click.option("--tta", is_flag=True, help="Also report the error with test-time augmentation: the mirror, and the mirror with 1-pixel shifts.")
 @click.option("--recipe-set", "recipe_set", multiple=True, metavar="FIELD=VALUE",

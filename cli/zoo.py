@@ -72,10 +72,9 @@ def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str]
 @click.argument("names", nargs=-1, required=True)
 def remove_entries(names: tuple[str, ...]) -> None:
     """Remove the entries NAMES (and their weights) from the zoo."""
-    from archfamily.zoo_manifest import entry_named
-    from archfamily.zoo_measure import remove
+    from archfamily.zoo_measure import removable, remove
 
-    entries = {entry_named(name)["name"]: None for name in names}  # all must exist before any is removed
+    entries = {removable(name)["name"]: None for name in names}  # all must be removable before any is removed
     for name in entries:
         entry = remove(name)
         click.echo(f"removed {entry['name']}.{entry['tag']} ({entry['file']})")

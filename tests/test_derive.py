@@ -155,7 +155,7 @@ BAD_INPUTS = [
     (("--until-params", "lots"), "malformed --until-params"),
     (("--until-params", "10"), "below the smallest network"),
     (("--method", "magic"), "Invalid value for '--method'"),
-    (("--prune-every", "0"), "--prune-every must be at least 1"),
+    (("--prune-every", "0"), "Invalid value for '--prune-every'"),
     (("--save-at", "1"), "--save-at 1 is outside the pruning run"),
     (("--save-at", "200k"), "outside the pruning run"),
     (("--save-at", "many"), "malformed --save-at"),

@@ -37,7 +37,7 @@ def test_finetune_recipe_takes_epochs_without_dividing_by_zero() -> None:
     assert recipe.epochs == 2 and recipe.lr == FINETUNE.lr
     with pytest.raises(UserError, match="no epochs of its own"):
         training_recipe("finetune", "wrn")
-    with pytest.raises(UserError, match="--epochs must be positive"):
+    with pytest.raises(UserError, match="--epochs must be above 0"):
         training_recipe("fast", "wrn", epochs=0)
     with pytest.raises(UserError, match="--ema"):
         training_recipe(None, "wrn", ema=1.0)

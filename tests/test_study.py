@@ -200,7 +200,7 @@ rule = "reduced-width"
     (lambda t: t.replace("budgets", "budgetz"), "'budgets' is missing"),
     (lambda t: t + "\nrule = 3\n", "not a TOML file"),
     (lambda t: t.replace("[arms.reduced-width]", '[arms."../escape"]'), "it names folders"),
-    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseeds = [4294967296]'), "at most"),
+    (lambda t: t.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseeds = [4294967296]'), "whole numbers from 0 to 2,147,483,647"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nuntil_params = "900k"'),
      "'until_params' must be below"),
     (lambda t: t.replace("epochs = 1", "epochs = 1\nema = 1.0"), "'ema' must be in"),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from archfamily.checkpoint import model_test_error, read_model_metadata, read_model_spec
+from archfamily.checkpoint import load_model, model_test_error
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.family import Family
@@ -80,14 +80,11 @@ def _trained_record(path: Path) -> tuple[ArchSpec, float, Optional[int], Optiona
         m = Fields(read_json(metrics_file), str(metrics_file), ("spec", "test_error", "seed", "test_images"))
         return (spec_from_dict(m.get("spec"), f"{metrics_file}: spec"), m.number("test_error", 0, 100), m.int("seed"),
                 m.int("test_images", 1))
-    meta = read_model_metadata(path)
+    spec, _, meta = load_model(path)  # its weights checked too: a file of another network is refused here
     if "test_error" not in meta:
         raise UserError(f"{path} records no measured test error")
     seed, images = meta.get("seed"), meta.get("test_images")
-    for key, value in (("seed", seed), ("test_images", images)):
-        if value is not None and not value.isdigit():
-            raise UserError(f"{path}: metadata {key!r} must be a whole number, got {value!r:.40}")
-    return (read_model_spec(path), model_test_error(path, meta), int(seed) if seed is not None else None,
+    return (spec, model_test_error(path, meta), int(seed) if seed is not None else None,
             int(images) if images is not None else None)
 
 

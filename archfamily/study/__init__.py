@@ -11,6 +11,7 @@ the results. Everything in it can be deleted and made again by the same command.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -19,8 +20,8 @@ from archfamily.errors import UserError
 from archfamily.progress import progress_bar
 from archfamily.study.executors import ClusterOptions, Executor, sbatch_flags
 from archfamily.study.plan import Plan
-from archfamily.study.queue import Job, bench_job, check_started_runs, expand, with_needs
-from archfamily.study.results import write_results
+from archfamily.study.queue import Job, bench_job, check_records, check_started_runs, expand, with_needs
+from archfamily.study.results import collect, write_results
 from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estimate_seconds, is_finished, is_partial,
                                      job_seconds, probe_rate, training_rate)
 
@@ -31,11 +32,43 @@ def default_folder(plan: Plan) -> Path:
     return folder if folder != plan.path else plan.path.parent / f"{plan.path.name}-study"
 
 
+STUDY_ENTRIES = {"runs", "specs", "logs", "bench", "jobs", "results.json", "results.md"}  # all a study writes
+STUDY_FOLDERS = ("runs", "specs", "logs", "bench", "jobs")
+
+
+def check_study_folder(study_dir: Path) -> None:
+    """Refuse, before anything is read, run or written, a --out that is not a study folder (a file; a folder
+    holding anything a study does not write; one whose jobs/ or runs/ is a file) or that cannot be written."""
+    if study_dir.exists() and not study_dir.is_dir():
+        raise UserError(f"--out {study_dir} is a file, not a study folder")
+    if study_dir.is_dir():
+        try:
+            entries = sorted(p.name for p in study_dir.iterdir())
+        except OSError as exc:
+            raise UserError(f"--out {study_dir}: cannot read it ({exc.strerror or exc})") from None
+        other = next((name for name in entries if name not in STUDY_ENTRIES
+                      and not (name.startswith(".") and name.endswith(".tmp"))), None)  # a killed write's temporary
+        if other is not None:
+            raise UserError(f"--out {study_dir} holds {other!r}, which no study writes: it is not a study folder; "
+                            "choose an empty or new folder")
+        wrong = next((name for name in STUDY_FOLDERS if (study_dir / name).exists()
+                      and not (study_dir / name).is_dir()), None)
+        if wrong is not None:
+            raise UserError(f"{study_dir / wrong} is a file where the study keeps a folder; move it away")
+    existing = next(p for p in (study_dir, *study_dir.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {study_dir}: cannot write into {existing}")
+
+
 def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[str, float], str]:
-    """The queue, each job's estimated seconds, and where the estimate's training rate comes from."""
+    """The queue, each job's estimated seconds, and where the estimate's training rate comes from. Everything
+    the study folder holds (records, results, the bench's) is checked here, before anything runs or changes."""
+    check_study_folder(study_dir)
     jobs = expand(plan, study_dir)
     check_jobs(jobs)
+    check_records(study_dir)
     check_started_runs(study_dir, jobs)
+    collect(plan, study_dir, jobs)
     pending = [j for j in jobs if not is_finished(study_dir, j)]
     rate, source = training_rate(study_dir, jobs, lambda: probe_rate(plan.base_spec, threads)) if pending \
         else (1.0, "nothing left to run")
@@ -81,8 +114,11 @@ def run_study(plan: Plan, executor: Executor, parallel: int, echo: Callable[[str
     bench (only for the whole plan: it times every network in one run); returns the results document and the
     failed runs."""
     study_dir = executor.study_dir
-    study_dir.mkdir(parents=True, exist_ok=True)
     every, estimates, source = prepare(plan, study_dir, executor.threads)
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {study_dir}: cannot make it ({exc.strerror or exc})") from None
     jobs = select_arms(plan, every, arms) if arms else every
     todo = [j for j in jobs if not is_finished(study_dir, j)]
     echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished"

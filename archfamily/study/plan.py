@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from archfamily.checks import MAX_COUNT, is_number, show
 from archfamily.errors import UserError
+from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
+                               MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.precision import PRECISIONS
 from archfamily.recipes import RECIPES as TRAINING_RECIPES
 from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
@@ -27,7 +30,6 @@ RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # thos
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
-MAX_SEED = 2**31 - 1  # what train and derive take
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,15 @@ class _Table:
             raise UserError(f"{self.where}: '{key}' must be one of {', '.join(choices)}, got {value!r:.60}")
         return value
 
-    def int(self, key: str, default: Any = None, low: int = 0) -> Any:
+    def int(self, key: str, default: Any = None, low: int = 0, high: int = MAX_COUNT) -> Any:
         value = self.value(key, (int,), "a whole number", default)
-        if value is not None and value < low:
-            raise UserError(f"{self.where}: '{key}' must be at least {low}, got {value}")
+        if value is not None:
+            check_count(value, low, high, f"{self.where}: '{key}'")
         return value
 
     def number(self, key: str, default: Any = None, low: float = 0.0, high: float = math.inf) -> Any:
         value = self.value(key, (int, float), "a number", default)
-        if value is not None and not (math.isfinite(value) and low < value <= high):
+        if value is not None and not (is_number(value) and low < value <= high):
             raise UserError(f"{self.where}: '{key}' must be in ({low:g}, {high:g}], got {value!r:.60}")
         return value
 
@@ -165,12 +167,13 @@ class _Table:
         value = self.value(key, (int, str), "a count such as 76000 or \"76k\"", default)
         return _count(value, f"{self.where}: '{key}'") if value is not None else None
 
-    def ints(self, key: str, default: Any, low: int = 0) -> tuple[int, ...]:
+    def ints(self, key: str, default: Any, low: int = 0, high: int = MAX_COUNT) -> tuple[int, ...]:
         values = self.value(key, (list,), "a list of whole numbers", default)
         if values is default:
             return default
-        if not values or any(type(v) is not int or v < low for v in values):
-            raise UserError(f"{self.where}: '{key}' must be a non-empty list of whole numbers >= {low}, got {values!r:.60}")
+        if not values or any(type(v) is not int or not low <= v <= high for v in values):
+            raise UserError(f"{self.where}: '{key}' must be a non-empty list of whole numbers from {low:,} to "
+                            f"{high:,}, got {show(values)}")
         if len(set(values)) != len(values):
             raise UserError(f"{self.where}: '{key}' lists a value twice")
         return tuple(values)
@@ -180,9 +183,9 @@ class _Table:
         values = self.value(key, (list,), "a list of numbers", default)
         if values is default:
             return default
-        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf
-                             for v in values):
-            raise UserError(f"{self.where}: '{key}' must be a non-empty list of positive numbers, got {values!r:.60}")
+        if not values or any(not is_number(v) or not 0 < v <= MAX_LATENCY_MS for v in values):
+            raise UserError(f"{self.where}: '{key}' must be a non-empty list of positive numbers up to "
+                            f"{MAX_LATENCY_MS:g}, got {show(values)}")
         if len(set(values)) != len(values):
             raise UserError(f"{self.where}: '{key}' lists a value twice")
         return tuple(float(v) for v in values)
@@ -203,18 +206,47 @@ class _Table:
 
 def _count(value: Any, where: str) -> int:
     if isinstance(value, int):
-        if value < 1:
-            raise UserError(f"{where} must be positive, got {value}")
-        return value
+        return check_count(value, 1, MAX_COUNT, where)
     return parse_count(value, where)
 
 
 def _path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path]:
     if text is None:
         return None
-    path = (plan_dir / text).resolve()
+    try:
+        path = (plan_dir / text).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+        raise UserError(f"{where}: {text!r:.60} is not a path ({exc})") from None
     if not path.exists():
         raise UserError(f"{where}: {path} does not exist")
+    return path
+
+
+def _data_path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path]:
+    """A CIFAR-10 source, as every training command will check it: an archive or a data folder."""
+    path = _path(plan_dir, text, where)
+    if path is not None:
+        from archfamily.data import detect_source
+
+        try:
+            detect_source(path)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    return path
+
+
+def _checkpoint(plan_dir: Path, text: Optional[str], where: str, spec: ArchSpec) -> Optional[Path]:
+    """A model file of the plan's base, its weights checked as `derive --checkpoint` will check them."""
+    path = _path(plan_dir, text, where)
+    if path is not None:
+        from archfamily.checkpoint import load_model  # torch: only for plans that name a checkpoint
+
+        try:
+            found, _, _ = load_model(path)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        if found != spec:
+            raise UserError(f"{where}: {path} holds another network than the plan's base")
     return path
 
 
@@ -262,9 +294,7 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
         # needs no family; the run is named for the queue only
     elif prune not in prune_runs:
         raise UserError(f"{table.where}: 'prune' names {prune!r}, which is not a [prune.NAME] of this plan")
-    seeds = table.ints("seeds", (0,))
-    if max(seeds) > MAX_SEED:
-        raise UserError(f"{table.where}: 'seeds' must be at most {MAX_SEED}")
+    seeds = table.ints("seeds", (0,), high=MAX_SEED)
     if kind == "pruned-tuned" and "seeds" in table.data:
         raise UserError(f"{table.where}: pruned-tuned networks come from the pruning run; its seed is the arm's")
     latency_ms = table.numbers("latency_ms", ())
@@ -277,7 +307,7 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
     budgets, own_labels = _budgets(table, "budgets", () if latency_ms else plan_budgets)
     for count, label in own_labels.items():
         labels.setdefault(count, label)
-    round_to = table.int("round_to", 1, low=1)
+    round_to = table.int("round_to", 1, low=1, high=MAX_ROUND_TO)
     at = table.number("at", None, high=1.0)
     if at is not None and kind != "copycat":
         raise UserError(f"{table.where}: 'at' applies to the copycat rule only")
@@ -327,6 +357,12 @@ def load_plan(path: str | Path) -> Plan:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a TOML file ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a study plan") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise UserError(f"{path}: {str(exc).splitlines()[0]:.120}") from None
     top = _Table(raw, str(path))
     plan_dir = path.resolve().parent
     name = top.str("name", path.stem)
@@ -336,22 +372,22 @@ def load_plan(path: str | Path) -> Plan:
     base_t = top.table("base", required=True)
     base = base_t.str("spec", _REQUIRED)
     spec = base_spec(base)  # a base archfamily cannot build is refused here, in one line
-    checkpoint = _path(plan_dir, base_t.str("checkpoint"), f"{base_t.where}: 'checkpoint'")
+    checkpoint = _checkpoint(plan_dir, base_t.str("checkpoint"), f"{base_t.where}: 'checkpoint'", spec)
     base_t.done()
 
     data_t = top.table("data")
     data = subset = test_subset = None
     if data_t is not None:
-        data = _path(plan_dir, data_t.str("path"), f"{data_t.where}: 'path'")
-        subset = data_t.int("subset", None, low=10)
-        test_subset = data_t.int("test_subset", None, low=10)
+        data = _data_path(plan_dir, data_t.str("path"), f"{data_t.where}: 'path'")
+        subset = data_t.int("subset", None, low=10, high=MAX_TRAIN_IMAGES)
+        test_subset = data_t.int("test_subset", None, low=10, high=MAX_TEST_IMAGES)
         data_t.done()
 
     recipe_t = top.table("recipe")
     recipe = Recipe()
     if recipe_t is not None:
-        recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs"),
-                        recipe_t.int("batch_size", None, low=1), recipe_t.number("ema", None, low=-1e-12, high=0.999999),
+        recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs", high=MAX_EPOCHS),
+                        recipe_t.int("batch_size", None, low=1, high=MAX_TRAIN_BATCH), recipe_t.number("ema", None, low=-1e-12, high=0.999999),
                         recipe_t.str("precision", None, PRECISIONS))
         recipe_t.done()
 
@@ -368,11 +404,11 @@ def load_plan(path: str | Path) -> Plan:
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
             _check_device(on, f"{t.where}: 'on'")
-        prune_runs[run_name] = PruneRun(run_name, method, cost, on, t.int("prune_every", 100, low=1),
-                                        t.int("channels_per_step", 1, low=1), t.int("eval_every", 50, low=1),
-                                        t.int("test_subset", None, low=10), t.count("until_params"), t.int("seed", 0))
-        if prune_runs[run_name].seed > MAX_SEED:
-            raise UserError(f"{t.where}: 'seed' must be at most {MAX_SEED}")
+        prune_runs[run_name] = PruneRun(run_name, method, cost, on, t.int("prune_every", 100, low=1, high=MAX_STEPS),
+                                        t.int("channels_per_step", 1, low=1, high=MAX_STEPS),
+                                        t.int("eval_every", 50, low=1, high=MAX_STEPS),
+                                        t.int("test_subset", None, low=10, high=MAX_TEST_IMAGES),
+                                        t.count("until_params"), t.int("seed", 0, high=MAX_SEED))
         t.done()
     if prune_t:
         prune_t.done()
@@ -380,7 +416,7 @@ def load_plan(path: str | Path) -> Plan:
     latency_t = top.table("latency")
     latency = None
     if latency_t is not None:
-        latency = Latency(latency_t.str("on", "cpu:1"), latency_t.int("batch", 1, low=1))
+        latency = Latency(latency_t.str("on", "cpu:1"), latency_t.int("batch", 1, low=1, high=MAX_BATCH))
         _check_device(latency.on, f"{latency_t.where}: 'on'")
         latency_t.done()
 
@@ -399,8 +435,9 @@ def load_plan(path: str | Path) -> Plan:
             raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
         if "onnxruntime" in runtimes and importlib.util.find_spec("onnxruntime") is None:
             raise UserError(f"{bench_t.where}: runtime onnxruntime needs pip install -e \".[onnx]\"")
-        bench = Bench(bench_t.ints("threads", (1,), low=1), bench_t.ints("batches", (1,), low=1),
-                      bench_t.int("rounds", 3, low=1), bench_t.str("formats", "channels_last", FORMATS), runtimes)
+        bench = Bench(bench_t.ints("threads", (1,), low=1, high=cores()),
+                      bench_t.ints("batches", (1,), low=1, high=MAX_BATCH),
+                      bench_t.int("rounds", 3, low=1, high=MAX_ROUNDS), bench_t.str("formats", "channels_last", FORMATS), runtimes)
         bench_t.done()
     top.done()
 

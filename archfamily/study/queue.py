@@ -17,6 +17,7 @@ from typing import Any, Optional
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
+from archfamily.limits import MAX_SECONDS
 from archfamily.derive import pruning_floor
 from archfamily.recipes import finetune_recipe_for, training_recipe
 from archfamily.scaling import BASE_RULES, base_rule, solve
@@ -278,11 +279,15 @@ def read_record(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
     """What the study recorded of a job it started: its commands, the seconds it has run so far, and where it
     was submitted (`{"executor", "job_id"}`, for a job a cluster runs; None for a child process)."""
     path = _record_file(study_dir, job)
-    if not path.is_file():
-        return None
+    return read_record_file(path) if path.is_file() else None
+
+
+def read_record_file(path: Path) -> dict[str, Any]:
+    """A job record, checked: a list of commands (lists of strings), the seconds run (finite, in range) and, for a
+    submitted job, its executor and job id."""
     record = Fields(read_json(path), str(path), ("commands", "seconds"))
-    commands = record.list("commands")
-    if not all(isinstance(c, list) and all(isinstance(a, str) for a in c) for c in commands):
+    commands = record.list("commands", nonempty=True)
+    if not all(isinstance(c, list) and c and all(isinstance(a, str) for a in c) for c in commands):
         record.fail("commands", "must be a list of commands (lists of strings)")
     submission = None
     if "submission" in record.data:
@@ -290,7 +295,13 @@ def read_record(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
         submission = {"executor": sub.str("executor", SUBMITTED_ON), "job_id": sub.str("job_id")}
         if not submission["job_id"].isascii() or not submission["job_id"].replace("_", "").isdigit():
             sub.fail("job_id", "must be a job id (digits)")
-    return {"commands": commands, "seconds": record.number("seconds", 0), "submission": submission}
+    return {"commands": commands, "seconds": record.number("seconds", 0, MAX_SECONDS), "submission": submission}
+
+
+def check_records(study_dir: Path) -> None:
+    """Every record in `jobs/`, read before the study uses, deletes or re-runs anything."""
+    for path in sorted((study_dir / "jobs").glob("*.json")):
+        read_record_file(path)
 
 
 def write_record(study_dir: Path, job: Job, seconds: float, submission: Optional[dict[str, str]] = None) -> None:

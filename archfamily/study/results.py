@@ -8,12 +8,16 @@ and against latency measured on this machine.
 from __future__ import annotations
 
 import platform
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any, Optional
 
 from archfamily.checks import Fields, read_json
+from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, atomic_write_text
+from archfamily.limits import MAX_SECONDS
+from archfamily.specs import ArchSpec, base_spec, spec_from_dict
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, with_needs
 from archfamily.study.runner import job_seconds
@@ -24,9 +28,35 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
     path = study_dir / job.done_file
     if not path.is_file():
         return None
-    m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images"))
-    return {"test_error": m.number("test_error", 0, 100), "params": m.int("params", 1), "macs": m.int("macs", 1),
+    m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images", "spec"))
+    spec = spec_from_dict(m.get("spec"), f"{path}: spec")
+    if (m.int("params", 1), m.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
+        m.fail("params", "and macs are not those of the network its spec describes")
+    planned = _planned_spec(study_dir, job)
+    if planned is not None and spec != planned:
+        m.fail("spec", f"is not the network its run trains or measures ({shlex.join(job.commands[-1])[:80]})")
+    if "seconds" in m.data:  # the run's own figure, read when the study kept no record of it
+        m.number("seconds", 0, MAX_SECONDS)
+    return {"test_error": m.number("test_error", 0, 100), "params": m.data["params"], "macs": m.data["macs"],
             "test_images": m.int("test_images", 1), "seconds": job_seconds(study_dir, job)}
+
+
+def _planned_spec(study_dir: Path, job: Job) -> Optional[ArchSpec]:
+    """The network a job's last command trains (`--spec`) or measures, when that can be read now: a base name, or
+    a spec or model file in the study folder; None while it is not there yet."""
+    from archfamily.train import read_spec_file  # torch: only for a study with finished runs
+
+    command = job.commands[-1]
+    arg = command[command.index("--spec") + 1] if "--spec" in command else command[1] if command[0] == "measure" \
+        else None
+    if arg is None:
+        return None
+    if (study_dir / arg).is_file():
+        return read_spec_file(str(study_dir / arg))
+    try:
+        return base_spec(arg)
+    except UserError:
+        return None
 
 
 def _latency(study_dir: Path) -> tuple[dict[str, float], str]:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
+from archfamily.limits import MAX_SECONDS
 from archfamily.specs import ArchSpec
 from archfamily.study.executors import Executor, Launched
 from archfamily.study.queue import Job, read_record, write_record
@@ -53,7 +54,7 @@ def job_seconds(study_dir: Path, job: Job) -> float:
     metrics_file = study_dir / job.done_file
     if job.kind == "train" and metrics_file.is_file():
         m = Fields(read_json(metrics_file), str(metrics_file))
-        return m.number("seconds", 0) if "seconds" in m.data else 0.0
+        return m.number("seconds", 0, MAX_SECONDS) if "seconds" in m.data else 0.0
     return 0.0
 
 

@@ -1,0 +1,72 @@
+"""Checking tensors read from a model file against the network they are meant for, before any is used.
+
+Every place archfamily reads weights (`--checkpoint`, `--weights`, a run's resume checkpoint, `zoo add`,
+`measure`, `bench --trained`, timm's `pretrained=True` and `local-dir:`) calls `read_weights` or
+`check_tensors`: the names are the network's, every shape is its shape, every dtype is its dtype's kind
+(floating point where the network has floating point), and every floating value is finite. `load_state_dict`
+would otherwise fail with a multi-line `size mismatch` traceback, cast integers silently, or, with NaN weights,
+let a run train on garbage for as long as it is left. The first tensor that differs is named in one line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from archfamily.errors import UserError
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    return "floating point" if dtype.is_floating_point else "complex" if dtype.is_complex else \
+        "bool" if dtype == torch.bool else "integer"
+
+
+def _names(where: str, found: set[str], wanted: Mapping[str, torch.Tensor]) -> None:
+    missing = [k for k in wanted if k not in found]
+    unexpected = sorted(found - wanted.keys())
+    if missing or unexpected:
+        first = f"no tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
+        raise UserError(f"{where} does not hold the weights of its network ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected tensors; first: {first})")
+
+
+def check_tensor(where: str, name: str, tensor: torch.Tensor, wanted: torch.Tensor) -> None:
+    """One tensor against the network's: shape, dtype kind, finite values (a meta-device `wanted` is enough)."""
+    if tuple(tensor.shape) != tuple(wanted.shape):
+        raise UserError(f"{where}: tensor {name!r} has shape {list(tensor.shape)}, its network's is "
+                        f"{list(wanted.shape)}")
+    if _dtype_kind(tensor.dtype) != _dtype_kind(wanted.dtype):
+        raise UserError(f"{where}: tensor {name!r} is {tensor.dtype} ({_dtype_kind(tensor.dtype)}), its network's "
+                        f"is {_dtype_kind(wanted.dtype)}")
+    if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+        raise UserError(f"{where}: tensor {name!r} holds NaN or infinite values")
+
+
+def check_tensors(where: str, tensors: Mapping[str, torch.Tensor], wanted: Mapping[str, torch.Tensor]) -> None:
+    """Tensors already in memory (a resume checkpoint's), checked as `read_weights` checks a file's."""
+    _names(where, set(tensors), wanted)
+    for name, want in wanted.items():
+        check_tensor(where, name, tensors[name], want)
+
+
+def read_weights(path: Path, wanted: Mapping[str, torch.Tensor],
+                 ignore: Callable[[str], bool] = lambda name: False) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file `path`, each checked against `wanted` (a network's `state_dict()`;
+    the names `ignore` accepts need not be in the file); a one-line `UserError` naming the file and the first
+    tensor that differs. Tensors are read one at a time, so a bad one is refused before the rest are loaded."""
+    wanted = {k: v for k, v in wanted.items() if not ignore(k)}
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            _names(str(path), set(fh.keys()), wanted)
+            for name, want in wanted.items():
+                shape = tuple(fh.get_slice(name).get_shape())
+                if shape != tuple(want.shape):  # before reading it: a huge wrong tensor is never loaded
+                    check_tensor(str(path), name, torch.empty(shape, device="meta"), want)
+                tensors[name] = fh.get_tensor(name)
+                check_tensor(str(path), name, tensors[name], want)
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"cannot read model file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    return tensors
