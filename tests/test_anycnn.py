@@ -158,9 +158,9 @@ def test_the_graph_engine_makes_the_built_in_engines_fisher_choices_on_a_wrn() -
     assert all(groups[i].inner for i in mapping)
     masks = GroupMasks(model, groups, mapping)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for _ in range(8):
+    for _ in range(5):
         for _ in range(2):
-            x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+            x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
