@@ -115,10 +115,13 @@ def test_submitit_local_killed_three_times_and_a_job_killed_ends_with_the_local_
         study.wait()
     earlier = set(_children_in(out))  # the followed jobs' processes, which may be about to end
     study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not set(_children_in(out)) - earlier and time.time() < deadline:  # a job's own `archfamily` process,
-        time.sleep(0.02)  # just started: far from writing its results
-    os.kill(min(set(_children_in(out)) - earlier), signal.SIGKILL)
+    deadline, victim = time.time() + 300, None
+    while victim is None and time.time() < deadline:  # a job's own `archfamily` process, just started: far from
+        fresh = set(_children_in(out)) - earlier  # writing its results
+        victim = min(fresh) if fresh else None
+        time.sleep(0.02)
+    assert victim is not None, "no job process started"
+    os.kill(victim, signal.SIGKILL)
     _, err = study.communicate(timeout=600)
     assert study.returncode == 1 and "the command above was killed by SIGKILL (logs/" in err, err[-2000:]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

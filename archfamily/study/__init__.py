@@ -32,8 +32,8 @@ def default_folder(plan: Plan) -> Path:
     return folder if folder != plan.path else plan.path.parent / f"{plan.path.name}-study"
 
 
-STUDY_ENTRIES = {"runs", "specs", "logs", "bench", "jobs", "results.json", "results.md"}  # all a study writes
-STUDY_FOLDERS = ("runs", "specs", "logs", "bench", "jobs")
+STUDY_FOLDERS = ("runs", "specs", "logs", "bench", "jobs", "submitit")  # submitit: the submitted jobs' own files
+STUDY_ENTRIES = {*STUDY_FOLDERS, "results.json", "results.md"}  # all a study writes
 
 
 def check_study_folder(study_dir: Path) -> None:
