@@ -163,8 +163,8 @@ def test_several_gpus_run_training_and_pruning_under_torchrun() -> None:
 
     assert command_argv(["train", "--spec", "x"], gpus=4)[1:7] == ["-m", "torch.distributed.run", "--standalone",
                                                                    "--nproc_per_node", "4", "-m"]
-    assert command_argv(["measure", "x"], gpus=4)[1:3] == ["-m", "cli.main"]
-    assert command_argv(["train"], gpus=1)[1:3] == ["-m", "cli.main"]
+    assert command_argv(["measure", "x"], gpus=4)[1:3] == ["-m", "archfamily"]
+    assert command_argv(["train"], gpus=1)[1:3] == ["-m", "archfamily"]
 
 
 def _plan(tmp_path: Path, text: str) -> Path:

@@ -58,8 +58,8 @@ def command_argv(args: list[str], gpus: int = 0) -> list[str]:
     run has several GPUs."""
     if gpus > 1 and args[0] in DISTRIBUTED_COMMANDS:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-                "-m", "cli.main", *args]
-    return [sys.executable, "-m", "cli.main", *args]
+                "-m", "archfamily", *args]
+    return [sys.executable, "-m", "archfamily", *args]
 
 
 def _open_log(log_path: Path, args: list[str]) -> Any:
