@@ -28,6 +28,15 @@ class CliResult:
     err: str
 
 
+def exit_code(args: list[str]) -> int:
+    """Run `archfamily ARGS` in this process through the console-script entry point; its exit code."""
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]):
     """Run `archfamily ARGS...` through the console-script entry point."""
@@ -37,10 +46,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
         old_argv = sys.argv
         sys.argv = ["archfamily", *args]
         try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
+            code = exit_code(list(args))
         finally:
             sys.argv = old_argv
         captured = capsys.readouterr()

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fuzz_cli
+from conftest import exit_code
 from fuzz_cli import FAMILIES, check_case
 
 FUZZ = settings(max_examples=int(os.environ.get("ARCHFAMILY_FUZZ_EXAMPLES", "6")), derandomize=True, deadline=None,
@@ -25,15 +26,13 @@ FUZZ = settings(max_examples=int(os.environ.get("ARCHFAMILY_FUZZ_EXAMPLES", "6")
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from cli.main import main
-
     def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-        return _in_process(main, args, env)
+        return _in_process(args, env)
 
     return fuzz_cli.fixtures(tmp_path_factory.mktemp("fixtures"), run)
 
 
-def _in_process(main: Any, args: list[str], env: dict[str, str]) -> tuple[int, str]:
+def _in_process(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     """`archfamily ARGS` in this process, its stderr captured (capsys cannot be used across hypothesis examples)."""
     import contextlib
     import io
@@ -44,11 +43,7 @@ def _in_process(main: Any, args: list[str], env: dict[str, str]) -> tuple[int, s
         mp.setenv(key, value)
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
+            code = exit_code(args)
     finally:
         mp.undo()
     return code, err.getvalue()
@@ -57,15 +52,13 @@ def _in_process(main: Any, args: list[str], env: dict[str, str]) -> tuple[int, s
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_hostile_inputs_are_refused_in_one_line_and_change_nothing(fx: dict[str, Any], tmp_path: Path,
                                                                    family: str) -> None:
-    from cli.main import main
-
     count = iter(range(10**6))
 
     @FUZZ
     @given(case=FAMILIES[family](fx))
     def check(case: fuzz_cli.Case) -> None:
         folder = tmp_path / f"case-{next(count)}"
-        problems = check_case(case, folder, lambda args, cwd, env: _in_process(main, args, env))
+        problems = check_case(case, folder, lambda args, cwd, env: _in_process(args, env))
         shutil.rmtree(folder, ignore_errors=True)
         assert not problems, (case.what, problems)
 

@@ -63,11 +63,18 @@ def _time_limit(seconds: int, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)  # timm's norm-act layers included
+
+
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """One group per channel: the convolution passes each channel through (Torch-Pruning records its outputs only)."""
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
 def _writes_channels(layer: nn.Module) -> bool:
-    """A layer that makes new channels: a convolution (but not a depthwise one, which passes each channel through)
-    or a linear layer."""
+    """A layer that makes new channels: a convolution (but not a depthwise one) or a linear layer."""
     if isinstance(layer, nn.Conv2d):
-        return not (layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels)
+        return not is_depthwise(layer)
     return isinstance(layer, nn.Linear)
 
 

@@ -24,16 +24,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from archfamily.anycnn.groups import ChannelGroup, Place
+from archfamily.anycnn.groups import NORM_TYPES, ChannelGroup, Place
 from archfamily.errors import UserError
-
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
-
 
 def mask_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
     """Where the group's mask multiplies its channels: the outputs of its norms, else of the layers that make it."""
     outs = [p for p in group.places if p.dim == "out"]
-    norms = [p for p in outs if isinstance(model.get_submodule(p.module), _NORMS)]
+    norms = [p for p in outs if isinstance(model.get_submodule(p.module), NORM_TYPES)]
     places = norms or [p for p in outs if isinstance(model.get_submodule(p.module), (nn.Conv2d, nn.Linear))]
     for place in places:
         if place.start < 0 or place.count != group.width:
@@ -121,23 +118,3 @@ class GroupMasks:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
-
-
-def prune_lowest(masks: GroupMasks, scores: dict[int, torch.Tensor], k: int) -> list[tuple[int, int]]:
-    """Close the k open channels of lowest score over all prunable groups at once (global pruning), never a
-    group's last open channel; returns the (group, channel) pairs closed, lowest first."""
-    candidates = []
-    for i, score in scores.items():
-        open_channels = torch.nonzero(masks.masks[i].cpu() > 0).flatten().tolist()
-        candidates += [(float(score[c]), i, c) for c in open_channels]
-    left = {i: int((m > 0).sum()) for i, m in masks.masks.items()}
-    closed = []
-    for _, i, c in sorted(candidates):
-        if len(closed) == k:
-            break
-        if left[i] > 1:
-            left[i] -= 1
-            closed.append((i, c))
-    masks.close(closed)
-    masks.reset()
-    return closed

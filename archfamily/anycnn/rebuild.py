@@ -14,11 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from archfamily.anycnn.groups import ChannelGroup
+from archfamily.anycnn.groups import NORM_TYPES, ChannelGroup, is_depthwise
 from archfamily.errors import UserError
-
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
-
 
 def new_sizes(groups: Sequence[ChannelGroup], widths: Sequence[int]) -> dict[tuple[str, str], int]:
     """How much each (layer, dim) grows or shrinks: the sum over the groups in it of their change (a group's
@@ -36,7 +33,7 @@ def new_sizes(groups: Sequence[ChannelGroup], widths: Sequence[int]) -> dict[tup
 
 
 def _resize_conv(conv: nn.Conv2d, name: str, out_delta: int, in_delta: int) -> None:
-    depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
+    depthwise = is_depthwise(conv)
     if depthwise:  # one group holds its inputs and outputs alike (Torch-Pruning records only one side)
         if out_delta and in_delta and out_delta != in_delta:
             raise UserError(f"{name}: a depthwise convolution needs as many inputs as outputs")
@@ -107,7 +104,7 @@ def resize_layers(model: nn.Module, groups: Sequence[ChannelGroup], widths: Sequ
             _resize_conv(layer, name, out_delta, in_delta)
         elif isinstance(layer, nn.Linear):
             _resize_linear(layer, out_delta, in_delta)
-        elif isinstance(layer, _NORMS):
+        elif isinstance(layer, NORM_TYPES):
             _resize_norm(layer, name, out_delta + in_delta)
         else:
             raise UserError(f"{name}: archfamily cannot resize a layer of type {type(layer).__name__}")

@@ -62,24 +62,26 @@ def command_argv(args: list[str], gpus: int = 0) -> list[str]:
     return [sys.executable, "-m", "archfamily", *args]
 
 
-def _open_log(log_path: Path, args: list[str]) -> Any:
+def start_command(args: list[str], study_dir: Path | str, log_path: Path, threads: int,
+                  gpus: int = 0) -> subprocess.Popen:
+    """`archfamily ARGS` started in the study folder with `threads` threads, its output appended to the job's log
+    under a `$ archfamily ...` line; it dies with the process that starts it (so with the study, or with the
+    submitit job that runs it)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "a")
-    log.write(f"\n$ archfamily {' '.join(args)}\n")
-    log.flush()
-    return log
+    with open(log_path, "a") as log:
+        log.write(f"\n$ archfamily {' '.join(args)}\n")
+        log.flush()
+        return subprocess.Popen(command_argv(args, gpus), cwd=study_dir, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
 
 
 def run_job_commands(study_dir: str, commands: list[list[str]], log_path: str, threads: int, gpus: int) -> int:
     """A job's commands one after the other in the study folder, output appended to its log; the first
     failure's exit status, else 0. This is what a submitit job runs (`cluster_job.JobCommands`); each command
     dies with it, so a job that submitit stops (time-out, pre-emption) leaves nothing running."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     for args in commands:
-        with _open_log(Path(log_path), args) as log:
-            code = subprocess.Popen(command_argv(args, gpus), cwd=study_dir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT,
-                                    preexec_fn=functools.partial(_die_with_parent, os.getpid())).wait()
+        code = start_command(args, study_dir, Path(log_path), threads, gpus).wait()
         if code != 0:
             _log_failure(Path(log_path), code)
             return code
@@ -119,12 +121,7 @@ class LocalJob:
 
     def _start_next(self) -> None:
         self.command += 1
-        args = self.job.commands[self.command]
-        with _open_log(self.log_path, args) as log:
-            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-            self.process = subprocess.Popen(command_argv(args), cwd=self.study_dir, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+        self.process = start_command(self.job.commands[self.command], self.study_dir, self.log_path, self.threads)
 
     def poll(self) -> Optional[int]:
         code = self.process.poll()
