@@ -117,7 +117,8 @@ def test_submitit_local_killed_three_times_and_a_job_killed_ends_with_the_local_
     study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, victim = time.time() + 300, None
     while victim is None and time.time() < deadline:  # a job's own `archfamily` process, just started: far from
-        fresh = set(_children_in(out)) - earlier  # writing its results
+        fresh = {pid for pid in set(_children_in(out)) - earlier  # writing its results (and past its exec)
+                 if b"archfamily" in (Path("/proc") / str(pid) / "cmdline").read_bytes()}
         victim = min(fresh) if fresh else None
         time.sleep(0.02)
     assert victim is not None, "no job process started"

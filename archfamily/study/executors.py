@@ -35,6 +35,7 @@ from archfamily.errors import UserError
 from archfamily.study.queue import SUBMITTED_ON, Job
 
 EXECUTORS = ("local", *SUBMITTED_ON)
+JOB_VARIABLE = "ARCHFAMILY_STUDY_JOB"  # the study job a submitit-local controller runs, in its environment
 DISTRIBUTED_COMMANDS = ("train", "derive")  # the commands that run under torchrun on a job with several GPUs
 
 
@@ -187,6 +188,18 @@ class FollowedLocalJob(SubmittedJob):
         return True
 
 
+def _controllers_of(job_id: str) -> list[int]:
+    """Processes whose environment names study job `job_id` (`JOB_VARIABLE`, set when it was submitted)."""
+    found, marker = [], f"{JOB_VARIABLE}={job_id}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def is_local_controller(pid: int, folder: Path) -> bool:
     """`pid` is a live submitit local controller of the jobs in `folder` (not a reused process id, not a zombie)."""
     try:
@@ -295,6 +308,7 @@ class Executor:
         else:
             executor = submitit.LocalExecutor(folder=self.folder)
             executor.update_parameters(**self.options.local_parameters())
+        os.environ[JOB_VARIABLE] = job.id  # in a local controller's environment: found again by `follow`
         try:
             handle = executor.submit(JobCommands(), str(self.study_dir.resolve()), job.commands,
                                      str(self.log_path(job).resolve()), self.threads, self.options.gpus_per_node)
@@ -303,18 +317,20 @@ class Executor:
             why = why.decode(errors="replace") if isinstance(why, bytes) else str(why)
             raise UserError(f"submitting run {job.id} failed: {why.strip().splitlines()[-1][:200] if why.strip() else exc}") \
                 from None
+        finally:
+            os.environ.pop(JOB_VARIABLE, None)
         return SubmittedJob(self.study_dir, job, handle, self.kind)
 
     def follow(self, job: Job, submission: Optional[dict[str, str]]) -> Optional[Launched]:
         """The job a previous study process submitted (its record's `submission`), if it is still queued or
         running on this executor; None: submit it (again)."""
+        if self.kind == "submitit-local":  # by its record, else (killed before it was recorded) by its environment
+            recorded = [int(submission["job_id"])] if submission and submission["executor"] == self.kind else []
+            pid = next((p for p in recorded + _controllers_of(job.id) if is_local_controller(p, self.folder)), None)
+            return None if pid is None else FollowedLocalJob(self.study_dir, job, pid, self.folder)
         if submission is None or submission["executor"] != self.kind or self.kind == "local":
             return None
         job_id = submission["job_id"]
-        if self.kind == "submitit-local":
-            pid = int(job_id)
-            return FollowedLocalJob(self.study_dir, job, pid, self.folder) if is_local_controller(pid, self.folder) \
-                else None
         import submitit
 
         handle = submitit.SlurmJob(folder=self.folder, job_id=job_id)

@@ -163,7 +163,7 @@ class Runner:
         followed = []
         for job in list(pending):
             record = read_record(self.study_dir, job)
-            launched = self.executor.follow(job, record["submission"]) if record else None
+            launched = self.executor.follow(job, record["submission"] if record else None)
             if launched is not None:
                 pending.remove(job)
                 followed.append(self._running(job, launched, estimates[job.id]))
