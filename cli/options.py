@@ -1,9 +1,7 @@
 """Options shared by the commands that train or measure: the data, the seed, the device, resuming."""
 from __future__ import annotations
 
-from typing import Callable
-
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -28,7 +26,7 @@ class Count(click.ParamType):
         except UserError as exc:
             self.fail(str(exc), param, ctx)
 
-    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+    def get_metavar(self, param: click.Parameter, ctx: Optional[click.Context] = None) -> str:  # click 8.1 and 8.2+
         return f"INTEGER {self.lo}-{self.hi}"
 
 
