@@ -113,9 +113,14 @@ def test_submitit_local_killed_three_times_and_a_job_killed_ends_with_the_local_
         time.sleep(moment)
         study.send_signal(signal.SIGKILL)
         study.wait()
-    earlier = set(_children_in(out))  # the followed jobs' processes, which may be about to end
+    started = time.time()
     study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, victim = time.time() + 300, None
+    deadline = started + 300
+    while time.time() < deadline and not any(p.stat().st_mtime > started
+                                             for p in (out / "submitit").glob("*_submitted.pkl")):
+        time.sleep(0.02)  # its first submission: it has looked for the earlier jobs and follows those still alive
+    earlier = set(_children_in(out))  # (a job that ended before it looked is submitted again, not reported)
+    victim = None
     while victim is None and time.time() < deadline:  # a job's own `archfamily` process, just started: far from
         fresh = {pid for pid in set(_children_in(out)) - earlier  # writing its results (and past its exec)
                  if b"archfamily" in (Path("/proc") / str(pid) / "cmdline").read_bytes()}
@@ -124,7 +129,7 @@ def test_submitit_local_killed_three_times_and_a_job_killed_ends_with_the_local_
     assert victim is not None, "no job process started"
     os.kill(victim, signal.SIGKILL)
     _, err = study.communicate(timeout=600)
-    assert study.returncode == 1 and "the command above was killed by SIGKILL (logs/" in err, err[-2000:]
+    assert study.returncode == 1 and "the command above was killed by SIGKILL (logs/" in err
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _measured(out) == _measured(smoke_study)
