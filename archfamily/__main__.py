@@ -1,4 +1,4 @@
 """`python -m archfamily ...`: the command line, the same as the `archfamily` script (the study starts its runs so)."""
-from cli.main import main
+from archfamily.cli.main import main
 
 main()

@@ -21,11 +21,11 @@ from tempfile import TemporaryDirectory
 
 import torch
 
-import archfamily.latency_model as lm
+import archfamily.latency.model as lm
 from archfamily.models import build_model
 from archfamily.pruning.costs import latency_costs
 from archfamily.specs import ArchSpec, base_spec
-from archfamily.timing import machine_info
+from archfamily.latency.timing import machine_info
 
 
 def _wide(spec: ArchSpec, step: int) -> list[int]:

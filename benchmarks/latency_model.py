@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from archfamily.errors import UserError
-from archfamily.family import load_family
-from archfamily.latency_model import LatencyModel
+from archfamily.pruning.family_file import load_family
+from archfamily.latency.model import LatencyModel
 from archfamily.models import build_model
-from archfamily.scaling import RULES, base_rule, make_rule, solve
-from archfamily.timing import machine_info, time_interleaved
+from archfamily.scaling.rules import RULES, base_rule, make_rule, solve
+from archfamily.latency.timing import machine_info, time_interleaved
 
 
 def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:

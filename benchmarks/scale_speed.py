@@ -16,8 +16,8 @@ import time
 
 from torch.utils import benchmark
 
-from archfamily.family import load_family
-from archfamily.scaling import RULES, make_rule, solve
+from archfamily.pruning.family_file import load_family
+from archfamily.scaling.rules import RULES, make_rule, solve
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
             m = timer.blocked_autorange(min_run_time=0.5)
             print(f"{rule_name:<14} {round_to:>8} {m.median * 1e3:>11.2f} ms {m.iqr * 1e3:>7.2f} ms")
 
-    command = [sys.executable, "-m", "cli.main", "scale", "--family", args.family, "--params", str(args.budget)]
+    command = [sys.executable, "-m", "archfamily", "scale", "--family", args.family, "--params", str(args.budget)]
     times = []
     for _ in range(args.cli_runs):
         start = time.perf_counter()

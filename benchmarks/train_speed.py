@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
-from archfamily.data import Cifar10
+from archfamily.data.cifar import Cifar10
 from archfamily.models import build_model
-from archfamily.precision import cpu_has_bf16
-from archfamily.pruning import Pruner
-from archfamily.recipes import FAST
+from archfamily.training.precision import cpu_has_bf16
+from archfamily.pruning.pruner import Pruner
+from archfamily.training.recipes import FAST
 from archfamily.specs import base_spec
-from archfamily.timing import cpu_model, peak_gflops
-from archfamily.trainer import Trainer
+from archfamily.latency.timing import cpu_model, peak_gflops
+from archfamily.training.trainer import Trainer
 
 
 @dataclass

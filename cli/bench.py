@@ -9,12 +9,12 @@ import click
 from archfamily.errors import UserError
 from archfamily.limits import MAX_BATCH, MAX_ROUNDS, cores, parse_wholes
 from archfamily.units import parse_counts
-from cli.options import Count
+from archfamily.cli.options import Count
 
 
 def _devices(text: str) -> tuple[str, ...]:
     """`auto` is the CPU and, when present, the GPU; named devices are checked as every command checks them."""
-    from archfamily.distributed import resolve_device
+    from archfamily.training.distributed import resolve_device
 
     if text == "auto":
         return tuple(sorted({"cpu", resolve_device("auto").type}))
@@ -45,7 +45,7 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
           batches: Optional[str], formats: Optional[str], rounds: Optional[int], compile_model: bool,
           trained: tuple[str, ...], runtimes: str, quick: bool, out: str) -> None:
     """Time reduced, pruned (masked and compressed) and family networks at matched budgets."""
-    from archfamily.family import load_family
+    from archfamily.pruning.family_file import load_family
 
     if bool(params) == bool(macs):
         raise UserError("give exactly one list of budgets: --params or --macs")
@@ -53,9 +53,11 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     budgets = tuple(parse_counts(params or macs, f"--{metric}"))
     family = load_family(family_path)  # before the timing machinery is imported: a bad file is refused at once
 
-    from archfamily.bench import QUICK, BenchConfig, run, trained_groups, write_report
+    from archfamily.bench.measure import QUICK, BenchConfig, run
+    from archfamily.bench.report import write_report
+    from archfamily.bench.select import trained_groups
     from archfamily.bench.measure import check_runtimes
-    from archfamily.zoo_manifest import read_manifest
+    from archfamily.zoo.manifest import read_manifest
 
     settings = dict(QUICK) if quick else {}
     settings["devices"] = _devices(device)

@@ -10,7 +10,7 @@ import click
 
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
 from archfamily.units import format_count, parse_count, parse_counts
-from cli.options import COMPILE, Count, training_options
+from archfamily.cli.options import COMPILE, Count, training_options
 
 
 @click.command()
@@ -45,7 +45,7 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Op
            subset: Optional[int], test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
-    from archfamily.derive import DeriveConfig, derive as run_derive
+    from archfamily.pruning.derive import DeriveConfig, derive as run_derive
 
     config = DeriveConfig.from_preset(
         preset, base=base, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,

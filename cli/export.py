@@ -9,9 +9,9 @@ import click
 
 from archfamily.errors import UserError
 from archfamily.limits import MAX_ROUND_TO
-from archfamily.scaling import RULES
+from archfamily.scaling.rules import RULES
 from archfamily.units import format_count, parse_count
-from cli.options import Count
+from archfamily.cli.options import Count
 
 
 @click.command()
@@ -28,12 +28,12 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
            rule: str, round_to: int, weights: Optional[str], onnx: bool, out: str) -> None:
     """Write a spec as a timm folder: config.json and model.safetensors.
 
-    After `import zoo`, timm.create_model('local-dir:OUT', pretrained=True) rebuilds it.
+    After `import archfamily.zoo`, timm.create_model('local-dir:OUT', pretrained=True) rebuilds it.
     """
-    from archfamily.export import export as run_export
-    from archfamily.family import load_family
-    from archfamily.scaling import make_rule, solve
-    from archfamily.train import read_spec_file
+    from archfamily.hub.export import export as run_export
+    from archfamily.pruning.family_file import load_family
+    from archfamily.scaling.rules import make_rule, solve
+    from archfamily.training.scratch import read_spec_file
 
     if bool(spec_file) == bool(family_path):
         raise UserError("give --spec FILE, or --family F with --params or --macs")
@@ -55,4 +55,4 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
     run_export(spec, Path(out), Path(weights) if weights else None, meta, onnx=onnx)
     files = "config.json, model.safetensors and model.onnx" if onnx else "config.json and model.safetensors"
     click.echo(f"wrote {out}/{files} ({format_count(spec.num_params())} params); "
-               f"load with: import zoo, timm; timm.create_model('local-dir:{out}', pretrained=True)")
+               f"load with: import archfamily.zoo, timm; timm.create_model('local-dir:{out}', pretrained=True)")

@@ -12,14 +12,14 @@ import click
 
 from archfamily import __version__
 from archfamily.errors import UserError
-from cli.bench import bench
-from cli.derive import derive
-from cli.export import export
-from cli.measure import measure
-from cli.scale import scale
-from cli.study import study
-from cli.train import train
-from cli.zoo import zoo
+from archfamily.cli.bench import bench
+from archfamily.cli.derive import derive
+from archfamily.cli.export import export
+from archfamily.cli.measure import measure
+from archfamily.cli.scale import scale
+from archfamily.cli.study import study
+from archfamily.cli.train import train
+from archfamily.cli.zoo import zoo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -12,7 +12,7 @@ from typing import Optional
 import click
 
 from archfamily.units import format_count
-from cli.options import data_options
+from archfamily.cli.options import data_options
 
 
 @click.command()
@@ -21,11 +21,11 @@ from cli.options import data_options
 @data_options
 def measure(model: str, out: str, data: Optional[str], test_subset: Optional[int], device: str) -> None:
     """Measure MODEL (a .safetensors model file) through timm; write --out/metrics.json."""
-    from archfamily.data import load_cifar10
-    from archfamily.distributed import resolve_device
+    from archfamily.data.cifar import load_cifar10
+    from archfamily.training.distributed import resolve_device
     from archfamily.files import atomic_write_json
     from archfamily.specs import spec_to_dict
-    from archfamily.zoo_measure import measure_file
+    from archfamily.zoo.curation import measure_file
 
     cifar = load_cifar10(data, subset=10, test_subset=test_subset)
     spec, meta, _, error = measure_file(Path(model), cifar, resolve_device(device))

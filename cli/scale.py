@@ -5,7 +5,6 @@ Printed as a table, as JSON (`--json`), or written as a spec file (`--out`).
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, Optional
 
 import click
@@ -14,10 +13,10 @@ from tqdm import tqdm
 from archfamily.errors import UserError
 from archfamily.limits import MAX_BATCH, MAX_LATENCY_MS, MAX_ROUND_TO
 from archfamily.progress import progress_bar
-from archfamily.scaling import RULES, Member, ScaleResult, ScalingRule
+from archfamily.scaling.rules import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
 from archfamily.units import format_count, parse_counts
-from cli.options import Count
+from archfamily.cli.options import Count
 
 
 def _budgets(params: Optional[str], macs: Optional[str], sweep: Optional[str]) -> tuple[str, list[int]]:
@@ -84,8 +83,8 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
     """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms).
 
     The search runs on the per-device latency model; the members it settles on are measured."""
-    from archfamily.latency import parse_target, solve_latency
-    from archfamily.latency_model import LatencyModel
+    from archfamily.latency.budgets import parse_target, solve_latency
+    from archfamily.latency.model import LatencyModel
 
     if not 0 < latency_ms <= MAX_LATENCY_MS:  # also nan, which would pass every comparison after it
         raise UserError(f"--latency-ms must be a positive number of milliseconds up to {MAX_LATENCY_MS:g}, "
@@ -117,8 +116,8 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
     rules that scale a base alone (reduced-width, reduced-depth, bottleneck) a base network's name."""
     from pathlib import Path
 
-    from archfamily.family import load_family
-    from archfamily.scaling import BASE_RULES, base_rule, make_rule
+    from archfamily.pruning.family_file import load_family
+    from archfamily.scaling.rules import BASE_RULES, base_rule, make_rule
     from archfamily.specs import base_spec
 
     if rule in BASE_RULES and not Path(family_path).exists():
@@ -158,7 +157,7 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
     from pathlib import Path
 
     from archfamily.files import atomic_write_json
-    from archfamily.scaling import solve
+    from archfamily.scaling.rules import solve
 
     if latency_ms is not None and (params or macs or sweep):
         raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")

@@ -10,7 +10,7 @@ import click
 
 from archfamily.errors import UserError
 from archfamily.limits import MAX_JOBS, cores
-from cli.options import Count, parse_settings
+from archfamily.cli.options import Count, parse_settings
 
 EXECUTORS = ("local", "slurm", "submitit-local")  # archfamily.study.executors.EXECUTORS (imported late: fast --help)
 

@@ -10,7 +10,7 @@ import click
 
 from archfamily.units import format_count
 from archfamily.limits import MAX_TRAIN_BATCH
-from cli.options import COMPILE, Count, parse_settings, training_options
+from archfamily.cli.options import COMPILE, Count, parse_settings, training_options
 
 
 @click.command()
@@ -31,7 +31,7 @@ def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Opti
           tta: bool, recipe_set: tuple[str, ...], out: str, data: Optional[str], subset: Optional[int],
           test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch; writes model.safetensors and metrics.json to --out."""
-    from archfamily.train import TrainConfig, read_spec_file, train_spec
+    from archfamily.training.scratch import TrainConfig, read_spec_file, train_spec
 
     config = TrainConfig(read_spec_file(spec_file), recipe, epochs, data, subset, test_subset, seed, batch_size, ema,
                          tta, precision, parse_settings(recipe_set, "--recipe-set"))

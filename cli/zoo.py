@@ -1,4 +1,4 @@
-"""`archfamily zoo list | eval | add | remove`: the trained networks `import zoo` registers with timm."""
+"""`archfamily zoo list | eval | add | remove`: the trained networks `import archfamily.zoo` registers with timm."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from archfamily.units import format_count
-from cli.options import data_options
+from archfamily.cli.options import data_options
 
 
 @click.group()
@@ -19,7 +19,7 @@ def zoo() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest entries as JSON.")
 def list_entries(as_json: bool) -> None:
     """The zoo table: params, MACs and measured CIFAR-10 test error of every entry."""
-    from archfamily.zoo_manifest import read_manifest
+    from archfamily.zoo.manifest import read_manifest
 
     entries = read_manifest()
     if as_json:
@@ -38,9 +38,9 @@ def list_entries(as_json: bool) -> None:
 @data_options
 def eval_entry(name: str, write: bool, data: Optional[str], test_subset: Optional[int], device: str) -> None:
     """Measure NAME's CIFAR-10 test error through timm.create_model(NAME, pretrained=True)."""
-    from archfamily.data import load_cifar10
-    from archfamily.distributed import resolve_device
-    from archfamily.zoo_measure import remeasure
+    from archfamily.data.cifar import load_cifar10
+    from archfamily.training.distributed import resolve_device
+    from archfamily.zoo.curation import remeasure
 
     dev = resolve_device(device)
     entry, error = remeasure(name, load_cifar10(data, subset=10, test_subset=test_subset), dev, write)
@@ -58,9 +58,9 @@ def eval_entry(name: str, write: bool, data: Optional[str], test_subset: Optiona
 def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str], replace: bool, data: Optional[str],
               test_subset: Optional[int], device: str) -> None:
     """Measure SOURCE (a model .safetensors or a train run folder) through timm, then add it to the zoo."""
-    from archfamily.data import load_cifar10
-    from archfamily.distributed import resolve_device
-    from archfamily.zoo_measure import add
+    from archfamily.data.cifar import load_cifar10
+    from archfamily.training.distributed import resolve_device
+    from archfamily.zoo.curation import add
 
     entry = add(source, name, load_cifar10(data, subset=10, test_subset=test_subset), resolve_device(device),
                 family, rule, replace=replace)
@@ -72,7 +72,7 @@ def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str]
 @click.argument("names", nargs=-1, required=True)
 def remove_entries(names: tuple[str, ...]) -> None:
     """Remove the entries NAMES (and their weights) from the zoo."""
-    from archfamily.zoo_measure import removable, remove
+    from archfamily.zoo.curation import removable, remove
 
     entries = {removable(name)["name"]: None for name in names}  # all must be removable before any is removed
     for name in entries:

@@ -9,7 +9,7 @@ import torch
 import torch.utils.benchmark  # noqa: F401  imported once here: on a machine with a CUDA toolkit but no CUDA runtime
 # its first import logs a warning, which would otherwise land in whichever CLI call's captured stderr came first
 
-from cli.main import main
+from archfamily.cli.main import main
 
 
 @pytest.fixture(autouse=True, scope="session")

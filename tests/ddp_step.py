@@ -4,12 +4,12 @@ import sys
 import torch
 import torch.distributed as dist
 
-from archfamily.data import Cifar10
-from archfamily.distributed import init_distributed, shutdown_distributed
+from archfamily.data.cifar import Cifar10
+from archfamily.training.distributed import init_distributed, shutdown_distributed
 from archfamily.models import build_model
-from archfamily.recipes import WRN
+from archfamily.training.recipes import WRN
 from archfamily.specs import base_spec
-from archfamily.trainer import Trainer
+from archfamily.training.trainer import Trainer
 
 
 def main(out: str) -> None:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import torch
 
-from archfamily.data import Cifar10
-from archfamily.derive import DeriveConfig, trajectory_entry
-from archfamily.family import family_document
+from archfamily.data.cifar import Cifar10
+from archfamily.pruning.derive import DeriveConfig, trajectory_entry
+from archfamily.pruning.family_file import family_document
 from archfamily.models import build_model
-from archfamily.pruning import Pruner, pruned_spec
-from archfamily.recipes import WRN
+from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.compress import pruned_spec
+from archfamily.training.recipes import WRN
 from archfamily.specs import base_spec
 
 

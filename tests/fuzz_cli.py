@@ -3,8 +3,8 @@
     python tests/fuzz_cli.py --count 300 [--seed 0] [--timeout 60] [--exec]
 
 Each input is drawn from a mutation family (tests/mutations.py), written into a fresh folder, and every command
-that reads it is run as its own process (forked from this one after `cli.main` is imported, or with `--exec` a
-new interpreter: `python -m cli.main`). An input passes when each command exits 2 with one
+that reads it is run as its own process (forked from this one after `archfamily.cli.main` is imported, or with `--exec` a
+new interpreter: `python -m archfamily`). An input passes when each command exits 2 with one
 `archfamily: error:` line on stderr and the folder is byte for byte as it was (nothing written, nothing
 deleted); a traceback, any other exit code, a timeout or a changed folder is counted against it. Prints the
 counts per family and the failures; exits 1 when there is any. `tests/test_hostile_inputs.py` runs a few
@@ -74,7 +74,7 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
     with one entry. Returned as bytes (and the state dict of the base, for the weights family)."""
     import torch
 
-    from archfamily.checkpoint import save_model
+    from archfamily.models.checkpoint import save_model
     from archfamily.models import build_model
     from archfamily.specs import base_spec, spec_to_dict
     from families import write_family
@@ -120,7 +120,7 @@ def fake_finished_study(folder: Path) -> dict[str, bytes]:
     from archfamily.study.plan import load_plan
     from archfamily.study.queue import expand, write_record
     from archfamily.specs import base_spec, spec_from_dict, spec_to_dict
-    from archfamily.scaling import base_rule, solve
+    from archfamily.scaling.rules import base_rule, solve
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder.parent / "plan.toml").write_text(PLAN)
@@ -423,7 +423,7 @@ def refused(code: int, err: str) -> Optional[str]:
 
 def fork_runner(timeout: float) -> Callable[[list[str], Path, dict[str, str]], tuple[int, str]]:
     """Run `archfamily ARGS` as a child forked from this process (torch and the CLI already imported)."""
-    import cli.main  # noqa: F401  imported before the fork, so each child starts at once
+    import archfamily.cli.main  # noqa: F401  imported before the fork, so each child starts at once
 
     def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         err_path = cwd.parent / f".{cwd.name}.stderr"
@@ -439,7 +439,7 @@ def fork_runner(timeout: float) -> Callable[[list[str], Path, dict[str, str]], t
                 os.dup2(null, 1)
                 sys.argv = ["archfamily", *args]
                 try:
-                    cli.main.main(args)
+                    archfamily.cli.main.main(args)
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else 1
@@ -471,11 +471,11 @@ def fork_runner(timeout: float) -> Callable[[list[str], Path, dict[str, str]], t
 
 
 def exec_runner(timeout: float) -> Callable[[list[str], Path, dict[str, str]], tuple[int, str]]:
-    """Run `python -m cli.main ARGS` in a new interpreter, as a user's shell would."""
+    """Run `python -m archfamily ARGS` in a new interpreter, as a user's shell would."""
 
     def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         try:
-            done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=cwd, capture_output=True, text=True,
+            done = subprocess.run([sys.executable, "-m", "archfamily", *args], cwd=cwd, capture_output=True, text=True,
                                   timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
         except subprocess.TimeoutExpired:
             return 124, ""

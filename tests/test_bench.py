@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from archfamily.bench import networks, trained_networks
+from archfamily.bench.select import networks, trained_networks
 from archfamily.bench.select import pruned_at
-from archfamily.family import load_family
-from archfamily.latency import LatencyCache, parse_target
+from archfamily.pruning.family_file import load_family
+from archfamily.latency.budgets import LatencyCache, parse_target
 from archfamily.errors import UserError
 from archfamily.specs import base_spec
 from families import write_family

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from cli.main import cli
+from archfamily.cli.main import cli
 
 
 def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

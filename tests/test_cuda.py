@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archfamily.data import Cifar10
+from archfamily.data.cifar import Cifar10
 from archfamily.models import build_model
-from archfamily.pruning import Pruner, compress
-from archfamily.recipes import FAST
+from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.compress import compress
+from archfamily.training.recipes import FAST
 from archfamily.specs import base_spec
-from archfamily.trainer import Trainer
+from archfamily.training.trainer import Trainer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 GPU = torch.device("cuda")

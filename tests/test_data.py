@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from archfamily.batches import BatchStream, random_crop_flip
-from archfamily.data import CLASSES, DEFAULT_ARCHIVE, cache_dir, load_cifar10
+from archfamily.data.batches import BatchStream, random_crop_flip
+from archfamily.data.cifar import CLASSES, DEFAULT_ARCHIVE, cache_dir, load_cifar10
 from archfamily.errors import UserError
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from archfamily.checkpoint import load_model, save_model
-from archfamily.derive import DeriveConfig, DeriveResult, derive
-from archfamily.family import FAMILY_FORMAT, FAMILY_VERSION
+from archfamily.models.checkpoint import load_model, save_model
+from archfamily.pruning.derive import DeriveConfig, DeriveResult, derive
+from archfamily.pruning.family_file import FAMILY_FORMAT, FAMILY_VERSION
 from archfamily.models import build_model
 from archfamily.pruning.pruner import Pruner
 from archfamily.specs import base_spec, spec_from_dict
@@ -204,7 +204,7 @@ def test_derive_under_torchrun_with_two_gloo_processes(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "cli.main", *SMOKE, "--out", str(out)], env=env, capture_output=True, text=True,
+                           "-m", "archfamily", *SMOKE, "--out", str(out)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 reports, once
@@ -214,7 +214,7 @@ def test_derive_under_torchrun_with_two_gloo_processes(tmp_path: Path) -> None:
 
 
 def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path: Path) -> None:
-    from archfamily.runs import _check_run_dir
+    from archfamily.training.runs import _check_run_dir
 
     out = tmp_path / "run"
     out.mkdir()
@@ -230,7 +230,7 @@ def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path: Path) -> No
 
 
 def test_a_prune_checkpoint_from_before_save_at_keeps_its_saved_milestones() -> None:
-    from archfamily.derive import _saved_stems
+    from archfamily.pruning.derive import _saved_stems
 
     assert _saved_stems({"milestones": [0.25, 0.5]}) == {"pruned-025", "pruned-050"}  # fractions, as once written
     assert _saved_stems({"milestones": ["pruned-050", "pruned-at-40000"]}) == {"pruned-050", "pruned-at-40000"}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from archfamily.checkpoint import save_model
+from archfamily.models.checkpoint import save_model
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import WideResNetSpec, spec_to_dict
@@ -162,14 +162,14 @@ def test_zoo_manifest(run_cli, tmp_path: Path, monkeypatch, data) -> None:
 ])
 def test_a_family_records_what_its_pruning_weighed_channels_against(method: str, cost: str, on: str | None,
                                                                      recorded: dict) -> None:
-    from archfamily.derive import DeriveConfig
-    from archfamily.family import _cost_fields
+    from archfamily.pruning.derive import DeriveConfig
+    from archfamily.pruning.family_file import _cost_fields
 
     assert _cost_fields(DeriveConfig("wrn-10-1", method=method, cost=cost, cost_on=on).to_dict()) == recorded
 
 
 def test_a_trajectory_line_keeps_the_penalty_beta_and_checks_it() -> None:
-    from archfamily.derive import _checked_entry, trajectory_entry
+    from archfamily.pruning.derive import _checked_entry, trajectory_entry
 
     base = SPEC
     assert "beta" not in _checked_entry(trajectory_entry(base, 0, 0, 50.0), "line", base)

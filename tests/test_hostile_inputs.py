@@ -114,13 +114,13 @@ def test_a_resume_checkpoint_is_checked_against_the_loop_that_resumes(tmp_path: 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from archfamily.checkpoint import RunCheckpoint
-    from archfamily.data import Cifar10
+    from archfamily.models.checkpoint import RunCheckpoint
+    from archfamily.data.cifar import Cifar10
     from archfamily.errors import UserError
     from archfamily.models import build_model
-    from archfamily.recipes import Recipe
+    from archfamily.training.recipes import Recipe
     from archfamily.specs import base_spec
-    from archfamily.trainer import Trainer
+    from archfamily.training.trainer import Trainer
 
     images = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
     data = Cifar10(images, torch.arange(20) % 10, images, torch.arange(20) % 10, "fake")

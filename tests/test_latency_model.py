@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import archfamily.latency_model as lm
+import archfamily.latency.model as lm
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec, base_spec
@@ -165,7 +165,7 @@ def test_a_latency_cost_is_the_predicted_saving_per_channel(model: lm.LatencyMod
 
 
 def test_latency_aware_pruning_closes_what_saves_time(model: lm.LatencyModel) -> None:
-    from archfamily.pruning import Pruner
+    from archfamily.pruning.pruner import Pruner
 
     torch.manual_seed(0)
     gated = build_model(base_spec("wrn-16-1"), gated=True)
@@ -185,7 +185,7 @@ def test_latency_aware_pruning_closes_what_saves_time(model: lm.LatencyModel) ->
 
 
 def test_a_latency_cost_needs_a_latency_model() -> None:
-    from archfamily.pruning import Pruner
+    from archfamily.pruning.pruner import Pruner
 
     with pytest.raises(ValueError):
         Pruner(build_model(base_spec("wrn-10-1"), gated=True), "fisher-cost", "latency")
@@ -205,8 +205,8 @@ class _Measured:
 @pytest.mark.parametrize("scale", [1.0, 1.3, 0.7])
 def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model: lm.LatencyModel,
                                                                            scale: float) -> None:
-    from archfamily.latency import MODEL_TOLERANCE, solve_latency
-    from archfamily.scaling import base_rule
+    from archfamily.latency.budgets import MODEL_TOLERANCE, solve_latency
+    from archfamily.scaling.rules import base_rule
 
     rule = base_rule("reduced-width", base_spec("wrn-16-1"))
     target = 0.5 * _Measured(1.0).measure(base_spec("wrn-16-1"), None, 1, 1)
@@ -222,8 +222,8 @@ def test_a_latency_budget_solved_with_the_model_measures_little_and_agrees(model
 
 
 def test_a_family_wider_than_the_table_is_solved_by_measurement_alone(model: lm.LatencyModel, monkeypatch) -> None:
-    from archfamily.latency import solve_latency
-    from archfamily.scaling import base_rule
+    from archfamily.latency.budgets import solve_latency
+    from archfamily.scaling.rules import base_rule
 
     monkeypatch.setattr(lm, "CHANNEL_GRID", tuple(c for c in lm.CHANNEL_GRID if c <= 48))  # wrn-16-1 has 64
     rule = base_rule("reduced-width", base_spec("wrn-16-1"))
@@ -242,7 +242,7 @@ def test_latency_pruning_refuses_a_base_wider_than_the_table_before_training(run
 
 FAULTS = """
 import resource, sys, torch
-from archfamily.timing import time_interleaved
+from archfamily.latency.timing import time_interleaved
 if sys.argv[1] == "timed":
     time_interleaved({"nothing": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001)
 def faulted_mb(passes):
@@ -255,7 +255,7 @@ print(faulted_mb(10))
 """
 
 
-@pytest.mark.skipif(not __import__("archfamily.allocator").allocator.is_glibc(), reason="glibc's malloc only")
+@pytest.mark.skipif(not __import__("archfamily.latency.allocator").latency.allocator.is_glibc(), reason="glibc's malloc only")
 def test_a_timing_process_keeps_freed_memory_so_activations_stop_faulting() -> None:
     import subprocess
     import sys
@@ -270,7 +270,7 @@ def test_a_timing_process_keeps_freed_memory_so_activations_stop_faulting() -> N
 
 
 def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(monkeypatch) -> None:
-    from archfamily import timing
+    from archfamily.latency import timing
 
     cpu_clock = iter([0.0, 0.0, 0.0, 100.0])  # the first window got no CPU (a stall), the second all of it
     monkeypatch.setattr(timing, "BACKOFF_S", 0.0)
@@ -280,7 +280,7 @@ def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(monkeypatc
 
 
 def test_a_timing_held_off_the_cpu_every_time_is_an_error_not_a_figure(monkeypatch) -> None:
-    from archfamily import timing
+    from archfamily.latency import timing
 
     monkeypatch.setattr(timing.time, "process_time", lambda: 0.0)  # never any CPU time: every window stalled
     monkeypatch.setattr(timing, "BACKOFF_S", 0.0)

@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from archfamily import precision
-from archfamily.accuracy import _shifted, tta_logits
-from archfamily.batches import BatchStream
-from archfamily.checkpoint import RunCheckpoint
-from archfamily.data import Cifar10
+from archfamily.training import precision
+from archfamily.training.evaluation import _shifted, tta_logits
+from archfamily.data.batches import BatchStream
+from archfamily.models.checkpoint import RunCheckpoint
+from archfamily.data.cifar import Cifar10
 from archfamily.errors import UserError
 from archfamily.models import build_model
-from archfamily.recipes import FAST, training_recipe, with_overrides
-from archfamily.runs import _check_run_dir
+from archfamily.training.recipes import FAST, training_recipe, with_overrides
+from archfamily.training.runs import _check_run_dir
 from archfamily.specs import base_spec
-from archfamily.trainer import Trainer
-from cli.main import main
+from archfamily.training.trainer import Trainer
+from archfamily.cli.main import main
 
 CPU = torch.device("cpu")
 
@@ -151,7 +151,7 @@ def test_progress_in_a_log_is_one_line_per_refresh() -> None:
 
 
 def test_auto_keeps_the_precision_a_resumed_run_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from archfamily.runs import recorded_setting
+    from archfamily.training.runs import recorded_setting
 
     out = tmp_path / "run"
     out.mkdir()

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from archfamily.models import build_model
-from archfamily.pruning import Pruner, compress, pruned_spec
+from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.compress import compress, pruned_spec
 from archfamily.pruning.costs import channel_costs, conv_output_areas
 from archfamily.specs import base_spec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from archfamily.errors import UserError
-from archfamily.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for, training_recipe
+from archfamily.training.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for, training_recipe
 
 
 def test_step_schedule_is_the_papers() -> None:

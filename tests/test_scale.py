@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archfamily.counting import count_params, measure_macs
+from archfamily.models.counting import count_params, measure_macs
 from archfamily.errors import UserError
-from archfamily.family import load_family
+from archfamily.pruning.family_file import load_family
 from archfamily.models import build_model
-from archfamily.scaling import RULES, make_rule, solve
+from archfamily.scaling.rules import RULES, make_rule, solve
 from archfamily.specs import base_spec, spec_from_dict
 from families import write_family
 
@@ -223,9 +223,9 @@ def test_train_a_scaled_spec_from_scratch(run_cli, family, tmp_path: Path) -> No
 
 
 def test_train_takes_the_architecture_of_a_model_file_and_not_its_weights(run_cli, family, tmp_path: Path) -> None:
-    from archfamily.checkpoint import save_model
+    from archfamily.models.checkpoint import save_model
     from archfamily.models import build_model
-    from archfamily.train import read_spec_file
+    from archfamily.training.scratch import read_spec_file
 
     spec_file = tmp_path / "member.json"
     assert run_cli("scale", "--family", str(family.path), "--params", "60k", "--out", str(spec_file)).code == 0

@@ -8,7 +8,7 @@ import re
 import pytest
 import torchvision
 
-from archfamily.counting import count_params, measure_macs
+from archfamily.models.counting import count_params, measure_macs
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import (

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "studies" / "smoke.toml"
-STUDY = [sys.executable, "-m", "cli.main", "study", str(SMOKE), "--jobs", "2"]
+STUDY = [sys.executable, "-m", "archfamily", "study", str(SMOKE), "--jobs", "2"]
 
 
 def _measured(study_dir: Path) -> list[tuple]:
@@ -165,7 +165,7 @@ def test_dry_run_on_slurm_shows_each_jobs_sbatch_flags(run_cli, tmp_path: Path) 
 
 
 def test_several_gpus_run_training_and_pruning_under_torchrun() -> None:
-    from archfamily.study.executors import command_argv
+    from archfamily.study.commands import command_argv
 
     assert command_argv(["train", "--spec", "x"], gpus=4)[1:7] == ["-m", "torch.distributed.run", "--standalone",
                                                                    "--nproc_per_node", "4", "-m"]
@@ -268,7 +268,7 @@ def test_a_run_started_by_another_plan_is_refused(run_cli, tmp_path: Path) -> No
 
 def test_a_run_folder_in_use_is_refused(run_cli, tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from archfamily.runs import _lock_run_dir; _lock_run_dir(Path(sys.argv[1])); "
+                               "from archfamily.training.runs import _lock_run_dir; _lock_run_dir(Path(sys.argv[1])); "
                                "print('locked', flush=True); time.sleep(60)", str(tmp_path / "run")],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -10,11 +10,11 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-import zoo
+import archfamily.zoo as zoo
 from archfamily.specs import DenseNetBCSpec, ResNetSpec, WideResNetSpec, base_spec, spec_to_dict
-from archfamily.checkpoint import read_model_metadata
-from archfamily.timm_models import model_args
-from archfamily.zoo_manifest import read_manifest
+from archfamily.models.checkpoint import read_model_metadata
+from archfamily.hub.timm_models import model_args
+from archfamily.zoo.manifest import read_manifest
 
 # one small member of each family, as timm model args
 FAMILY_MEMBERS = {
@@ -268,8 +268,8 @@ def test_export_family_member_and_bad_config(run_cli, tmp_path: Path) -> None:
 def test_onnx_export_matches_pytorch_in_onnx_runtime_on_test_images(run_cli, tmp_path: Path) -> None:
     import onnxruntime
 
-    from archfamily.batches import normalize
-    from archfamily.data import load_cifar10
+    from archfamily.data.batches import normalize
+    from archfamily.data.cifar import load_cifar10
 
     name = next(n for n in ZOO if "fast" in n)
     spec_file, out = tmp_path / "spec.json", tmp_path / "export"
@@ -289,10 +289,10 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime_on_test_images(run_cli, tmp
 
 
 def test_onnx_export_without_onnx_installed_is_one_line(run_cli, tmp_path: Path, monkeypatch) -> None:
-    import archfamily.export
+    import archfamily.hub.export
 
-    real = archfamily.export.importlib.util.find_spec
-    monkeypatch.setattr(archfamily.export.importlib.util, "find_spec", lambda n: None if n == "onnx" else real(n))
+    real = archfamily.hub.export.importlib.util.find_spec
+    monkeypatch.setattr(archfamily.hub.export.importlib.util, "find_spec", lambda n: None if n == "onnx" else real(n))
     result = run_cli("export", "--spec", "wrn-10-1", "--onnx", "--out", str(tmp_path / "o"))
     assert result.code == 2 and 'pip install -e ".[onnx]"' in result.err and not (tmp_path / "o").exists()
     assert len(result.err.strip().splitlines()) == 1
@@ -310,7 +310,7 @@ def test_zoo_and_export_bad_input(run_cli, tmp_path: Path, args, message: str) -
 
 
 def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -> None:
-    from archfamily.checkpoint import save_model
+    from archfamily.models.checkpoint import save_model
     from archfamily.models import build_model
 
     monkeypatch.setenv("ARCHFAMILY_ZOO", str(tmp_path / "zoo"))
@@ -342,8 +342,8 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REMEASURED)
 def test_zoo_error_matches_the_manifest(name: str) -> None:
-    from archfamily.data import load_cifar10
-    from archfamily.accuracy import test_error
+    from archfamily.data.cifar import load_cifar10
+    from archfamily.training.evaluation import test_error
 
     entry = next(e for e in read_manifest(zoo.ZOO_DIR) if e["name"] == name)
     data = load_cifar10(subset=10)

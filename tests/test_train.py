@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from archfamily.batches import normalize
-from archfamily.checkpoint import RunCheckpoint, load_model, save_model
-from archfamily.data import MEAN, STD, Cifar10
-from archfamily.accuracy import count_errors
+from archfamily.data.batches import normalize
+from archfamily.models.checkpoint import RunCheckpoint, load_model, save_model
+from archfamily.data.cifar import MEAN, STD, Cifar10
+from archfamily.training.evaluation import count_errors
 from archfamily.models import build_model
-from archfamily.recipes import FAST, WRN, Recipe
+from archfamily.training.recipes import FAST, WRN, Recipe
 from archfamily.specs import base_spec
-from archfamily.trainer import Trainer, optimizer_for
+from archfamily.training.trainer import Trainer, optimizer_for
 
 CPU = torch.device("cpu")
 

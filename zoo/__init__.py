@@ -1,6 +1,6 @@
 """The archfamily model zoo: importing it registers every trained network with timm.
 
-    import zoo, timm
+    import archfamily.zoo, timm
     model = timm.create_model("archfamily_wrn16_2_copycat_250k", pretrained=True)
 
 `manifest.json` beside this file lists the entries and their measured figures;
@@ -8,6 +8,8 @@ the weights are `weights/<name>.safetensors`. `archfamily zoo add` adds entries
 and `archfamily zoo eval` re-measures them. Importing the zoo also registers the
 generic entrypoints (`archfamily_wrn`, `archfamily_densenet_bc`, `archfamily_resnet`),
 which `timm.create_model("local-dir:DIR")` needs for `archfamily export` folders.
+
+Floor 7 (`archfamily.zoo`): may import the helpers up to `hub`; not `bench`, `study` or the CLI.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from typing import Any, Callable
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from archfamily.timm_models import EXPECTED_SHA256, cifar_cfg, create_model_for, pool_size, spec_from_model_args
-from archfamily.zoo_manifest import read_manifest
+from archfamily.hub.timm_models import EXPECTED_SHA256, cifar_cfg, create_model_for, pool_size, spec_from_model_args
+from archfamily.zoo.manifest import read_manifest
 
 ZOO_DIR = Path(__file__).parent
 

@@ -18,11 +18,11 @@ import torch
 
 from archfamily.bench.select import BenchNet, TrainedGroup, networks, trained_networks
 from archfamily.errors import UserError
-from archfamily.export import check_onnx_installed, write_onnx
-from archfamily.family import Family
+from archfamily.hub.export import check_onnx_installed, write_onnx
+from archfamily.pruning.family_file import Family
 from archfamily.progress import progress_bar
 from archfamily.specs import spec_to_dict
-from archfamily.timing import machine_info, peak_gflops, time_interleaved
+from archfamily.latency.timing import machine_info, peak_gflops, time_interleaved
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from archfamily.bench.report import headline, runtime_of  # noqa: E402
+from archfamily.bench.rows import headline, runtime_of  # noqa: E402
 from archfamily.files import atomic_write  # noqa: E402
 
 

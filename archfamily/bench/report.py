@@ -5,16 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from archfamily.bench.rows import headline, runtime_of
 from archfamily.files import atomic_write_json, atomic_write_text
-
-
-def headline(rows: list[dict[str, Any]]) -> tuple[str, int, str]:
-    """The setting the summary and the plots show: the GPU if measured, else the most CPU threads; channels_last
-    if measured."""
-    dev = "cuda" if any(r["device"] == "cuda" for r in rows) else "cpu"
-    threads = max(r["threads"] for r in rows if r["device"] == dev)
-    fmt = "channels_last" if any(r["format"] == "channels_last" for r in rows) else "nchw"
-    return dev, threads, fmt
 
 
 def _format_error(row: dict[str, Any]) -> str:
@@ -24,11 +16,6 @@ def _format_error(row: dict[str, Any]) -> str:
     if row.get("test_error_std") is None:
         return f"{row['test_error']:.2f}%"
     return f"{row['test_error']:.2f} ± {row['test_error_std']:.2f}% ({len(row['test_errors'])})"
-
-
-def runtime_of(row: dict[str, Any]) -> str:
-    """The runtime a row was timed in (reports from before runtimes were timed are eager PyTorch)."""
-    return row.get("runtime", "eager")
 
 
 def summary(report: dict[str, Any]) -> list[str]:

@@ -23,14 +23,14 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from archfamily.checkpoint import load_model, model_test_error
+from archfamily.models.checkpoint import load_model, model_test_error
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
-from archfamily.family import Family
+from archfamily.pruning.family_file import Family
 from archfamily.models import build_model
-from archfamily.scaling import make_rule, solve
+from archfamily.scaling.rules import make_rule, solve
 from archfamily.specs import ArchSpec, spec_from_dict
-from archfamily.timm_models import spec_from_model_args
+from archfamily.hub.timm_models import spec_from_model_args
 
 
 @dataclass

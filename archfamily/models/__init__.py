@@ -1,4 +1,8 @@
-"""Build a network from its spec: `build_model(spec)`; `gated=True` adds channel gates for pruning."""
+"""Build a network from its spec: `build_model(spec)`; `gated=True` adds channel gates for pruning. Also here:
+measured counts of a built model (`counting`) and model files and resumable training state (`checkpoint`).
+
+Floor 2: may import the helpers (the modules directly under `archfamily/`, `specs` among them) and nothing else.
+"""
 from __future__ import annotations
 
 from torch import nn

@@ -1,5 +1,6 @@
-"""Structured pruning: gate masks while pruning (`Pruner`), physical removal afterwards (`compress`)."""
-from archfamily.pruning.compress import compress, pruned_spec
-from archfamily.pruning.pruner import METHODS, Pruner
+"""Structured pruning of the built-in families and what a pruning run records: saliency criteria (`saliency`), the
+params, MACs or latency a channel costs (`costs`), gate masks while pruning (`pruner`), physical removal afterwards
+(`compress`), the `family.json` a run writes (`family_file`), and `derive`, the library half of `archfamily derive`.
 
-__all__ = ["compress", "pruned_spec", "Pruner", "METHODS"]
+Floor 5: may import the helpers, `specs`, `models`, `data`, `training`, `scaling` and `latency`.
+"""

@@ -17,7 +17,7 @@ from archfamily.models.gates import PruneGroup
 from archfamily.specs import ArchSpec
 
 if TYPE_CHECKING:
-    from archfamily.latency_model import LatencyModel
+    from archfamily.latency.model import LatencyModel
 
 LATENCY_WINDOW = 8  # channels over which a latency cost is averaged: one SIMD block on CPUs
 

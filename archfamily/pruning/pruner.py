@@ -13,7 +13,7 @@ from archfamily.pruning.costs import channel_costs, conv_output_areas, latency_c
 from archfamily.pruning.saliency import FisherAccumulator, l1_saliency, random_saliency
 
 if TYPE_CHECKING:
-    from archfamily.latency_model import LatencyModel
+    from archfamily.latency.model import LatencyModel
 
 METHODS = ("fisher", "fisher-cost", "fisher-penalty", "l1", "random")
 COST_METHODS = ("fisher-cost", "fisher-penalty")  # the methods that weigh saliency against `cost`

@@ -8,6 +8,9 @@
 
 The study folder (default: beside the plan, named after it) holds `runs/`, `specs/`, `logs/`, `bench/` and
 the results. Everything in it can be deleted and made again by the same command.
+
+Floor 9: may import every floor below it. It starts the CLI only as a process (`python -m archfamily`), never
+by import.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import submitit
 
-from archfamily.study.executors import run_job_commands
+from archfamily.study.commands import run_job_commands
 
 
 class JobCommands(submitit.helpers.Checkpointable):

@@ -18,10 +18,10 @@ from archfamily.checks import MAX_COUNT, is_number, show
 from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
-from archfamily.precision import PRECISIONS
-from archfamily.recipes import RECIPES as TRAINING_RECIPES
+from archfamily.training.precision import PRECISIONS
+from archfamily.training.recipes import RECIPES as TRAINING_RECIPES
 from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
-from archfamily.scaling import BASE_RULES, RULES
+from archfamily.scaling.rules import BASE_RULES, RULES
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
@@ -226,7 +226,7 @@ def _data_path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path
     """A CIFAR-10 source, as every training command will check it: an archive or a data folder."""
     path = _path(plan_dir, text, where)
     if path is not None:
-        from archfamily.data import detect_source
+        from archfamily.data.cifar import detect_source
 
         try:
             detect_source(path)
@@ -239,7 +239,7 @@ def _checkpoint(plan_dir: Path, text: Optional[str], where: str, spec: ArchSpec)
     """A model file of the plan's base, its weights checked as `derive --checkpoint` will check them."""
     path = _path(plan_dir, text, where)
     if path is not None:
-        from archfamily.checkpoint import load_model  # torch: only for plans that name a checkpoint
+        from archfamily.models.checkpoint import load_model  # torch: only for plans that name a checkpoint
 
         try:
             found, _, _ = load_model(path)
@@ -269,7 +269,7 @@ def _budgets(table: _Table, key: str, default: Any) -> tuple[tuple[int, ...], di
 
 def _check_device(on: str, where: str) -> None:
     """A latency device (cpu, cpu:THREADS, cuda) as `latency.parse_target` reads it, its error naming the key."""
-    from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
+    from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
 
     try:
         parse_target(on)
@@ -322,8 +322,8 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
 def _check_budgets(plan: Plan) -> None:
     """Refuse budgets no arm can reach, before anything runs: the base-only rules are solved here; pruned
     networks must lie between the pruning floor and the base; the family rules must shrink the base."""
-    from archfamily.derive import pruning_floor
-    from archfamily.scaling import base_rule, solve
+    from archfamily.pruning.derive import pruning_floor
+    from archfamily.scaling.rules import base_rule, solve
 
     base_params = plan.base_spec.num_params()
     for run in plan.prune_runs.values():

@@ -18,9 +18,9 @@ from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
-from archfamily.derive import pruning_floor
-from archfamily.recipes import finetune_recipe_for, training_recipe
-from archfamily.scaling import BASE_RULES, base_rule, solve
+from archfamily.pruning.derive import pruning_floor
+from archfamily.training.recipes import finetune_recipe_for, training_recipe
+from archfamily.scaling.rules import BASE_RULES, base_rule, solve
 from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Arm, Plan, PruneRun
 

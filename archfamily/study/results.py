@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
+from archfamily.bench.rows import headline, runtime_of
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, atomic_write_text
@@ -44,7 +45,7 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
 def _planned_spec(study_dir: Path, job: Job) -> Optional[ArchSpec]:
     """The network a job's last command trains (`--spec`) or measures, when that can be read now: a base name, or
     a spec or model file in the study folder; None while it is not there yet."""
-    from archfamily.train import read_spec_file  # torch: only for a study with finished runs
+    from archfamily.training.scratch import read_spec_file  # torch: only for a study with finished runs
 
     command = job.commands[-1]
     arg = command[command.index("--spec") + 1] if "--spec" in command else command[1] if command[0] == "measure" \
@@ -62,8 +63,6 @@ def _planned_spec(study_dir: Path, job: Job) -> Optional[ArchSpec]:
 def _latency(study_dir: Path) -> tuple[dict[str, float], str]:
     """Median latency (ms) per trained run folder at the bench's headline setting and smallest batch (eager
     PyTorch where it was timed, else the first runtime that was)."""
-    from archfamily.bench.report import headline, runtime_of  # the bench package imports torch's timing tools
-
     path = study_dir / "bench" / "results.json"
     if not path.is_file():
         return {}, ""

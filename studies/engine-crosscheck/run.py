@@ -21,9 +21,9 @@ import torch
 
 from archfamily.anycnn.groups import Place, trace_groups
 from archfamily.anycnn.masks import GroupMasks
-from archfamily.batches import normalize, random_crop_flip
-from archfamily.checkpoint import load_model
-from archfamily.data import load_cifar10
+from archfamily.data.batches import normalize, random_crop_flip
+from archfamily.models.checkpoint import load_model
+from archfamily.data.cifar import load_cifar10
 from archfamily.pruning.pruner import Pruner
 
 PRUNES, PRUNE_EVERY, BATCH = 40, 10, 128

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from archfamily import __version__
-from archfamily.distributed import DistContext, init_distributed, shutdown_distributed
+from archfamily.training.distributed import DistContext, init_distributed, shutdown_distributed
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, remove_temporaries
-from archfamily.precision import resolve_precision
+from archfamily.training.precision import resolve_precision
 
 
 # Settings added later whose value then was this: a run.json without them ran with it.

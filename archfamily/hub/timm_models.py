@@ -25,7 +25,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
-from archfamily.data import MEAN, STD
+from archfamily.data.cifar import MEAN, STD
 from archfamily.errors import UserError
 from archfamily.models import MODEL_TYPES
 from archfamily.specs import SPEC_TYPES, ArchSpec, base_spec, spec_from_dict, spec_to_dict

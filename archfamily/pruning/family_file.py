@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from archfamily.checks import Fields, read_json, show
 from archfamily.errors import UserError
-from archfamily.recipes import finetune_recipe_for
-from archfamily.scaling import RULES, fit_rules, trajectory_spec
+from archfamily.training.recipes import finetune_recipe_for
+from archfamily.scaling.rules import RULES, fit_rules, trajectory_spec
 from archfamily.specs import ArchSpec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
 
 if TYPE_CHECKING:  # reading a family (`archfamily scale`) must not pay for importing torch
-    from archfamily.data import Cifar10
+    from archfamily.data.cifar import Cifar10
 
 FAMILY_FORMAT = "archfamily.family"
 FAMILY_VERSION = 2

@@ -26,13 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from archfamily.data import cache_dir
+from archfamily.data.cifar import cache_dir
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
-from archfamily.latency import read_timing_cache
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec
-from archfamily.timing import machine_info, time_interleaved
+from archfamily.latency.timing import machine_info, read_timing_cache, time_interleaved
 
 
 

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from archfamily.data import MEAN, STD
+from archfamily.data.cifar import MEAN, STD
 from archfamily.errors import UserError
 from archfamily.seeding import generator
 

@@ -39,7 +39,7 @@ from archfamily.files import atomic_save_safetensors
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4913, 0.4821, 0.4465)  # decoded statistics of the vendored training split
 STD = (0.2452, 0.2428, 0.2606)
-DEFAULT_ARCHIVE = Path(__file__).parent / "datasets" / "cifar10-jpeg.tar.gz"
+DEFAULT_ARCHIVE = Path(__file__).parent.parent / "datasets" / "cifar10-jpeg.tar.gz"
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 

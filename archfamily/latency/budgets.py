@@ -12,22 +12,19 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 
-from archfamily.data import cache_dir
-from archfamily.checks import read_json
+from archfamily.data.cifar import cache_dir
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.limits import parse_on
 from archfamily.models import build_model
-from archfamily.scaling import Member, ScalingRule, member
+from archfamily.scaling.rules import Member, ScalingRule, member
 from archfamily.specs import ArchSpec
-from archfamily.timing import machine_info, time_interleaved
-
-if TYPE_CHECKING:
-    from archfamily.latency_model import LatencyModel
+from archfamily.latency.model import LatencyModel, NotInTable, check_predictable
+from archfamily.latency.timing import machine_info, read_timing_cache, time_interleaved
 
 BISECTION_STEPS = 14
 MODEL_STEPS = 4  # rounds of the model's advice (a member and perhaps its neighbour) before bisecting by measurement
@@ -43,17 +40,6 @@ def parse_target(on: str) -> tuple[torch.device, int]:
             raise UserError("--on cuda was asked for, but this machine has no CUDA GPU")
         return torch.device("cuda"), 1
     return torch.device("cpu"), threads or torch.get_num_threads()
-
-
-def read_timing_cache(path: Path, high: float) -> dict[str, float]:
-    """A cache file of measured timings (key -> positive float below `high`); a damaged one is only a cache, so
-    what is unreadable or out of range is dropped and measured again."""
-    try:
-        entries = read_json(path) if path.is_file() else {}
-    except UserError:
-        entries = {}
-    return {k: v for k, v in entries.items() if isinstance(v, float) and 0 < v < high} \
-        if isinstance(entries, dict) else {}
 
 
 class LatencyCache:
@@ -161,8 +147,6 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
         return largest, slowest
     lo, hi = rule.lo, rule.hi  # lo's member is measured within the budget, hi's over it
     if model is not None:
-        from archfamily.latency_model import NotInTable, check_predictable  # here: it imports this module
-
         try:
             check_predictable(model.ops(largest.spec))  # before the model times its table (kept for calibrating)
             answer, lo, hi = _search_with_model(rule, target_ms, round_to, model, measured, smallest, fastest,

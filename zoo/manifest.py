@@ -57,7 +57,7 @@ ENTRY_KEYS = ("name", "tag", "architecture", "model_args", "file", "params", "ma
 
 
 def _check_entry(entry: Fields) -> None:
-    """What `import zoo` registers and `zoo eval` measures: names timm takes, a file inside the zoo, real figures."""
+    """What `import archfamily.zoo` registers and `zoo eval` measures: names timm takes, a file inside the zoo, real figures."""
     name = entry.str("name")
     if not NAME.fullmatch(name):
         entry.fail("name", f"must be archfamily_ followed by lowercase letters, digits and underscores, got {name!r:.40}")

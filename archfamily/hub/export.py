@@ -3,7 +3,7 @@
 Writes `DIR/model.safetensors` (metadata: the spec, provenance and metrics) and
 then `DIR/config.json` in timm's format (`architecture`, `num_classes`,
 `model_args`, `pretrained_cfg`), written by timm's own `save_config_for_hf`.
-After `import zoo`, `timm.create_model("local-dir:DIR", pretrained=True)`
+After `import archfamily.zoo`, `timm.create_model("local-dir:DIR", pretrained=True)`
 rebuilds the exact network. With `onnx=True` it also writes `DIR/model.onnx` (batch
 dimension dynamic), for ONNX Runtime or OpenVINO; that needs the `onnx` extra.
 """
@@ -20,11 +20,11 @@ import torch
 from timm.models._hub import save_config_for_hf
 from torch import nn
 
-from archfamily.checkpoint import load_model, model_test_error, save_model
+from archfamily.models.checkpoint import load_model, model_test_error, save_model
 from archfamily.errors import UserError
 from archfamily.files import atomic_write
 from archfamily.specs import ArchSpec
-from archfamily.timm_models import UNTRAINED, model_args
+from archfamily.hub.timm_models import UNTRAINED, model_args
 
 
 def check_onnx_installed() -> None:

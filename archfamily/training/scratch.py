@@ -13,17 +13,17 @@ from typing import Any, Optional
 
 import torch
 
-from archfamily.checkpoint import read_model_spec
-from archfamily.data import load_cifar10
-from archfamily.distributed import resolve_device
+from archfamily.models.checkpoint import read_model_spec
+from archfamily.data.cifar import load_cifar10
+from archfamily.training.distributed import resolve_device
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.models import build_model
-from archfamily.recipes import training_recipe
-from archfamily.runs import finish_run, run_precision, start_run
+from archfamily.training.recipes import training_recipe
+from archfamily.training.runs import finish_run, run_precision, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
-from archfamily.trainer import train_to_file
+from archfamily.training.trainer import train_to_file
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 from timm.optim import Lookahead, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 
-from archfamily.batches import BatchStream
-from archfamily.checkpoint import RunCheckpoint, save_model
-from archfamily.data import MEAN, STD, Cifar10
-from archfamily.distributed import DistContext
-from archfamily.precision import default_precision
-from archfamily.accuracy import count_errors
+from archfamily.data.batches import BatchStream
+from archfamily.models.checkpoint import RunCheckpoint, save_model
+from archfamily.data.cifar import MEAN, STD, Cifar10
+from archfamily.training.distributed import DistContext
+from archfamily.training.precision import default_precision
+from archfamily.training.evaluation import count_errors
 from archfamily.progress import progress_bar
-from archfamily.recipes import Recipe
+from archfamily.training.recipes import Recipe
 from archfamily.weights import check_tensor, check_tensors
 
 

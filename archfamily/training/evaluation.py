@@ -11,10 +11,10 @@ import torch
 from timm.data import resolve_model_data_config
 from torch import nn
 
-from archfamily.batches import norm_constants, normalize, to_device
+from archfamily.data.batches import norm_constants, normalize, to_device
 
 if TYPE_CHECKING:
-    from archfamily.data import Cifar10
+    from archfamily.data.cifar import Cifar10
 
 
 TTA_MODES = ("", "mirror", "mirror-shift")

@@ -13,12 +13,14 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from torch.utils import benchmark
 
-from archfamily import allocator
+from archfamily.latency import allocator
+from archfamily.checks import read_json
 from archfamily.errors import UserError
 
 
@@ -134,3 +136,14 @@ def peak_gflops(device: torch.device, threads: int = 1, dtype: torch.dtype = tor
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     timing = time_interleaved({"matmul": lambda: a @ b}, device, threads, rounds=1, min_run_time=0.3)["matmul"]
     return 2 * n**3 / (timing.median_ms / 1e3) / 1e9
+
+
+def read_timing_cache(path: Path, high: float) -> dict[str, float]:
+    """A cache file of measured timings (key -> positive float below `high`); a damaged one is only a cache, so
+    what is unreadable or out of range is dropped and measured again."""
+    try:
+        entries = read_json(path) if path.is_file() else {}
+    except UserError:
+        entries = {}
+    return {k: v for k, v in entries.items() if isinstance(v, float) and 0 < v < high} \
+        if isinstance(entries, dict) else {}

@@ -27,24 +27,25 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-from archfamily.checkpoint import RunCheckpoint, load_model, model_test_error, read_model_metadata, save_model
-from archfamily.data import Cifar10, load_cifar10
-from archfamily.distributed import DistContext, resolve_device
+from archfamily.models.checkpoint import RunCheckpoint, load_model, model_test_error, read_model_metadata, save_model
+from archfamily.data.cifar import Cifar10, load_cifar10
+from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import UserError
-from archfamily.family import family_document
+from archfamily.pruning.family_file import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.progress import progress_bar
-from archfamily.pruning import Pruner, compress, pruned_spec
+from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.compress import compress, pruned_spec
 from archfamily.pruning.pruner import check_cost_device, check_method
-from archfamily.recipes import Recipe, finetune_recipe_for, training_recipe
-from archfamily.runs import finish_run, run_precision, start_run
+from archfamily.training.recipes import Recipe, finetune_recipe_for, training_recipe
+from archfamily.training.runs import finish_run, run_precision, start_run
 from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
-from archfamily.trainer import Trainer, train_to_file
+from archfamily.training.trainer import Trainer, train_to_file
 
 if TYPE_CHECKING:
-    from archfamily.latency_model import LatencyModel
+    from archfamily.latency.model import LatencyModel
 
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
 
@@ -123,7 +124,7 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
     if config.cost_on:
-        from archfamily.latency import parse_target  # with torch's benchmark utilities: only when needed
+        from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
 
         parse_target(config.cost_on)
     for name in ("prune_every", "channels_per_step", "eval_every"):
@@ -132,7 +133,7 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     _base_recipe(config)  # one-line errors for an unknown recipe or bad --epochs
     spec = base_spec(config.base)
     if config.cost == "latency":
-        from archfamily.latency_model import check_predictable, network_ops
+        from archfamily.latency.model import check_predictable, network_ops
 
         check_predictable(network_ops(spec))
     if config.checkpoint:
@@ -327,8 +328,8 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
     the base; only rank 0 measures."""
     if config.cost != "latency":
         return None
-    from archfamily.latency import LatencyCache, parse_target
-    from archfamily.latency_model import LatencyModel
+    from archfamily.latency.budgets import LatencyCache, parse_target
+    from archfamily.latency.model import LatencyModel
 
     device, threads = parse_target(config.cost_on)
     model = LatencyModel(device, threads, batch=1)

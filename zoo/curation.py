@@ -15,16 +15,16 @@ import timm
 import torch
 from torch import nn
 
-from archfamily.accuracy import test_error
-from archfamily.checkpoint import load_model, save_model
-from archfamily.counting import count_params, measure_macs
-from archfamily.data import Cifar10
+from archfamily.training.evaluation import test_error
+from archfamily.models.checkpoint import load_model, save_model
+from archfamily.models.counting import count_params, measure_macs
+from archfamily.data.cifar import Cifar10
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import UserError
-from archfamily.family import load_family
+from archfamily.pruning.family_file import load_family
 from archfamily.specs import ArchSpec
-from archfamily.timm_models import model_args, sha256_of
-from archfamily.zoo_manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
+from archfamily.hub.timm_models import model_args, sha256_of
+from archfamily.zoo.manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
@@ -88,7 +88,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
 
 def remeasure(name: str, data: Cifar10, device: torch.device, write: bool = False) -> tuple[dict[str, Any], float]:
     """Re-measure a zoo entry through `timm.create_model(name, pretrained=True)`; optionally record it."""
-    import zoo
+    from archfamily import zoo
 
     folder = zoo_dir()
     entry = entry_named(name, folder)
