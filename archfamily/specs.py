@@ -18,12 +18,13 @@ pooling and additions are not counted.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional
 
 from archfamily.checks import is_whole
 from archfamily.errors import UserError
+from archfamily.families import FamilyType, Spec, all_families, family_names, family_type, register_family  # noqa: F401
+# (the registry's face: import these from here, where the built-in families are registered)
 
 
 def _conv(cin: int, cout: int, k: int) -> int:
@@ -406,9 +407,7 @@ class ResNetSpec:
         return total + self.stage_widths[-1] * self.num_classes
 
 
-ArchSpec = Union[WideResNetSpec, DenseNetBCSpec, ResNetSpec]
-SPEC_TYPES: dict[str, type] = {t.family: t for t in (WideResNetSpec, DenseNetBCSpec, ResNetSpec)}
-_WIDTH_ROWS = ("inner_widths", "bottleneck_widths", "mid_widths", "mid2_widths")
+ArchSpec = Spec  # the spec of any registered family (`archfamily.families`)
 MAX_WIDTH = 2**16  # channels of one layer read from a file; far above any CNN archfamily builds
 MAX_CLASSES = 10**6
 MAX_PARAMS = 10**9  # a spec read from a file above this is damage, not a network (it would take 4 GB)
@@ -420,9 +419,10 @@ def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
                                       else v for k, v in asdict(spec).items()}}
 
 
-def _checked_field(key: str, value: Any) -> Any:
-    """One field of a spec read from a file, with its exact type and a sane range; raises ValueError saying why."""
-    if key in _WIDTH_ROWS:
+def _checked_field(family: FamilyType, key: str, value: Any) -> Any:
+    """One field of a spec read from a file, with its exact type and a sane range; raises ValueError saying why.
+    Fields this function does not name are checked by their declared type (a family's own whole numbers, say)."""
+    if key in family.width_rows:
         if not isinstance(value, (list, tuple)) or not all(
                 isinstance(row, (list, tuple)) and all(is_whole(w, 0, MAX_WIDTH) for w in row) for row in value):
             raise ValueError(f"{key} must be rows of whole numbers from 0 to {MAX_WIDTH:,}")
@@ -431,17 +431,19 @@ def _checked_field(key: str, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or not all(is_whole(w, 1, MAX_WIDTH) for w in value):
             raise ValueError(f"stage_widths must be whole numbers from 1 to {MAX_WIDTH:,}")
         return tuple(value)
-    bounds = {"stem_width": (0, MAX_WIDTH), "growth": (0, MAX_WIDTH), "num_classes": (0, MAX_CLASSES),
-              "in_chans": (1, MAX_WIDTH)}
-    if key in bounds:
-        if not is_whole(value, *bounds[key]):
-            raise ValueError(f"{key} must be a whole number from {bounds[key][0]:,} to {bounds[key][1]:,}")
+    bounds = {"num_classes": (0, MAX_CLASSES), "in_chans": (1, MAX_WIDTH)}
+    declared = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+                for f in fields(family.spec)}.get(key, "")
+    if key in bounds or declared == "int":
+        lo, hi = bounds.get(key, (0, MAX_WIDTH))
+        if not is_whole(value, lo, hi):
+            raise ValueError(f"{key} must be a whole number from {lo:,} to {hi:,}")
         return value
     if key == "compression":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise ValueError("compression must be a number in (0, 1]")
         return float(value)
-    if key in ("block", "stem") and not isinstance(value, str):
+    if declared == "str" and not isinstance(value, str):
         raise ValueError(f"{key} must be a string")
     return value
 
@@ -452,15 +454,14 @@ def spec_from_dict(data: Any, where: str = "spec") -> ArchSpec:
     This is where specs from files and from timm's model_args enter, so anything malformed is one
     `UserError` that starts with `where` (the file, or the file and the field).
     """
-    if not isinstance(data, dict) or not isinstance(data.get("family"), str) or data["family"] not in SPEC_TYPES:
-        raise UserError(f"{where}: not an archfamily spec: family must be one of {', '.join(sorted(SPEC_TYPES))}")
-    cls = SPEC_TYPES[data["family"]]
+    family = family_type(data.get("family") if isinstance(data, dict) else None, where)
+    cls = family.spec
     known = {f.name for f in fields(cls)}
     unknown = sorted(str(k) for k in data if k != "family" and k not in known)
     if unknown:
         raise UserError(f"{where}: unknown {cls.family} spec field {unknown[0]!r}")
     try:
-        spec = cls(**{k: _checked_field(k, v) for k, v in data.items() if k != "family"})
+        spec = cls(**{k: _checked_field(family, k, v) for k, v in data.items() if k != "family"})
     except (TypeError, ValueError, UserError) as exc:
         raise UserError(f"{where}: malformed {cls.family} spec: {exc}") from None
     if spec.num_params() > MAX_PARAMS:
@@ -469,24 +470,20 @@ def spec_from_dict(data: Any, where: str = "spec") -> ArchSpec:
     return spec
 
 
-_BASE_PATTERNS = (
-    (re.compile(r"wrn-(\d+)-(\d+(?:\.\d+)?)"), lambda m, nc: WideResNetSpec.from_depth_width(int(m[1]), float(m[2]), nc)),
-    (re.compile(r"densenet-bc-(\d+)(?:-(\d+))?"), lambda m, nc: DenseNetBCSpec.from_depth_growth(int(m[1]), int(m[2] or 12), nc)),
-    (re.compile(r"resnet-(\d+)(-imagenet)?"), lambda m, nc: ResNetSpec.from_depth(int(m[1]), "imagenet" if m[2] else "cifar", nc)),
-)
 BASE_EXAMPLES = "wrn-40-2, wrn-16-2, densenet-bc-100, densenet-bc-100-12, resnet-18, resnet-50-imagenet"
 
 
 def base_spec(name: str, num_classes: int = 10) -> ArchSpec:
-    """The unpruned base network of a name such as `wrn-40-2` or `densenet-bc-100`.
+    """The unpruned base network of a name such as `wrn-40-2` or `densenet-bc-100`, from the registered families'
+    base names.
 
     ResNets get the CIFAR stem unless the name ends in `-imagenet`, since
     archfamily trains on 32x32 CIFAR-10 images.
     """
-    for pattern, make in _BASE_PATTERNS:
-        match = pattern.fullmatch(name.strip().lower())
-        if match:
-            return make(match, num_classes)
+    for family in all_families():
+        spec = family.base_spec(name.strip().lower(), num_classes)
+        if spec is not None:
+            return spec
     raise UserError(f"unknown base network {name!r}; examples: {BASE_EXAMPLES}")
 
 
@@ -503,3 +500,19 @@ def stage_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:
 def block_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:
     """Kept / original of every prunable width, in `prunable_widths` order."""
     return [w / w0 for w, w0 in zip(spec.prunable_widths(), base.prunable_widths())]
+
+
+# archfamily's own families, registered as a plug-in registers one (`archfamily.families`).
+register_family(FamilyType(
+    name="wrn", spec=WideResNetSpec, model="archfamily.models.wrn:WideResNet", default_base="wrn-40-2",
+    bases=((r"wrn-(\d+)-(\d+(?:\.\d+)?)", lambda m, nc: WideResNetSpec.from_depth_width(int(m[1]), float(m[2]), nc)),),
+    width_rows=("inner_widths",)))
+register_family(FamilyType(
+    name="densenet_bc", spec=DenseNetBCSpec, model="archfamily.models.densenet:DenseNetBC",
+    default_base="densenet-bc-100",
+    bases=((r"densenet-bc-(\d+)(?:-(\d+))?", lambda m, nc: DenseNetBCSpec.from_depth_growth(int(m[1]), int(m[2] or 12), nc)),),
+    width_rows=("bottleneck_widths",), paper_recipe="densenet", paper_finetune="finetune-densenet"))
+register_family(FamilyType(
+    name="resnet", spec=ResNetSpec, model="archfamily.models.resnet:ResNet", default_base="resnet-18",
+    bases=((r"resnet-(\d+)(-imagenet)?", lambda m, nc: ResNetSpec.from_depth(int(m[1]), "imagenet" if m[2] else "cifar", nc)),),
+    width_rows=("mid_widths", "mid2_widths"), first_conv="stem.0", feature_indices=(0, 1, 2, 3, 4)))

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
-from archfamily.hub.timm_models import EXPECTED_SHA256, cifar_cfg, create_model_for, pool_size, spec_from_model_args
+from archfamily.hub.timm_models import cifar_cfg, create_model_for, expect_sha256, pool_size, spec_from_model_args
 from archfamily.zoo.manifest import read_manifest
 
 ZOO_DIR = Path(__file__).parent
@@ -28,7 +28,7 @@ ZOO_DIR = Path(__file__).parent
 
 def _cfgs(entries: list[dict[str, Any]], folder: Path) -> dict:
     """timm cfgs of the entries; their weights' recorded sha256 is checked whenever they are loaded."""
-    EXPECTED_SHA256.update({(folder / e["file"]).resolve(): e["sha256"] for e in entries})
+    expect_sha256({folder / e["file"]: e["sha256"] for e in entries})
     return generate_default_cfgs({
         f"{e['name']}.{e['tag']}": cifar_cfg(e["architecture"], file=str((folder / e["file"]).resolve()),
                                              num_classes=e["model_args"]["num_classes"],

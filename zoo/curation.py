@@ -23,7 +23,7 @@ from archfamily.checks import Fields, decode_json
 from archfamily.errors import UserError
 from archfamily.pruning.family_file import load_family
 from archfamily.specs import ArchSpec
-from archfamily.hub.timm_models import model_args, sha256_of
+from archfamily.hub.timm_models import model_args, sha256_of, timm_name
 from archfamily.zoo.manifest import TAG, entry_named, normalise_name, read_manifest, write_manifest, zoo_dir
 
 
@@ -52,7 +52,7 @@ def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
 def measure_file(path: Path, data: Cifar10, device: torch.device) -> tuple[ArchSpec, dict[str, str], nn.Module, float]:
     """(spec, metadata, model, test error %) of a model file, loaded and measured through timm as the zoo is."""
     spec, _, meta = load_model(path)
-    model = _create(f"archfamily_{spec.family}", pretrained_cfg_overlay=dict(file=str(path.resolve())),
+    model = _create(timm_name(spec.family), pretrained_cfg_overlay=dict(file=str(path.resolve())),
                     **model_args(spec))
     return spec, meta, model, test_error(model, data, device)
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
-from archfamily.specs import SPEC_TYPES, spec_from_dict
+from archfamily.specs import family_names, spec_from_dict
 
 MANIFEST_FORMAT = "archfamily.zoo"
 MANIFEST_VERSION = 1
@@ -62,7 +62,7 @@ def _check_entry(entry: Fields) -> None:
     if not NAME.fullmatch(name):
         entry.fail("name", f"must be archfamily_ followed by lowercase letters, digits and underscores, got {name!r:.40}")
     entry.str("tag")
-    family = entry.str("architecture", sorted(SPEC_TYPES))
+    family = entry.str("architecture", family_names())
     spec = spec_from_dict({**entry.obj("model_args").data, "family": family}, f"{entry.where}: model_args")
     if entry.str("file") != f"weights/{name}.safetensors":
         entry.fail("file", f"must be weights/{name}.safetensors")

@@ -24,7 +24,7 @@ from archfamily.models.checkpoint import load_model, model_test_error, save_mode
 from archfamily.errors import UserError
 from archfamily.files import atomic_write
 from archfamily.specs import ArchSpec
-from archfamily.hub.timm_models import UNTRAINED, model_args
+from archfamily.hub.timm_models import UNTRAINED, model_args, timm_name
 
 
 def check_onnx_installed() -> None:
@@ -53,7 +53,7 @@ def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
         raise UserError(f"--out {out} already exists and is not an empty folder")
     if onnx:
         check_onnx_installed()
-    model = timm.create_model(f"archfamily_{spec.family}", **model_args(spec))
+    model = timm.create_model(timm_name(spec.family), **model_args(spec))
     meta = dict(metadata or {})
     if weights is None:  # said in both files, and `pretrained=True` on the folder warns
         meta["weights"] = UNTRAINED

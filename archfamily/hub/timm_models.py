@@ -21,21 +21,22 @@ from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, list_models, register_model
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
 from archfamily.data.cifar import MEAN, STD
 from archfamily.errors import UserError
-from archfamily.models import MODEL_TYPES
-from archfamily.specs import SPEC_TYPES, ArchSpec, base_spec, spec_from_dict, spec_to_dict
+from archfamily.specs import ArchSpec, all_families, base_spec, family_type, spec_from_dict, spec_to_dict
 from archfamily.weights import read_weights
 
-FIRST_CONV = {"wrn": "stem", "densenet_bc": "stem", "resnet": "stem.0"}
-FEATURE_INDICES = {"wrn": (0, 1, 2, 3), "densenet_bc": (0, 1, 2, 3), "resnet": (0, 1, 2, 3, 4)}
-DEFAULT_BASE = {"wrn": "wrn-40-2", "densenet_bc": "densenet-bc-100", "resnet": "resnet-18"}
 UNTRAINED = "untrained"  # a model file's metadata "weights" when `archfamily export` had no trained weights
-EXPECTED_SHA256: dict[Path, str] = {}  # weights file -> its recorded sha256; the zoo registers its entries here
+_EXPECTED_SHA256: dict[Path, str] = {}  # weights file -> its recorded sha256 (`expect_sha256`)
+
+
+def expect_sha256(recorded: dict[Path, str]) -> None:
+    """Check these weights files against these sha256s whenever timm loads them (the zoo's entries)."""
+    _EXPECTED_SHA256.update({Path(file).resolve(): sha for file, sha in recorded.items()})
 
 
 def model_args(spec: ArchSpec) -> dict[str, Any]:
@@ -59,15 +60,16 @@ def pool_size(spec: ArchSpec, input_size: int = 32) -> tuple[int, int]:
 
 def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:
     """A timm pretrained cfg for a CIFAR-10 network of `family` (its pool size that of the family's default base)."""
+    kind = family_type(family)
     return {
-        "input_size": (3, 32, 32), "pool_size": pool_size(base_spec(DEFAULT_BASE[family])), "crop_pct": 1.0,
+        "input_size": (3, 32, 32), "pool_size": pool_size(base_spec(kind.default_base)), "crop_pct": 1.0,
         "interpolation": "bilinear",
-        "mean": MEAN, "std": STD, "num_classes": 10, "first_conv": FIRST_CONV[family], "classifier": "fc",
+        "mean": MEAN, "std": STD, "num_classes": 10, "first_conv": kind.first_conv, "classifier": "fc",
         "license": "mit", "paper_ids": "arXiv:1810.04622", **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({f"archfamily_{family}": cifar_cfg(family) for family in MODEL_TYPES})
+default_cfgs = generate_default_cfgs({f"archfamily_{f.name}": cifar_cfg(f.name) for f in all_families()})
 
 
 def sha256_of(path: Path) -> str:
@@ -91,7 +93,7 @@ def _check_weights(variant: str, family: str, spec: ArchSpec, kwargs: dict[str, 
         return
     if not file.is_file():
         raise FileNotFoundError(f"{variant}: pretrained weights not found: {file}")
-    expected = EXPECTED_SHA256.get(file.resolve())
+    expected = _EXPECTED_SHA256.get(file.resolve())
     if expected is not None and sha256_of(file) != expected:
         raise RuntimeError(f"{variant}: pretrained weights {file} do not have the sha256 the zoo manifest records "
                            "(damaged or replaced)")
@@ -102,7 +104,7 @@ def _check_weights(variant: str, family: str, spec: ArchSpec, kwargs: dict[str, 
         raise RuntimeError(f"{variant}: pretrained weights {file} are damaged or not safetensors ({exc})") from None
     as_saved = replace(spec, num_classes=cfg.num_classes, in_chans=cfg.input_size[0])  # timm adapts head and stem after
     with torch.device("meta"):
-        wanted = MODEL_TYPES[family](as_saved).state_dict()
+        wanted = family_type(family).model_class()(as_saved).state_dict()
     try:
         read_weights(file, wanted)
     except UserError as exc:
@@ -118,8 +120,9 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
 
     Spec fields in `kwargs` (over the family's default base) make the spec; the rest go to timm.
     """
-    names = {f.name for f in fields(SPEC_TYPES[family])}
-    args = {**model_args(base_spec(DEFAULT_BASE[family])), **{k: kwargs.pop(k) for k in list(kwargs) if k in names}}
+    kind = family_type(family)
+    names = {f.name for f in fields(kind.spec)}
+    args = {**model_args(base_spec(kind.default_base)), **{k: kwargs.pop(k) for k in list(kwargs) if k in names}}
     try:
         spec = spec_from_model_args(family, args)
     except UserError as exc:
@@ -128,9 +131,9 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
     if pretrained:
         _check_weights(variant, family, spec, kwargs)
     try:
-        return build_model_with_cfg(MODEL_TYPES[family], variant, pretrained, spec=spec, num_classes=spec.num_classes,
+        return build_model_with_cfg(kind.model_class(), variant, pretrained, spec=spec, num_classes=spec.num_classes,
                                     in_chans=spec.in_chans,
-                                    feature_cfg=dict(flatten_sequential=True, out_indices=FEATURE_INDICES[family]),
+                                    feature_cfg=dict(flatten_sequential=True, out_indices=kind.feature_indices),
                                     **kwargs)
     except TypeError as exc:  # an argument the network does not take
         raise ValueError(f"{variant}: {exc}") from None
@@ -152,3 +155,20 @@ def archfamily_densenet_bc(pretrained: bool = False, **kwargs: Any) -> nn.Module
 def archfamily_resnet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Any archfamily ResNet: `ResNetSpec` fields as keyword arguments [ResNet-18, CIFAR stem]."""
     return create_model_for("resnet", "archfamily_resnet", pretrained, **kwargs)
+
+
+def timm_name(family: str) -> str:
+    """`archfamily_<family>`, the timm model of any archfamily network of `family`: registered with timm here
+    for a family registered after this module was imported (a plug-in), as the built-in families' are above."""
+    name = f"archfamily_{family}"
+    if name not in list_models(name):
+        kind = family_type(family)
+        default_cfgs.update(generate_default_cfgs({name: cifar_cfg(family)}))
+
+        def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+            return create_model_for(family, name, pretrained, **kwargs)
+
+        entrypoint.__name__ = entrypoint.__qualname__ = name
+        entrypoint.__doc__ = f"Any archfamily {family} network: `{kind.spec.__name__}` fields as keyword arguments."
+        register_model(entrypoint)
+    return name

@@ -7,19 +7,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from archfamily.models.classifier_net import ClassifierNet
-from archfamily.models.densenet import DenseNetBC
-from archfamily.models.gates import ChannelGate, PruneGroup
-from archfamily.models.resnet import ResNet
-from archfamily.models.wrn import WideResNet
-from archfamily.specs import ArchSpec
-
-MODEL_TYPES: dict[str, type[ClassifierNet]] = {"wrn": WideResNet, "densenet_bc": DenseNetBC, "resnet": ResNet}
+from archfamily.specs import ArchSpec, family_type
 
 
 def build_model(spec: ArchSpec, gated: bool = False) -> nn.Module:
-    """The network a spec describes; its parameter count is `spec.num_params()` exactly."""
-    return MODEL_TYPES[spec.family](spec, gated=gated)
-
-
-__all__ = ["build_model", "ClassifierNet", "ChannelGate", "PruneGroup", "WideResNet", "DenseNetBC", "ResNet"]
+    """The network a spec describes (its family's registered network class); its parameter count is
+    `spec.num_params()` exactly."""
+    return family_type(spec.family).model_class()(spec, gated=gated)

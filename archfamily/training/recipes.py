@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from archfamily.errors import UserError
 from archfamily.limits import MAX_EPOCHS, MAX_TRAIN_BATCH, check_count
+from archfamily.specs import family_type
 
 SCHEDULES = ("step", "onecycle")
 DECAYS = ("linear", "cosine")
@@ -112,11 +113,12 @@ FAST = Recipe(epochs=30, batch_size=128, lr=0.2, weight_decay=5e-4, momentum=0.9
 FAST2 = replace(FAST, translate=2)
 
 RECIPES = {"fast": FAST, "fast2": FAST2, "wrn": WRN, "densenet": DENSENET, "finetune": FINETUNE}
+FINETUNES = {"finetune": FINETUNE, "finetune-densenet": FINETUNE_DENSENET}  # a family's `paper_finetune` names one
 
 
 def _recipe_for(family: str) -> Recipe:
-    """The paper's from-scratch recipe for a family (ResNets use the WRN one)."""
-    return DENSENET if family == "densenet_bc" else WRN
+    """The paper's from-scratch recipe for a family, as its registration names it (ResNets use the WRN one)."""
+    return RECIPES[family_type(family).paper_recipe]
 
 
 # What `--recipe-set FIELD=VALUE` may change, with the range each value must lie in (None: any the type takes).
@@ -185,5 +187,6 @@ def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = 
 
 
 def finetune_recipe_for(family: str) -> Recipe:
-    """The paper's pruning fine-tune for a family: DenseNet-BC follows its seed code's settings."""
-    return FINETUNE_DENSENET if family == "densenet_bc" else FINETUNE
+    """The paper's pruning fine-tune for a family, as its registration names it: DenseNet-BC follows its seed
+    code's settings."""
+    return FINETUNES[family_type(family).paper_finetune]

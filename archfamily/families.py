@@ -1,0 +1,112 @@
+"""The registry of base families: every kind of network archfamily builds, prunes, scales and exports.
+
+A family is one `FamilyType`: its spec class (a frozen dataclass that implements `Spec`), its network class (a
+`models.ClassifierNet` with `prune_groups()`, named as "module:Class" so that this registry and the specs stay
+free of torch until a network is built), the base names it knows (`wrn-40-2`) and the few facts timm and the
+paper's recipes need. archfamily's own three families register in `archfamily.specs`; a new family is one module
+that defines its spec and its network and calls `register_family` once (`tests/vgg_family.py` is one).
+Import the registry's names from `archfamily.specs`, which registers the built-in families when it is imported:
+this module is only the mechanism, below the specs.
+
+Everything that used to keep its own table of families (spec files, base names, `build_model`, the timm
+entrypoints and cfgs, the paper's recipes, the zoo manifest) reads this registry.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional, Protocol
+
+from archfamily.errors import UserError
+
+
+class Spec(Protocol):
+    """What every spec implements: the exact counts budgets are solved with, and the widths pruning and scaling
+    change (one per prunable group, in the order of the network's `prune_groups()`)."""
+
+    family: ClassVar[str]
+    num_classes: int
+    in_chans: int
+    stage_widths: tuple[int, ...]
+
+    def num_params(self) -> int: ...
+
+    def num_macs(self, input_size: Optional[int] = None) -> int: ...
+
+    def prunable_widths(self) -> list[int]: ...
+
+    def with_prunable_widths(self, widths: list[int]) -> "Spec": ...
+
+    def prunable_stages(self) -> list[int]: ...  # the stage of each prunable width
+
+    def block_counts(self) -> list[int]: ...
+
+    def with_block_counts(self, counts: list[int]) -> "Spec": ...
+
+    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "Spec": ...
+
+
+SPEC_METHODS = ("num_params", "num_macs", "prunable_widths", "with_prunable_widths", "prunable_stages", "block_counts",
+                "with_block_counts", "scaled")
+BaseFactory = Callable[["re.Match[str]", int], Spec]  # (a matched base name, num_classes) -> the base's spec
+
+
+@dataclass(frozen=True)
+class FamilyType:
+    """One family, as the registry holds it."""
+
+    name: str  # the spec's `family`, as spec files and `family.json` hold it ("wrn")
+    spec: type  # its spec dataclass
+    model: str  # "module:Class" of its network (a `models.ClassifierNet` whose `prune_groups()` lists its gated
+    # groups, each gate a module named `gate`), imported when the first one is built
+    bases: tuple[tuple[str, BaseFactory], ...]  # base-name patterns (full match, lower case) and their specs
+    default_base: str  # what timm's `archfamily_<name>` builds without model_args
+    width_rows: tuple[str, ...] = ()  # spec fields that are rows of widths (checked when a file is read)
+    first_conv: str = "stem"  # timm cfg: the input convolution's module name
+    feature_indices: tuple[int, ...] = (0, 1, 2, 3)  # timm's features_only out_indices (the stem, each stage)
+    paper_recipe: str = "wrn"  # the recipe `--recipe paper` trains it with from scratch
+    paper_finetune: str = "finetune"  # and the fine-tune between prunes
+
+    def model_class(self) -> type:
+        module, _, attr = self.model.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def base_spec(self, name: str, num_classes: int) -> Optional[Spec]:
+        """The spec of base name `name` if it is one of this family's, else None."""
+        for pattern, make in self.bases:
+            match = re.fullmatch(pattern, name)
+            if match:
+                return make(match, num_classes)
+        return None
+
+
+_FAMILIES: dict[str, FamilyType] = {}
+
+
+def register_family(family: FamilyType) -> FamilyType:
+    """Add a family (or replace the one of the same name: a module imported twice registers twice)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", family.name):
+        raise ValueError(f"family name {family.name!r}: lower-case letters, digits and _ (it names timm models)")
+    if getattr(family.spec, "family", None) != family.name:
+        raise ValueError(f"{family.spec.__name__}.family must be {family.name!r}")
+    missing = [m for m in SPEC_METHODS if not callable(getattr(family.spec, m, None))]
+    if missing:
+        raise ValueError(f"{family.spec.__name__} does not implement the Spec protocol: no {', '.join(sorted(missing))}")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_names() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def family_type(name: Any, where: str = "spec") -> FamilyType:
+    """The registered family `name`; a one-line `UserError` naming the known ones otherwise."""
+    if not isinstance(name, str) or name not in _FAMILIES:
+        raise UserError(f"{where}: not an archfamily spec: family must be one of {', '.join(family_names())}")
+    return _FAMILIES[name]
+
+
+def all_families() -> list[FamilyType]:
+    return [_FAMILIES[n] for n in family_names()]

@@ -1,0 +1,52 @@
+"""A base family added as a plug-in: one module (`vgg_family.py`) and one registration, then every command that
+takes a built-in family takes it too: derive, scale, export, timm's `local-dir:` and the spec files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+import vgg_family
+from archfamily import families
+from archfamily.models import build_model
+from archfamily.models.counting import count_params, measure_macs
+from archfamily.specs import base_spec, register_family, spec_from_dict, spec_to_dict
+
+
+@pytest.fixture
+def vgg(monkeypatch: pytest.MonkeyPatch) -> families.FamilyType:
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))  # the registry as it was, after the test
+    return register_family(vgg_family.VGG_FAMILY)
+
+
+def test_a_registered_family_counts_exactly_and_reads_back(vgg: families.FamilyType) -> None:
+    spec = base_spec("vgg-7-8")
+    assert spec.widths == ((8, 8, 8), (16, 16), (32, 32))
+    model = build_model(spec)
+    assert spec.num_params() == count_params(model) and spec.num_macs() == measure_macs(model, 32, 3)
+    assert spec_from_dict(json.loads(json.dumps(spec_to_dict(spec)))) == spec
+    with pytest.raises(Exception, match="widths must be rows of whole numbers"):
+        spec_from_dict({**spec_to_dict(spec), "widths": [[8, -1]]})
+    with pytest.raises(Exception, match="out_width must be a whole number"):
+        spec_from_dict({**spec_to_dict(spec), "out_width": "wide"})
+
+
+def test_a_registered_family_derives_scales_and_exports(vgg: families.FamilyType, run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = run_cli("derive", "--preset", "smoke", "--base", "vgg-6-16", "--out", str(run))
+    assert done.code == 0, done.err
+    family = json.loads((run / "family.json").read_text())
+    assert family["base"]["family"] == "vgg"
+    member = tmp_path / "member.json"
+    done = run_cli("scale", "--family", str(run / "family.json"), "--params", "20k", "--out", str(member))
+    assert done.code == 0, done.err
+    spec = spec_from_dict(json.loads(member.read_text()))
+    assert abs(spec.num_params() - 20_000) < 2_000
+    folder = tmp_path / "exported"
+    done = run_cli("export", "--spec", str(member), "--out", str(folder))
+    assert done.code == 0, done.err
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert type(model).__name__ == "VGG" and model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
