@@ -243,6 +243,27 @@ def test_dry_run_lists_each_run_with_its_estimate_and_commands(run_cli, tmp_path
     assert not (tmp_path / "study").exists()
 
 
+def test_dry_run_of_a_finished_plan_shows_what_each_run_took_not_an_estimate(tmp_path: Path, monkeypatch) -> None:
+    import archfamily.study as study
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import write_record
+
+    plan = load_plan(_plan(tmp_path, GOOD))
+    out = tmp_path / "study"
+    jobs = study.expand(plan, out)
+    for job in jobs:  # every run finished; the pruning run's time was never recorded
+        (out / job.done_file).parent.mkdir(parents=True, exist_ok=True)
+        (out / job.done_file).write_text("{}")
+        if job.kind != "derive":
+            write_record(out, job, 90.0)
+    monkeypatch.setattr(study, "collect", lambda *args: {})  # the results are not what this test reads
+    jobs, estimates, source = study.prepare(plan, out, 1)
+    assert estimates == {} and source == "nothing left to run"  # no placeholder rate to estimate with
+    lines = [ln for ln in study.queue_lines(jobs, estimates, out, 1) if " finished " in ln]
+    assert len(lines) == 3 and not any("~" in ln for ln in lines), lines
+    assert lines[0].split()[-3:] == ["1.5", "min", "taken"] and lines[1].endswith("(time not recorded)")
+
+
 def test_arms_runs_part_of_a_plan_with_the_runs_it_needs(run_cli, tmp_path: Path) -> None:
     from archfamily.study import select_arms
     from archfamily.study.plan import load_plan
