@@ -333,7 +333,8 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
     device, threads = parse_target(config.cost_on)
     model = LatencyModel(device, threads, batch=1)
     if dist_ctx.is_main:
-        model.calibrate([spec], lambda s: LatencyCache().measure(s, device, threads, batch=1))
+        model.calibrate([spec], lambda s: LatencyCache().measure(s, device, threads, batch=1,
+                                                                 expected=lambda: model.predict(s)))
     return model
 
 

@@ -102,7 +102,15 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
         bar("measure", "member").update(1)
         bars["measure"].set_postfix(params=candidate.params, ms=f"{ms:.2f}", refresh=False)
 
-    model = LatencyModel(device, threads, batch, on_measure=lambda: bar("latency table", "op").update(1))
+    early = [0]  # table points timed before the first member is reported: an unreachable budget is one line
+
+    def table_point() -> None:
+        early[0] += 1
+        if "measure" in bars:
+            bar("latency table", "op").update(early[0])
+            early[0] = 0
+
+    model = LatencyModel(device, threads, batch, on_measure=table_point)
     try:
         found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report, model=model)
     finally:
