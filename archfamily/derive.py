@@ -196,7 +196,8 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
         return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
         _, model, meta = load_model(Path(config.checkpoint))
-        error = Trainer(model, data, recipe, device, config.seed, dist_ctx, precision=config.precision).evaluate()
+        error = Trainer(model, data, recipe, device, config.seed, dist_ctx,
+                        precision=config.precision).evaluate(desc="test error, base")
         if dist_ctx.is_main:
             kept = {k: v for k, v in meta.items() if k not in ("format", "spec", "test_error")}
             save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint})

@@ -324,6 +324,7 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
     assert "archfamily_tiny.c10" in listed.out
     measured = run_cli("zoo", "eval", "archfamily_tiny", "--test-subset", "100", "--device", "cpu")
     assert measured.code == 0 and f"{entry['test_error']:.2f}%" in measured.out
+    assert "test error: 100%" in measured.err and "100/100" in measured.err  # its progress, on stderr
     again = run_cli("zoo", "add", str(source), "--name", "tiny", "--test-subset", "100")
     assert again.code == 2 and "--replace" in again.err
     weights = tmp_path / "zoo" / entry["file"]

@@ -91,6 +91,21 @@ def test_flip_tta_adds_the_mirrored_images_logits() -> None:
     assert count_errors(model, images, labels, MEAN, STD, CPU, tta="mirror")[0] == int((tta != labels).sum())
 
 
+def test_measuring_the_test_error_shows_a_bar_and_a_pruning_runs_checks_do_not(capsys) -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    images, labels = _data().test_x, _data().test_y
+    shown = count_errors(model, images, labels, MEAN, STD, CPU, batch_size=8, desc="test error")
+    err = capsys.readouterr().err  # not a terminal: the bar's lines
+    assert err.splitlines()[-1].startswith("test error: 100%") and "20/20" in err and "\r" not in err
+    assert count_errors(model, images, labels, MEAN, STD, CPU, batch_size=8) == shown
+    assert capsys.readouterr().err == ""
+    trainer = _trainer(FAST)
+    trainer.evaluate()  # as a pruning run checks, every few steps: silent
+    assert capsys.readouterr().err == ""
+    trainer.evaluate(desc="test error")  # as `train` measures its network
+    assert capsys.readouterr().err.splitlines()[-1].startswith("test error: 100%")
+
+
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_step_trains_on_the_cpu_like_eager() -> None:
     recipe = FAST.with_batch_size(16).shortened(1)
