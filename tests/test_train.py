@@ -14,6 +14,7 @@ import torch
 from archfamily.batches import normalize
 from archfamily.checkpoint import RunCheckpoint, load_model, save_model
 from archfamily.data import MEAN, STD, Cifar10
+from archfamily.errors import UserError
 from archfamily.accuracy import count_errors
 from archfamily.models import build_model
 from archfamily.recipes import FAST, WRN, Recipe
@@ -125,6 +126,23 @@ def test_model_file_round_trip(tmp_path: Path) -> None:
     assert spec == model.spec and meta["test_error"] == "12.5"
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_file_that_is_no_model_is_named_so_not_by_the_safetensors_parser(run_cli, tmp_path: Path) -> None:
+    import json
+
+    from archfamily.specs import spec_to_dict
+
+    spec_file = tmp_path / "member.json"  # what `scale --out` writes: a spec, not a trained model
+    spec_file.write_text(json.dumps(spec_to_dict(base_spec("wrn-10-1"))))
+    result = run_cli("measure", str(spec_file), "--out", str(tmp_path / "m"), "--test-subset", "100")
+    assert result.code == 2 and f"{spec_file}: not a model file (safetensors); it holds JSON" in result.err
+    assert "deserializing" not in result.err and len(result.err.strip().splitlines()) == 1
+    cut = tmp_path / "cut.safetensors"
+    save_model(cut, build_model(base_spec("wrn-10-1")))
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(UserError, match="a damaged model file \\(safetensors\\): shorter than its header says"):
+        load_model(cut)
 
 
 def test_two_process_gloo_ddp_step(tmp_path: Path) -> None:
