@@ -307,7 +307,9 @@ def test_scale_takes_a_base_name_for_the_rules_that_need_no_pruning_run(run_cli)
     assert result.code == 0, result.err
     assert abs(json.loads(result.out)["params"] - 152_000) <= 1520
     result = run_cli("scale", "--family", "wrn-16-2", "--rule", "copycat", "--params", "152k")
-    assert result.code == 2 and "family not found" in result.err
+    assert result.code == 2 and "the copycat rule (the default --rule) needs a pruning run's family" in result.err  # not "family not found"
+    assert "--family FAMILY.json" in result.err and "archfamily derive" in result.err and "reduced-width" in result.err
+    assert len(result.err.strip().splitlines()) == 1
 
 
 def test_whole_number_budgets_reach_the_commands_exactly(tmp_path: Path) -> None:
