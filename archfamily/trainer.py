@@ -31,7 +31,7 @@ from archfamily.checkpoint import RunCheckpoint, save_model
 from archfamily.data import MEAN, STD, Cifar10
 from archfamily.distributed import DistContext
 from archfamily.precision import default_precision
-from archfamily.accuracy import count_errors
+from archfamily.accuracy import count_errors, error_percent
 from archfamily.progress import progress_bar
 from archfamily.recipes import Recipe
 from archfamily.weights import check_tensor, check_tensors
@@ -139,7 +139,7 @@ class Trainer:
         counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
         if self.dist.enabled:
             dist.all_reduce(counts)
-        return 100.0 * float(counts[0] / counts[1])
+        return error_percent(int(counts[0]), int(counts[1]))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Model tensors (masks included), the optimizer's per-parameter tensors (SGD momentum, Lookahead's slow

@@ -264,6 +264,25 @@ def test_dry_run_of_a_finished_plan_shows_what_each_run_took_not_an_estimate(tmp
     assert lines[0].split()[-3:] == ["1.5", "min", "taken"] and lines[1].endswith("(time not recorded)")
 
 
+def test_results_give_each_rows_mean_and_sd_to_the_errors_4_decimals(tmp_path: Path) -> None:
+    from archfamily.specs import base_spec, spec_to_dict
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+    from archfamily.study.results import collect
+
+    plan = load_plan(_plan(tmp_path, GOOD.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseeds = [0, 1]')))
+    out = tmp_path / "study"
+    jobs = expand(plan, out)
+    spec = base_spec("wrn-10-1")
+    for job, error in zip([j for j in jobs if j.arm == "reduced-width"], (0.1, 0.2)):
+        (out / job.done_file).parent.mkdir(parents=True)
+        (out / job.done_file).write_text(json.dumps({"test_error": error, "params": spec.num_params(),
+                                                     "macs": spec.num_macs(), "test_images": 10_000,
+                                                     "spec": spec_to_dict(spec)}))
+    row = collect(plan, out, jobs)["rows"][0]
+    assert row["test_errors"] == [0.1, 0.2] and (row["mean"], row["sd"]) == (0.15, 0.0707)  # not 0.15000000000000002
+
+
 def test_arms_runs_part_of_a_plan_with_the_runs_it_needs(run_cli, tmp_path: Path) -> None:
     from archfamily.study import select_arms
     from archfamily.study.plan import load_plan

@@ -107,6 +107,24 @@ def test_measuring_the_test_error_shows_a_bar_and_a_pruning_runs_checks_do_not(c
     assert capsys.readouterr().err.splitlines()[-1].startswith("test error: 100%")
 
 
+def test_a_test_error_is_written_to_the_4_decimals_a_count_of_images_has() -> None:
+    import json
+
+    from archfamily.accuracy import error_percent
+
+    assert 100.0 * (339 / 1000) == 33.900000000000006 and 100.0 * (1284 / 10_000) == 12.839999999999998
+    assert json.dumps([error_percent(339, 1000), error_percent(1284, 10_000), error_percent(1, 3)]) == \
+        "[33.9, 12.84, 33.3333]"
+
+    class Guess0(torch.nn.Module):  # class 0 for every image: wrong on every image of another class
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(torch.zeros(x.shape[0], dtype=torch.long), 10).float()
+
+    labels = (torch.arange(1000) >= 661).long()  # 339 of 1000 images not of class 0
+    images = torch.zeros(1000, 3, 32, 32, dtype=torch.uint8)
+    assert _trainer(FAST).evaluate(images, labels, model=Guess0()) == 33.9
+
+
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_step_trains_on_the_cpu_like_eager() -> None:
     recipe = FAST.with_batch_size(16).shortened(1)
