@@ -19,11 +19,13 @@ class _Lines:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.last = ""
 
     def write(self, text: str) -> None:
-        text = text.replace("\r", "").replace("\x1b[A", "")
-        if text.strip():
-            self.stream.write(text.rstrip("\n") + "\n")
+        text = text.replace("\r", "").replace("\x1b[A", "").rstrip()  # and the spaces tqdm pads a redraw with
+        if text.strip() and text != self.last:  # closing redraws the last line: once is enough
+            self.stream.write(text + "\n")
+            self.last = text
 
     def flush(self) -> None:
         self.stream.flush()

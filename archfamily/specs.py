@@ -18,7 +18,7 @@ pooling and additions are not counted.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Optional
 
 from archfamily.checks import is_whole
@@ -460,6 +460,10 @@ def spec_from_dict(data: Any, where: str = "spec") -> ArchSpec:
     unknown = sorted(str(k) for k in data if k != "family" and k not in known)
     if unknown:
         raise UserError(f"{where}: unknown {cls.family} spec field {unknown[0]!r}")
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:  # named here, not as the dataclass's TypeError (`__init__() missing 1 required ... argument`)
+        raise UserError(f"{where}: a {cls.family} spec needs {' and '.join(repr(m) for m in missing)}")
     try:
         spec = cls(**{k: _checked_field(family, k, v) for k, v in data.items() if k != "family"})
     except (TypeError, ValueError, UserError) as exc:

@@ -18,6 +18,22 @@ from safetensors import SafetensorError, safe_open
 from archfamily.errors import UserError
 
 
+def unreadable(path: Path, exc: Exception) -> str:
+    """Why a file safetensors cannot open is not a model, in words (not its parser's `Error while deserializing
+    header: header too large`, which is what a JSON spec given for a model file gets)."""
+    if not isinstance(exc, SafetensorError):
+        return getattr(exc, "strerror", None) or str(exc)
+    if "not fully covered" in str(exc):
+        return "a damaged model file (safetensors): shorter than its header says, perhaps cut off while copied"
+    try:
+        with open(path, "rb") as fh:
+            json_text = fh.read(64).lstrip()[:1] in (b"{", b"[")
+    except OSError:
+        json_text = False
+    return "not a model file (safetensors)" + ("; it holds JSON (a spec?): this takes a trained model's "
+                                               ".safetensors" if json_text else "")
+
+
 def _dtype_kind(dtype: torch.dtype) -> str:
     return "floating point" if dtype.is_floating_point else "complex" if dtype.is_complex else \
         "bool" if dtype == torch.bool else "integer"
@@ -68,5 +84,5 @@ def read_weights(path: Path, wanted: Mapping[str, torch.Tensor],
                 tensors[name] = fh.get_tensor(name)
                 check_tensor(str(path), name, tensors[name], want)
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"cannot read model file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        raise UserError(f"cannot read model file {path}: {unreadable(path, exc)}") from None
     return tensors

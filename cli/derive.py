@@ -15,7 +15,7 @@ from archfamily.cli.options import COMPILE, Count, training_options
 
 @click.command()
 @click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
-              help="smoke: seconds; quick: ~10 min on a 2-core CPU; paper: the paper's recipe, for a GPU.")
+              help="smoke: seconds; quick: ~25 min on a 2-core CPU (measured; see README); paper: the paper's recipe, for a GPU.")
 @click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18 [preset's].")
 @click.option("--method", type=click.Choice(["fisher", "fisher-cost", "fisher-penalty", "l1", "random"]),
               default="fisher", show_default=True,

@@ -101,7 +101,15 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
         bar("measure", "member").update(1)
         bars["measure"].set_postfix(params=candidate.params, ms=f"{ms:.2f}", refresh=False)
 
-    model = LatencyModel(device, threads, batch, on_measure=lambda: bar("latency table", "op").update(1))
+    early = [0]  # table points timed before the first member is reported: an unreachable budget is one line
+
+    def table_point() -> None:
+        early[0] += 1
+        if "measure" in bars:
+            bar("latency table", "op").update(early[0])
+            early[0] = 0
+
+    model = LatencyModel(device, threads, batch, on_measure=table_point)
     try:
         found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report, model=model)
     finally:
@@ -120,12 +128,17 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
     from archfamily.scaling.rules import BASE_RULES, base_rule, make_rule
     from archfamily.specs import base_spec
 
-    if rule in BASE_RULES and not Path(family_path).exists():
+    if not Path(family_path).exists():
         try:
             base = base_spec(family_path)
         except UserError:
             pass  # not a base name either: load_family says what it expected
         else:
+            if rule not in BASE_RULES:  # a base name is found; what is missing is the pruning run it needs
+                default = " (the default --rule)" if rule == "copycat" else ""
+                raise UserError(f"the {rule} rule{default} needs a pruning run's family: give --family FAMILY.json "
+                                f"(or its folder) from `archfamily derive --base {family_path}`, or a rule that "
+                                f"scales the base name alone: {', '.join(BASE_RULES)}")
             return base_rule(rule, base), family_path, family_path, family_path, "no"
     family = load_family(family_path)
     return (make_rule(rule, family.base, family.trajectory, family.rules, at), str(family.path),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Optional
 
 import click
@@ -25,11 +26,20 @@ def list_entries(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
-    click.echo(f"{'name':<44} {'params':>9} {'MACs':>7} {'test error':>10} {'images':>7}  source")
-    for e in entries:
-        source = " ".join(x for x in (e["source"]["rule"], e["source"]["family"]) if x)
-        click.echo(f"{e['name'] + '.' + e['tag']:<44} {format_count(e['params']):>9} {format_count(e['macs']):>7} "
-                   f"{e['test_error']:>9.2f}% {e['test_images']:>7,}  {source}")
+    rows = [(f"{e['name']}.{e['tag']}", format_count(e["params"]), format_count(e["macs"]), f"{e['test_error']:.2f}%",
+             f"{e['test_images']:,}", " ".join(x for x in (e["source"]["rule"], e["source"]["family"]) if x))
+            for e in entries]
+    rows.sort(key=lambda row: _natural_key(row[0]))  # as timm.list_models orders names: 76k before 152k
+    head = ("name", "params", "MACs", "test error", "images", "source")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(5)]  # each column as wide as its longest
+    for row in [head, *rows]:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:5], widths[1:])]
+        click.echo((" ".join(cells) + "  " + row[5]).rstrip())
+
+
+def _natural_key(name: str) -> list:
+    """timm's sort key for model names: runs of digits compared as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
 
 
 @zoo.command(name="eval")

@@ -2,6 +2,9 @@
 their metavar; a help page that raises is the first thing a new user sees)."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 import pytest
 
@@ -23,3 +26,11 @@ def test_help_renders(run_cli, path: tuple[str, ...]) -> None:
     result = run_cli(*path, "--help")
     assert result.code == 0, result.err
     assert "Usage:" in result.out and "Traceback" not in result.err
+
+
+def test_derive_help_gives_the_quick_presets_measured_time_as_the_readme_does(run_cli) -> None:
+    text = " ".join(run_cli("derive", "--help").out.split())  # as one line: click wraps it where it likes
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quick = next(line for line in readme.splitlines() if line.startswith("archfamily derive --preset quick"))
+    minutes = re.search(r"quick: ~(\d+) min on a 2-core CPU", text)
+    assert minutes and f"~{minutes[1]} min on a 2-core CPU" in quick, (text, quick)  # 26 min here, not 10

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,8 @@ def test_smoke_run_writes_a_family(run_cli, tmp_path: Path) -> None:
         spec = spec_from_dict(line["spec"])
         assert spec.num_params() == line["params"] and spec.num_macs() == line["macs"]
     assert lines[-1]["test_error"] is not None
+    errors = re.findall(r'"test_error": ([0-9.]+)', (out / "trajectory.jsonl").read_text())
+    assert errors and all(len(e.partition(".")[2]) <= 4 for e in errors), errors  # no 33.900000000000006
 
     for name in ("base", "pruned-050", "pruned-025", "pruned-final"):
         spec, model, _ = load_model(out / f"{name}.safetensors")

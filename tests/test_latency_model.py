@@ -197,7 +197,7 @@ class _Measured:
     def __init__(self, scale: float) -> None:
         self.scale, self.specs = scale, []
 
-    def measure(self, spec, device, threads, batch) -> float:
+    def measure(self, spec, device, threads, batch, expected=None) -> float:
         self.specs.append(spec)
         return self.scale * sum(_cost(o.kind, o.fixed, o.channels) for o in lm.network_ops(spec))
 
@@ -231,6 +231,91 @@ def test_a_family_wider_than_the_table_is_solved_by_measurement_alone(model: lm.
     found, ms = solve_latency(rule, target, torch.device("cpu"), 1, cache=_Measured(1.0), model=model)
     expected, _ = solve_latency(rule, target, torch.device("cpu"), 1, cache=_Measured(1.0))
     assert found.spec == expected.spec and ms <= target
+
+
+class _Net:
+    """A stand-in network for LatencyCache: calling it gives its stand-in table latency."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        self.ms = sum(_cost(o.kind, o.fixed, o.channels) for o in lm.network_ops(spec))
+
+    def to(self, *args, **kwargs) -> "_Net":
+        return self
+
+    def eval(self) -> "_Net":
+        return self
+
+    def __call__(self, x) -> float:
+        return self.ms
+
+
+def _loaded_timer(monkeypatch, loads) -> list[float]:
+    """LatencyCache times its stand-in network slowed by the next of `loads` (the machine's other work); the
+    figures it read."""
+    import archfamily.latency as latency
+    from archfamily.latency.timing import Timing
+
+    read: list[float] = []
+
+    def timer(cases, *args, **kwargs):
+        read.append(cases["net"]() * next(loads))
+        return {"net": Timing(read[-1], 0.0, 1)}
+
+    monkeypatch.setattr(latency, "build_model", _Net)
+    monkeypatch.setattr(latency, "time_interleaved", timer)
+    return read
+
+
+def test_a_latency_a_busy_machine_spoiled_is_measured_again_and_not_cached(monkeypatch, tmp_path: Path,
+                                                                           capsys) -> None:
+    from archfamily.latency.budgets import LatencyCache
+
+    spec, cpu = base_spec("wrn-16-1"), torch.device("cpu")
+    true_ms = _Net(spec).ms
+    read = _loaded_timer(monkeypatch, iter([256.0, 200.0, 3.0, 1.0, 1.0]))
+    cache = LatencyCache(tmp_path / "latency.json")
+    assert cache.measure(spec, cpu, 2, 1, expected=lambda: true_ms) == 200.0 * true_ms  # the less spoiled of two
+    assert len(read) == 2 and not (tmp_path / "latency.json").exists() and not cache.entries
+    note = capsys.readouterr().err
+    assert len(note.strip().splitlines()) == 1 and "not cached" in note and note.startswith("archfamily: ")
+    assert cache.measure(spec, cpu, 2, 1, expected=lambda: true_ms) == 3.0 * true_ms  # within 4x: kept, as always
+    assert cache.measure(spec, cpu, 2, 1, expected=lambda: 1 / 0) == 3.0 * true_ms  # cached: no prediction asked
+    assert len(read) == 3
+    assert LatencyCache(tmp_path / "latency.json").entries == {cache.key(spec, cpu, 2, 1): 3.0 * true_ms}
+    assert cache.measure(base_spec("wrn-10-1"), cpu, 2, 1) > 0 and len(read) == 4  # no prediction: no check
+    assert capsys.readouterr().err == ""
+
+
+def test_a_latency_spoiled_once_is_taken_again_and_the_good_figure_cached(monkeypatch, tmp_path: Path) -> None:
+    from archfamily.latency.budgets import LatencyCache
+
+    spec, cpu = base_spec("wrn-16-1"), torch.device("cpu")
+    read = _loaded_timer(monkeypatch, iter([0.1, 1.0]))  # far too fast is as doubtful as far too slow
+    notes: list[str] = []
+    cache = LatencyCache(tmp_path / "latency.json", on_note=notes.append)
+    assert cache.measure(spec, cpu, 1, 1, expected=lambda: _Net(spec).ms) == read[1] and not notes
+    assert LatencyCache(tmp_path / "latency.json").entries == {cache.key(spec, cpu, 1, 1): read[1]}
+
+
+def test_a_busy_machines_refusal_of_a_latency_budget_is_not_repeated_by_the_rerun(model: lm.LatencyModel,
+                                                                                 monkeypatch, tmp_path: Path) -> None:
+    import itertools
+
+    from archfamily.latency.budgets import LatencyCache, solve_latency
+    from archfamily.scaling.rules import base_rule
+
+    rule = base_rule("reduced-width", base_spec("wrn-16-1"))
+    target = 0.5 * _Net(base_spec("wrn-16-1")).ms
+    notes: list[str] = []
+    _loaded_timer(monkeypatch, itertools.repeat(1000.0))  # busy: the smallest member seems over the budget
+    with pytest.raises(UserError, match="is unreachable"):
+        solve_latency(rule, target, torch.device("cpu"), 2, cache=LatencyCache(tmp_path / "l.json", notes.append),
+                      model=model)
+    assert len(notes) == 1 and not (tmp_path / "l.json").exists()
+    _loaded_timer(monkeypatch, itertools.repeat(1.0))  # the machine idle again: the rerun measures afresh
+    found, ms = solve_latency(rule, target, torch.device("cpu"), 2,
+                              cache=LatencyCache(tmp_path / "l.json", notes.append), model=model)
+    assert ms <= target and found.params > 769 and len(notes) == 1
 
 
 def test_latency_pruning_refuses_a_base_wider_than_the_table_before_training(run_cli, tmp_path: Path) -> None:

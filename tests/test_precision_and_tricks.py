@@ -150,6 +150,28 @@ def test_progress_in_a_log_is_one_line_per_refresh() -> None:
     assert "\r" not in log.getvalue() and len(lines) >= 2 and lines[-1].startswith("train: 100%")
 
 
+def test_progress_in_a_log_is_a_line_every_30_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import tqdm.std
+
+    from archfamily.progress import LOG_INTERVAL_S, progress_bar
+
+    now = [1000.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: now[0])  # the bar's clock: one step a second, 300 steps
+    log = io.StringIO()  # not a terminal, like a job's log file
+    with progress_bar(total=300, desc="prune", file=log) as bar:
+        for step in range(300):
+            now[0] += 1.0
+            bar.set_postfix(params=f"{10 ** (step % 5):,}", refresh=False)  # redraws of differing lengths
+            bar.update(1)
+    text = log.getvalue()
+    lines = text.split("\n")[:-1]
+    assert "\r" not in text and text.endswith("\n") and not any(line.endswith(" ") for line in lines)
+    assert LOG_INTERVAL_S == 30 and len(lines) == 1 + 300 // 30  # the start, then a line every 30 s (the last at 100%)
+    assert lines[0].startswith("prune:   0%") and lines[-1].startswith("prune: 100%")
+
+
 def test_auto_keeps_the_precision_a_resumed_run_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from archfamily.training.runs import recorded_setting
 

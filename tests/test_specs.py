@@ -91,6 +91,21 @@ def test_malformed_spec_dict(data) -> None:
         spec_from_dict(data)
 
 
+@pytest.mark.parametrize("name, field", [("wrn-10-1", "inner_widths"), ("densenet-bc-40", "bottleneck_widths"),
+                                         ("resnet-18", "mid_widths")])
+def test_a_spec_missing_a_field_names_it_not_pythons_init(run_cli, tmp_path, name: str, field: str) -> None:
+    data = spec_to_dict(base_spec(name))
+    assert field in data
+    del data[field]
+    with pytest.raises(UserError, match=rf"^member.json: a {data['family']} spec needs '{field}'$"):
+        spec_from_dict(data, "member.json")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(data))
+    result = run_cli("train", "--spec", str(spec_file), "--out", str(tmp_path / "run"))
+    assert result.code == 2 and f"spec.json: a {data['family']} spec needs '{field}'" in result.err
+    assert "__init__" not in result.err and len(result.err.strip().splitlines()) == 1
+
+
 def test_densenet_needs_at_least_one_stage() -> None:
     with pytest.raises(UserError, match="at least one stage"):
         DenseNetBCSpec(12, ())

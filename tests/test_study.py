@@ -243,6 +243,46 @@ def test_dry_run_lists_each_run_with_its_estimate_and_commands(run_cli, tmp_path
     assert not (tmp_path / "study").exists()
 
 
+def test_dry_run_of_a_finished_plan_shows_what_each_run_took_not_an_estimate(tmp_path: Path, monkeypatch) -> None:
+    import archfamily.study as study
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import write_record
+
+    plan = load_plan(_plan(tmp_path, GOOD))
+    out = tmp_path / "study"
+    jobs = study.expand(plan, out)
+    for job in jobs:  # every run finished; the pruning run's time was never recorded
+        (out / job.done_file).parent.mkdir(parents=True, exist_ok=True)
+        (out / job.done_file).write_text("{}")
+        if job.kind != "derive":
+            write_record(out, job, 90.0)
+    monkeypatch.setattr(study, "collect", lambda *args: {})  # the results are not what this test reads
+    jobs, estimates, source = study.prepare(plan, out, 1)
+    assert estimates == {} and source == "nothing left to run"  # no placeholder rate to estimate with
+    lines = [ln for ln in study.queue_lines(jobs, estimates, out, 1) if " finished " in ln]
+    assert len(lines) == 3 and not any("~" in ln for ln in lines), lines
+    assert lines[0].split()[-3:] == ["1.5", "min", "taken"] and lines[1].endswith("(time not recorded)")
+
+
+def test_results_give_each_rows_mean_and_sd_to_the_errors_4_decimals(tmp_path: Path) -> None:
+    from archfamily.specs import base_spec, spec_to_dict
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+    from archfamily.study.results import collect
+
+    plan = load_plan(_plan(tmp_path, GOOD.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseeds = [0, 1]')))
+    out = tmp_path / "study"
+    jobs = expand(plan, out)
+    spec = base_spec("wrn-10-1")
+    for job, error in zip([j for j in jobs if j.arm == "reduced-width"], (0.1, 0.2)):
+        (out / job.done_file).parent.mkdir(parents=True)
+        (out / job.done_file).write_text(json.dumps({"test_error": error, "params": spec.num_params(),
+                                                     "macs": spec.num_macs(), "test_images": 10_000,
+                                                     "spec": spec_to_dict(spec)}))
+    row = collect(plan, out, jobs)["rows"][0]
+    assert row["test_errors"] == [0.1, 0.2] and (row["mean"], row["sd"]) == (0.15, 0.0707)  # not 0.15000000000000002
+
+
 def test_arms_runs_part_of_a_plan_with_the_runs_it_needs(run_cli, tmp_path: Path) -> None:
     from archfamily.study import select_arms
     from archfamily.study.plan import load_plan
@@ -286,7 +326,9 @@ def test_scale_takes_a_base_name_for_the_rules_that_need_no_pruning_run(run_cli)
     assert result.code == 0, result.err
     assert abs(json.loads(result.out)["params"] - 152_000) <= 1520
     result = run_cli("scale", "--family", "wrn-16-2", "--rule", "copycat", "--params", "152k")
-    assert result.code == 2 and "family not found" in result.err
+    assert result.code == 2 and "the copycat rule (the default --rule) needs a pruning run's family" in result.err  # not "family not found"
+    assert "--family FAMILY.json" in result.err and "archfamily derive" in result.err and "reduced-width" in result.err
+    assert len(result.err.strip().splitlines()) == 1
 
 
 def test_whole_number_budgets_reach_the_commands_exactly(tmp_path: Path) -> None:

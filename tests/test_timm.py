@@ -309,6 +309,29 @@ def test_zoo_and_export_bad_input(run_cli, tmp_path: Path, args, message: str) -
     assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1
 
 
+def test_zoo_list_is_sorted_by_name_as_timm_sorts_and_its_columns_line_up(run_cli, monkeypatch) -> None:
+    import archfamily.zoo.manifest
+
+    def entry(name: str, params: int, rule: str = "") -> dict:
+        return {"name": name, "tag": "c10", "params": params, "macs": 150 * params, "test_error": 12.3456,
+                "test_images": 10_000, "source": {"rule": rule, "family": ""}}
+
+    entries = [entry("archfamily_wrn16_2_pruned_scratch_304k_fast2_e20", 304_000, "pruned-scratch"),
+               entry("archfamily_wrn16_2_e10", 692_000, "base"), entry("archfamily_wrn16_2_copycat_152k_e10", 152_000),
+               entry("archfamily_wrn16_2_copycat_76k_e10", 76_000, "copycat")]
+    monkeypatch.setattr(archfamily.zoo.manifest, "read_manifest", lambda *args: entries)
+    result = run_cli("zoo", "list")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    names = [line.split()[0] for line in lines[1:]]
+    assert names == ["archfamily_wrn16_2_copycat_76k_e10.c10", "archfamily_wrn16_2_copycat_152k_e10.c10",  # numbers
+                     "archfamily_wrn16_2_e10.c10", "archfamily_wrn16_2_pruned_scratch_304k_fast2_e20.c10"]  # as timm
+    for column in ("params", "MACs", "test error", "images"):  # every row's figure ends where its heading does
+        end = lines[0].index(column) + len(column)
+        assert all(line[end - 1] != " " and line[end:end + 1] in ("", " ") for line in lines), column
+    assert not any(line.endswith(" ") for line in lines)
+
+
 def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -> None:
     from archfamily.models.checkpoint import save_model
     from archfamily.models import build_model
@@ -324,6 +347,7 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
     assert "archfamily_tiny.c10" in listed.out
     measured = run_cli("zoo", "eval", "archfamily_tiny", "--test-subset", "100", "--device", "cpu")
     assert measured.code == 0 and f"{entry['test_error']:.2f}%" in measured.out
+    assert "test error: 100%" in measured.err and "100/100" in measured.err  # its progress, on stderr
     again = run_cli("zoo", "add", str(source), "--name", "tiny", "--test-subset", "100")
     assert again.code == 2 and "--replace" in again.err
     weights = tmp_path / "zoo" / entry["file"]

@@ -14,6 +14,7 @@ import torch
 from archfamily.data.batches import normalize
 from archfamily.models.checkpoint import RunCheckpoint, load_model, save_model
 from archfamily.data.cifar import MEAN, STD, Cifar10
+from archfamily.errors import UserError
 from archfamily.training.evaluation import count_errors
 from archfamily.models import build_model
 from archfamily.training.recipes import FAST, WRN, Recipe
@@ -91,6 +92,39 @@ def test_flip_tta_adds_the_mirrored_images_logits() -> None:
     assert count_errors(model, images, labels, MEAN, STD, CPU, tta="mirror")[0] == int((tta != labels).sum())
 
 
+def test_measuring_the_test_error_shows_a_bar_and_a_pruning_runs_checks_do_not(capsys) -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    images, labels = _data().test_x, _data().test_y
+    shown = count_errors(model, images, labels, MEAN, STD, CPU, batch_size=8, desc="test error")
+    err = capsys.readouterr().err  # not a terminal: the bar's lines
+    assert err.splitlines()[-1].startswith("test error: 100%") and "20/20" in err and "\r" not in err
+    assert count_errors(model, images, labels, MEAN, STD, CPU, batch_size=8) == shown
+    assert capsys.readouterr().err == ""
+    trainer = _trainer(FAST)
+    trainer.evaluate()  # as a pruning run checks, every few steps: silent
+    assert capsys.readouterr().err == ""
+    trainer.evaluate(desc="test error")  # as `train` measures its network
+    assert capsys.readouterr().err.splitlines()[-1].startswith("test error: 100%")
+
+
+def test_a_test_error_is_written_to_the_4_decimals_a_count_of_images_has() -> None:
+    import json
+
+    from archfamily.training.evaluation import error_percent
+
+    assert 100.0 * (339 / 1000) == 33.900000000000006 and 100.0 * (1284 / 10_000) == 12.839999999999998
+    assert json.dumps([error_percent(339, 1000), error_percent(1284, 10_000), error_percent(1, 3)]) == \
+        "[33.9, 12.84, 33.3333]"
+
+    class Guess0(torch.nn.Module):  # class 0 for every image: wrong on every image of another class
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(torch.zeros(x.shape[0], dtype=torch.long), 10).float()
+
+    labels = (torch.arange(1000) >= 661).long()  # 339 of 1000 images not of class 0
+    images = torch.zeros(1000, 3, 32, 32, dtype=torch.uint8)
+    assert _trainer(FAST).evaluate(images, labels, model=Guess0()) == 33.9
+
+
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_step_trains_on_the_cpu_like_eager() -> None:
     recipe = FAST.with_batch_size(16).shortened(1)
@@ -110,6 +144,23 @@ def test_model_file_round_trip(tmp_path: Path) -> None:
     assert spec == model.spec and meta["test_error"] == "12.5"
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_file_that_is_no_model_is_named_so_not_by_the_safetensors_parser(run_cli, tmp_path: Path) -> None:
+    import json
+
+    from archfamily.specs import spec_to_dict
+
+    spec_file = tmp_path / "member.json"  # what `scale --out` writes: a spec, not a trained model
+    spec_file.write_text(json.dumps(spec_to_dict(base_spec("wrn-10-1"))))
+    result = run_cli("measure", str(spec_file), "--out", str(tmp_path / "m"), "--test-subset", "100")
+    assert result.code == 2 and f"{spec_file}: not a model file (safetensors); it holds JSON" in result.err
+    assert "deserializing" not in result.err and len(result.err.strip().splitlines()) == 1
+    cut = tmp_path / "cut.safetensors"
+    save_model(cut, build_model(base_spec("wrn-10-1")))
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(UserError, match="a damaged model file \\(safetensors\\): shorter than its header says"):
+        load_model(cut)
 
 
 def test_two_process_gloo_ddp_step(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
-from archfamily.weights import read_weights
+from archfamily.weights import read_weights, unreadable
 
 MODEL_FORMAT = "archfamily.model/1"
 
@@ -57,7 +57,7 @@ def read_model_metadata(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
     except (SafetensorError, OSError) as exc:
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from None
+        raise UserError(f"cannot read checkpoint {path}: {unreadable(path, exc)}") from None
     if meta.get("format") != MODEL_FORMAT or "spec" not in meta:
         raise UserError(f"{path} is not an archfamily model file (no spec in its metadata)")
     return meta

@@ -197,7 +197,8 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
         return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
         _, model, meta = load_model(Path(config.checkpoint))
-        error = Trainer(model, data, recipe, device, config.seed, dist_ctx, precision=config.precision).evaluate()
+        error = Trainer(model, data, recipe, device, config.seed, dist_ctx,
+                        precision=config.precision).evaluate(desc="test error, base")
         if dist_ctx.is_main:
             kept = {k: v for k, v in meta.items() if k not in ("format", "spec", "test_error")}
             save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint})
@@ -334,7 +335,8 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
     device, threads = parse_target(config.cost_on)
     model = LatencyModel(device, threads, batch=1)
     if dist_ctx.is_main:
-        model.calibrate([spec], lambda s: LatencyCache().measure(s, device, threads, batch=1))
+        model.calibrate([spec], lambda s: LatencyCache().measure(s, device, threads, batch=1,
+                                                                 expected=lambda: model.predict(s)))
     return model
 
 

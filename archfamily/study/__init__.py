@@ -73,9 +73,10 @@ def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[
     check_started_runs(study_dir, jobs)
     collect(plan, study_dir, jobs)
     pending = [j for j in jobs if not is_finished(study_dir, j)]
-    rate, source = training_rate(study_dir, jobs, lambda: probe_rate(plan.base_spec, threads)) if pending \
-        else (1.0, "nothing left to run")
-    return jobs, {j.id: estimate_seconds(j, rate) for j in jobs}, source
+    if not pending:  # no rate to estimate with, and nothing to estimate: a finished run shows what it took
+        return jobs, {}, "nothing left to run"
+    rate, source = training_rate(study_dir, jobs, lambda: probe_rate(plan.base_spec, threads))
+    return jobs, {j.id: estimate_seconds(j, rate) for j in pending}, source
 
 
 def select_arms(plan: Plan, jobs: list[Job], arms: Sequence[str]) -> list[Job]:
@@ -97,7 +98,9 @@ def queue_lines(jobs: list[Job], estimates: dict[str, float], study_dir: Path, p
     for job in jobs:
         state = "finished" if is_finished(study_dir, job) else "partial" if is_partial(study_dir, job) else "to run"
         if state == "finished":  # what it took, not an estimate (with nothing left to run there is no rate)
-            lines.append(f"{job.id:<32} {state:<9} {job_seconds(study_dir, job) / 60:7.1f} min taken")
+            took = job_seconds(study_dir, job)
+            lines.append(f"{job.id:<32} {state:<9} " + (f"{took / 60:7.1f} min taken" if took > 0
+                                                          else "(time not recorded)"))
         else:
             left += estimates[job.id]
             lines.append(f"{job.id:<32} {state:<9} ~{estimates[job.id] / 60:6.1f} min")

@@ -100,8 +100,8 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
                 "arm": arm.name, "kind": arm.kind, "budget": budget, "budget_label": arm.budget_label(budget, plan.budget_labels),
                 "params": done[0][1]["params"] if done else None, "macs": done[0][1]["macs"] if done else None,
                 "test_errors": errors, "seeds": [j.seed for j, _ in done],
-                "mean": statistics.fmean(errors) if errors else None,
-                "sd": statistics.stdev(errors) if len(errors) > 1 else None,
+                "mean": round(statistics.fmean(errors), 4) if errors else None,  # to the errors' own 4 decimals
+                "sd": round(statistics.stdev(errors), 4) if len(errors) > 1 else None,
                 "seeds_planned": len(arm_jobs), "test_images": sorted({m["test_images"] for _, m in done}),
                 "latency_ms": ms[0] if ms else None, "runs": [f"runs/{j.id}" for j, _ in done],
                 "seconds": sum(m["seconds"] for _, m in done), "commands": commands,

@@ -31,7 +31,7 @@ from archfamily.models.checkpoint import RunCheckpoint, save_model
 from archfamily.data.cifar import MEAN, STD, Cifar10
 from archfamily.training.distributed import DistContext
 from archfamily.training.precision import default_precision
-from archfamily.training.evaluation import count_errors
+from archfamily.training.evaluation import count_errors, error_percent
 from archfamily.progress import progress_bar
 from archfamily.training.recipes import Recipe
 from archfamily.weights import check_tensor, check_tensors
@@ -127,18 +127,19 @@ class Trainer:
                     self.save(checkpoint)
 
     def evaluate(self, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
-                 tta: str = "", model: Optional[nn.Module] = None) -> float:
+                 tta: str = "", model: Optional[nn.Module] = None, desc: Optional[str] = None) -> float:
         """Top-1 error in percent of `model` (default: `eval_model`) on the test split (or the given images),
-        split over ranks; `tta` as `count_errors` takes it."""
+        split over ranks; `tta` as `count_errors` takes it, and `desc` names a progress bar (rank 0's)."""
         images = self.data.test_x if images is None else images
         labels = self.data.test_y if labels is None else labels
         shard = slice(self.dist.rank, None, self.dist.world)
         wrong, total = count_errors(self.eval_model if model is None else model, images[shard], labels[shard],
-                                    MEAN, STD, self.device, bf16=self.bf16, tta=tta)
+                                    MEAN, STD, self.device, bf16=self.bf16, tta=tta,
+                                    desc=desc if self.dist.is_main else None)
         counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
         if self.dist.enabled:
             dist.all_reduce(counts)
-        return 100.0 * float(counts[0] / counts[1])
+        return error_percent(int(counts[0]), int(counts[1]))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Model tensors (masks included), the optimizer's per-parameter tensors (SGD momentum, Lookahead's slow
@@ -219,12 +220,12 @@ def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch
     checkpoint = RunCheckpoint(checkpoint_dir)
     trainer.resume(checkpoint)
     trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc=desc)
-    errors = {"test_error": trainer.evaluate()}
+    errors = {"test_error": trainer.evaluate(desc="test error")}
     if trainer.ema is not None:
-        errors["test_error_no_ema"] = trainer.evaluate(model=trainer.model)
+        errors["test_error_no_ema"] = trainer.evaluate(model=trainer.model, desc="test error, no EMA")
     if tta:
-        errors["test_error_tta"] = trainer.evaluate(tta="mirror")
-        errors["test_error_tta_shift"] = trainer.evaluate(tta="mirror-shift")
+        errors["test_error_tta"] = trainer.evaluate(tta="mirror", desc="test error, mirror TTA")
+        errors["test_error_tta_shift"] = trainer.evaluate(tta="mirror-shift", desc="test error, mirror+shift TTA")
     if dist_ctx.is_main:
         save_model(model_file, trainer.eval_model, {
             **{k: repr(v) for k, v in errors.items()}, "test_images": str(data.test_x.shape[0]),
