@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -330,6 +333,16 @@ def test_zoo_list_is_sorted_by_name_as_timm_sorts_and_its_columns_line_up(run_cl
         end = lines[0].index(column) + len(column)
         assert all(line[end - 1] != " " and line[end:end + 1] in ("", " ") for line in lines), column
     assert not any(line.endswith(" ") for line in lines)
+
+
+def test_the_zoo_is_found_from_any_folder(tmp_path: Path) -> None:
+    """The zoo is `archfamily.zoo`'s own folder, not a `zoo` package that happens to be importable from the cwd."""
+    env = {k: v for k, v in os.environ.items() if k != "ARCHFAMILY_ZOO"}
+    done = subprocess.run([sys.executable, "-m", "archfamily", "zoo", "list"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0] for line in done.stdout.splitlines()[1:]}
+    assert listed == {f"{e['name']}.{e['tag']}" for e in read_manifest(Path(zoo.__file__).parent)} and listed
 
 
 def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -> None:

@@ -6,7 +6,6 @@ names carry the `archfamily_` prefix, so no timm model is ever overwritten.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -25,13 +24,10 @@ NAME = re.compile(r"archfamily_[a-z0-9_]+")
 
 
 def zoo_dir() -> Path:
-    """`$ARCHFAMILY_ZOO`, else the folder of the installed `zoo` package."""
+    """`$ARCHFAMILY_ZOO`, else this package's folder (`archfamily.zoo`)."""
     if os.environ.get("ARCHFAMILY_ZOO"):
         return Path(os.environ["ARCHFAMILY_ZOO"])
-    spec = importlib.util.find_spec("zoo")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the zoo package is not installed; run pip install -e . in the archfamily repository")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).parent
 
 
 def read_manifest(folder: Optional[Path] = None) -> list[dict[str, Any]]:
