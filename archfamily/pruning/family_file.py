@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from archfamily.checks import Fields, read_json, show
 from archfamily.errors import UserError
+from archfamily.pruning.criteria import cost_weighing
 from archfamily.training.recipes import finetune_recipe_for
 from archfamily.scaling.rules import RULES, fit_rules, trajectory_spec
 from archfamily.specs import ArchSpec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
@@ -130,9 +131,7 @@ def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:
 def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
     """What a cost-aware run weighed saliency against, and for a latency cost the device it was predicted for:
     a family pruned against one machine's latency is that machine's family, and its reader needs to know which."""
-    from archfamily.pruning.pruner import COST_METHODS  # with torch: only a derive run writes a family document
-
-    weighs_cost = config["method"] in COST_METHODS
+    weighs_cost = config["method"] in cost_weighing()
     return {"cost": config["cost"] if weighs_cost else None,
             "cost_on": config.get("cost_on") if weighs_cost and config["cost"] == "latency" else None}
 

@@ -20,7 +20,8 @@ from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
 from archfamily.training.recipes import RECIPES as TRAINING_RECIPES
-from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
+from archfamily.pruning.criteria import CRITERIA, cost_weighing
+from archfamily.pruning.pruner import COSTS
 from archfamily.scaling.rules import BASE_RULES, RULES
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
@@ -396,10 +397,10 @@ def load_plan(path: str | Path) -> Plan:
     for run_name in (prune_t.data if prune_t else {}):
         t = prune_t.table(run_name)
         _name(run_name, t.where)
-        method = t.str("method", "fisher", METHODS)
+        method = t.str("method", "fisher", tuple(CRITERIA))
         cost, on = t.str("cost", None, COSTS), t.str("on")
-        if cost is not None and method not in COST_METHODS:
-            raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(COST_METHODS)} only")
+        if cost is not None and method not in cost_weighing():
+            raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(cost_weighing())} only")
         if (cost == "latency") != (on is not None):
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
