@@ -117,10 +117,10 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
     from pathlib import Path
 
     from archfamily.pruning.family_file import load_family
-    from archfamily.scaling.rules import BASE_RULES, base_rule, make_rule
+    from archfamily.scaling.rules import base_rule, base_rules, make_rule
     from archfamily.specs import base_spec
 
-    if rule in BASE_RULES and not Path(family_path).exists():
+    if rule in base_rules() and not Path(family_path).exists():
         try:
             base = base_spec(family_path)
         except UserError:

@@ -22,11 +22,11 @@ from archfamily.training.precision import PRECISIONS
 from archfamily.training.recipes import RECIPES as TRAINING_RECIPES
 from archfamily.pruning.criteria import CRITERIA, cost_weighing
 from archfamily.pruning.pruner import COSTS
-from archfamily.scaling.rules import BASE_RULES, RULES
+from archfamily.scaling.rules import RULES, base_rules
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
-ARM_KINDS = (*RULES, "pruned-scratch", "pruned-tuned")
+PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
 RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
@@ -287,10 +287,10 @@ def _name(name: str, where: str) -> str:
 def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: dict[str, PruneRun],
          labels: dict[int, str], latency: Optional[Latency]) -> Arm:
     _name(name, table.where)
-    kind = table.str("rule", _REQUIRED, ARM_KINDS)
+    kind = table.str("rule", _REQUIRED, (*RULES, *PRUNED_KINDS))
     prune = table.str("prune", next(iter(prune_runs), None))
     if prune is None:
-        if kind not in BASE_RULES:
+        if kind not in base_rules():
             raise UserError(f"{table.where}: rule {kind} needs a pruning run, and the plan has no [prune.NAME]")
         # needs no family; the run is named for the queue only
     elif prune not in prune_runs:
@@ -332,9 +332,10 @@ def _check_budgets(plan: Plan) -> None:
             raise UserError(f"{plan.path}: [prune.{run.name}] 'until_params' must be below the base's "
                             f"{format_count(base_params)} params")
     for arm in plan.arms.values():
+        rule = RULES.get(arm.kind)  # None: the pruning run's own networks
         for budget in arm.budgets:
             where = f"{plan.path}: arm {arm.name!r}, budget {format_count(budget)}"
-            if arm.kind in BASE_RULES:
+            if arm.kind in base_rules():
                 try:
                     solve(base_rule(arm.kind, plan.base_spec), budget, "params", arm.round_to)
                 except UserError as exc:
@@ -345,8 +346,8 @@ def _check_budgets(plan: Plan) -> None:
                 if not floor <= budget < base_params:
                     raise UserError(f"{where}: pruning run {run.name!r} goes from {format_count(base_params)} down to "
                                     f"{format_count(floor)} params; the budget must lie between")
-            elif not budget < base_params * 16:
-                raise UserError(f"{where}: beyond what the family can reach (16x the base's params)")
+            elif rule.reach is not None and not budget < base_params * rule.reach:
+                raise UserError(f"{where}: beyond what the family can reach ({rule.reach:g}x the base's params)")
 
 
 def load_plan(path: str | Path) -> Plan:
