@@ -6,7 +6,6 @@ Paths in a plan are relative to the plan file. `studies/smoke.toml` shows every 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import tomllib
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from archfamily.bench.runtimes import RUNTIMES
 from archfamily.checks import MAX_COUNT, is_number, show
 from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
@@ -29,7 +29,6 @@ from archfamily.units import format_count, parse_count
 PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
 RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
-RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
 
 
@@ -433,10 +432,11 @@ def load_plan(path: str | Path) -> Plan:
     bench = None
     if bench_t is not None:
         runtimes = tuple(bench_t.value("runtimes", (list,), "a list of runtimes", ["eager"]))
-        if not runtimes or any(r not in RUNTIMES for r in runtimes):
+        if not runtimes or any(not isinstance(r, str) or r not in RUNTIMES for r in runtimes):
             raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
-        if "onnxruntime" in runtimes and importlib.util.find_spec("onnxruntime") is None:
-            raise UserError(f"{bench_t.where}: runtime onnxruntime needs pip install -e \".[onnx]\"")
+        for name in runtimes:
+            if RUNTIMES[name].missing():
+                raise UserError(f"{bench_t.where}: runtime {name} needs {RUNTIMES[name].install}")
         bench = Bench(bench_t.ints("threads", (1,), low=1, high=cores()),
                       bench_t.ints("batches", (1,), low=1, high=MAX_BATCH),
                       bench_t.int("rounds", 3, low=1, high=MAX_ROUNDS), bench_t.str("formats", "channels_last", FORMATS), runtimes)
