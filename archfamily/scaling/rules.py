@@ -189,10 +189,10 @@ class Rule:
     `make(base, trajectory, numbers, at)` is the rule of one family (`numbers`: its entry in family.json's
     `rules`; `at`: copycat's trajectory point, or None). `fit(base, trajectory)` is that entry for a new
     family.json, or None where the trajectory gives none; `keys` (required) and `check(numbers, base)` check it
-    when a family.json is read. A rule that does not `need_family` scales the base alone. `reach`: for a rule
-    that needs a family, its largest member as a multiple of the base's params (a study plan refuses budgets
-    beyond it before the family exists). `optional`: a family.json may lack it. `timed`: what `archfamily bench`
-    times of it at each budget: "" nothing, "once" one member, "rounded" one member per rounding.
+    when a family.json is read. Without `needs_family` it scales the base alone (no pruning run). `reach`: for
+    a rule that needs a family, its largest member as a multiple of the base's params (a study plan refuses
+    budgets beyond it before the family exists). `optional`: a family.json may lack it. `timed`: what
+    `archfamily bench` times of it at each budget: "" nothing, "once" one member, "rounded" one per rounding.
     """
 
     name: str
