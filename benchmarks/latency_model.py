@@ -35,7 +35,7 @@ def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:
     for attempt in range(100 * count):
         if len(found) == count:
             break
-        rule_name, round_to = RULES[attempt % len(RULES)], rng.choice((1, 8))
+        rule_name, round_to = tuple(RULES)[attempt % len(RULES)], rng.choice((1, 8))
         budget = int(base * math.exp(rng.uniform(math.log(0.05), 0.0)))
         try:
             rule = make_rule(rule_name, family.base, family.trajectory, family.rules)

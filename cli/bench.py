@@ -8,6 +8,7 @@ import click
 
 from archfamily.errors import UserError
 from archfamily.limits import MAX_BATCH, MAX_ROUNDS, cores, parse_wholes
+from archfamily.bench.runtimes import RUNTIMES, cpu_only, check_runtimes
 from archfamily.units import parse_counts
 from archfamily.cli.options import Count
 
@@ -38,7 +39,8 @@ def _devices(text: str) -> tuple[str, ...]:
               help="Time trained networks instead: train run folders or model files GLOB matches, as arm ARM "
                    "(seeds of one architecture become one row). Repeat for each arm.")
 @click.option("--runtime", "runtimes", default="eager", show_default=True,
-              help="Runtimes to time each network in: eager, onnxruntime, or both (eager,onnxruntime; CPU only).")
+              help=f"Runtimes to time each network in: {', '.join(RUNTIMES)}, or several, comma-separated "
+                   f"({', '.join(cpu_only())} on the CPU only).")
 @click.option("--quick", is_flag=True, help="A fast, coarse run: batches 1 and 64, channels_last, one round.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for results.md/json and plots.")
 def bench(family_path: str, params: Optional[str], macs: Optional[str], device: str, threads: Optional[str],
@@ -56,7 +58,6 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     from archfamily.bench.measure import QUICK, BenchConfig, run
     from archfamily.bench.report import write_report
     from archfamily.bench.select import trained_groups
-    from archfamily.bench.measure import check_runtimes
     from archfamily.zoo.manifest import read_manifest
 
     settings = dict(QUICK) if quick else {}

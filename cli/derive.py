@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
+from archfamily.pruning.criteria import CRITERIA
 from archfamily.units import format_count, parse_count, parse_counts
 from archfamily.cli.options import COMPILE, Count, training_options
 
@@ -17,7 +18,7 @@ from archfamily.cli.options import COMPILE, Count, training_options
 @click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
               help="smoke: seconds; quick: ~25 min on a 2-core CPU (measured; see README); paper: the paper's recipe, for a GPU.")
 @click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18 [preset's].")
-@click.option("--method", type=click.Choice(["fisher", "fisher-cost", "fisher-penalty", "l1", "random"]),
+@click.option("--method", type=click.Choice(tuple(CRITERIA)),
               default="fisher", show_default=True,
               help="Channel saliency; fisher is the paper's; fisher-cost divides it by --cost, fisher-penalty "
                    "subtracts a scaled --cost (Theis et al.).")

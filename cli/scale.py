@@ -125,7 +125,7 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
     from pathlib import Path
 
     from archfamily.pruning.family_file import load_family
-    from archfamily.scaling.rules import BASE_RULES, base_rule, make_rule
+    from archfamily.scaling.rules import base_rule, base_rules, make_rule
     from archfamily.specs import base_spec
 
     if not Path(family_path).exists():
@@ -134,11 +134,11 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
         except UserError:
             pass  # not a base name either: load_family says what it expected
         else:
-            if rule not in BASE_RULES:  # a base name is found; what is missing is the pruning run it needs
+            if rule not in base_rules():  # a base name is found; what is missing is the pruning run it needs
                 default = " (the default --rule)" if rule == "copycat" else ""
                 raise UserError(f"the {rule} rule{default} needs a pruning run's family: give --family FAMILY.json "
                                 f"(or its folder) from `archfamily derive --base {family_path}`, or a rule that "
-                                f"scales the base name alone: {', '.join(BASE_RULES)}")
+                                f"scales the base name alone: {', '.join(base_rules())}")
             return base_rule(rule, base), family_path, family_path, family_path, "no"
     family = load_family(family_path)
     return (make_rule(rule, family.base, family.trajectory, family.rules, at), str(family.path),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from archfamily.bench.runtimes import RUNTIMES
 from archfamily.bench.select import networks, trained_networks
 from archfamily.bench.select import pruned_at
 from archfamily.pruning.family_file import load_family
@@ -170,3 +171,59 @@ def test_latency_cache_survives_damage(tmp_path: Path) -> None:
     for damage in (b"{broken", b"\xff\xfe{}", b"[1, 2]", b'{"a": "fast", "b": -1.0, "c": 2.5}'):
         (tmp_path / "latency.json").write_bytes(damage)
         assert LatencyCache(tmp_path / "latency.json").entries == ({"c": 2.5} if b"fast" in damage else {})
+
+
+@pytest.fixture
+def runtimes_restored():
+    """The registry of bench runtimes as it was, whatever a test registers."""
+    saved = dict(RUNTIMES)
+    yield
+    RUNTIMES.clear()
+    RUNTIMES.update(saved)
+
+
+PLAN = """
+budgets = ["40k"]
+[base]
+spec = "wrn-10-1"
+[arms.reduced-width]
+rule = "reduced-width"
+[bench]
+runtimes = ["eager", "RUNTIME"]
+"""
+
+
+def test_a_registered_runtime_is_timed_beside_eager_and_planned(family, tmp_path: Path, runtimes_restored) -> None:
+    from archfamily.bench.measure import BenchConfig, run
+    from archfamily.bench.runtimes import Runtime, check_runtimes, prepare_eager, register, unregister
+    from archfamily.study.plan import load_plan
+
+    prepared = []
+
+    def inference_mode(net, setting):  # eager PyTorch under torch.inference_mode
+        prepared.append((net.kind, setting.batch, setting.threads))
+        call = prepare_eager(net, setting)
+        return lambda: torch.inference_mode()(call)()
+
+    register(Runtime("inference-mode", inference_mode))
+    register(Runtime("not-installed", inference_mode, needs=("archfamily_no_such_package",), install="pip install it"))
+    check_runtimes(("eager", "inference-mode"))
+    with pytest.raises(UserError, match="--runtime not-installed needs archfamily_no_such_package: pip install it"):
+        check_runtimes(("not-installed",))
+    config = BenchConfig(budgets=(40_000,), threads=(1,), batches=(2,), formats=("channels_last",), round_tos=(1,),
+                         rounds=1, min_run_time=0.01, runtimes=("eager", "inference-mode"))
+    rows = run(family, config, [])["rows"]
+    kinds = {n.kind for n in networks(family, (40_000,), "params", (1,), [])}
+    assert {(r["network"], r["runtime"]) for r in rows} == {(k, rt) for k in kinds for rt in config.runtimes}
+    assert sorted(prepared) == sorted((k, 2, 1) for k in kinds) and all(r["median_ms"] > 0 for r in rows)
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.replace("RUNTIME", "inference-mode"))
+    assert load_plan(plan).bench.runtimes == ("eager", "inference-mode")
+    plan.write_text(PLAN.replace("RUNTIME", "not-installed"))
+    with pytest.raises(UserError, match="runtime not-installed needs pip install it"):
+        load_plan(plan)
+    plan.write_text(PLAN.replace("RUNTIME", "inference-mode"))
+    unregister("inference-mode")
+    with pytest.raises(UserError, match="'runtimes' must list some of eager, onnxruntime, not-installed"):
+        load_plan(plan)

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from archfamily.errors import UserError
 from archfamily.models import build_model
-from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.criteria import CRITERIA, Criterion, cost_weighted, register, unregister
+from archfamily.pruning.pruner import Pruner, check_method
 from archfamily.pruning.compress import compress, pruned_spec
 from archfamily.pruning.costs import channel_costs, conv_output_areas
 from archfamily.specs import base_spec
@@ -178,3 +180,58 @@ def test_bottleneck_costs_follow_open_channels() -> None:
     before = channel_costs(groups, {}, "params")[0]
     groups[1].gate.mask[:10] = 0  # the 3x3 conv that consumes group 0 now has 10 fewer outputs
     assert before - channel_costs(groups, {}, "params")[0] == 10 * 9
+
+
+@pytest.fixture
+def criteria_restored():
+    """The registry of criteria as it was, whatever a test registers."""
+    saved = dict(CRITERIA)
+    yield
+    CRITERIA.clear()
+    CRITERIA.update(saved)
+
+
+PLAN = """
+budgets = ["60k"]
+[base]
+spec = "wrn-16-1"
+[prune.mine]
+method = "METHOD"
+[arms.reduced-width]
+rule = "reduced-width"
+"""
+
+
+def test_a_registered_criterion_prunes_weighs_cost_and_is_planned(tmp_path, criteria_restored) -> None:
+    from archfamily.pruning.family_file import _cost_fields
+    from archfamily.study.plan import load_plan
+
+    def first_channels(pruner) -> list[torch.Tensor]:  # channel c of every group scores c: the first ones go first
+        return [torch.arange(g.gate.mask.numel(), dtype=torch.float64) for g in pruner.groups]
+
+    by_index = register(Criterion("by-index", first_channels))
+    register(cost_weighted("by-index-cost", by_index, lambda pruner, scores, costs: [s + c for s, c in zip(scores, costs)]))
+    model = build_model(base_spec("wrn-10-1"), gated=True)
+    pruner = Pruner(model, "by-index")
+    assert pruner.accumulator is None and pruner.prune(3) == [(g.index, 0) for g in pruner.groups[:3]]
+    aware = Pruner(model, "by-index-cost", cost="macs")
+    costs = channel_costs(aware.groups, conv_output_areas(model, aware.groups, 32, 3), "macs")
+    for s, base, c in zip(aware.scores(), first_channels(aware), costs):
+        torch.testing.assert_close(s, base + c)
+    check_method("by-index-cost", "latency")  # a cost-weighted method may weigh time
+    with pytest.raises(UserError):  # a saliency alone weighs no cost
+        check_method("by-index", "latency")
+    assert _cost_fields({"method": "by-index-cost", "cost": "macs"}) == {"cost": "macs", "cost_on": None}
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.replace('method = "METHOD"', 'method = "by-index-cost"\ncost = "params"'))
+    run = load_plan(plan).prune_runs["mine"]
+    assert (run.method, run.cost) == ("by-index-cost", "params")
+    plan.write_text(PLAN.replace('method = "METHOD"', 'method = "by-index"\ncost = "params"'))
+    with pytest.raises(UserError, match="'cost' applies to methods fisher-cost and fisher-penalty and by-index-cost"):
+        load_plan(plan)
+    unregister("by-index-cost")
+    plan.write_text(PLAN.replace("METHOD", "by-index-cost"))
+    with pytest.raises(UserError, match="'method' must be one of fisher, fisher-cost, fisher-penalty, l1, random, "
+                                        "by-index, got 'by-index-cost'"):
+        load_plan(plan)

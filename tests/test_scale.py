@@ -13,7 +13,7 @@ from archfamily.models.counting import count_params, measure_macs
 from archfamily.errors import UserError
 from archfamily.pruning.family_file import load_family
 from archfamily.models import build_model
-from archfamily.scaling.rules import RULES, make_rule, solve
+from archfamily.scaling.rules import RULES, Rule, ScalingRule, make_rule, register, solve, unregister
 from archfamily.specs import base_spec, spec_from_dict
 from families import write_family
 
@@ -50,7 +50,7 @@ SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, suppress_
 
 
 @SETTINGS
-@given(rule=st.sampled_from(RULES), log_share=st.floats(math.log(0.02), math.log(4.0)), round_to=st.sampled_from([1, 8]),
+@given(rule=st.sampled_from(tuple(RULES)), log_share=st.floats(math.log(0.02), math.log(4.0)), round_to=st.sampled_from([1, 8]),
        metric=st.sampled_from(["params", "macs"]))
 def test_budgets_are_met_or_the_nearest_member_is_explained(family, rule, log_share, round_to, metric) -> None:
     r = _rule(family, rule)
@@ -82,7 +82,7 @@ def test_copycat_family_spans_two_percent_to_four_times_the_base(family) -> None
 
 
 @SETTINGS
-@given(rule=st.sampled_from(RULES), a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0), round_to=st.sampled_from([1, 8, 16]))
+@given(rule=st.sampled_from(tuple(RULES)), a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0), round_to=st.sampled_from([1, 8, 16]))
 def test_widths_grow_with_the_multiplier(family, rule, a, b, round_to) -> None:
     r = _rule(family, rule)
     m1, m2 = sorted(r.lo * (r.hi / r.lo) ** x for x in (a, b))
@@ -257,3 +257,67 @@ def test_train_bad_spec(run_cli, tmp_path: Path, content, message: str) -> None:
         spec_file.write_text(content)
     result = run_cli("train", "--spec", str(spec_file), "--out", str(tmp_path / "out"))
     assert result.code == 2 and message in result.err and not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def rules_restored():
+    """The registry of scaling rules as it was, whatever a test registers."""
+    saved = dict(RULES)
+    yield
+    RULES.clear()
+    RULES.update(saved)
+
+
+def _last_point(base, trajectory, numbers, at) -> ScalingRule:
+    """A throwaway rule: the last trajectory point's width ratios, every width times alpha."""
+    widths = base.prunable_widths()
+    return ScalingRule("last-point", 1e-3, 4.0, lambda a, r: base.scaled(a, [a * x * w for x, w in zip(
+        numbers["block_ratios"], widths)], r), f"copycat of prune step {numbers['prune_step']}")
+
+
+def _check_last_point(numbers, base) -> None:
+    numbers.int("prune_step")
+    numbers.numbers("block_ratios", len(base.prunable_widths()), 0, 1)
+
+
+PLAN = """
+budgets = ["BUDGET"]
+[base]
+spec = "wrn-10-1"
+[prune.fisher]
+[arms.last]
+rule = "last-point"
+"""
+
+
+def test_a_registered_rule_is_fitted_checked_solved_timed_and_planned(tmp_path: Path, rules_restored) -> None:
+    from archfamily.bench.select import networks
+    from archfamily.study.plan import load_plan
+
+    register(Rule("last-point", _last_point, lambda base, trajectory: {
+        k: trajectory[-1][k] for k in ("prune_step", "block_ratios")}, ("prune_step", "block_ratios"),
+        _check_last_point, reach=2.0, timed="rounded"))
+    path = write_family(tmp_path / "family", "wrn-10-1", k=4)
+    family = load_family(path)
+    assert family.rules["last-point"]["prune_step"] == family.trajectory[-1]["prune_step"]
+    result = solve(make_rule("last-point", family.base, family.trajectory, family.rules), 40_000)
+    assert result.within_tolerance and result.member.rule == "last-point"
+    kinds = {n.kind for n in networks(family, (40_000,), "params", (1, 8), [])}
+    assert {"last-point", "last-point r8", "copycat", "fitted r8", "reduced-width"} <= kinds
+
+    doc = json.loads(path.read_text())
+    doc["rules"]["last-point"]["block_ratios"][0] = 2.0
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="rules: last-point: block_ratios must hold finite numbers from 0 to 1"):
+        load_family(damaged)
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.replace("BUDGET", "40k"))
+    assert load_plan(plan).arms["last"].kind == "last-point"
+    plan.write_text(PLAN.replace("BUDGET", "200k"))  # the base has 78k params: beyond this rule's own reach
+    with pytest.raises(UserError, match=r"beyond what the family can reach \(2x the base's params\)"):
+        load_plan(plan)
+    unregister("last-point")
+    with pytest.raises(UserError, match="rules: last-point is not a rule"):
+        load_family(path)

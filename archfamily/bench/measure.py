@@ -1,24 +1,18 @@
 """Timing the bench's networks: every network in every runtime and setting (device, threads, batch, memory
 format), interleaved so that drifts of a shared machine fall on all of them alike, as a share of the matmul
-peak measured in the same run.
-
-Runtimes: `eager` PyTorch (or `torch.compile`d with `compile`), and `onnxruntime`: each network exported once
-by `archfamily export`'s ONNX writer and run by ONNX Runtime's CPU provider with the setting's thread count
-(memory format does not apply to it: its input is NCHW).
+peak measured in the same run. The runtimes (`eager`, `onnxruntime`) are those `runtimes.RUNTIMES` registers.
 """
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
-from archfamily.bench.select import BenchNet, TrainedGroup, networks, trained_networks
-from archfamily.errors import UserError
-from archfamily.hub.export import check_onnx_installed, write_onnx
+from archfamily.bench.runtimes import RUNTIMES, Setting
+from archfamily.bench.select import TrainedGroup, networks, trained_networks
 from archfamily.pruning.family_file import Family
 from archfamily.progress import progress_bar
 from archfamily.specs import spec_to_dict
@@ -43,44 +37,6 @@ class BenchConfig:
 QUICK = dict(batches=(1, 64), formats=("channels_last",), round_tos=(1, 8), rounds=1, min_run_time=0.05)
 
 
-RUNTIMES = ("eager", "onnxruntime")
-
-
-def check_runtimes(runtimes: tuple[str, ...]) -> None:
-    """One-line errors for an unknown runtime, or ONNX Runtime asked for where it is not installed."""
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown or not runtimes:
-        raise UserError(f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}")
-    if "onnxruntime" in runtimes:
-        check_onnx_installed()
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise UserError('--runtime onnxruntime needs onnxruntime: pip install -e ".[onnx]"')
-
-
-def _prepare_onnx(net: BenchNet, folder: Path, batch: int, threads: int) -> Callable[[], Any]:
-    """An ONNX Runtime session of `net` (exported once into `folder`) on `threads` CPU threads."""
-    import onnxruntime
-
-    path = folder / f"net-{id(net)}.onnx"
-    if not path.is_file():
-        write_onnx(net.build(), path, net.spec.input_size, net.spec.in_chans)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    x = torch.randn(batch, net.spec.in_chans, net.spec.input_size, net.spec.input_size).numpy()
-    return lambda: session.run(None, {"images": x})
-
-
-def _prepare(net: BenchNet, device: torch.device, batch: int, fmt: str, compile_model: bool) -> Callable[[], Any]:
-    memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-    model = net.build().to(device, memory_format=memory_format).eval()
-    if compile_model:
-        model = torch.compile(model)
-    x = torch.randn(batch, net.spec.in_chans, net.spec.input_size, net.spec.input_size, device=device)
-    x = x.contiguous(memory_format=memory_format)
-    return lambda: model(x)
-
-
 def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
         trained: Optional[list[TrainedGroup]] = None) -> dict[str, Any]:
     """Time every network in every setting (the trained ones, if given); returns the report as a JSON-ready dict."""
@@ -91,10 +47,10 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
                 for batch in config.batches for fmt in config.formats]
     peaks: dict[str, float] = {}
     rows = []
-    runtimes = {dev: [r for r in config.runtimes if dev == "cpu" or r == "eager"] for dev in config.devices}
+    runtimes = {dev: [r for r in config.runtimes if dev in RUNTIMES[r].devices] for dev in config.devices}
     total = sum(len(runtimes[dev]) for dev, _, _, _ in settings) * len(nets) * config.rounds
     with progress_bar(total=total, desc="bench", unit="timing") as bar, \
-            tempfile.TemporaryDirectory(prefix="archfamily-bench-") as onnx_dir:
+            tempfile.TemporaryDirectory(prefix="archfamily-bench-") as scratch:
         for dev, threads, batch, fmt in settings:
             device = torch.device(dev)
             key = f"{dev}:{threads}"
@@ -102,10 +58,10 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
                 peaks[key] = peak_gflops(device, threads)
             bar.set_postfix(setting=f"{key} batch {batch} {fmt}", refresh=False)
             cases = {}
+            setting = Setting(device, threads, batch, fmt, config.compile, Path(scratch))
             for n in nets:
                 for runtime in runtimes[dev]:
-                    cases[f"{n.label}/{runtime}"] = _prepare(n, device, batch, fmt, config.compile) \
-                        if runtime == "eager" else _prepare_onnx(n, Path(onnx_dir), batch, threads)
+                    cases[f"{n.label}/{runtime}"] = RUNTIMES[runtime].prepare(n, setting)
             timings = time_interleaved(cases, device, threads, config.rounds, config.min_run_time,
                                        on_case=lambda _: bar.update(1))
             for n, runtime in ((n, r) for n in nets for r in runtimes[dev]):

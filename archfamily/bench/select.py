@@ -28,7 +28,7 @@ from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.pruning.family_file import Family
 from archfamily.models import build_model
-from archfamily.scaling.rules import make_rule, solve
+from archfamily.scaling.rules import RULES, make_rule, solve
 from archfamily.specs import ArchSpec, spec_from_dict
 from archfamily.hub.timm_models import spec_from_model_args
 
@@ -162,15 +162,15 @@ def networks(family: Family, budgets: tuple[int, ...], metric: str, round_tos: t
     def rule(name: str):
         return make_rule(name, family.base, family.trajectory, family.rules)
 
+    held = [r for r in RULES.values() if r.name in family.rules or not r.needs_family]  # as `Rule.timed` says
     for budget in budgets:
-        add(budget, "reduced-width", solve(rule("reduced-width"), budget, metric).member.spec)
+        for name in (r.name for r in held if r.timed == "once"):
+            add(budget, name, solve(rule(name), budget, metric).member.spec)
         pruned = pruned_at(family, budget, metric)
         if pruned is not None:
             add(budget, "pruned (masked)", pruned, _masked_builder(family.base, pruned))
             add(budget, "pruned (compressed)", pruned)
-        for name in ("copycat", "fitted"):
-            if name not in family.rules:
-                continue
+        for name in (r.name for r in held if r.timed == "rounded"):
             for round_to in round_tos:
                 kind = name if round_to == 1 else f"{name} r{round_to}"
                 add(budget, kind, solve(rule(name), budget, metric, round_to).member.spec)

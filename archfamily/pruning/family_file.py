@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from archfamily.checks import Fields, read_json, show
 from archfamily.errors import UserError
+from archfamily.pruning.criteria import cost_weighing
 from archfamily.training.recipes import finetune_recipe_for
-from archfamily.scaling.rules import RULES, fit_rules, trajectory_spec
+from archfamily.scaling.rules import RULES, family_order, fit_rules, trajectory_spec
 from archfamily.specs import ArchSpec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
 
 if TYPE_CHECKING:  # reading a family (`archfamily scale`) must not pay for importing torch
@@ -70,27 +71,14 @@ def _checked_point(raw: Any, where: str, base: ArchSpec, version: int) -> dict[s
 
 
 def _check_rules(rules: Fields, base: ArchSpec) -> None:
-    """The fitted numbers `make_rule` reads: present, finite and in range."""
-    blocks = len(base.prunable_widths())
+    """The fitted numbers `make_rule` reads, as each rule checks them (`Rule.keys`, `Rule.check`): present,
+    finite and in range."""
     unknown = sorted(str(k) for k in rules.data if k not in RULES)
     if unknown:
         rules.fail(unknown[0], f"is not a rule; rules are {', '.join(RULES)}")
-    for name in ("reduced-width", "reduced-depth", "bottleneck"):  # rules without fitted numbers
-        rules.obj(name)
-    copycat = rules.obj("copycat", ("at", "prune_step", "params", "block_ratios"))
-    copycat.number("at", 0, 1)
-    copycat.int("prune_step")
-    copycat.int("params", 1)
-    copycat.numbers("block_ratios", blocks, 0, 1)
-    if "fitted" in rules.data:
-        fitted = rules.obj("fitted", ("base_params", "floor_params", "blocks"))
-        base_params = fitted.int("base_params", 1)
-        fitted.int("floor_params", 1, base_params)
-        for i, raw in enumerate(fitted.list("blocks", blocks)):
-            block = Fields(raw, f"{fitted.where}: blocks[{i}]", ("coef", "exponent", "vanished_at"))
-            block.number("coef", 1e-300, 1e6)
-            block.number("exponent", 0, 100)
-            block.number("vanished_at", 0, base_params)
+    for rule in family_order():
+        if rule.name in rules.data or not rule.optional:
+            rule.check(rules.obj(rule.name, rule.keys), base)
 
 
 def load_family(path: str | Path) -> Family:
@@ -130,9 +118,7 @@ def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:
 def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
     """What a cost-aware run weighed saliency against, and for a latency cost the device it was predicted for:
     a family pruned against one machine's latency is that machine's family, and its reader needs to know which."""
-    from archfamily.pruning.pruner import COST_METHODS  # with torch: only a derive run writes a family document
-
-    weighs_cost = config["method"] in COST_METHODS
+    weighs_cost = config["method"] in cost_weighing()
     return {"cost": config["cost"] if weighs_cost else None,
             "cost_on": config.get("cost_on") if weighs_cost and config["cost"] == "latency" else None}
 

@@ -1,7 +1,7 @@
 """The pruning loop's decision: close the k least salient open channels, globally."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -10,23 +10,21 @@ from torch import nn
 from archfamily.errors import UserError
 from archfamily.pruning.compress import pruned_spec
 from archfamily.pruning.costs import channel_costs, conv_output_areas, latency_costs
-from archfamily.pruning.saliency import FisherAccumulator, l1_saliency, random_saliency
+from archfamily.pruning.criteria import CRITERIA, cost_weighing
 
 if TYPE_CHECKING:
     from archfamily.latency.model import LatencyModel
 
-METHODS = ("fisher", "fisher-cost", "fisher-penalty", "l1", "random")
-COST_METHODS = ("fisher-cost", "fisher-penalty")  # the methods that weigh saliency against `cost`
 COSTS = ("params", "macs", "latency")
 
 
 def check_method(method: str, cost: str) -> None:
     """One-line errors for an unknown saliency method or channel cost, or a cost no method weighs."""
-    if method not in METHODS:
-        raise UserError(f"unknown pruning method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in CRITERIA:
+        raise UserError(f"unknown pruning method {method!r}; choose from {', '.join(CRITERIA)}")
     if cost not in COSTS:
         raise UserError(f"unknown cost {cost!r}; choose from {', '.join(COSTS)}")
-    if cost == "latency" and method not in COST_METHODS:
+    if cost == "latency" and method not in cost_weighing():
         raise UserError("--cost latency weighs saliency by time: use it with --method fisher-penalty (per "
                         "millisecond the better of the two in RESULTS.md) or fisher-cost")
 
@@ -59,12 +57,18 @@ class Pruner:
             raise ValueError("a latency cost needs the latency model of the device it is measured on")
         self.model, self.method, self.cost, self.seed, self.latency = model, method, cost, seed, latency
         self.groups = model.prune_groups()
-        self.fisher = FisherAccumulator(self.groups) if method.startswith("fisher") else None
+        self.criterion = CRITERIA[method]
+        self.accumulator = self.criterion.accumulator(self.groups) if self.criterion.accumulator else None
         spec = model.spec
         self._areas = conv_output_areas(model, self.groups, spec.input_size, spec.in_chans) \
-            if method in COST_METHODS and cost != "latency" else {}
+            if self.criterion.weighs_cost and cost != "latency" else {}
         self.num_prunes = 0
         self.beta: Optional[float] = None  # fisher-penalty's trade-off at the last prune, for the trajectory
+
+    @property
+    def fisher(self) -> Any:
+        """The Fisher criteria's accumulator (`accumulator`, by the name its readers know)."""
+        return self.accumulator
 
     def channel_costs(self) -> list[float]:
         """What one open channel of each group costs. A latency cost is measured on rank 0 alone and sent to the
@@ -80,21 +84,8 @@ class Pruner:
         return costs
 
     def scores(self) -> list[torch.Tensor]:
-        """Per-group saliency of every channel (lower is pruned first)."""
-        if self.method == "l1":
-            return l1_saliency(self.groups)
-        if self.method == "random":
-            return random_saliency(self.groups, self.seed, self.num_prunes)
-        scores = self.fisher.saliency()
-        if self.method == "fisher":
-            return scores
-        costs = self.channel_costs()
-        if self.method == "fisher-cost":
-            return [s / c for s, c in zip(scores, costs)]
-        open_scores = [s[g.gate.mask.detach().cpu() > 0] for s, g in zip(scores, self.groups)]
-        open_costs = [c for c, s in zip(costs, open_scores) for _ in range(s.numel())]
-        self.beta = float(torch.cat(open_scores).median()) / max(float(torch.tensor(open_costs).median()), 1e-12)
-        return [s - self.beta * c for s, c in zip(scores, costs)]
+        """Per-group saliency of every channel (lower is pruned first), by the method's criterion."""
+        return self.criterion.scores(self)
 
     def open_channels(self) -> int:
         return sum(g.gate.num_open for g in self.groups)
@@ -117,11 +108,11 @@ class Pruner:
             channel = pos - offsets[gi]
             self.groups[gi].gate.mask[channel] = 0.0
             closed.append((self.groups[gi].index, channel))
-        if self.fisher is not None:
-            self.fisher.reset()
+        if self.accumulator is not None:
+            self.accumulator.reset()
         self.num_prunes += 1
         return closed
 
     def remove_hooks(self) -> None:
-        if self.fisher is not None:
-            self.fisher.remove()
+        if self.accumulator is not None:
+            self.accumulator.remove()

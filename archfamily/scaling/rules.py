@@ -15,21 +15,26 @@ counts; no model is built inside the loop.
 - `reduced-width`: every width times one factor (WRN-d-k with a continuous k).
 - `reduced-depth`: the base's widths with fewer (or more) blocks per stage.
 - `bottleneck`: every inner width times one factor Z, outer widths kept.
+
+Each is a `Rule` registered by name in `RULES`, which carries what the rest reads of it: the numbers a derive
+run fits for family.json and their checks, whether it needs a pruning run, how far it reaches (a study plan's
+bound) and what the bench times of it. Adding a rule is its definition and one `register`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
+from archfamily.checks import Fields
 from archfamily.errors import UserError
 from archfamily.specs import ArchSpec
 from archfamily.units import format_count
 
-RULES = ("copycat", "fitted", "reduced-width", "reduced-depth", "bottleneck")
-BASE_RULES = ("reduced-width", "reduced-depth", "bottleneck")  # need only the base network, not a pruning run
 DEFAULT_AT = 0.5
 TOLERANCE = 0.01  # a budget is met when the member is within 1% of it
+COPYCAT_HI = 4.0  # the largest alpha of copycat and reduced-width: about 16x the base's params
+FITTED_HI = 16.0  # the largest multiplier of fitted: 16x the base's params
 
 
 @dataclass(frozen=True)
@@ -85,16 +90,8 @@ def _fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[di
 
 def fit_rules(base: ArchSpec, trajectory: list[dict[str, Any]]) -> dict[str, Any]:
     """The rules a family holds, with their fitted numbers, for family.json."""
-    point = _copycat_point(trajectory, DEFAULT_AT)
-    rules: dict[str, Any] = {
-        "copycat": {"at": DEFAULT_AT, "prune_step": point["prune_step"], "params": point["params"],
-                    "block_ratios": point["block_ratios"]},
-        "reduced-width": {}, "reduced-depth": {}, "bottleneck": {},
-    }
-    if len(trajectory) >= 2:
-        rules["fitted"] = {"base_params": trajectory[0]["params"], "floor_params": trajectory[-1]["params"],
-                           "blocks": _fit_power_laws(base, trajectory)}
-    return rules
+    fitted = {rule.name: rule.fit(base, trajectory) for rule in family_order()}
+    return {name: numbers for name, numbers in fitted.items() if numbers is not None}
 
 
 def _copycat(base: ArchSpec, ratios: list[float], name: str, description: str) -> ScalingRule:
@@ -103,7 +100,7 @@ def _copycat(base: ArchSpec, ratios: list[float], name: str, description: str) -
     def make(alpha: float, round_to: int) -> ArchSpec:
         return base.scaled(alpha, [alpha * r * w for r, w in zip(ratios, widths)], round_to)
 
-    return ScalingRule(name, 1e-3, 4.0, make, description)
+    return ScalingRule(name, 1e-3, COPYCAT_HI, make, description)
 
 
 def _fitted(base: ArchSpec, fit: dict[str, Any]) -> ScalingRule:
@@ -124,7 +121,7 @@ def _fitted(base: ArchSpec, fit: dict[str, Any]) -> ScalingRule:
         return base.scaled(s, [s * w for w in ends], round_to)
 
     r2 = [f["r2"] for f in blocks]
-    return ScalingRule("fitted", 5e-3, 16.0, make,
+    return ScalingRule("fitted", 5e-3, FITTED_HI, make,
                        f"fitted power laws per block (R^2 min {min(r2):.2f}, median {sorted(r2)[len(r2) // 2]:.2f})")
 
 
@@ -160,27 +157,129 @@ def _make_rule(name: str, base: ArchSpec, trajectory: list[dict[str, Any]], rule
                at: float | None) -> ScalingRule:
     if name not in RULES:
         raise UserError(f"unknown rule {name!r}; choose from {', '.join(RULES)}")
-    if name not in rules:
+    rule = RULES[name]
+    if name not in rules and rule.needs_family:
         raise UserError(f"this family holds no {name!r} rule; it holds {', '.join(sorted(rules))}")
-    if name == "copycat":
-        point = _copycat_point(trajectory, at) if at is not None else rules["copycat"]
-        share = point["params"] / trajectory[0]["params"]
-        return _copycat(base, point["block_ratios"], "copycat",
-                        f"copycat of prune step {point['prune_step']} ({share:.0%} of the base's params)")
-    if name == "fitted":
-        return _fitted(base, rules["fitted"])
-    return base_rule(name, base)
+    return rule.make(base, trajectory, rules.get(name, {}), at)
 
 
 def base_rule(name: str, base: ArchSpec) -> ScalingRule:
-    """A rule that scales the base network alone (`BASE_RULES`): no pruning run is needed to use it."""
-    if name == "reduced-width":
-        return _copycat(base, [1.0] * len(base.prunable_widths()), "reduced-width", "every width times alpha")
-    if name == "reduced-depth":
-        return _reduced_depth(base)
-    if name == "bottleneck":
-        return _bottleneck(base)
-    raise UserError(f"rule {name!r} needs a pruning run's family; only {', '.join(BASE_RULES)} scale a base alone")
+    """A rule that scales the base network alone (`base_rules()`): no pruning run is needed to use it."""
+    rule = RULES.get(name)
+    if rule is None or rule.needs_family:
+        raise UserError(f"rule {name!r} needs a pruning run's family; only {', '.join(base_rules())} scale a base alone")
+    return rule.make(base, [], {}, None)
+
+
+Numbers = dict[str, Any]  # a rule's entry in family.json's `rules`: what a derive run fitted for it
+
+
+def _no_numbers(base: ArchSpec, trajectory: list[dict[str, Any]]) -> Optional[Numbers]:
+    return {}
+
+
+def _nothing_to_check(numbers: Fields, base: ArchSpec) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A kind of scaling rule, registered by name in `RULES`.
+
+    `make(base, trajectory, numbers, at)` is the rule of one family (`numbers`: its entry in family.json's
+    `rules`; `at`: copycat's trajectory point, or None). `fit(base, trajectory)` is that entry for a new
+    family.json, or None where the trajectory gives none; `keys` (required) and `check(numbers, base)` check it
+    when a family.json is read. Without `needs_family` it scales the base alone (no pruning run). `reach`: for
+    a rule that needs a family, its largest member as a multiple of the base's params (a study plan refuses
+    budgets beyond it before the family exists). `optional`: a family.json may lack it. `timed`: what
+    `archfamily bench` times of it at each budget: "" nothing, "once" one member, "rounded" one per rounding.
+    """
+
+    name: str
+    make: Callable[[ArchSpec, list[dict[str, Any]], Numbers, Optional[float]], ScalingRule]
+    fit: Callable[[ArchSpec, list[dict[str, Any]]], Optional[Numbers]] = _no_numbers
+    keys: tuple[str, ...] = ()
+    check: Callable[[Fields, ArchSpec], None] = _nothing_to_check
+    needs_family: bool = True
+    reach: Optional[float] = None
+    optional: bool = True
+    timed: str = ""
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    """Add a rule under its name; a name is registered once."""
+    if rule.name in RULES:
+        raise ValueError(f"rule {rule.name!r} is registered already")
+    if rule.timed not in ("", "once", "rounded"):
+        raise ValueError(f"rule {rule.name!r}: timed is '', 'once' or 'rounded', not {rule.timed!r}")
+    RULES[rule.name] = rule
+    return rule
+
+
+def unregister(name: str) -> None:
+    del RULES[name]
+
+
+def base_rules() -> tuple[str, ...]:
+    """The rules that need only the base network, not a pruning run."""
+    return tuple(name for name, rule in RULES.items() if not rule.needs_family)
+
+
+def family_order() -> list[Rule]:
+    """The rules in the order family.json holds them: those every family holds first."""
+    return sorted(RULES.values(), key=lambda rule: rule.optional)
+
+
+def _make_copycat(base: ArchSpec, trajectory: list[dict[str, Any]], numbers: Numbers,
+                  at: Optional[float]) -> ScalingRule:
+    point = _copycat_point(trajectory, at) if at is not None else numbers
+    share = point["params"] / trajectory[0]["params"]
+    return _copycat(base, point["block_ratios"], "copycat",
+                    f"copycat of prune step {point['prune_step']} ({share:.0%} of the base's params)")
+
+
+def _fit_copycat(base: ArchSpec, trajectory: list[dict[str, Any]]) -> Numbers:
+    point = _copycat_point(trajectory, DEFAULT_AT)
+    return {"at": DEFAULT_AT, "prune_step": point["prune_step"], "params": point["params"],
+            "block_ratios": point["block_ratios"]}
+
+
+def _check_copycat(copycat: Fields, base: ArchSpec) -> None:
+    copycat.number("at", 0, 1)
+    copycat.int("prune_step")
+    copycat.int("params", 1)
+    copycat.numbers("block_ratios", len(base.prunable_widths()), 0, 1)
+
+
+def _fit_fitted(base: ArchSpec, trajectory: list[dict[str, Any]]) -> Optional[Numbers]:
+    if len(trajectory) < 2:
+        return None
+    return {"base_params": trajectory[0]["params"], "floor_params": trajectory[-1]["params"],
+            "blocks": _fit_power_laws(base, trajectory)}
+
+
+def _check_fitted(fitted: Fields, base: ArchSpec) -> None:
+    base_params = fitted.int("base_params", 1)
+    fitted.int("floor_params", 1, base_params)
+    for i, raw in enumerate(fitted.list("blocks", len(base.prunable_widths()))):
+        block = Fields(raw, f"{fitted.where}: blocks[{i}]", ("coef", "exponent", "vanished_at"))
+        block.number("coef", 1e-300, 1e6)
+        block.number("exponent", 0, 100)
+        block.number("vanished_at", 0, base_params)
+
+
+register(Rule("copycat", _make_copycat, _fit_copycat, ("at", "prune_step", "params", "block_ratios"), _check_copycat,
+              reach=COPYCAT_HI ** 2, optional=False, timed="rounded"))
+register(Rule("fitted", lambda base, trajectory, numbers, at: _fitted(base, numbers), _fit_fitted,
+              ("base_params", "floor_params", "blocks"), _check_fitted, reach=FITTED_HI, timed="rounded"))
+register(Rule("reduced-width", lambda base, *_: _copycat(base, [1.0] * len(base.prunable_widths()), "reduced-width",
+                                                         "every width times alpha"),
+              needs_family=False, optional=False, timed="once"))
+register(Rule("reduced-depth", lambda base, *_: _reduced_depth(base), needs_family=False, optional=False))
+register(Rule("bottleneck", lambda base, *_: _bottleneck(base), needs_family=False, optional=False))
 
 
 @dataclass(frozen=True)

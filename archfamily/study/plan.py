@@ -6,7 +6,6 @@ Paths in a plan are relative to the plan file. `studies/smoke.toml` shows every 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import tomllib
@@ -14,21 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from archfamily.bench.runtimes import RUNTIMES
 from archfamily.checks import MAX_COUNT, is_number, show
 from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
 from archfamily.training.recipes import RECIPES as TRAINING_RECIPES
-from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
-from archfamily.scaling.rules import BASE_RULES, RULES
+from archfamily.pruning.criteria import CRITERIA, cost_weighing
+from archfamily.pruning.pruner import COSTS
+from archfamily.scaling.rules import RULES, base_rules
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
-ARM_KINDS = (*RULES, "pruned-scratch", "pruned-tuned")
+PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
 RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
-RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
 
 
@@ -286,10 +286,10 @@ def _name(name: str, where: str) -> str:
 def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: dict[str, PruneRun],
          labels: dict[int, str], latency: Optional[Latency]) -> Arm:
     _name(name, table.where)
-    kind = table.str("rule", _REQUIRED, ARM_KINDS)
+    kind = table.str("rule", _REQUIRED, (*RULES, *PRUNED_KINDS))
     prune = table.str("prune", next(iter(prune_runs), None))
     if prune is None:
-        if kind not in BASE_RULES:
+        if kind not in base_rules():
             raise UserError(f"{table.where}: rule {kind} needs a pruning run, and the plan has no [prune.NAME]")
         # needs no family; the run is named for the queue only
     elif prune not in prune_runs:
@@ -331,9 +331,10 @@ def _check_budgets(plan: Plan) -> None:
             raise UserError(f"{plan.path}: [prune.{run.name}] 'until_params' must be below the base's "
                             f"{format_count(base_params)} params")
     for arm in plan.arms.values():
+        rule = RULES.get(arm.kind)  # None: the pruning run's own networks
         for budget in arm.budgets:
             where = f"{plan.path}: arm {arm.name!r}, budget {format_count(budget)}"
-            if arm.kind in BASE_RULES:
+            if arm.kind in base_rules():
                 try:
                     solve(base_rule(arm.kind, plan.base_spec), budget, "params", arm.round_to)
                 except UserError as exc:
@@ -344,8 +345,8 @@ def _check_budgets(plan: Plan) -> None:
                 if not floor <= budget < base_params:
                     raise UserError(f"{where}: pruning run {run.name!r} goes from {format_count(base_params)} down to "
                                     f"{format_count(floor)} params; the budget must lie between")
-            elif not budget < base_params * 16:
-                raise UserError(f"{where}: beyond what the family can reach (16x the base's params)")
+            elif rule.reach is not None and not budget < base_params * rule.reach:
+                raise UserError(f"{where}: beyond what the family can reach ({rule.reach:g}x the base's params)")
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -396,10 +397,10 @@ def load_plan(path: str | Path) -> Plan:
     for run_name in (prune_t.data if prune_t else {}):
         t = prune_t.table(run_name)
         _name(run_name, t.where)
-        method = t.str("method", "fisher", METHODS)
+        method = t.str("method", "fisher", tuple(CRITERIA))
         cost, on = t.str("cost", None, COSTS), t.str("on")
-        if cost is not None and method not in COST_METHODS:
-            raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(COST_METHODS)} only")
+        if cost is not None and method not in cost_weighing():
+            raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(cost_weighing())} only")
         if (cost == "latency") != (on is not None):
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
@@ -431,10 +432,11 @@ def load_plan(path: str | Path) -> Plan:
     bench = None
     if bench_t is not None:
         runtimes = tuple(bench_t.value("runtimes", (list,), "a list of runtimes", ["eager"]))
-        if not runtimes or any(r not in RUNTIMES for r in runtimes):
+        if not runtimes or any(not isinstance(r, str) or r not in RUNTIMES for r in runtimes):
             raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
-        if "onnxruntime" in runtimes and importlib.util.find_spec("onnxruntime") is None:
-            raise UserError(f"{bench_t.where}: runtime onnxruntime needs pip install -e \".[onnx]\"")
+        for name in runtimes:
+            if RUNTIMES[name].missing():
+                raise UserError(f"{bench_t.where}: runtime {name} needs {RUNTIMES[name].install}")
         bench = Bench(bench_t.ints("threads", (1,), low=1, high=cores()),
                       bench_t.ints("batches", (1,), low=1, high=MAX_BATCH),
                       bench_t.int("rounds", 3, low=1, high=MAX_ROUNDS), bench_t.str("formats", "channels_last", FORMATS), runtimes)

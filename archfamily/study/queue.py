@@ -20,7 +20,7 @@ from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
 from archfamily.pruning.derive import pruning_floor
 from archfamily.training.recipes import finetune_recipe_for, training_recipe
-from archfamily.scaling.rules import BASE_RULES, base_rule, solve
+from archfamily.scaling.rules import base_rule, base_rules, solve
 from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Arm, Plan, PruneRun
 
@@ -158,8 +158,8 @@ def _latency_arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[st
     job's output, so a resumed study trains the member it chose, never a newly measured one."""
     assert plan.latency is not None  # the plan refuses latency budgets without [latency]
     jobs = []
-    family = plan.base if arm.kind in BASE_RULES else f"runs/prune-{arm.prune}"
-    deps = () if arm.kind in BASE_RULES else (derive_ids[arm.prune],)
+    family = plan.base if arm.kind in base_rules() else f"runs/prune-{arm.prune}"
+    deps = () if arm.kind in base_rules() else (derive_ids[arm.prune],)
     for ms in arm.latency_ms:
         label = arm.budget_label(ms, plan.budget_labels)
         spec_file = f"specs/{arm.name}-{label}.json"
@@ -186,7 +186,7 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
     for budget in arm.budgets:
         label = plan.budget_labels[budget]
         # the architecture's MACs: exact where the base alone gives it, else the base's MACs per param
-        if arm.kind in BASE_RULES:
+        if arm.kind in base_rules():
             spec = solve(base_rule(arm.kind, base), budget, "params", arm.round_to).member.spec
             macs = float(spec.num_macs())
         else:
@@ -208,9 +208,9 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
                 jobs.append(_train_job(plan, study_dir, job_id, pruned_file, seed, macs, (derive_ids[arm.prune],), **row))
                 continue
             spec_file = f"specs/{arm.name}-{label}.json"
-            family = plan.base if arm.kind in BASE_RULES else prune_dir
+            family = plan.base if arm.kind in base_rules() else prune_dir
             scale = _scale_args(arm, family, ["--params", label], spec_file)
-            deps = () if arm.kind in BASE_RULES else (derive_ids[arm.prune],)
+            deps = () if arm.kind in base_rules() else (derive_ids[arm.prune],)
             jobs.append(_train_job(plan, study_dir, job_id, spec_file, seed, macs, deps, pre=scale, **row))
     return jobs
 
