@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DerivePreset:
     """Defaults for one kind of run; every field can be overridden on the command line."""
 
@@ -67,11 +67,14 @@ class DerivePreset:
 
 PRESETS = {
     # Seconds, for tests: a tiny WRN on 500 images.
-    "smoke": DerivePreset("wrn-16-1", "fast", None, 500, 200, 1, 2, 16, 4),
+    "smoke": DerivePreset(base="wrn-16-1", recipe="fast", batch_size=None, subset=500, test_subset=200, epochs=1,
+                          prune_every=2, channels_per_step=16, eval_every=4),
     # A real result on a CPU (8 to 24 min on 2 cores, by CPU): WRN-16-2 on 10k images, pruned 8 channels every 10 steps.
-    "quick": DerivePreset("wrn-16-2", "fast", 64, 10_000, 2_000, 6, 10, 8, 5),
+    "quick": DerivePreset(base="wrn-16-2", recipe="fast", batch_size=64, subset=10_000, test_subset=2_000, epochs=6,
+                          prune_every=10, channels_per_step=8, eval_every=5),
     # Crowley et al.: the paper's recipes in full, one channel every 100 steps, for a GPU.
-    "paper": DerivePreset("wrn-40-2", None, None, None, None, None, 100, 1, 50),
+    "paper": DerivePreset(base="wrn-40-2", recipe=None, batch_size=None, subset=None, test_subset=None, epochs=None,
+                          prune_every=100, channels_per_step=1, eval_every=50),
 }
 
 
