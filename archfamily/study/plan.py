@@ -19,21 +19,21 @@ from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
-from archfamily.training.recipes import RECIPES as TRAINING_RECIPES
+from archfamily.training.recipes import RECIPES
 from archfamily.pruning.pruner import COST_METHODS, COSTS, METHODS
 from archfamily.scaling.rules import BASE_RULES, RULES
 from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
 ARM_KINDS = (*RULES, "pruned-scratch", "pruned-tuned")
-RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # those a network trains from scratch with
+SCRATCH_RECIPES = tuple(name for name in RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
 RUNTIMES = ("eager", "onnxruntime")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainingSettings:
     """How every network trained from scratch is trained (the base too, when the study trains it)."""
 
     name: str = "fast"
@@ -112,7 +112,7 @@ class Plan:
     data: Optional[Path]
     subset: Optional[int]
     test_subset: Optional[int]
-    recipe: Recipe
+    recipe: TrainingSettings
     budgets: tuple[int, ...]
     budget_labels: dict[int, str]
     prune_runs: dict[str, PruneRun]
@@ -384,9 +384,9 @@ def load_plan(path: str | Path) -> Plan:
         data_t.done()
 
     recipe_t = top.table("recipe")
-    recipe = Recipe()
+    recipe = TrainingSettings()
     if recipe_t is not None:
-        recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs", high=MAX_EPOCHS),
+        recipe = TrainingSettings(recipe_t.str("name", "fast", SCRATCH_RECIPES), recipe_t.number("epochs", high=MAX_EPOCHS),
                         recipe_t.int("batch_size", None, low=1, high=MAX_TRAIN_BATCH), recipe_t.number("ema", None, low=-1e-12, high=0.999999),
                         recipe_t.str("precision", None, PRECISIONS))
         recipe_t.done()
