@@ -166,10 +166,16 @@ def _milestone_stem(fraction: float) -> str:
     return f"pruned-{round(fraction * 100):03d}"
 
 
+def pruned_at_stem(params: int) -> str:
+    """The file stem of the pruned network `--save-at params` saves: `pruned-at-<params>` (.safetensors); a study
+    names its pruned arms' networks by it."""
+    return f"pruned-at-{params}"
+
+
 def _save_points(config: DeriveConfig, base_params: int) -> dict[str, int]:
     """File stem -> the parameter count at or below which it is saved: 50%, 25% of the base and each --save-at."""
     points = {_milestone_stem(f): math.floor(f * base_params) for f in MILESTONES}
-    points.update({f"pruned-at-{count}": count for count in config.save_at})
+    points.update({pruned_at_stem(count): count for count in config.save_at})
     return points
 
 

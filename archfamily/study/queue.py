@@ -18,7 +18,7 @@ from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
-from archfamily.pruning.derive import pruning_floor
+from archfamily.pruning.derive import pruned_at_stem, pruning_floor
 from archfamily.training.recipes import finetune_recipe_for, training_recipe
 from archfamily.scaling.rules import BASE_RULES, base_rule, solve
 from archfamily.specs import spec_from_dict
@@ -192,7 +192,7 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
         else:
             macs = base.num_macs() * budget / base.num_params()
         prune_dir = f"runs/prune-{arm.prune}"
-        pruned_file = f"{prune_dir}/pruned-at-{budget}.safetensors"
+        pruned_file = f"{prune_dir}/{pruned_at_stem(budget)}.safetensors"
         for seed in arm.seeds:
             job_id = f"{arm.name}-{label}-s{seed}"
             later_seed = seed != arm.seeds[0]  # first seeds largest first (lanes end together), then the
