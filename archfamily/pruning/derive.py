@@ -123,7 +123,8 @@ class DeriveResult:
     trajectory: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
 
-def _validate(config: DeriveConfig) -> ArchSpec:
+def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
+    """The base's spec and where pruning stops (`pruning_floor`), once every setting is checked."""
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
     if config.cost_on:
@@ -154,11 +155,12 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     for count in config.save_at:
         if not floor <= count < base_params:
             raise UserError(f"--save-at {count:,} is outside the pruning run: {floor:,} to {base_params - 1:,} parameters")
-    return spec
+    return spec, floor
 
 
 def pruning_floor(until_params: Optional[int], base_params: int) -> int:
-    """Where pruning stops: --until-params, else 10% of the base."""
+    """Where pruning stops: --until-params, else 10% of the base. The one place this is decided: a derive run
+    computes it once (`_validate`), a study plan once per pruning run (`Plan.floors`)."""
     return until_params or base_params // 10
 
 
@@ -348,7 +350,7 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
 
 
 def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
-           out: Path, device: torch.device, dist_ctx: DistContext) -> list[dict[str, Any]]:
+           out: Path, device: torch.device, dist_ctx: DistContext, floor: int) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
     model = build_model(spec, gated=True)
     missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
@@ -359,7 +361,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
     pruner.num_prunes = log.last["prune_step"]
-    base_params, floor = spec.num_params(), pruning_floor(config.until_params, spec.num_params())
+    base_params = spec.num_params()
     with progress_bar(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
                       unit="param", unit_scale=True, disable=not dist_ctx.is_main) as bar:
         while log.last["params"] > floor and pruner.open_channels() > 0:
@@ -383,7 +385,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
            command: Optional[list[str]] = None, compile: bool = False) -> DeriveResult:
     """Run (or resume) a whole derive: validate, train the base, prune, write the family."""
     started = time.time()
-    spec = _validate(config)
+    spec, floor = _validate(config)
     device = resolve_device(device_name)
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
@@ -393,7 +395,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
         return _result(out, _read_trajectory(out, spec), 0.0)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
-    trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
+    trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx, floor)
     if dist_ctx.is_main:
         meta = read_model_metadata(out / "base.safetensors")
         base_recipe = json.loads(meta["recipe"]) if "recipe" in meta else None

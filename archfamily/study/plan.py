@@ -10,7 +10,7 @@ import importlib.util
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -120,6 +120,10 @@ class Plan:
     bench: Optional[Bench]
     latency: Optional[Latency] = None
     device: str = "auto"  # where every run trains and measures (the bench has its own settings)
+    # what checking the budgets found (`_check_budgets`), for the queue to use rather than work out again: the
+    # spec a base-only rule's arm trains at each budget, (arm, budget) -> spec, and where each pruning run stops
+    members: dict[tuple[str, int], ArchSpec] = field(default_factory=dict, repr=False)
+    floors: dict[str, int] = field(default_factory=dict)
 
 
 _REQUIRED = object()  # a getter's default that makes the key required
@@ -319,9 +323,10 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
     return Arm(name, kind, prune or "", seeds, budgets, round_to, at, latency_ms)
 
 
-def _check_budgets(plan: Plan) -> None:
+def _check_budgets(plan: Plan) -> Plan:
     """Refuse budgets no arm can reach, before anything runs: the base-only rules are solved here; pruned
-    networks must lie between the pruning floor and the base; the family rules must shrink the base."""
+    networks must lie between the pruning floor and the base; the family rules must shrink the base. Returns
+    the plan with the members solved and each pruning run's floor (`Plan.members`, `Plan.floors`)."""
     from archfamily.pruning.derive import pruning_floor
     from archfamily.scaling.rules import base_rule, solve
 
@@ -330,22 +335,26 @@ def _check_budgets(plan: Plan) -> None:
         if run.until_params is not None and not 0 < run.until_params < base_params:
             raise UserError(f"{plan.path}: [prune.{run.name}] 'until_params' must be below the base's "
                             f"{format_count(base_params)} params")
+    floors = {run.name: pruning_floor(run.until_params, base_params) for run in plan.prune_runs.values()}
+    members = {}
     for arm in plan.arms.values():
         for budget in arm.budgets:
             where = f"{plan.path}: arm {arm.name!r}, budget {format_count(budget)}"
             if arm.kind in BASE_RULES:
                 try:
-                    solve(base_rule(arm.kind, plan.base_spec), budget, "params", arm.round_to)
+                    members[(arm.name, budget)] = solve(base_rule(arm.kind, plan.base_spec), budget, "params",
+                                                        arm.round_to).member.spec
                 except UserError as exc:
                     raise UserError(f"{where}: {exc}") from None
             elif arm.kind in ("pruned-scratch", "pruned-tuned"):
                 run = plan.prune_runs[arm.prune]
-                floor = pruning_floor(run.until_params, base_params)
+                floor = floors[run.name]
                 if not floor <= budget < base_params:
                     raise UserError(f"{where}: pruning run {run.name!r} goes from {format_count(base_params)} down to "
                                     f"{format_count(floor)} params; the budget must lie between")
             elif not budget < base_params * 16:
                 raise UserError(f"{where}: beyond what the family can reach (16x the base's params)")
+    return replace(plan, members=members, floors=floors)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -443,5 +452,4 @@ def load_plan(path: str | Path) -> Plan:
 
     plan = Plan(path, name, description, base, spec, checkpoint, data, subset, test_subset, recipe, budgets, labels,
                 prune_runs, arms, bench, latency)
-    _check_budgets(plan)
-    return plan
+    return _check_budgets(plan)

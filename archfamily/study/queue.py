@@ -18,9 +18,9 @@ from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
-from archfamily.pruning.derive import pruned_at_stem, pruning_floor
+from archfamily.pruning.derive import pruned_at_stem
 from archfamily.training.recipes import finetune_recipe_for, training_recipe
-from archfamily.scaling.rules import BASE_RULES, base_rule, solve
+from archfamily.scaling.rules import BASE_RULES
 from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Arm, Plan, PruneRun
 
@@ -111,8 +111,7 @@ def _save_at(plan: Plan, run: PruneRun) -> list[int]:
     that it passes on its way down (so every budget has a pruned-and-tuned network to compare with)."""
     pruned = {b for arm in plan.arms.values() if arm.prune == run.name
               and arm.kind in ("pruned-scratch", "pruned-tuned") for b in arm.budgets}
-    base_params = plan.base_spec.num_params()
-    floor = pruning_floor(run.until_params, base_params)
+    floor, base_params = plan.floors[run.name], plan.base_spec.num_params()
     return sorted(pruned | {b for b in plan.budgets if floor <= b < base_params})
 
 
@@ -185,10 +184,10 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
     base = plan.base_spec
     for budget in arm.budgets:
         label = plan.budget_labels[budget]
-        # the architecture's MACs: exact where the base alone gives it, else the base's MACs per param
+        # the architecture's MACs: exact where the base alone gives it (the member the plan solved), else the
+        # base's MACs per param
         if arm.kind in BASE_RULES:
-            spec = solve(base_rule(arm.kind, base), budget, "params", arm.round_to).member.spec
-            macs = float(spec.num_macs())
+            macs = float(plan.members[(arm.name, budget)].num_macs())
         else:
             macs = base.num_macs() * budget / base.num_params()
         prune_dir = f"runs/prune-{arm.prune}"
