@@ -19,6 +19,7 @@ from archfamily.errors import UserError
 from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
 from archfamily.pruning.derive import pruned_at_stem
+from archfamily.training.metrics_file import METRICS_FILE
 from archfamily.training.recipes import finetune_recipe_for, training_recipe
 from archfamily.scaling.rules import BASE_RULES
 from archfamily.specs import spec_from_dict
@@ -102,7 +103,7 @@ def _train_job(plan: Plan, study_dir: Path, job_id: str, spec_arg: str, seed: in
     train = ["train", "--spec", spec_arg, *_recipe_args(plan), *_data_args(plan, study_dir, plan.test_subset, True),
              "--seed", str(seed), "--out", f"runs/{job_id}", "--resume"]
     train_macs, eval_macs = _train_cost(plan, macs, plan.base_spec.family)
-    return Job(job_id, "train", ([pre] if pre else []) + [train], f"runs/{job_id}/metrics.json", deps,
+    return Job(job_id, "train", ([pre] if pre else []) + [train], f"runs/{job_id}/{METRICS_FILE}", deps,
                train_macs=train_macs, eval_macs=eval_macs, seed=seed, **row)
 
 
@@ -200,7 +201,7 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
             if arm.kind == "pruned-tuned":
                 measure = ["measure", pruned_file, "--out", f"runs/{job_id}",
                            *_data_args(plan, study_dir, plan.test_subset, False)]
-                jobs.append(Job(job_id, "measure", [measure], f"runs/{job_id}/metrics.json", (derive_ids[arm.prune],),
+                jobs.append(Job(job_id, "measure", [measure], f"runs/{job_id}/{METRICS_FILE}", (derive_ids[arm.prune],),
                                 eval_macs=macs * _test_images(plan.test_subset), seed=seed, **row))
                 continue
             if arm.kind == "pruned-scratch":
