@@ -20,7 +20,7 @@ from archfamily.models.checkpoint import load_model, save_model
 from archfamily.models.counting import count_params, measure_macs
 from archfamily.data.cifar import Cifar10
 from archfamily.checks import Fields, decode_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import load_family
 from archfamily.specs import ArchSpec
 from archfamily.hub.timm_models import model_args, sha256_of
@@ -67,7 +67,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     folder = zoo_dir()
     entries = read_manifest(folder)
     if any(e["name"] == name for e in entries) and not replace:
-        raise UserError(f"the zoo already holds {name}; pass --replace to measure and replace it")
+        raise SettingError("the zoo already holds {name}; pass {replace} to measure and replace it", name=name)
     spec, meta, model, error = measure_file(path, data, device)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {

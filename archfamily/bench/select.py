@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from archfamily.models.checkpoint import load_model, model_test_error
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import Family
 from archfamily.models import build_model
 from archfamily.scaling.rules import make_rule, solve
@@ -92,7 +92,7 @@ def trained_groups(patterns: list[tuple[str, str]]) -> list[TrainedGroup]:
     for arm, pattern in patterns:
         paths = sorted(glob.glob(pattern))
         if not paths:
-            raise UserError(f"--trained {arm}={pattern} matches nothing")
+            raise SettingError("{trained} {arm}={pattern} matches nothing", arm=arm, pattern=pattern)
         for path in paths:
             spec, error, seed, images = _trained_record(Path(path))
             group = groups.setdefault((arm, spec), TrainedGroup(arm, spec))

@@ -31,7 +31,7 @@ from archfamily.models.checkpoint import RunCheckpoint, load_model, model_test_e
 from archfamily.data.cifar import Cifar10, load_cifar10
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
@@ -133,8 +133,8 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
         parse_target(config.cost_on)
     for name in ("prune_every", "channels_per_step", "eval_every"):
         if getattr(config, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    _base_recipe(config)  # one-line errors for an unknown recipe or bad --epochs
+            raise SettingError("{" + name + "} must be at least 1")
+    _base_recipe(config)  # one-line errors for an unknown recipe or bad epochs
     spec = base_spec(config.base)
     if config.cost == "latency":
         from archfamily.latency.model import check_predictable, network_ops
@@ -143,18 +143,22 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
     if config.checkpoint:
         ckpt_spec, _, _ = load_model(Path(config.checkpoint))
         if ckpt_spec != spec:
-            raise UserError(f"mismatched checkpoint: {config.checkpoint} holds a different network than --base {config.base}")
+            raise SettingError("mismatched checkpoint: {file} holds a different network than {base} {name}",
+                               file=config.checkpoint, name=config.base)
     base_params = spec.num_params()
     smallest = spec.with_prunable_widths([0] * len(spec.prunable_widths())).num_params()
     if config.until_params is not None:
         if config.until_params >= base_params:
-            raise UserError(f"--until-params {config.until_params:,} must be below the base's {base_params:,} parameters")
+            raise SettingError("{until_params} {count:,} must be below the base's {base:,} parameters",
+                               count=config.until_params, base=base_params)
         if config.until_params < smallest:
-            raise UserError(f"--until-params {config.until_params:,} is below the smallest network {config.base} prunes to ({smallest:,})")
+            raise SettingError("{until_params} {count:,} is below the smallest network {name} prunes to ({smallest:,})",
+                               count=config.until_params, name=config.base, smallest=smallest)
     floor = pruning_floor(config.until_params, base_params)
     for count in config.save_at:
         if not floor <= count < base_params:
-            raise UserError(f"--save-at {count:,} is outside the pruning run: {floor:,} to {base_params - 1:,} parameters")
+            raise SettingError("{save_at} {count:,} is outside the pruning run: {floor:,} to {top:,} parameters",
+                               count=count, floor=floor, top=base_params - 1)
     return spec, floor
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from archfamily.checks import Fields, read_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError
 from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
 from archfamily.pruning.derive import pruned_at_stem
@@ -338,5 +338,6 @@ def check_started_runs(study_dir: Path, jobs: list[Job]) -> None:
             recorded = _run_json_command(study_dir, job)
             other = recorded if recorded not in (None, [c for c in job.commands[-1] if c != "--resume"]) else None
         if other is not None:
-            raise UserError(f"{study_dir / 'runs' / job.id} was started by another command than this plan's "
-                            f"({shlex.join(['archfamily', *other])!r:.200}); move it away or choose another --out")
+            raise SettingError("{run} was started by another command than this plan's ({command!r:.200}); move it "
+                               "away or choose another {out}", run=study_dir / "runs" / job.id,
+                               command=shlex.join(["archfamily", *other]))
