@@ -358,7 +358,10 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
     model = build_model(spec, gated=True)
     missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
-    assert not unexpected and all(k.endswith("gate.mask") for k in missing), "base and gated model differ"
+    differ = [*unexpected, *(k for k in missing if not k.endswith("gate.mask"))]
+    if differ:
+        raise UserError(f"{out / 'base.safetensors'}: its tensors are not those of the base {config.base} this run "
+                        f"prunes ({', '.join(differ[:3])})")
     trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx,
                       precision=config.precision)
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed, _latency_model(config, spec, dist_ctx))
