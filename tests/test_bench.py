@@ -168,3 +168,15 @@ def test_latency_cache_survives_damage(tmp_path: Path) -> None:
     for damage in (b"{broken", b"\xff\xfe{}", b"[1, 2]", b'{"a": "fast", "b": -1.0, "c": 2.5}'):
         (tmp_path / "latency.json").write_bytes(damage)
         assert LatencyCache(tmp_path / "latency.json").entries == ({"c": 2.5} if b"fast" in damage else {})
+
+
+def test_a_damaged_zoo_manifest_is_one_line_not_an_empty_zoo(run_cli, family, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "manifest.json").write_text('{"format": "archfamily.zoo", "version": 1, "entries": [')
+    monkeypatch.setenv("ARCHFAMILY_ZOO", str(tmp_path / "zoo"))
+    result = run_cli("bench", "--family", str(family.path), "--params", "40k", "--device", "cpu", "--quick",
+                     "--out", str(tmp_path / "b"))
+    assert result.code == 2 and result.err.strip().splitlines() == [
+        f"archfamily: error: {tmp_path / 'zoo' / 'manifest.json'}: not valid JSON (Expecting value at line 1, "
+        "column 56)"]
+    assert not (tmp_path / "b").exists()
