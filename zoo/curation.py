@@ -28,11 +28,14 @@ from archfamily.zoo.manifest import TAG, entry_named, normalise_name, read_manif
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
-    """`timm.create_model(name, pretrained=True, ...)`, its one-line errors about the weights as `UserError`s."""
+    """`timm.create_model(name, pretrained=True, ...)`, its one-line errors about the weights as `UserError`s. A
+    `UserError` timm's entrypoint had to raise as a `ValueError` (model_args that describe no network) is
+    unwrapped: its own message, once, after the model's name."""
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+        inner = exc.__context__ if isinstance(exc, ValueError) else None
+        raise UserError(f"{name}: {inner}" if isinstance(inner, UserError) else str(exc)) from None
 
 
 def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
