@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 
 MAX_JOBS = 64  # runs at once; several small trainings can share one GPU, but not more than this
 MAX_BATCH = 4096  # images per timed batch: larger batches time memory, not the network
@@ -44,9 +44,14 @@ def cores() -> int:
 
 
 def check_count(value: int, lo: int, hi: int, what: str) -> int:
-    """`value` when it is a whole number in [lo, hi]; else one line naming `what` and the range."""
+    """`value` when it is a whole number in [lo, hi]; else one line naming `what` and the range. `what` is a flag
+    or a file's key as the caller writes it, or a library setting in braces (`"{batch_size}"`: a `SettingError`,
+    which the CLI writes with the setting's flag)."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         shown = f"{value}" if isinstance(value, int) and len(str(abs(value))) <= 30 else "a number too large"
+        if what.startswith("{") and what.endswith("}") and what[1:-1].isidentifier():
+            raise SettingError(what + " must be a whole number from {lo:,} to {hi:,}, got {shown}", lo=lo, hi=hi,
+                               shown=shown)
         raise UserError(f"{what} must be a whole number from {lo:,} to {hi:,}, got {shown}")
     return value
 

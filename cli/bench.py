@@ -58,7 +58,7 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
     from archfamily.bench.measure import QUICK, BenchConfig, run
     from archfamily.bench.report import write_report
     from archfamily.bench.select import trained_groups
-    from archfamily.zoo.manifest import read_manifest
+    from archfamily.zoo.manifest import read_manifest, zoo_dir
 
     settings = dict(QUICK) if quick else {}
     settings["devices"] = _devices(device)
@@ -81,9 +81,11 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
         pairs.append((arm.strip(), pattern.strip()))
     groups = trained_groups(pairs) if pairs else None
     try:
-        zoo_entries = read_manifest()
-    except UserError:
+        zoo = zoo_dir()
+    except UserError:  # no zoo installed: no zoo networks to compare with
         zoo_entries = []
+    else:
+        zoo_entries = read_manifest(zoo)  # a damaged manifest is one line, never an empty zoo
     report = run(family, BenchConfig(budgets=budgets, metric=metric, compile=compile_model, **settings), zoo_entries,
                  groups)
     written = write_report(report, Path(out))

@@ -1,7 +1,7 @@
 """`archfamily`: the command group and the console-script entry point.
 
-Every command reports bad input as one line on stderr with exit code 2; an
-interrupted run says how to resume it and exits with 130.
+Every command reports bad input as one line on stderr with exit code 2 (a setting the
+library refuses named by its flag); an interrupted run says how to resume it and exits with 130.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Optional
 import click
 
 from archfamily import __version__
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.cli.bench import bench
 from archfamily.cli.derive import derive
 from archfamily.cli.export import export
@@ -38,6 +38,23 @@ cli.add_command(bench)
 cli.add_command(study)
 
 
+def _flags(argv: list[str]) -> dict[str, str]:
+    """The long flag of each option of the command `argv` runs, by the names a library setting may have for it:
+    the option's parameter name (`cost_on`) and its flag's (`--on`: `on`)."""
+    command: click.Command = cli
+    for arg in argv:
+        if not isinstance(command, click.Group):
+            break
+        command = command.commands.get(arg, command)
+    flags: dict[str, str] = {}
+    for param in command.params:
+        if isinstance(param, click.Option):
+            flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            flags[param.name or ""] = flag
+            flags.setdefault(flag.lstrip("-").replace("-", "_"), flag)
+    return flags
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry: click without its tracebacks or multi-line usage errors."""
     try:
@@ -46,6 +63,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         click.echo(f"archfamily: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except SettingError as exc:
+        click.echo(f"archfamily: error: {exc.named(_flags(sys.argv[1:] if argv is None else argv))}", err=True)
         sys.exit(2)
     except UserError as exc:
         click.echo(f"archfamily: error: {exc}", err=True)

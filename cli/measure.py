@@ -23,16 +23,14 @@ def measure(model: str, out: str, data: Optional[str], test_subset: Optional[int
     """Measure MODEL (a .safetensors model file) through timm; write --out/metrics.json."""
     from archfamily.data.cifar import load_cifar10
     from archfamily.training.distributed import resolve_device
-    from archfamily.files import atomic_write_json
-    from archfamily.specs import spec_to_dict
+    from archfamily.training.metrics_file import METRICS_FILE, metrics_document, write_metrics
     from archfamily.zoo.curation import measure_file
 
     cifar = load_cifar10(data, subset=10, test_subset=test_subset)
     spec, meta, _, error = measure_file(Path(model), cifar, resolve_device(device))
     seed = meta.get("seed")
-    metrics = {"test_error": error, "test_images": int(cifar.test_x.shape[0]), "params": spec.num_params(),
-               "macs": spec.num_macs(), "seed": int(seed) if seed is not None else None,
-               "spec": spec_to_dict(spec), "source": model, "data": cifar.source}
-    atomic_write_json(Path(out) / "metrics.json", metrics)
+    metrics = metrics_document(spec, {"test_error": error}, int(cifar.test_x.shape[0]),
+                               int(seed) if seed is not None else None, source=model, data=cifar.source)
+    write_metrics(Path(out), metrics)
     click.echo(f"{model}: {format_count(metrics['params'])} params, test error {error:.2f}% on "
-               f"{metrics['test_images']:,} images; wrote {out}/metrics.json")
+               f"{metrics['test_images']:,} images; wrote {out}/{METRICS_FILE}")

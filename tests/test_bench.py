@@ -227,3 +227,15 @@ def test_a_registered_runtime_is_timed_beside_eager_and_planned(family, tmp_path
     unregister("inference-mode")
     with pytest.raises(UserError, match="'runtimes' must list some of eager, onnxruntime, not-installed"):
         load_plan(plan)
+
+
+def test_a_damaged_zoo_manifest_is_one_line_not_an_empty_zoo(run_cli, family, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "manifest.json").write_text('{"format": "archfamily.zoo", "version": 1, "entries": [')
+    monkeypatch.setenv("ARCHFAMILY_ZOO", str(tmp_path / "zoo"))
+    result = run_cli("bench", "--family", str(family.path), "--params", "40k", "--device", "cpu", "--quick",
+                     "--out", str(tmp_path / "b"))
+    assert result.code == 2 and result.err.strip().splitlines() == [
+        f"archfamily: error: {tmp_path / 'zoo' / 'manifest.json'}: not valid JSON (Expecting value at line 1, "
+        "column 56)"]
+    assert not (tmp_path / "b").exists()

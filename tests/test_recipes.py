@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.training.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for, training_recipe
 
 
@@ -28,7 +28,7 @@ def test_one_cycle_warms_up_peaks_and_decays_to_zero() -> None:
 def test_batch_size_scales_the_learning_rate_linearly() -> None:
     half = FAST.with_batch_size(64)
     assert half.batch_size == 64 and half.lr == pytest.approx(FAST.lr / 2)
-    with pytest.raises(UserError, match="--batch-size"):
+    with pytest.raises(SettingError, match="^batch_size must be a whole number from 1 to 50,000, got 0$"):
         FAST.with_batch_size(0)
 
 
@@ -37,9 +37,9 @@ def test_finetune_recipe_takes_epochs_without_dividing_by_zero() -> None:
     assert recipe.epochs == 2 and recipe.lr == FINETUNE.lr
     with pytest.raises(UserError, match="no epochs of its own"):
         training_recipe("finetune", "wrn")
-    with pytest.raises(UserError, match="--epochs must be above 0"):
+    with pytest.raises(SettingError, match="^epochs must be above 0"):
         training_recipe("fast", "wrn", epochs=0)
-    with pytest.raises(UserError, match="--ema"):
+    with pytest.raises(SettingError, match=r"^ema must be in \[0, 1\)"):
         training_recipe(None, "wrn", ema=1.0)
     with pytest.raises(UserError, match="unknown recipe"):
         training_recipe("sgd", "wrn")
@@ -54,3 +54,26 @@ def test_densenet_prunes_with_its_seed_codes_fine_tune() -> None:
     assert finetune_recipe_for("densenet_bc") is FINETUNE_DENSENET
     assert (FINETUNE_DENSENET.lr, FINETUNE_DENSENET.weight_decay, FINETUNE_DENSENET.batch_size) == (1e-3, 1e-4, 64)
     assert finetune_recipe_for("wrn") is FINETUNE and finetune_recipe_for("resnet") is FINETUNE
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--ema", "1.0"), "--ema must be in [0, 1), got 1.0"),
+    (("--epochs", "0"), "--epochs must be above 0 and at most 10,000, got 0"),
+    (("--recipe-set", "lr=fast"), "--recipe-set lr: must be a number, got 'fast'"),
+    (("--recipe-set", "epochs=3"), "--recipe-set: 'epochs' cannot be set; one of lr,"),
+    (("--recipe", "finetune"), "recipe finetune has no epochs of its own; give --epochs"),
+])
+def test_the_cli_names_the_flag_of_a_setting_the_library_refuses(run_cli, tmp_path, args, message: str) -> None:
+    result = run_cli("train", "--spec", "wrn-10-1", *args, "--out", str(tmp_path / "run"))
+    assert result.code == 2 and result.err.startswith(f"archfamily: error: {message}"), result.err
+    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_setting_error_names_settings_as_asked_and_survives_pickling() -> None:
+    import pickle
+
+    error = SettingError("{until_params} {count:,} must be below {base} {name!r}", count=70_000, name="{x}")
+    assert isinstance(error, UserError) and error.settings == ("until_params", "base")
+    assert str(error) == "until_params 70,000 must be below base '{x}'"  # a value's braces are only text
+    assert error.named({"until_params": "--until-params"}) == "--until-params 70,000 must be below base '{x}'"
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)

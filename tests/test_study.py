@@ -343,6 +343,39 @@ def test_whole_number_budgets_reach_the_commands_exactly(tmp_path: Path) -> None
     assert jobs["reduced-width-60123-s0"].commands[0][4] == "60123"  # scale --params
 
 
+def test_each_budget_is_solved_once_for_the_plan_and_its_queue(tmp_path: Path, monkeypatch) -> None:
+    from archfamily.scaling import rules
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+
+    solved, real = [], rules.solve
+    monkeypatch.setattr(rules, "solve", lambda rule, budget, *a: solved.append(budget) or real(rule, budget, *a))
+    plan = load_plan(_plan(tmp_path, GOOD.replace('["60k"]', '["60k", "100k"]')))
+    jobs = {j.id: j for j in expand(plan, tmp_path / "study")}
+    assert sorted(solved) == [60_000, 100_000]  # by the plan's check; the queue trains what it found
+    member = plan.members[("reduced-width", 60_000)]
+    assert abs(member.num_params() - 60_000) <= 600
+    assert jobs["reduced-width-60k-s0"].eval_macs == member.num_macs() * 200 * 3  # its MACs, per test image
+
+
+def test_a_plan_and_its_pruning_run_stop_at_the_same_floor(tmp_path: Path) -> None:
+    from archfamily.errors import UserError
+    from archfamily.pruning.derive import DeriveConfig, _validate, pruning_floor
+    from archfamily.specs import base_spec
+    from archfamily.study.plan import load_plan
+
+    base = base_spec("wrn-16-1").num_params()
+    floor = pruning_floor(None, base)
+    assert floor == base // 10 and pruning_floor(20_000, base) == 20_000
+    tuned = GOOD.replace('rule = "reduced-width"', 'rule = "pruned-tuned"')
+    assert load_plan(_plan(tmp_path, tuned.replace('["60k"]', f"[{floor}]"))).floors == {"fisher": floor}
+    assert _validate(DeriveConfig(base="wrn-16-1", save_at=(floor,))) == (base_spec("wrn-16-1"), floor)
+    with pytest.raises(UserError, match="the budget must lie between"):
+        load_plan(_plan(tmp_path, tuned.replace('["60k"]', f"[{floor - 1}]")))
+    with pytest.raises(UserError, match="outside the pruning run"):
+        _validate(DeriveConfig(base="wrn-16-1", save_at=(floor - 1,)))
+
+
 def test_a_changed_scaling_setting_is_a_changed_plan(run_cli, tmp_path: Path) -> None:
     from archfamily.study.plan import load_plan
     from archfamily.study.queue import expand, write_record

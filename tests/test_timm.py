@@ -387,3 +387,15 @@ def test_zoo_error_matches_the_manifest(name: str) -> None:
     assert entry["test_images"] == data.test_x.shape[0] == 10_000
     error = test_error(timm.create_model(name, pretrained=True), data, torch.device("cpu"))
     assert abs(error - entry["test_error"]) <= 0.1
+
+
+def test_a_spec_error_through_timm_is_unwrapped_once() -> None:
+    """model_args that describe no network: timm's entrypoint raises the spec's UserError as a ValueError, and
+    the zoo's measuring turns it back into that UserError, said once after the model's name."""
+    from archfamily.errors import UserError
+    from archfamily.zoo.curation import _create
+
+    with pytest.raises(UserError) as refused:
+        _create("archfamily_wrn", stage_widths=[-1, 2, 3])
+    assert str(refused.value) == ("archfamily_wrn: model_args: malformed wrn spec: stage_widths must be whole "
+                                  "numbers from 1 to 65,536")

@@ -173,3 +173,42 @@ def test_two_process_gloo_ddp_step(tmp_path: Path) -> None:
     assert torch.equal(ranks[0]["after"], ranks[1]["after"])  # gradients were averaged over both ranks
     assert not torch.equal(ranks[0]["before"], ranks[0]["after"])
     assert ranks[0]["error"] == ranks[1]["error"]  # errors are all-reduced over the two shards
+
+
+def test_every_metrics_json_in_the_studies_reads_with_the_one_reader() -> None:
+    from archfamily.training.metrics_file import read_metrics
+
+    files = sorted((Path(__file__).resolve().parent.parent / "studies").rglob("metrics.json"))
+    assert len(files) > 10  # trainings from before precision and TTA were recorded, and measured networks
+    for path in files:
+        m = read_metrics(path)
+        assert (m.params, m.macs) == (m.spec.num_params(), m.spec.num_macs()) and 0 <= m.test_error <= 100
+
+
+def test_metrics_json_as_train_and_measure_write_it_and_as_older_trainings_wrote_it(tmp_path: Path) -> None:
+    import json
+
+    from archfamily.errors import UserError
+    from archfamily.specs import spec_to_dict
+    from archfamily.training.metrics_file import metrics_document, read_metrics, write_metrics
+
+    spec = base_spec("wrn-10-1")
+    trained = write_metrics(tmp_path / "train", metrics_document(
+        spec, {"test_error": 12.5, "test_error_tta": 11.0}, 200, 3, recipe=FAST.to_dict(), precision="fp32",
+        seconds=4.5))
+    m = read_metrics(trained.parent)
+    assert (m.test_error, m.test_images, m.spec, m.seed, m.seconds) == (12.5, 200, spec, 3, 4.5)
+    assert m.document["test_error_tta"] == 11.0 and m.document["precision"] == "fp32"
+    measured = read_metrics(write_metrics(tmp_path / "measure", metrics_document(
+        spec, {"test_error": 40.0}, 100, None, source="pruned-at-1.safetensors", data="built-in")))
+    assert (measured.seed, measured.seconds, measured.document["source"]) == (None, None, "pruned-at-1.safetensors")
+    older = {"test_error": 20.0, "test_images": 10000, "params": spec.num_params(), "macs": spec.num_macs(),
+             "recipe": FAST.to_dict(), "seed": 0, "spec": spec_to_dict(spec), "seconds": 60.0}  # no precision
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "metrics.json").write_text(json.dumps(older))
+    assert read_metrics(tmp_path / "older").document == json.loads(json.dumps(older))
+    for key, value, message in (("test_error", 101, "test_error must be"), ("params", 5, "params and macs are not"),
+                                ("seed", "zero", "seed must be")):
+        (tmp_path / "older" / "metrics.json").write_text(json.dumps({**older, key: value}))
+        with pytest.raises(UserError, match=f"metrics.json: {message}"):
+            read_metrics(tmp_path / "older")

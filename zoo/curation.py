@@ -20,7 +20,7 @@ from archfamily.models.checkpoint import load_model, save_model
 from archfamily.models.counting import count_params, measure_macs
 from archfamily.data.cifar import Cifar10
 from archfamily.checks import Fields, decode_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import load_family
 from archfamily.specs import ArchSpec
 from archfamily.hub.timm_models import model_args, sha256_of, timm_name
@@ -28,11 +28,14 @@ from archfamily.zoo.manifest import TAG, entry_named, normalise_name, read_manif
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
-    """`timm.create_model(name, pretrained=True, ...)`, its one-line errors about the weights as `UserError`s."""
+    """`timm.create_model(name, pretrained=True, ...)`, its one-line errors about the weights as `UserError`s. A
+    `UserError` timm's entrypoint had to raise as a `ValueError` (model_args that describe no network) is
+    unwrapped: its own message, once, after the model's name."""
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+        inner = exc.__context__ if isinstance(exc, ValueError) else None
+        raise UserError(f"{name}: {inner}" if isinstance(inner, UserError) else str(exc)) from None
 
 
 def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
@@ -67,7 +70,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     folder = zoo_dir()
     entries = read_manifest(folder)
     if any(e["name"] == name for e in entries) and not replace:
-        raise UserError(f"the zoo already holds {name}; pass --replace to measure and replace it")
+        raise SettingError("the zoo already holds {name}; pass {replace} to measure and replace it", name=name)
     spec, meta, model, error = measure_file(path, data, device)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {

@@ -24,13 +24,13 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from archfamily.models.checkpoint import load_model, model_test_error
-from archfamily.checks import Fields, read_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import Family
 from archfamily.models import build_model
 from archfamily.scaling.rules import RULES, make_rule, solve
-from archfamily.specs import ArchSpec, spec_from_dict
+from archfamily.specs import ArchSpec
 from archfamily.hub.timm_models import spec_from_model_args
+from archfamily.training.metrics_file import METRICS_FILE, read_metrics
 
 
 @dataclass
@@ -74,12 +74,10 @@ def _trained_record(path: Path) -> tuple[ArchSpec, float, Optional[int], Optiona
     """(spec, test error, seed, test images) of a train run folder (metrics.json) or a model file's metadata;
     None where a model file does not record them."""
     if path.is_dir():
-        metrics_file = path / "metrics.json"
-        if not metrics_file.is_file():
-            raise UserError(f"{path} holds no finished training (no metrics.json)")
-        m = Fields(read_json(metrics_file), str(metrics_file), ("spec", "test_error", "seed", "test_images"))
-        return (spec_from_dict(m.get("spec"), f"{metrics_file}: spec"), m.number("test_error", 0, 100), m.int("seed"),
-                m.int("test_images", 1))
+        if not (path / METRICS_FILE).is_file():
+            raise UserError(f"{path} holds no finished training (no {METRICS_FILE})")
+        m = read_metrics(path)
+        return m.spec, m.test_error, m.seed, m.test_images
     spec, _, meta = load_model(path)  # its weights checked too: a file of another network is refused here
     if "test_error" not in meta:
         raise UserError(f"{path} records no measured test error")
@@ -94,7 +92,7 @@ def trained_groups(patterns: list[tuple[str, str]]) -> list[TrainedGroup]:
     for arm, pattern in patterns:
         paths = sorted(glob.glob(pattern))
         if not paths:
-            raise UserError(f"--trained {arm}={pattern} matches nothing")
+            raise SettingError("{trained} {arm}={pattern} matches nothing", arm=arm, pattern=pattern)
         for path in paths:
             spec, error, seed, images = _trained_record(Path(path))
             group = groups.setdefault((arm, spec), TrainedGroup(arm, spec))

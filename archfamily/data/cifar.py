@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load_file
 from torchvision.datasets import ImageFolder
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_save_safetensors
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -60,9 +60,9 @@ def cache_dir() -> Path:
 
 def load_cifar10(path: Optional[str] = None, subset: Optional[int] = None, test_subset: Optional[int] = None) -> Cifar10:
     """Load (from cache when possible) CIFAR-10; `subset`/`test_subset` keep the first n/10 images per class."""
-    for n, what in ((subset, "--subset"), (test_subset, "--test-subset")):
+    for n, what in ((subset, "subset"), (test_subset, "test_subset")):
         if n is not None and n < 10:
-            raise UserError(f"{what} must be at least 10 (one image per class), got {n}")
+            raise SettingError("{" + what + "} must be at least 10 (one image per class), got {n}", n=n)
     source = Path(path).expanduser() if path else DEFAULT_ARCHIVE
     if not source.exists():
         raise UserError(f"dataset not found: {source}")

@@ -21,7 +21,7 @@ from timm.models._hub import save_config_for_hf
 from torch import nn
 
 from archfamily.models.checkpoint import load_model, model_test_error, save_model
-from archfamily.errors import UserError
+from archfamily.errors import SettingError
 from archfamily.files import atomic_write
 from archfamily.specs import ArchSpec
 from archfamily.hub.timm_models import UNTRAINED, model_args, timm_name
@@ -31,7 +31,7 @@ def check_onnx_installed() -> None:
     """A one-line error, before anything is written, when the ONNX exporter's packages are missing."""
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise UserError(f"--onnx needs {' and '.join(missing)}: pip install -e \".[onnx]\"")
+        raise SettingError("{onnx} needs {missing}: pip install -e \".[onnx]\"", missing=" and ".join(missing))
 
 
 def write_onnx(model: nn.Module, path: Path, input_size: int, in_chans: int) -> None:
@@ -50,7 +50,7 @@ def write_onnx(model: nn.Module, path: Path, input_size: int, in_chans: int) -> 
 def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
            metadata: Optional[dict[str, str]] = None, onnx: bool = False) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} already exists and is not an empty folder")
+        raise SettingError("{out} {path} already exists and is not an empty folder", path=out)
     if onnx:
         check_onnx_installed()
     model = timm.create_model(timm_name(spec.family), **model_args(spec))
@@ -60,7 +60,7 @@ def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
     else:
         weights_spec, trained, weights_meta = load_model(weights)
         if weights_spec != spec:
-            raise UserError(f"--weights {weights} hold a different network than the spec")
+            raise SettingError("{weights} {path} hold a different network than the spec", path=weights)
         model.load_state_dict(trained.state_dict())
         meta = {**{k: v for k, v in weights_meta.items() if k not in ("format", "spec")}, **meta}
         if "test_error" in weights_meta:  # the checked figure, not the text it was read from

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from archfamily.data.cifar import cache_dir
-from archfamily.errors import UserError
+from archfamily.errors import SettingError
 from archfamily.files import atomic_write_json
 from archfamily.limits import parse_on
 from archfamily.models import build_model
@@ -45,7 +45,7 @@ def parse_target(on: str) -> tuple[torch.device, int]:
     name, threads = parse_on(on)
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--on cuda was asked for, but this machine has no CUDA GPU")
+            raise SettingError("{on} cuda was asked for, but this machine has no CUDA GPU")
         return torch.device("cuda"), 1
     return torch.device("cpu"), threads or torch.get_num_threads()
 
@@ -181,8 +181,9 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
     smallest, largest = member(rule, rule.lo, round_to), member(rule, rule.hi, round_to)
     fastest = measured(smallest, report=False)  # reachable at all? (reported only once it is)
     if fastest > target_ms:
-        raise UserError(f"--latency-ms {target_ms:g} is unreachable: the smallest {rule.name} member "
-                        f"({smallest.params:,} params) takes {fastest:.3g} ms on {device.type}:{threads}, batch {batch}")
+        raise SettingError("{latency_ms} {ms:g} is unreachable: the smallest {rule} member ({params:,} params) takes "
+                           "{fastest:.3g} ms on {device}:{threads}, batch {batch}", ms=target_ms, rule=rule.name,
+                           params=smallest.params, fastest=fastest, device=device.type, threads=threads, batch=batch)
     if on_step:
         on_step(smallest, fastest)
     slowest = measured(largest)

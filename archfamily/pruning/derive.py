@@ -31,7 +31,7 @@ from archfamily.models.checkpoint import RunCheckpoint, load_model, model_test_e
 from archfamily.data.cifar import Cifar10, load_cifar10
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DerivePreset:
     """Defaults for one kind of run; every field can be overridden on the command line."""
 
@@ -67,11 +67,14 @@ class DerivePreset:
 
 PRESETS = {
     # Seconds, for tests: a tiny WRN on 500 images.
-    "smoke": DerivePreset("wrn-16-1", "fast", None, 500, 200, 1, 2, 16, 4),
+    "smoke": DerivePreset(base="wrn-16-1", recipe="fast", batch_size=None, subset=500, test_subset=200, epochs=1,
+                          prune_every=2, channels_per_step=16, eval_every=4),
     # A real result on a CPU (8 to 24 min on 2 cores, by CPU): WRN-16-2 on 10k images, pruned 8 channels every 10 steps.
-    "quick": DerivePreset("wrn-16-2", "fast", 64, 10_000, 2_000, 6, 10, 8, 5),
+    "quick": DerivePreset(base="wrn-16-2", recipe="fast", batch_size=64, subset=10_000, test_subset=2_000, epochs=6,
+                          prune_every=10, channels_per_step=8, eval_every=5),
     # Crowley et al.: the paper's recipes in full, one channel every 100 steps, for a GPU.
-    "paper": DerivePreset("wrn-40-2", None, None, None, None, None, 100, 1, 50),
+    "paper": DerivePreset(base="wrn-40-2", recipe=None, batch_size=None, subset=None, test_subset=None, epochs=None,
+                          prune_every=100, channels_per_step=1, eval_every=50),
 }
 
 
@@ -120,7 +123,8 @@ class DeriveResult:
     trajectory: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
 
-def _validate(config: DeriveConfig) -> ArchSpec:
+def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
+    """The base's spec and where pruning stops (`pruning_floor`), once every setting is checked."""
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
     if config.cost_on:
@@ -129,8 +133,8 @@ def _validate(config: DeriveConfig) -> ArchSpec:
         parse_target(config.cost_on)
     for name in ("prune_every", "channels_per_step", "eval_every"):
         if getattr(config, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    _base_recipe(config)  # one-line errors for an unknown recipe or bad --epochs
+            raise SettingError("{" + name + "} must be at least 1")
+    _base_recipe(config)  # one-line errors for an unknown recipe or bad epochs
     spec = base_spec(config.base)
     if config.cost == "latency":
         from archfamily.latency.model import check_predictable, network_ops
@@ -139,23 +143,28 @@ def _validate(config: DeriveConfig) -> ArchSpec:
     if config.checkpoint:
         ckpt_spec, _, _ = load_model(Path(config.checkpoint))
         if ckpt_spec != spec:
-            raise UserError(f"mismatched checkpoint: {config.checkpoint} holds a different network than --base {config.base}")
+            raise SettingError("mismatched checkpoint: {file} holds a different network than {base} {name}",
+                               file=config.checkpoint, name=config.base)
     base_params = spec.num_params()
     smallest = spec.with_prunable_widths([0] * len(spec.prunable_widths())).num_params()
     if config.until_params is not None:
         if config.until_params >= base_params:
-            raise UserError(f"--until-params {config.until_params:,} must be below the base's {base_params:,} parameters")
+            raise SettingError("{until_params} {count:,} must be below the base's {base:,} parameters",
+                               count=config.until_params, base=base_params)
         if config.until_params < smallest:
-            raise UserError(f"--until-params {config.until_params:,} is below the smallest network {config.base} prunes to ({smallest:,})")
+            raise SettingError("{until_params} {count:,} is below the smallest network {name} prunes to ({smallest:,})",
+                               count=config.until_params, name=config.base, smallest=smallest)
     floor = pruning_floor(config.until_params, base_params)
     for count in config.save_at:
         if not floor <= count < base_params:
-            raise UserError(f"--save-at {count:,} is outside the pruning run: {floor:,} to {base_params - 1:,} parameters")
-    return spec
+            raise SettingError("{save_at} {count:,} is outside the pruning run: {floor:,} to {top:,} parameters",
+                               count=count, floor=floor, top=base_params - 1)
+    return spec, floor
 
 
 def pruning_floor(until_params: Optional[int], base_params: int) -> int:
-    """Where pruning stops: --until-params, else 10% of the base."""
+    """Where pruning stops: --until-params, else 10% of the base. The one place this is decided: a derive run
+    computes it once (`_validate`), a study plan once per pruning run (`Plan.floors`)."""
     return until_params or base_params // 10
 
 
@@ -163,10 +172,16 @@ def _milestone_stem(fraction: float) -> str:
     return f"pruned-{round(fraction * 100):03d}"
 
 
+def pruned_at_stem(params: int) -> str:
+    """The file stem of the pruned network `--save-at params` saves: `pruned-at-<params>` (.safetensors); a study
+    names its pruned arms' networks by it."""
+    return f"pruned-at-{params}"
+
+
 def _save_points(config: DeriveConfig, base_params: int) -> dict[str, int]:
     """File stem -> the parameter count at or below which it is saved: 50%, 25% of the base and each --save-at."""
     points = {_milestone_stem(f): math.floor(f * base_params) for f in MILESTONES}
-    points.update({f"pruned-at-{count}": count for count in config.save_at})
+    points.update({pruned_at_stem(count): count for count in config.save_at})
     return points
 
 
@@ -341,18 +356,21 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
 
 
 def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
-           out: Path, device: torch.device, dist_ctx: DistContext) -> list[dict[str, Any]]:
+           out: Path, device: torch.device, dist_ctx: DistContext, floor: int) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
     model = build_model(spec, gated=True)
     missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
-    assert not unexpected and all(k.endswith("gate.mask") for k in missing), "base and gated model differ"
+    differ = [*unexpected, *(k for k in missing if not k.endswith("gate.mask"))]
+    if differ:
+        raise UserError(f"{out / 'base.safetensors'}: its tensors are not those of the base {config.base} this run "
+                        f"prunes ({', '.join(differ[:3])})")
     trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx,
                       precision=config.precision)
     pruner = Pruner(trainer.model, config.method, config.cost, config.seed, _latency_model(config, spec, dist_ctx))
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
     pruner.num_prunes = log.last["prune_step"]
-    base_params, floor = spec.num_params(), pruning_floor(config.until_params, spec.num_params())
+    base_params = spec.num_params()
     with progress_bar(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
                       unit="param", unit_scale=True, disable=not dist_ctx.is_main) as bar:
         while log.last["params"] > floor and pruner.open_channels() > 0:
@@ -376,7 +394,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
            command: Optional[list[str]] = None, compile: bool = False) -> DeriveResult:
     """Run (or resume) a whole derive: validate, train the base, prune, write the family."""
     started = time.time()
-    spec = _validate(config)
+    spec, floor = _validate(config)
     device = resolve_device(device_name)
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
@@ -386,7 +404,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
         return _result(out, _read_trajectory(out, spec), 0.0)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
-    trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx)
+    trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx, floor)
     if dist_ctx.is_main:
         meta = read_model_metadata(out / "base.safetensors")
         base_recipe = json.loads(meta["recipe"]) if "recipe" in meta else None

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.pruning.compress import pruned_spec
 from archfamily.pruning.costs import channel_costs, conv_output_areas, latency_costs
 from archfamily.pruning.criteria import CRITERIA, cost_weighing
@@ -25,17 +25,18 @@ def check_method(method: str, cost: str) -> None:
     if cost not in COSTS:
         raise UserError(f"unknown cost {cost!r}; choose from {', '.join(COSTS)}")
     if cost == "latency" and method not in cost_weighing():
-        raise UserError("--cost latency weighs saliency by time: use it with --method fisher-penalty (per "
-                        "millisecond the better of the two in RESULTS.md) or fisher-cost")
+        raise SettingError("{cost} latency weighs saliency by time: use it with {method} fisher-penalty (per "
+                           "millisecond the better of the two in RESULTS.md) or fisher-cost")
 
 
 def check_cost_device(cost: str, on: Optional[str]) -> None:
     """A latency cost names its device (`--on`), and only a latency cost does. (`latency.parse_target` checks
     the device itself.)"""
     if cost == "latency" and not on:
-        raise UserError("--cost latency needs --on: the device whose latency pruning saves (cpu, cpu:THREADS or cuda)")
+        raise SettingError("{cost} latency needs {on}: the device whose latency pruning saves (cpu, cpu:THREADS or "
+                           "cuda)")
     if on and cost != "latency":
-        raise UserError("--on says where --cost latency is measured; give --cost latency with it")
+        raise SettingError("{on} says where {cost} latency is measured; give {cost} latency with it")
 
 
 class Pruner:

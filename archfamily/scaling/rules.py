@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from archfamily.checks import Fields
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.specs import ArchSpec
 from archfamily.units import format_count
 
@@ -59,7 +59,7 @@ def trajectory_spec(base: ArchSpec, entry: dict[str, Any]) -> ArchSpec:
 def _copycat_point(trajectory: list[dict[str, Any]], at: float) -> dict[str, Any]:
     """The first trajectory point at or below `at` x the base's parameters (else the last one)."""
     if not 0 < at <= 1:
-        raise UserError(f"--at must be a fraction of the base's parameters in (0, 1], got {at}")
+        raise SettingError("{at} must be a fraction of the base's parameters in (0, 1], got {got}", got=at)
     target = at * trajectory[0]["params"]
     return next((e for e in trajectory if e["params"] <= target), trajectory[-1])
 
@@ -320,7 +320,7 @@ def solve(rule: ScalingRule, budget: int, metric: str = "params", round_to: int 
     if metric not in ("params", "macs"):
         raise ValueError(metric)
     if round_to < 1:
-        raise UserError(f"--round-to must be at least 1, got {round_to}")
+        raise SettingError("{round_to} must be at least 1, got {got}", got=round_to)
 
     def count(m: float) -> int:
         spec = rule.spec(m, round_to)
@@ -329,8 +329,10 @@ def solve(rule: ScalingRule, budget: int, metric: str = "params", round_to: int 
     lo, hi = rule.lo, rule.hi
     smallest, largest = count(lo), count(hi)
     if budget < smallest * (1 - TOLERANCE) or budget > largest * (1 + TOLERANCE):
-        raise UserError(f"--{metric} {format_count(budget)} is outside what rule {rule.name} reaches for this family "
-                        f"(round-to {round_to}): {format_count(smallest)} to {format_count(largest)} {metric}")
+        raise SettingError("{" + metric + "} {budget} is outside what rule {rule} reaches for this family (round-to "
+                           "{step}): {smallest} to {largest} {metric}", budget=format_count(budget), rule=rule.name,
+                           step=round_to, smallest=format_count(smallest), largest=format_count(largest),
+                           metric=metric)
     if budget <= smallest:
         hi = lo
     elif budget >= largest:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.progress import progress_bar
 from archfamily.study.executors import ClusterOptions, Executor, sbatch_flags
 from archfamily.study.plan import Plan
@@ -43,24 +43,25 @@ def check_study_folder(study_dir: Path) -> None:
     """Refuse, before anything is read, run or written, a --out that is not a study folder (a file; a folder
     holding anything a study does not write; one whose jobs/ or runs/ is a file) or that cannot be written."""
     if study_dir.exists() and not study_dir.is_dir():
-        raise UserError(f"--out {study_dir} is a file, not a study folder")
+        raise SettingError("{out} {path} is a file, not a study folder", path=study_dir)
     if study_dir.is_dir():
         try:
             entries = sorted(p.name for p in study_dir.iterdir())
         except OSError as exc:
-            raise UserError(f"--out {study_dir}: cannot read it ({exc.strerror or exc})") from None
+            raise SettingError("{out} {path}: cannot read it ({why})", path=study_dir,
+                               why=exc.strerror or exc) from None
         other = next((name for name in entries if name not in STUDY_ENTRIES
                       and not (name.startswith(".") and name.endswith(".tmp"))), None)  # a killed write's temporary
         if other is not None:
-            raise UserError(f"--out {study_dir} holds {other!r}, which no study writes: it is not a study folder; "
-                            "choose an empty or new folder")
+            raise SettingError("{out} {path} holds {other!r}, which no study writes: it is not a study folder; "
+                               "choose an empty or new folder", path=study_dir, other=other)
         wrong = next((name for name in STUDY_FOLDERS if (study_dir / name).exists()
                       and not (study_dir / name).is_dir()), None)
         if wrong is not None:
             raise UserError(f"{study_dir / wrong} is a file where the study keeps a folder; move it away")
     existing = next(p for p in (study_dir, *study_dir.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {study_dir}: cannot write into {existing}")
+        raise SettingError("{out} {path}: cannot write into {existing}", path=study_dir, existing=existing)
 
 
 def prepare(plan: Plan, study_dir: Path, threads: int) -> tuple[list[Job], dict[str, float], str]:
@@ -124,7 +125,7 @@ def run_study(plan: Plan, executor: Executor, parallel: int, echo: Callable[[str
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {study_dir}: cannot make it ({exc.strerror or exc})") from None
+        raise SettingError("{out} {path}: cannot make it ({why})", path=study_dir, why=exc.strerror or exc) from None
     jobs = select_arms(plan, every, arms) if arms else every
     todo = [j for j in jobs if not is_finished(study_dir, j)]
     echo(f"study {plan.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.study.commands import log_failure, start_command
 from archfamily.study.queue import SUBMITTED_ON, Job
 
@@ -151,9 +151,9 @@ def is_local_controller(pid: int, folder: Path) -> bool:
 
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:+-]+")
 _SBATCH_KEY = re.compile(r"[a-z][a-z0-9_-]*")
-_SET_BY_OPTIONS = {"partition": "partition", "time": "time", "cpus_per_task": "cpus-per-task",
-                   "gpus_per_node": "gpus-per-node", "mem": "mem-gb", "account": "account", "qos": "qos",
-                   "job_name": "the study (each job is named after its run)", "ntasks_per_node": "the study"}
+_SET_BY_OPTIONS = {"partition": "partition", "time": "time", "cpus_per_task": "cpus_per_task",
+                   "gpus_per_node": "gpus_per_node", "mem": "mem_gb", "account": "account", "qos": "qos"}
+_SET_BY_THE_STUDY = {"job_name": " (each job is named after its run)", "ntasks_per_node": ""}
 
 
 @dataclass(frozen=True)
@@ -174,12 +174,18 @@ class ClusterOptions:
         for name in ("partition", "account", "qos"):
             value = getattr(self, name)
             if value is not None and not _SBATCH_VALUE.fullmatch(value):
-                raise UserError(f"--{name} {value!r}: expected a SLURM name (letters, digits, - _ . ,)")
+                raise SettingError("{" + name + "} {value!r}: expected a SLURM name (letters, digits, - _ . ,)",
+                                   value=value)
         for key, value in self.additional.items():
             if not _SBATCH_KEY.fullmatch(key) or "\n" in value or "\r" in value:
-                raise UserError(f"--sbatch {key}={value!r}: expected an sbatch option name and a one-line value")
-            if key.replace("-", "_") in _SET_BY_OPTIONS:
-                raise UserError(f"--sbatch {key}: set it with its own option (--{_SET_BY_OPTIONS[key.replace('-', '_')]})")
+                raise SettingError("{sbatch} {key}={value!r}: expected an sbatch option name and a one-line value",
+                                   key=key, value=value)
+            name = key.replace("-", "_")
+            if name in _SET_BY_OPTIONS:
+                raise SettingError("{sbatch} {key}: set it with its own option ({" + _SET_BY_OPTIONS[name] + "})",
+                                   key=key)
+            if name in _SET_BY_THE_STUDY:
+                raise SettingError("{sbatch} {key}: the study sets it{why}", key=key, why=_SET_BY_THE_STUDY[name])
 
     def slurm_parameters(self, job: Job) -> dict[str, Any]:
         """The parameters of submitit's SLURM executor for `job` (names as `sbatch` spells them)."""
@@ -212,11 +218,13 @@ def require_submitit(executor: str, commands: bool = True) -> None:
     try:
         import submitit  # noqa: F401
     except ImportError:
-        raise UserError(f"--executor {executor} needs submitit: pip install 'archfamily[cluster]'") from None
+        raise SettingError("{executor} {name} needs submitit: pip install 'archfamily[cluster]'",
+                           name=executor) from None
     if executor == "slurm" and commands:
         missing = [c for c in ("sbatch", "srun", "sacct") if shutil.which(c) is None]
         if missing:
-            raise UserError(f"--executor slurm needs SLURM on this machine: {', '.join(missing)} not on the PATH")
+            raise SettingError("{executor} slurm needs SLURM on this machine: {missing} not on the PATH",
+                               missing=", ".join(missing))
 
 
 class Executor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +19,7 @@ from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
-from archfamily.training.recipes import RECIPES as TRAINING_RECIPES
+from archfamily.training.recipes import RECIPES
 from archfamily.pruning.criteria import CRITERIA, cost_weighing
 from archfamily.pruning.pruner import COSTS
 from archfamily.scaling.rules import RULES, base_rules
@@ -27,13 +27,13 @@ from archfamily.specs import ArchSpec, base_spec
 from archfamily.units import format_count, parse_count
 
 PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
-RECIPES = tuple(name for name in TRAINING_RECIPES if name != "finetune")  # those a network trains from scratch with
+SCRATCH_RECIPES = tuple(name for name in RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainingSettings:
     """How every network trained from scratch is trained (the base too, when the study trains it)."""
 
     name: str = "fast"
@@ -112,7 +112,7 @@ class Plan:
     data: Optional[Path]
     subset: Optional[int]
     test_subset: Optional[int]
-    recipe: Recipe
+    recipe: TrainingSettings
     budgets: tuple[int, ...]
     budget_labels: dict[int, str]
     prune_runs: dict[str, PruneRun]
@@ -120,6 +120,10 @@ class Plan:
     bench: Optional[Bench]
     latency: Optional[Latency] = None
     device: str = "auto"  # where every run trains and measures (the bench has its own settings)
+    # what checking the budgets found (`_check_budgets`), for the queue to use rather than work out again: the
+    # spec a base-only rule's arm trains at each budget, (arm, budget) -> spec, and where each pruning run stops
+    members: dict[tuple[str, int], ArchSpec] = field(default_factory=dict, repr=False)
+    floors: dict[str, int] = field(default_factory=dict)
 
 
 _REQUIRED = object()  # a getter's default that makes the key required
@@ -319,9 +323,10 @@ def _arm(name: str, table: _Table, plan_budgets: tuple[int, ...], prune_runs: di
     return Arm(name, kind, prune or "", seeds, budgets, round_to, at, latency_ms)
 
 
-def _check_budgets(plan: Plan) -> None:
+def _check_budgets(plan: Plan) -> Plan:
     """Refuse budgets no arm can reach, before anything runs: the base-only rules are solved here; pruned
-    networks must lie between the pruning floor and the base; the family rules must shrink the base."""
+    networks must lie between the pruning floor and the base; the family rules must shrink the base. Returns
+    the plan with the members solved and each pruning run's floor (`Plan.members`, `Plan.floors`)."""
     from archfamily.pruning.derive import pruning_floor
     from archfamily.scaling.rules import base_rule, solve
 
@@ -330,23 +335,27 @@ def _check_budgets(plan: Plan) -> None:
         if run.until_params is not None and not 0 < run.until_params < base_params:
             raise UserError(f"{plan.path}: [prune.{run.name}] 'until_params' must be below the base's "
                             f"{format_count(base_params)} params")
+    floors = {run.name: pruning_floor(run.until_params, base_params) for run in plan.prune_runs.values()}
+    members = {}
     for arm in plan.arms.values():
         rule = RULES.get(arm.kind)  # None: the pruning run's own networks
         for budget in arm.budgets:
             where = f"{plan.path}: arm {arm.name!r}, budget {format_count(budget)}"
             if arm.kind in base_rules():
                 try:
-                    solve(base_rule(arm.kind, plan.base_spec), budget, "params", arm.round_to)
+                    members[(arm.name, budget)] = solve(base_rule(arm.kind, plan.base_spec), budget, "params",
+                                                        arm.round_to).member.spec
                 except UserError as exc:
                     raise UserError(f"{where}: {exc}") from None
             elif arm.kind in ("pruned-scratch", "pruned-tuned"):
                 run = plan.prune_runs[arm.prune]
-                floor = pruning_floor(run.until_params, base_params)
+                floor = floors[run.name]
                 if not floor <= budget < base_params:
                     raise UserError(f"{where}: pruning run {run.name!r} goes from {format_count(base_params)} down to "
                                     f"{format_count(floor)} params; the budget must lie between")
             elif rule.reach is not None and not budget < base_params * rule.reach:
                 raise UserError(f"{where}: beyond what the family can reach ({rule.reach:g}x the base's params)")
+    return replace(plan, members=members, floors=floors)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -385,9 +394,9 @@ def load_plan(path: str | Path) -> Plan:
         data_t.done()
 
     recipe_t = top.table("recipe")
-    recipe = Recipe()
+    recipe = TrainingSettings()
     if recipe_t is not None:
-        recipe = Recipe(recipe_t.str("name", "fast", RECIPES), recipe_t.number("epochs", high=MAX_EPOCHS),
+        recipe = TrainingSettings(recipe_t.str("name", "fast", SCRATCH_RECIPES), recipe_t.number("epochs", high=MAX_EPOCHS),
                         recipe_t.int("batch_size", None, low=1, high=MAX_TRAIN_BATCH), recipe_t.number("ema", None, low=-1e-12, high=0.999999),
                         recipe_t.str("precision", None, PRECISIONS))
         recipe_t.done()
@@ -445,5 +454,4 @@ def load_plan(path: str | Path) -> Plan:
 
     plan = Plan(path, name, description, base, spec, checkpoint, data, subset, test_subset, recipe, budgets, labels,
                 prune_runs, arms, bench, latency)
-    _check_budgets(plan)
-    return plan
+    return _check_budgets(plan)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from archfamily.checks import Fields, read_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError
 from archfamily.files import atomic_write_json
 from archfamily.limits import MAX_SECONDS
-from archfamily.pruning.derive import pruning_floor
+from archfamily.pruning.derive import pruned_at_stem
+from archfamily.training.metrics_file import METRICS_FILE
 from archfamily.training.recipes import finetune_recipe_for, training_recipe
-from archfamily.scaling.rules import base_rule, base_rules, solve
+from archfamily.scaling.rules import base_rules
 from archfamily.specs import spec_from_dict
 from archfamily.study.plan import Arm, Plan, PruneRun
 
@@ -102,7 +103,7 @@ def _train_job(plan: Plan, study_dir: Path, job_id: str, spec_arg: str, seed: in
     train = ["train", "--spec", spec_arg, *_recipe_args(plan), *_data_args(plan, study_dir, plan.test_subset, True),
              "--seed", str(seed), "--out", f"runs/{job_id}", "--resume"]
     train_macs, eval_macs = _train_cost(plan, macs, plan.base_spec.family)
-    return Job(job_id, "train", ([pre] if pre else []) + [train], f"runs/{job_id}/metrics.json", deps,
+    return Job(job_id, "train", ([pre] if pre else []) + [train], f"runs/{job_id}/{METRICS_FILE}", deps,
                train_macs=train_macs, eval_macs=eval_macs, seed=seed, **row)
 
 
@@ -111,8 +112,7 @@ def _save_at(plan: Plan, run: PruneRun) -> list[int]:
     that it passes on its way down (so every budget has a pruned-and-tuned network to compare with)."""
     pruned = {b for arm in plan.arms.values() if arm.prune == run.name
               and arm.kind in ("pruned-scratch", "pruned-tuned") for b in arm.budgets}
-    base_params = plan.base_spec.num_params()
-    floor = pruning_floor(run.until_params, base_params)
+    floor, base_params = plan.floors[run.name], plan.base_spec.num_params()
     return sorted(pruned | {b for b in plan.budgets if floor <= b < base_params})
 
 
@@ -185,14 +185,14 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
     base = plan.base_spec
     for budget in arm.budgets:
         label = plan.budget_labels[budget]
-        # the architecture's MACs: exact where the base alone gives it, else the base's MACs per param
+        # the architecture's MACs: exact where the base alone gives it (the member the plan solved), else the
+        # base's MACs per param
         if arm.kind in base_rules():
-            spec = solve(base_rule(arm.kind, base), budget, "params", arm.round_to).member.spec
-            macs = float(spec.num_macs())
+            macs = float(plan.members[(arm.name, budget)].num_macs())
         else:
             macs = base.num_macs() * budget / base.num_params()
         prune_dir = f"runs/prune-{arm.prune}"
-        pruned_file = f"{prune_dir}/pruned-at-{budget}.safetensors"
+        pruned_file = f"{prune_dir}/{pruned_at_stem(budget)}.safetensors"
         for seed in arm.seeds:
             job_id = f"{arm.name}-{label}-s{seed}"
             later_seed = seed != arm.seeds[0]  # first seeds largest first (lanes end together), then the
@@ -201,7 +201,7 @@ def _arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[str, str])
             if arm.kind == "pruned-tuned":
                 measure = ["measure", pruned_file, "--out", f"runs/{job_id}",
                            *_data_args(plan, study_dir, plan.test_subset, False)]
-                jobs.append(Job(job_id, "measure", [measure], f"runs/{job_id}/metrics.json", (derive_ids[arm.prune],),
+                jobs.append(Job(job_id, "measure", [measure], f"runs/{job_id}/{METRICS_FILE}", (derive_ids[arm.prune],),
                                 eval_macs=macs * _test_images(plan.test_subset), seed=seed, **row))
                 continue
             if arm.kind == "pruned-scratch":
@@ -338,5 +338,6 @@ def check_started_runs(study_dir: Path, jobs: list[Job]) -> None:
             recorded = _run_json_command(study_dir, job)
             other = recorded if recorded not in (None, [c for c in job.commands[-1] if c != "--resume"]) else None
         if other is not None:
-            raise UserError(f"{study_dir / 'runs' / job.id} was started by another command than this plan's "
-                            f"({shlex.join(['archfamily', *other])!r:.200}); move it away or choose another --out")
+            raise SettingError("{run} was started by another command than this plan's ({command!r:.200}); move it "
+                               "away or choose another {out}", run=study_dir / "runs" / job.id,
+                               command=shlex.join(["archfamily", *other]))

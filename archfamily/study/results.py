@@ -17,11 +17,11 @@ from archfamily.bench.rows import headline, runtime_of
 from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
 from archfamily.files import atomic_write_json, atomic_write_text
-from archfamily.limits import MAX_SECONDS
-from archfamily.specs import ArchSpec, base_spec, spec_from_dict
+from archfamily.specs import ArchSpec, base_spec
 from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, with_needs
 from archfamily.study.runner import job_seconds
+from archfamily.training.metrics_file import read_metrics
 from archfamily.units import format_count
 
 
@@ -29,17 +29,13 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
     path = study_dir / job.done_file
     if not path.is_file():
         return None
-    m = Fields(read_json(path), str(path), ("test_error", "params", "macs", "test_images", "spec"))
-    spec = spec_from_dict(m.get("spec"), f"{path}: spec")
-    if (m.int("params", 1), m.int("macs", 1)) != (spec.num_params(), spec.num_macs()):
-        m.fail("params", "and macs are not those of the network its spec describes")
+    m = read_metrics(path)
     planned = _planned_spec(study_dir, job)
-    if planned is not None and spec != planned:
-        m.fail("spec", f"is not the network its run trains or measures ({shlex.join(job.commands[-1])[:80]})")
-    if "seconds" in m.data:  # the run's own figure, read when the study kept no record of it
-        m.number("seconds", 0, MAX_SECONDS)
-    return {"test_error": m.number("test_error", 0, 100), "params": m.data["params"], "macs": m.data["macs"],
-            "test_images": m.int("test_images", 1), "seconds": job_seconds(study_dir, job)}
+    if planned is not None and m.spec != planned:
+        raise UserError(f"{path}: spec is not the network its run trains or measures "
+                        f"({shlex.join(job.commands[-1])[:80]})")
+    return {"test_error": m.test_error, "params": m.params, "macs": m.macs, "test_images": m.test_images,
+            "seconds": job_seconds(study_dir, job)}
 
 
 def _planned_spec(study_dir: Path, job: Job) -> Optional[ArchSpec]:

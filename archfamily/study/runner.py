@@ -16,12 +16,11 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
-from archfamily.limits import MAX_SECONDS
 from archfamily.specs import ArchSpec
 from archfamily.study.executors import Executor, Launched
 from archfamily.study.queue import Job, read_record, write_record
+from archfamily.training.metrics_file import read_metrics
 
 POLL_SECONDS = 0.5
 RECORD_SECONDS = 30.0  # how often a running job's seconds are written down (a SIGKILL loses at most this)
@@ -53,8 +52,7 @@ def job_seconds(study_dir: Path, job: Job) -> float:
         return record["seconds"]
     metrics_file = study_dir / job.done_file
     if job.kind == "train" and metrics_file.is_file():
-        m = Fields(read_json(metrics_file), str(metrics_file))
-        return m.number("seconds", 0, MAX_SECONDS) if "seconds" in m.data else 0.0
+        return read_metrics(metrics_file).seconds or 0.0
     return 0.0
 
 

@@ -57,12 +57,12 @@ def shutdown_distributed(ctx: DistContext) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; under torchrun each process takes its LOCAL_RANK GPU."""
-    from archfamily.errors import UserError
+    from archfamily.errors import SettingError, UserError
 
     if name not in ("auto", "cpu", "cuda"):
         raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but this machine has no CUDA GPU")
+        raise SettingError("{device} cuda was asked for, but this machine has no CUDA GPU")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.limits import MAX_EPOCHS, MAX_TRAIN_BATCH, check_count
 from archfamily.specs import family_type
 
@@ -80,13 +80,14 @@ class Recipe:
         A recipe without a length of its own (`finetune`) just takes `epochs`.
         """
         if not 0 < epochs <= MAX_EPOCHS:  # also NaN, which passes every comparison
-            raise UserError(f"--epochs must be above 0 and at most {MAX_EPOCHS:,}, got {epochs:g}")
+            raise SettingError("{epochs} must be above 0 and at most {most:,}, got {got:g}", most=MAX_EPOCHS,
+                               got=epochs)
         scale = epochs / self.epochs if self.epochs > 0 else 0.0
         return replace(self, epochs=epochs, milestones=tuple(m * scale for m in self.milestones))
 
     def with_batch_size(self, batch_size: int) -> "Recipe":
         """The linear scaling rule: the learning rate grows with the batch."""
-        check_count(batch_size, 1, MAX_TRAIN_BATCH, "--batch-size")
+        check_count(batch_size, 1, MAX_TRAIN_BATCH, "{batch_size}")
         return replace(self, batch_size=batch_size, lr=self.lr * batch_size / self.batch_size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,15 +134,17 @@ _SETTABLE: dict[str, Optional[tuple[float, float]]] = {
 def _parse_field(name: str, text: str, kind: type) -> Any:
     if kind is bool:
         if text.lower() not in ("true", "false"):
-            raise UserError(f"--recipe-set {name}: must be true or false, got {text!r}")
+            raise SettingError("{recipe_set} {name}: must be true or false, got {text!r}", name=name, text=text)
         return text.lower() == "true"
     try:
         value = kind(text)
     except ValueError:
-        raise UserError(f"--recipe-set {name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        raise SettingError("{recipe_set} {name}: must be {kind}, got {text!r}", name=name, text=text,
+                           kind="an integer" if kind is int else "a number") from None
     bounds = _SETTABLE[name]
     if bounds is not None and not (bounds[0] <= value <= bounds[1]):  # NaN fails both comparisons
-        raise UserError(f"--recipe-set {name}: must be in [{bounds[0]}, {bounds[1]}], got {text}")
+        raise SettingError("{recipe_set} {name}: must be in [{lo}, {hi}], got {text}", name=name, lo=bounds[0],
+                           hi=bounds[1], text=text)
     return value
 
 
@@ -154,12 +157,13 @@ def with_overrides(recipe: Recipe, overrides: Mapping[str, str]) -> Recipe:
     changes = {}
     for name, text in overrides.items():
         if name not in _SETTABLE:
-            raise UserError(f"--recipe-set: {name!r} cannot be set; one of {', '.join(_SETTABLE)}")
+            raise SettingError("{recipe_set}: {name!r} cannot be set; one of {settable}", name=name,
+                               settable=", ".join(_SETTABLE))
         changes[name] = _parse_field(name, text, types[name]) if types[name] is not str else text
     try:
         return replace(recipe, **changes)
     except ValueError as err:
-        raise UserError(f"--recipe-set: {err}") from None
+        raise SettingError("{recipe_set}: {err}", err=err) from None
 
 
 def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = None,
@@ -177,12 +181,12 @@ def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = 
         recipe = recipe.with_batch_size(batch_size)
     if ema is not None:
         if not 0 <= ema < 1:
-            raise UserError(f"--ema must be in [0, 1), got {ema}")
+            raise SettingError("{ema} must be in [0, 1), got {got}", got=ema)
         recipe = replace(recipe, ema_decay=ema)
     if epochs is not None:
         return recipe.shortened(epochs)
     if recipe.epochs <= 0:
-        raise UserError(f"recipe {name} has no epochs of its own; give --epochs")
+        raise SettingError("recipe {name} has no epochs of its own; give {epochs}", name=name)
     return recipe
 
 

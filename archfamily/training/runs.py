@@ -15,7 +15,7 @@ import torch
 from archfamily import __version__
 from archfamily.training.distributed import DistContext, init_distributed, shutdown_distributed
 from archfamily.checks import Fields, read_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_write_json, remove_temporaries
 from archfamily.training.precision import resolve_precision
 
@@ -55,16 +55,18 @@ def _check_run_dir(out: Path, config: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs in one folder; write nothing. `config` is as run.json reads back."""
     run_file = out / "run.json"
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+        raise SettingError("{out} {path} exists and is not a folder", path=out)
     if run_file.is_file():
         previous = Fields(read_json(run_file), str(run_file), ("config",)).obj("config").data
         if not resume:
-            raise UserError(f"--out {out} already holds a run; pass --resume to continue it, or choose another --out")
+            raise SettingError("{out} {path} already holds a run; pass {resume} to continue it, or choose another "
+                               "{out}", path=out)
         changed = sorted(k for k in set(config) | set(previous) if _setting(previous, k) != _setting(config, k))
         if changed:
-            raise UserError(f"--out {out} holds a run with other settings ({', '.join(changed)}); cannot resume it")
+            raise SettingError("{out} {path} holds a run with other settings ({changed}); cannot resume it", path=out,
+                               changed=", ".join(changed))
     elif out.is_dir() and any(p.name != ".lock" for p in out.iterdir()):
-        raise UserError(f"--out {out} is not empty and holds no archfamily run; choose another --out")
+        raise SettingError("{out} {path} is not empty and holds no archfamily run; choose another {out}", path=out)
 
 
 _LOCKS: dict[Path, int] = {}  # run folder -> open lock file; the kernel drops a lock when its process dies
@@ -83,7 +85,8 @@ def _lock_run_dir(out: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UserError(f"--out {out} is in use by another archfamily process; wait for it or stop it") from None
+        raise SettingError("{out} {path} is in use by another archfamily process; wait for it or stop it",
+                           path=out) from None
     _LOCKS[key] = fd
 
 

@@ -16,9 +16,9 @@ import torch
 from archfamily.models.checkpoint import read_model_spec
 from archfamily.data.cifar import load_cifar10
 from archfamily.training.distributed import resolve_device
-from archfamily.checks import Fields, read_json
+from archfamily.checks import read_json
 from archfamily.errors import UserError
-from archfamily.files import atomic_write_json
+from archfamily.training.metrics_file import METRICS_FILE, metrics_document, read_metrics, write_metrics
 from archfamily.models import build_model
 from archfamily.training.recipes import training_recipe
 from archfamily.training.runs import finish_run, run_precision, start_run
@@ -77,29 +77,15 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
     data = load_cifar10(config.data, config.subset, config.test_subset)
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
-    if (out / "metrics.json").is_file():  # resuming a finished run: nothing left to do
-        return _read_metrics(out / "metrics.json")
+    if (out / METRICS_FILE).is_file():  # resuming a finished run: nothing left to do
+        return {"precision": config.precision, **read_metrics(out).document}  # files before precision: run.json's
     torch.manual_seed(config.seed)
     _, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx,
                               out / "model.safetensors", out / ".checkpoints" / "train", desc="train",
                               tta=config.tta, compile=compile, precision=config.precision)
-    metrics = {**errors, "test_images": int(data.test_x.shape[0]), "params": spec.num_params(),
-               "macs": spec.num_macs(), "recipe": recipe.to_dict(), "precision": config.precision, "seed": config.seed,
-               "spec": spec_to_dict(spec), "seconds": time.time() - started}
+    metrics = metrics_document(spec, errors, int(data.test_x.shape[0]), config.seed, recipe=recipe.to_dict(),
+                               precision=config.precision, seconds=time.time() - started)
     if dist_ctx.is_main:
-        atomic_write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics)
     finish_run(out, dist_ctx)
     return metrics
-
-
-def _read_metrics(path: Path) -> dict[str, Any]:
-    """A finished run's metrics.json, with the figures `archfamily train` reports checked."""
-    metrics = Fields(read_json(path), str(path))
-    metrics.number("test_error", 0, 100)
-    for key in ("test_error_no_ema", "test_error_tta", "test_error_tta_shift"):
-        if key in metrics.data:
-            metrics.number(key, 0, 100)
-    metrics.int("test_images", 1)
-    metrics.int("params", 1)
-    metrics.int("macs", 1)
-    return metrics.data
