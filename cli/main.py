@@ -12,14 +12,18 @@ import click
 
 from archfamily import __version__
 from archfamily.errors import SettingError, UserError
-from archfamily.cli.bench import bench
-from archfamily.cli.derive import derive
-from archfamily.cli.export import export
-from archfamily.cli.measure import measure
-from archfamily.cli.scale import scale
-from archfamily.cli.study import study
-from archfamily.cli.train import train
-from archfamily.cli.zoo import zoo
+from archfamily.cli.plugins import load_plugins
+
+load_plugins()  # before the commands are imported: their choices read the registries plug-ins add to
+
+from archfamily.cli.bench import bench  # noqa: E402
+from archfamily.cli.derive import derive  # noqa: E402
+from archfamily.cli.export import export  # noqa: E402
+from archfamily.cli.measure import measure  # noqa: E402
+from archfamily.cli.scale import scale  # noqa: E402
+from archfamily.cli.study import study  # noqa: E402
+from archfamily.cli.train import train  # noqa: E402
+from archfamily.cli.zoo import zoo  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

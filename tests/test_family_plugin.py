@@ -50,3 +50,18 @@ def test_a_registered_family_derives_scales_and_exports(vgg: families.FamilyType
     assert done.code == 0, done.err
     model = timm.create_model(f"local-dir:{folder}", pretrained=True)
     assert type(model).__name__ == "VGG" and model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_an_installed_plugin_is_loaded_by_the_command_and_a_broken_one_is_one_line(monkeypatch, capsys) -> None:
+    import importlib.metadata
+
+    from archfamily.cli.plugins import GROUP, load_plugins
+
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
+    points = [importlib.metadata.EntryPoint("vgg", "vgg_family:register", GROUP),
+              importlib.metadata.EntryPoint("broken", "archfamily_no_such_plugin:register", GROUP)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == GROUP else [])
+    assert load_plugins() == ["vgg"] and "vgg" in families.family_names()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["archfamily: warning: plug-in broken (archfamily_no_such_plugin:register) did not load: "
+                   "ModuleNotFoundError: No module named 'archfamily_no_such_plugin'"]

@@ -252,7 +252,7 @@ class _Net:
 def _loaded_timer(monkeypatch, loads) -> list[float]:
     """LatencyCache times its stand-in network slowed by the next of `loads` (the machine's other work); the
     figures it read."""
-    import archfamily.latency as latency
+    import archfamily.latency.budgets as latency
     from archfamily.latency.timing import Timing
 
     read: list[float] = []

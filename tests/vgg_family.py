@@ -131,3 +131,10 @@ def _vgg_base(match: "re.Match[str]", num_classes: int) -> VGGSpec:
 VGG_FAMILY = FamilyType(
     name="vgg", spec=VGGSpec, model=f"{__name__}:VGG", bases=((r"vgg-(\d+)-(\d+)", _vgg_base),),
     default_base="vgg-6-16", width_rows=("widths",), first_conv="stages.0.0.conv", feature_indices=(1, 2, 3))
+
+
+def register() -> None:
+    """The plug-in's entry point (`archfamily.plugins`): what a package that ships this family would declare."""
+    from archfamily.specs import register_family
+
+    register_family(VGG_FAMILY)
