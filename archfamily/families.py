@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional, Protocol
 
 from archfamily.errors import UserError
+from archfamily.registry import Registry
 
 
 class Spec(Protocol):
@@ -81,11 +82,8 @@ class FamilyType:
         return None
 
 
-_FAMILIES: dict[str, FamilyType] = {}
-
-
-def register_family(family: FamilyType) -> FamilyType:
-    """Add a family (or replace the one of the same name: a module imported twice registers twice)."""
+def _check_family(family: FamilyType) -> None:
+    """A family's name names timm models, and its spec class implements the Spec protocol."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", family.name):
         raise ValueError(f"family name {family.name!r}: lower-case letters, digits and _ (it names timm models)")
     if getattr(family.spec, "family", None) != family.name:
@@ -93,20 +91,22 @@ def register_family(family: FamilyType) -> FamilyType:
     missing = [m for m in SPEC_METHODS if not callable(getattr(family.spec, m, None))]
     if missing:
         raise ValueError(f"{family.spec.__name__} does not implement the Spec protocol: no {', '.join(sorted(missing))}")
-    _FAMILIES[family.name] = family
-    return family
+
+
+FAMILIES: Registry[FamilyType] = Registry("family", check=_check_family, replaces=True)
+register_family = FAMILIES.add
 
 
 def family_names() -> list[str]:
-    return sorted(_FAMILIES)
+    return sorted(FAMILIES)
 
 
 def family_type(name: Any, where: str = "spec") -> FamilyType:
     """The registered family `name`; a one-line `UserError` naming the known ones otherwise."""
-    if not isinstance(name, str) or name not in _FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         raise UserError(f"{where}: not an archfamily spec: family must be one of {', '.join(family_names())}")
-    return _FAMILIES[name]
+    return FAMILIES[name]
 
 
 def all_families() -> list[FamilyType]:
-    return [_FAMILIES[n] for n in family_names()]
+    return [FAMILIES[n] for n in family_names()]

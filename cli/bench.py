@@ -9,7 +9,7 @@ import click
 from archfamily.errors import UserError
 from archfamily.limits import MAX_BATCH, MAX_ROUNDS, cores, parse_wholes
 from archfamily.bench.runtimes import RUNTIMES, cpu_only, check_runtimes
-from archfamily.units import parse_counts
+from archfamily.limits import parse_counts
 from archfamily.cli.options import Count
 
 

@@ -10,7 +10,7 @@ import click
 
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
 from archfamily.pruning.criteria import CRITERIA
-from archfamily.units import format_count, parse_count, parse_counts
+from archfamily.limits import format_count, parse_count, parse_counts
 from archfamily.cli.options import COMPILE, Count, training_options
 
 

@@ -10,7 +10,7 @@ import click
 from archfamily.errors import UserError
 from archfamily.limits import MAX_ROUND_TO
 from archfamily.scaling.rules import RULES
-from archfamily.units import format_count, parse_count
+from archfamily.limits import format_count, parse_count
 from archfamily.cli.options import Count
 
 

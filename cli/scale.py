@@ -15,7 +15,7 @@ from archfamily.limits import MAX_BATCH, MAX_LATENCY_MS, MAX_ROUND_TO
 from archfamily.progress import progress_bar
 from archfamily.scaling.rules import RULES, Member, ScaleResult, ScalingRule
 from archfamily.specs import ArchSpec, spec_to_dict
-from archfamily.units import format_count, parse_counts
+from archfamily.limits import format_count, parse_counts
 from archfamily.cli.options import Count
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from archfamily.units import format_count
+from archfamily.limits import format_count
 from archfamily.limits import MAX_TRAIN_BATCH
 from archfamily.cli.options import COMPILE, Count, parse_settings, training_options
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from archfamily.units import format_count
+from archfamily.limits import format_count
 from archfamily.cli.options import data_options
 
 

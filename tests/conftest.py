@@ -9,7 +9,11 @@ import torch
 import torch.utils.benchmark  # noqa: F401  imported once here: on a machine with a CUDA toolkit but no CUDA runtime
 # its first import logs a warning, which would otherwise land in whichever CLI call's captured stderr came first
 
+from archfamily.bench.runtimes import RUNTIMES
 from archfamily.cli.main import main
+from archfamily.families import FAMILIES
+from archfamily.pruning.criteria import CRITERIA
+from archfamily.scaling.rules import RULES
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,6 +23,13 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     torch.set_num_threads(2)
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _registries_restored() -> None:
+    """Every registry of plug-ins as it was before the test, whatever the test registered or removed."""
+    with FAMILIES.saved(), CRITERIA.saved(), RULES.saved(), RUNTIMES.saved():
+        yield
 
 
 @dataclass

@@ -173,15 +173,6 @@ def test_latency_cache_survives_damage(tmp_path: Path) -> None:
         assert LatencyCache(tmp_path / "latency.json").entries == ({"c": 2.5} if b"fast" in damage else {})
 
 
-@pytest.fixture
-def runtimes_restored():
-    """The registry of bench runtimes as it was, whatever a test registers."""
-    saved = dict(RUNTIMES)
-    yield
-    RUNTIMES.clear()
-    RUNTIMES.update(saved)
-
-
 PLAN = """
 budgets = ["40k"]
 [base]
@@ -193,9 +184,9 @@ runtimes = ["eager", "RUNTIME"]
 """
 
 
-def test_a_registered_runtime_is_timed_beside_eager_and_planned(family, tmp_path: Path, runtimes_restored) -> None:
+def test_a_registered_runtime_is_timed_beside_eager_and_planned(family, tmp_path: Path) -> None:
     from archfamily.bench.measure import BenchConfig, run
-    from archfamily.bench.runtimes import Runtime, check_runtimes, prepare_eager, register, unregister
+    from archfamily.bench.runtimes import Runtime, check_runtimes, prepare_eager, register
     from archfamily.study.plan import load_plan
 
     prepared = []
@@ -224,7 +215,7 @@ def test_a_registered_runtime_is_timed_beside_eager_and_planned(family, tmp_path
     with pytest.raises(UserError, match="runtime not-installed needs pip install it"):
         load_plan(plan)
     plan.write_text(PLAN.replace("RUNTIME", "inference-mode"))
-    unregister("inference-mode")
+    del RUNTIMES["inference-mode"]
     with pytest.raises(UserError, match="'runtimes' must list some of eager, onnxruntime, not-installed"):
         load_plan(plan)
 

@@ -17,8 +17,7 @@ from archfamily.specs import base_spec, register_family, spec_from_dict, spec_to
 
 
 @pytest.fixture
-def vgg(monkeypatch: pytest.MonkeyPatch) -> families.FamilyType:
-    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))  # the registry as it was, after the test
+def vgg() -> families.FamilyType:
     return register_family(vgg_family.VGG_FAMILY)
 
 
@@ -57,7 +56,6 @@ def test_an_installed_plugin_is_loaded_by_the_command_and_a_broken_one_is_one_li
 
     from archfamily.cli.plugins import GROUP, load_plugins
 
-    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
     points = [importlib.metadata.EntryPoint("vgg", "vgg_family:register", GROUP),
               importlib.metadata.EntryPoint("broken", "archfamily_no_such_plugin:register", GROUP)]
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: points if group == GROUP else [])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from archfamily.errors import UserError
 from archfamily.models import build_model
-from archfamily.pruning.criteria import CRITERIA, Criterion, cost_weighted, register, unregister
+from archfamily.pruning.criteria import CRITERIA, Criterion, cost_weighted, register
 from archfamily.pruning.pruner import Pruner, check_method
 from archfamily.pruning.compress import compress, pruned_spec
 from archfamily.pruning.costs import channel_costs, conv_output_areas
@@ -182,15 +182,6 @@ def test_bottleneck_costs_follow_open_channels() -> None:
     assert before - channel_costs(groups, {}, "params")[0] == 10 * 9
 
 
-@pytest.fixture
-def criteria_restored():
-    """The registry of criteria as it was, whatever a test registers."""
-    saved = dict(CRITERIA)
-    yield
-    CRITERIA.clear()
-    CRITERIA.update(saved)
-
-
 PLAN = """
 budgets = ["60k"]
 [base]
@@ -202,7 +193,7 @@ rule = "reduced-width"
 """
 
 
-def test_a_registered_criterion_prunes_weighs_cost_and_is_planned(tmp_path, criteria_restored) -> None:
+def test_a_registered_criterion_prunes_weighs_cost_and_is_planned(tmp_path) -> None:
     from archfamily.pruning.family_file import _cost_fields
     from archfamily.study.plan import load_plan
 
@@ -230,7 +221,7 @@ def test_a_registered_criterion_prunes_weighs_cost_and_is_planned(tmp_path, crit
     plan.write_text(PLAN.replace('method = "METHOD"', 'method = "by-index"\ncost = "params"'))
     with pytest.raises(UserError, match="'cost' applies to methods fisher-cost and fisher-penalty and by-index-cost"):
         load_plan(plan)
-    unregister("by-index-cost")
+    del CRITERIA["by-index-cost"]
     plan.write_text(PLAN.replace("METHOD", "by-index-cost"))
     with pytest.raises(UserError, match="'method' must be one of fisher, fisher-cost, fisher-penalty, l1, random, "
                                         "by-index, got 'by-index-cost'"):

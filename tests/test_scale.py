@@ -13,7 +13,7 @@ from archfamily.models.counting import count_params, measure_macs
 from archfamily.errors import UserError
 from archfamily.pruning.family_file import load_family
 from archfamily.models import build_model
-from archfamily.scaling.rules import RULES, Rule, ScalingRule, make_rule, register, solve, unregister
+from archfamily.scaling.rules import RULES, Rule, ScalingRule, make_rule, register, solve
 from archfamily.specs import base_spec, spec_from_dict
 from families import write_family
 
@@ -259,15 +259,6 @@ def test_train_bad_spec(run_cli, tmp_path: Path, content, message: str) -> None:
     assert result.code == 2 and message in result.err and not (tmp_path / "out").exists()
 
 
-@pytest.fixture
-def rules_restored():
-    """The registry of scaling rules as it was, whatever a test registers."""
-    saved = dict(RULES)
-    yield
-    RULES.clear()
-    RULES.update(saved)
-
-
 def _last_point(base, trajectory, numbers, at) -> ScalingRule:
     """A throwaway rule: the last trajectory point's width ratios, every width times alpha."""
     widths = base.prunable_widths()
@@ -290,7 +281,7 @@ rule = "last-point"
 """
 
 
-def test_a_registered_rule_is_fitted_checked_solved_timed_and_planned(tmp_path: Path, rules_restored) -> None:
+def test_a_registered_rule_is_fitted_checked_solved_timed_and_planned(tmp_path: Path) -> None:
     from archfamily.bench.select import networks
     from archfamily.study.plan import load_plan
 
@@ -318,6 +309,6 @@ def test_a_registered_rule_is_fitted_checked_solved_timed_and_planned(tmp_path: 
     plan.write_text(PLAN.replace("BUDGET", "200k"))  # the base has 78k params: beyond this rule's own reach
     with pytest.raises(UserError, match=r"beyond what the family can reach \(2x the base's params\)"):
         load_plan(plan)
-    unregister("last-point")
+    del RULES["last-point"]
     with pytest.raises(UserError, match="rules: last-point is not a rule"):
         load_family(path)

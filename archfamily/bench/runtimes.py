@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from archfamily.errors import UserError
+from archfamily.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -51,19 +52,8 @@ class Runtime:
         return [name for name in self.needs if importlib.util.find_spec(name) is None]
 
 
-RUNTIMES: dict[str, Runtime] = {}
-
-
-def register(runtime: Runtime) -> Runtime:
-    """Add a runtime under its name; a name is registered once."""
-    if runtime.name in RUNTIMES:
-        raise ValueError(f"runtime {runtime.name!r} is registered already")
-    RUNTIMES[runtime.name] = runtime
-    return runtime
-
-
-def unregister(name: str) -> None:
-    del RUNTIMES[name]
+RUNTIMES: Registry[Runtime] = Registry("runtime")
+register = RUNTIMES.add
 
 
 def cpu_only() -> tuple[str, ...]:

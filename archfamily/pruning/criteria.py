@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from archfamily.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
@@ -48,22 +50,16 @@ class Criterion:
     weighs_cost: bool = False  # the scores weigh the pruner's channel costs (--cost)
 
 
-CRITERIA: dict[str, Criterion] = {}
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")  # a method names run folders: runs/<preset>-<base>-<method>-s<seed>
 
 
-def register(criterion: Criterion) -> Criterion:
-    """Add a criterion under its name; a name is registered once."""
+def _check_name(criterion: Criterion) -> None:
     if not NAME.fullmatch(criterion.name):
         raise ValueError(f"a criterion's name is lower-case letters, digits, '_', '.' or '-': {criterion.name!r}")
-    if criterion.name in CRITERIA:
-        raise ValueError(f"criterion {criterion.name!r} is registered already")
-    CRITERIA[criterion.name] = criterion
-    return criterion
 
 
-def unregister(name: str) -> None:
-    del CRITERIA[name]
+CRITERIA: Registry[Criterion] = Registry("criterion", check=_check_name)
+register = CRITERIA.add
 
 
 def cost_weighing() -> tuple[str, ...]:

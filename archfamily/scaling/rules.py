@@ -28,8 +28,9 @@ from typing import Any, Callable, Optional
 
 from archfamily.checks import Fields
 from archfamily.errors import SettingError, UserError
+from archfamily.registry import Registry
 from archfamily.specs import ArchSpec
-from archfamily.units import format_count
+from archfamily.limits import format_count
 
 DEFAULT_AT = 0.5
 TOLERANCE = 0.01  # a budget is met when the member is within 1% of it
@@ -206,21 +207,13 @@ class Rule:
     timed: str = ""
 
 
-RULES: dict[str, Rule] = {}
-
-
-def register(rule: Rule) -> Rule:
-    """Add a rule under its name; a name is registered once."""
-    if rule.name in RULES:
-        raise ValueError(f"rule {rule.name!r} is registered already")
+def _check_timed(rule: Rule) -> None:
     if rule.timed not in ("", "once", "rounded"):
         raise ValueError(f"rule {rule.name!r}: timed is '', 'once' or 'rounded', not {rule.timed!r}")
-    RULES[rule.name] = rule
-    return rule
 
 
-def unregister(name: str) -> None:
-    del RULES[name]
+RULES: Registry[Rule] = Registry("rule", check=_check_timed)
+register = RULES.add
 
 
 def base_rules() -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from archfamily.pruning.criteria import CRITERIA, cost_weighing
 from archfamily.pruning.pruner import COSTS
 from archfamily.scaling.rules import RULES, base_rules
 from archfamily.specs import ArchSpec, base_spec
-from archfamily.units import format_count, parse_count
+from archfamily.limits import format_count, parse_count
 
 PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
 SCRATCH_RECIPES = tuple(name for name in RECIPES if name != "finetune")  # those a network trains from scratch with

@@ -22,7 +22,7 @@ from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, with_needs
 from archfamily.study.runner import job_seconds
 from archfamily.training.metrics_file import read_metrics
-from archfamily.units import format_count
+from archfamily.limits import format_count
 
 
 def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
