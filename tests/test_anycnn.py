@@ -173,3 +173,65 @@ def test_the_graph_engine_makes_the_built_in_engines_fisher_choices_on_a_wrn() -
         assert min(open_scores)[1:] == choice
         masks.close([(mapping[choice[0]], choice[1])])
         masks.reset()
+
+
+def test_lowest_open_never_closes_a_groups_last_channel() -> None:
+    from types import SimpleNamespace
+
+    from archfamily.anycnn.prune import lowest_open
+
+    masks = SimpleNamespace(masks={0: torch.tensor([1.0, 0.0, 1.0]), 1: torch.tensor([1.0, 1.0])})
+    scores = {0: torch.tensor([0.1, 0.0, 0.2]), 1: torch.tensor([0.5, 0.3])}
+    # channel 1 of group 0 is closed already; group 0 may lose one more; then group 1's lower channel
+    assert lowest_open(scores, masks, 3) == [(0, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("name,policy", [("resnet18", "all"), ("mobilenetv3_small_050", "inner")])
+def test_a_fisher_pruning_run_records_members_that_are_the_pruned_network(name: str, policy: str) -> None:
+    """Every prune closes the lowest-Fisher open channels of the groups the policy allows; the recorded widths,
+    parameter count and MACs are those of the network with the closed channels removed, whose logits are the
+    masked network's."""
+    from archfamily.anycnn.compress import remove_channels
+    from archfamily.anycnn.prune import GraphPruneRun, run_pruning
+    from archfamily.models.counting import count_params
+
+    torch.manual_seed(0)
+    spec = TimmSpec.of_base(name)
+    model = spec.build()
+    run = GraphPruneRun(spec, model, "fisher", policy, channels_per_prune=2)
+    assert run.prunable and all(spec.groups[i].inner for i in run.prunable) == (policy == "inner")
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def train_step() -> None:
+        x, y = torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    seen = []
+    original_prune = run.prune
+
+    def checked_prune():
+        scores = run.scores()
+        flat = [(float(scores[i][c]), i, c) for i in run.prunable
+                for c in torch.nonzero(run.masks.masks[i] > 0).flatten().tolist()]
+        point = original_prune()
+        assert point["closed"] == [[i, c] for _, i, c in sorted(flat)[:2]]
+        seen.append(point)
+        return point
+
+    run.prune = checked_prune
+    points = run_pruning(run, train_step, prune_every=2, prunes=3)
+    assert points == seen and [p["prune_step"] for p in points] == [1, 2, 3]
+    assert [sum(p["widths"]) for p in points] == [sum(spec.widths) - 2 * k for k in (1, 2, 3)]
+    assert points[0]["params"] > points[-1]["params"] and points[-1]["macs"] < spec.num_macs()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        masked_logits = model.eval()(x)
+        closed = run.masks.closed_channels()
+        run.masks.remove()
+        smaller = remove_channels(model, spec.groups, closed, 32)
+        torch.testing.assert_close(smaller(x), masked_logits, rtol=1e-4, atol=1e-4)
+    assert count_params(smaller) == points[-1]["params"]
+    assert tuple(points[-1]["widths"]) == tuple(g.width - len(closed.get(i, [])) for i, g in enumerate(spec.groups))

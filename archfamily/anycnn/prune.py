@@ -1,0 +1,124 @@
+"""One pruning run of a timm CNN: train, and every `prune_every` steps close the least salient open channels of
+the prunable groups, recording the widths (and so the member `TimmSpec(base, widths)`) after each prune.
+
+This is the paper's procedure (fine-tune while pruning, Fisher saliency accumulated over the steps between
+prunes, reset after each) on the dependency-graph engine's groups. Which groups may be pruned is a policy:
+`all` (every traced group: the classifier's outputs and the input image are never groups) or `inner` (only
+groups not tied to a residual stream, what the paper does for WRNs). A group keeps at least one channel, so
+every point of the trajectory is a network that runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from archfamily.anycnn.groups import ChannelGroup
+from archfamily.anycnn.masks import GroupMasks
+from archfamily.anycnn.spec import TimmSpec
+from archfamily.errors import UserError
+from archfamily.seeding import generator
+
+POLICIES = ("all", "inner")
+METHODS = ("fisher", "l1", "random")
+
+
+def prunable_groups(groups: Sequence[ChannelGroup], policy: str) -> list[int]:
+    """The indices of the groups `policy` lets the run prune."""
+    if policy not in POLICIES:
+        raise UserError(f"--groups must be one of {', '.join(POLICIES)}, got {policy!r}")
+    chosen = [i for i, g in enumerate(groups) if policy == "all" or g.inner]
+    if not chosen:
+        raise UserError(f"the network has no {policy} channel groups to prune")
+    return chosen
+
+
+def l1_scores(model: nn.Module, groups: Sequence[ChannelGroup], prunable: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Each channel's L1 norm of the filters that make it (summed over the group's convolutions and linears)."""
+    scores = {}
+    for i in prunable:
+        total = torch.zeros(groups[i].width, dtype=torch.float64)
+        for place in groups[i].places:
+            layer = model.get_submodule(place.module)
+            if place.dim == "out" and isinstance(layer, (nn.Conv2d, nn.Linear)) and place.start >= 0:
+                w = layer.weight.detach().cpu().double()
+                total += w[place.start:place.start + groups[i].width].abs().flatten(1).sum(1)
+        scores[i] = total
+    return scores
+
+
+def lowest_open(scores: dict[int, torch.Tensor], masks: GroupMasks, k: int) -> list[tuple[int, int]]:
+    """The k lowest-scoring open (group, channel) pairs, ties broken by group then channel order, never a group's
+    last open channel."""
+    candidates = []
+    for i, score in scores.items():
+        open_channels = torch.nonzero(masks.masks[i].cpu() > 0).flatten().tolist()
+        candidates += [(float(score[c]), i, c) for c in open_channels]
+    left = {i: int((masks.masks[i] > 0).sum()) for i in scores}
+    chosen = []
+    for _, i, c in sorted(candidates):
+        if len(chosen) == k:
+            break
+        if left[i] > 1:
+            chosen.append((i, c))
+            left[i] -= 1
+    return chosen
+
+
+@dataclass
+class GraphPruneRun:
+    """A pruning run in progress over `spec`'s network `model` (built from `spec`, trained or not)."""
+
+    spec: TimmSpec
+    model: nn.Module
+    method: str = "fisher"
+    policy: str = "all"
+    channels_per_prune: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)} for a timm base, got {self.method!r}")
+        self.groups = self.spec.groups
+        self.prunable = prunable_groups(self.groups, self.policy)
+        self.masks = GroupMasks(self.model, self.groups, self.prunable)
+        self.num_prunes = 0
+
+    def widths(self) -> tuple[int, ...]:
+        """The open channels of every group now."""
+        return tuple(int((self.masks.masks[i] > 0).sum()) if i in self.masks.masks else g.width
+                     for i, g in enumerate(self.groups))
+
+    def scores(self) -> dict[int, torch.Tensor]:
+        if self.method == "fisher":
+            return self.masks.saliency()
+        if self.method == "l1":
+            return l1_scores(self.model, self.groups, self.prunable)
+        g = generator(self.seed, 1, self.num_prunes)
+        return {i: torch.rand(self.groups[i].width, generator=g, dtype=torch.float64) for i in self.prunable}
+
+    def prune(self) -> dict[str, Any]:
+        """Close the next channels, start a fresh saliency sum, and return the trajectory point this makes."""
+        closed = lowest_open(self.scores(), self.masks, self.channels_per_prune)
+        self.masks.close(closed)
+        self.masks.reset()
+        self.num_prunes += 1
+        member = TimmSpec(self.spec.base, self.widths(), self.spec.num_classes, self.spec.in_chans,
+                          self.spec.input_size)
+        return {"prune_step": self.num_prunes, "closed": [list(c) for c in closed], "widths": list(member.widths),
+                "params": member.num_params(), "macs": member.num_macs()}
+
+
+def run_pruning(run: GraphPruneRun, train_step: Callable[[], Any], prune_every: int, prunes: int) -> list[dict[str, Any]]:
+    """Fine-tune with `train_step` (one optimiser step of `run.model`, e.g. a `training.Trainer`'s), pruning every
+    `prune_every` steps, `prunes` times; the trajectory points, in order."""
+    points = []
+    run.model.train()
+    while len(points) < prunes:
+        for _ in range(prune_every):
+            train_step()
+        points.append(run.prune())
+    return points
