@@ -235,3 +235,26 @@ def test_a_fisher_pruning_run_records_members_that_are_the_pruned_network(name: 
         torch.testing.assert_close(smaller(x), masked_logits, rtol=1e-4, atol=1e-4)
     assert count_params(smaller) == points[-1]["params"]
     assert tuple(points[-1]["widths"]) == tuple(g.width - len(closed.get(i, [])) for i, g in enumerate(spec.groups))
+
+
+@pytest.mark.parametrize("rule", ["copycat", "fitted", "reduced-width"])
+def test_a_timm_family_scales_below_and_above_its_base_within_one_percent(rule: str) -> None:
+    """A pruning run's trajectory over resnet18's groups feeds the scaling rules unchanged: each solves a budget
+    below and one above the base to within 1% of its parameters, and the member builds and runs."""
+    from archfamily.anycnn.prune import GraphPruneRun
+    from archfamily.scaling.rules import fit_rules, make_rule, solve
+
+    torch.manual_seed(0)
+    spec = TimmSpec.of_base("resnet18")
+    run = GraphPruneRun(spec, spec.build(), "l1", "all", channels_per_prune=64)
+    first = {"prune_step": 0, "widths": list(spec.widths), "block_ratios": [1.0] * len(spec.widths),
+             "params": spec.num_params(), "macs": spec.num_macs()}
+    trajectory = [first] + [run.prune() for _ in range(40)]
+    assert trajectory[-1]["params"] < 0.5 * first["params"]
+    scaling = make_rule(rule, spec, trajectory, fit_rules(spec, trajectory))
+    for budget in (int(0.3 * first["params"]), int(1.5 * first["params"])):
+        result = solve(scaling, budget)
+        assert result.within_tolerance, result.note
+        member = result.member.spec
+        assert isinstance(member, TimmSpec) and abs(member.num_params() - budget) <= 0.01 * budget
+    assert member.build().eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)

@@ -109,7 +109,7 @@ class GraphPruneRun:
         member = TimmSpec(self.spec.base, self.widths(), self.spec.num_classes, self.spec.in_chans,
                           self.spec.input_size)
         return {"prune_step": self.num_prunes, "closed": [list(c) for c in closed], "widths": list(member.widths),
-                "params": member.num_params(), "macs": member.num_macs()}
+                "block_ratios": member.ratios(self.spec), "params": member.num_params(), "macs": member.num_macs()}
 
 
 def run_pruning(run: GraphPruneRun, train_step: Callable[[], Any], prune_every: int, prunes: int) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from archfamily.anycnn.groups import ChannelGroup, trace_groups
 from archfamily.anycnn.rebuild import resize_layers
 from archfamily.errors import UserError
+from archfamily.specs import _round_width
 
 PREFIX = "timm:"  # `--base timm:mobilenetv2_050`
 
@@ -69,8 +70,31 @@ class TimmSpec:
     def num_params(self) -> int:
         return _counts(self)[0]
 
-    def num_macs(self) -> int:
-        return _counts(self)[1]
+    def num_macs(self, input_size: int | None = None) -> int:
+        spec = self if input_size in (None, self.input_size) else replace(self, input_size=input_size)
+        return _counts(spec)[1]
+
+    # What the scaling rules read (`scaling.rules`): every group is a prunable width, so copycat's ratios cover
+    # residual streams too (the `all` policy prunes them; under `inner` their ratio stays 1 and they scale with
+    # alpha, as a WRN's stage widths do). A width is at least one channel: a group that vanished would cut the
+    # network in two.
+
+    def prunable_widths(self) -> list[int]:
+        return list(self.widths)
+
+    def with_prunable_widths(self, widths: list[int]) -> "TimmSpec":
+        if len(widths) != len(self.widths) or any(not isinstance(w, int) or w < 1 for w in widths):
+            raise UserError(f"{self.base}: widths must be {len(self.widths)} whole numbers of at least 1")
+        return replace(self, widths=tuple(widths))
+
+    def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "TimmSpec":
+        """Every group's width set to `inner` (rounded to `round_to`, at least one step); `outer` has nothing left
+        to scale, since every width is a group's."""
+        return replace(self, widths=tuple(max(round_to, _round_width(w, round_to)) for w in inner))
+
+    def ratios(self, base: "TimmSpec") -> list[float]:
+        """Each group's width as a share of the base's: a trajectory point's `block_ratios`."""
+        return [w / b for w, b in zip(self.widths, base.widths)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": "timm", "base": self.base, "widths": list(self.widths), "num_classes": self.num_classes,
