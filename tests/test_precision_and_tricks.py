@@ -182,3 +182,17 @@ def test_auto_keeps_the_precision_a_resumed_run_recorded(monkeypatch: pytest.Mon
     assert precision.resolve_precision("auto", CPU, recorded_setting(out, "precision")) == "fp32"
     assert precision.resolve_precision("bf16", CPU, recorded_setting(out, "precision")) == "bf16"  # then refused
     assert recorded_setting(tmp_path / "none", "precision") is None
+
+
+def test_norm_bias_lr_scales_the_rate_of_norm_weights_and_biases_only() -> None:
+    recipe = replace(FAST.with_batch_size(16).shortened(3), norm_bias_lr=8.0)
+    model = build_model(base_spec("wrn-10-1"))
+    trainer = Trainer(model, _data(), recipe, CPU, seed=1)
+    trainer.train_step()
+    trainer.train_step()  # the rate of the second step: past the warm-up's 0
+    one_d = {id(p) for p in model.parameters() if p.ndim <= 1}
+    rates = {id(p): (g["lr"], g["weight_decay"]) for g in trainer.optimizer.param_groups for p in g["params"]}
+    lr = recipe.lr_at(1 / trainer.steps_per_epoch)
+    assert lr > 0 and all(rates[id(p)] == ((8.0 * lr, 0.0) if id(p) in one_d else (lr, recipe.weight_decay))
+                          for p in model.parameters())
+    assert training_recipe("fast2", "wrn", overrides={"norm_bias_lr": "16"}).norm_bias_lr == 16.0

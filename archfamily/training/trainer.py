@@ -38,9 +38,16 @@ from archfamily.weights import check_tensor, check_tensors
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD as the recipe says; without decay on norm weights and biases (timm's parameter groups) if it asks;
-    inside timm's Lookahead if it asks."""
-    params = model.parameters() if recipe.decay_norm_bias else param_groups_weight_decay(model, recipe.weight_decay)
+    """SGD as the recipe says; norm weights and biases (timm's parameter groups: every 1-d parameter) without
+    decay and at `norm_bias_lr` times the rate (timm's `lr_scale`) if it asks; inside timm's Lookahead if it
+    asks."""
+    params: Any = model.parameters()
+    if not recipe.decay_norm_bias or recipe.norm_bias_lr != 1.0:
+        params = param_groups_weight_decay(model, recipe.weight_decay)
+        no_decay, _ = params
+        no_decay["lr_scale"] = recipe.norm_bias_lr
+        if recipe.decay_norm_bias:
+            no_decay["weight_decay"] = recipe.weight_decay
     sgd = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                           nesterov=recipe.nesterov)
     return Lookahead(sgd, alpha=recipe.lookahead_alpha, k=recipe.lookahead_k) if recipe.lookahead_k > 0 else sgd
@@ -92,7 +99,7 @@ class Trainer:
         x, y = self.stream.batch(self.step)
         lr = self.recipe.lr_at(self.step / self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.recipe.label_smoothing)

@@ -21,3 +21,6 @@ row ema --precision bf16 --ema 0.99
 row translate-2 --precision bf16 --recipe-set translate=2
 row lookahead --precision bf16 --recipe-set lookahead_k=5
 row batch-512 --precision bf16 --batch-size 512
+# airbench's larger rate for norm weights and biases, on `fast2` (= `fast` with translate=2: compare with translate-2)
+row norm-bias-lr-4 --precision bf16 --recipe fast2 --recipe-set norm_bias_lr=4
+row norm-bias-lr-16 --precision bf16 --recipe fast2 --recipe-set norm_bias_lr=16
