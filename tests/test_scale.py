@@ -312,3 +312,13 @@ def test_a_registered_rule_is_fitted_checked_solved_timed_and_planned(tmp_path: 
     del RULES["last-point"]
     with pytest.raises(UserError, match="rules: last-point is not a rule"):
         load_family(path)
+
+
+def test_a_rule_that_comes_in_blocks_says_so_when_no_member_is_within_one_percent() -> None:
+    from archfamily.scaling.rules import base_rule
+
+    base = base_spec("wrn-40-1")
+    rule = base_rule("reduced-depth", base)
+    notes = [solve(rule, int(base.num_params() * share)).note for share in (0.3, 0.45, 0.6, 0.75, 0.9)]
+    missed = [n for n in notes if n]
+    assert missed and all("because depth comes in whole blocks" in n for n in missed)

@@ -194,6 +194,8 @@ class Rule:
     a rule that needs a family, its largest member as a multiple of the base's params (a study plan refuses
     budgets beyond it before the family exists). `optional`: a family.json may lack it. `timed`: what
     `archfamily bench` times of it at each budget: "" nothing, "once" one member, "rounded" one per rounding.
+    `steps`: why its members come in steps (said when no member is within 1% of a budget); "" means whole
+    channels, or multiples of the rounding.
     """
 
     name: str
@@ -205,6 +207,7 @@ class Rule:
     reach: Optional[float] = None
     optional: bool = True
     timed: str = ""
+    steps: str = ""
 
 
 def _check_timed(rule: Rule) -> None:
@@ -271,7 +274,8 @@ register(Rule("fitted", lambda base, trajectory, numbers, at: _fitted(base, numb
 register(Rule("reduced-width", lambda base, *_: _copycat(base, [1.0] * len(base.prunable_widths()), "reduced-width",
                                                          "every width times alpha"),
               needs_family=False, optional=False, timed="once"))
-register(Rule("reduced-depth", lambda base, *_: _reduced_depth(base), needs_family=False, optional=False))
+register(Rule("reduced-depth", lambda base, *_: _reduced_depth(base), needs_family=False, optional=False,
+              steps="depth comes in whole blocks"))
 register(Rule("bottleneck", lambda base, *_: _bottleneck(base), needs_family=False, optional=False))
 
 
@@ -341,7 +345,8 @@ def solve(rule: ScalingRule, budget: int, metric: str = "params", round_to: int 
     within = abs(best.count(metric) - budget) <= TOLERANCE * budget
     note = ""
     if not within:
-        why = "depth comes in whole blocks" if rule.name == "reduced-depth" else \
+        kind = RULES.get(rule.name)
+        why = kind.steps if kind is not None and kind.steps else \
             f"widths come in whole multiples of {round_to} channel{'s' if round_to > 1 else ''}"
         note = (f"no {rule.name} member is within 1% of {format_count(budget)} {metric}: the nearest members have "
                 f"{below.count(metric):,} and {above.count(metric):,}, and none lies between them because {why}")
