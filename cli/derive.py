@@ -17,7 +17,11 @@ from archfamily.cli.options import COMPILE, Count, training_options
 @click.command()
 @click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
               help="smoke: seconds; quick: ~25 min on a 2-core CPU (measured; see README); paper: the paper's recipe, for a GPU.")
-@click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18 [preset's].")
+@click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18, or any timm CNN as "
+                             "timm:NAME (timm:mobilenetv2_050) [preset's].")
+@click.option("--groups", type=click.Choice(["all", "inner"]),
+              help="A timm base's channel groups to prune: all but the input and classifier, or inner: only those not "
+                   "tied to a residual stream (the paper's choice for WRNs) [all].")
 @click.option("--method", type=click.Choice(tuple(CRITERIA)),
               default="fisher", show_default=True,
               help="Channel saliency; fisher is the paper's; fisher-cost divides it by --cost, fisher-penalty "
@@ -39,7 +43,7 @@ from archfamily.cli.options import COMPILE, Count, training_options
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
 @training_options
 @COMPILE
-def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
+def derive(preset: str, base: Optional[str], groups: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
            data: Optional[str],
@@ -49,12 +53,12 @@ def derive(preset: str, base: Optional[str], method: str, cost: str, cost_on: Op
     from archfamily.pruning.derive import DeriveConfig, derive as run_derive
 
     config = DeriveConfig.from_preset(
-        preset, base=base, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
+        preset, base=base, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,
     )
-    out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base}-{method}-s{seed}"
+    out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base.replace(':', '-')}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return

@@ -13,6 +13,7 @@ import click
 from archfamily import __version__
 from archfamily.errors import SettingError, UserError
 from archfamily.cli.plugins import load_plugins
+import archfamily.anycnn.family  # noqa: F401,E402  (the timm family: `--base timm:NAME`)
 
 load_plugins()  # before the commands are imported: their choices read the registries plug-ins add to
 

@@ -10,14 +10,16 @@ every point of the trajectory is a network that runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from archfamily.anycnn.compress import remove_channels
 from archfamily.anycnn.groups import ChannelGroup
 from archfamily.anycnn.masks import GroupMasks
+from archfamily.anycnn.rebuild import refresh_sizes
 from archfamily.anycnn.spec import TimmSpec
 from archfamily.errors import UserError
 from archfamily.seeding import generator
@@ -87,6 +89,49 @@ class GraphPruneRun:
         self.masks = GroupMasks(self.model, self.groups, self.prunable)
         self.num_prunes = 0
 
+    beta = None  # a cost-weighing method's trade-off (none of this engine's methods weighs cost)
+
+    def open_channels(self) -> int:
+        """Channels a prune may still close (every group keeps one)."""
+        return sum(int((self.masks.masks[i] > 0).sum()) - 1 for i in self.prunable)
+
+    def member(self) -> TimmSpec:
+        """The network the masks leave: the base at the open widths."""
+        return replace(self.spec, widths=self.widths())
+
+    def compressed(self) -> nn.Module:
+        """The member for real, on the CPU, with the trained weights of the channels kept (the model is untouched)."""
+        small = self.spec.build()
+        small.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        closed = self.masks.closed_channels()
+        remove_channels(small, self.groups, closed, self.spec.input_size, self.spec.in_chans)
+        member = self.member()
+        small = refresh_sizes(small, member.base, member.input_size, member.in_chans)
+        small.spec = member
+        return small
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the masks: each pruned group's closed channels."""
+        return {"closed": {str(i): c for i, c in self.masks.closed_channels().items() if c}}
+
+    def restore(self, state: Optional[dict[str, Any]]) -> None:
+        """The masks as a checkpoint's `state()` left them; a damaged entry is a one-line error."""
+        closed = (state or {}).get("closed", {})
+        pairs = []
+        if not isinstance(closed, dict):
+            raise UserError("a damaged prune checkpoint: 'closed' must map groups to channels")
+        for key, channels in closed.items():
+            i = int(key) if isinstance(key, str) and key.isdigit() else -1
+            if i not in self.masks.masks or not isinstance(channels, list) or not all(
+                    type(c) is int and 0 <= c < self.groups[i].width for c in channels):
+                raise UserError(f"a damaged prune checkpoint: closed channels of group {key!r}")
+            pairs += [(i, c) for c in channels]
+        self.masks.close(pairs)
+
+    def close(self) -> None:
+        """Remove the masks' hooks."""
+        self.masks.remove()
+
     def widths(self) -> tuple[int, ...]:
         """The open channels of every group now."""
         return tuple(int((self.masks.masks[i] > 0).sum()) if i in self.masks.masks else g.width
@@ -106,8 +151,7 @@ class GraphPruneRun:
         self.masks.close(closed)
         self.masks.reset()
         self.num_prunes += 1
-        member = TimmSpec(self.spec.base, self.widths(), self.spec.num_classes, self.spec.in_chans,
-                          self.spec.input_size)
+        member = self.member()
         return {"prune_step": self.num_prunes, "closed": [list(c) for c in closed], "widths": list(member.widths),
                 "block_ratios": member.ratios(self.spec), "params": member.num_params(), "macs": member.num_macs()}
 

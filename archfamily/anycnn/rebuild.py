@@ -111,3 +111,36 @@ def resize_layers(model: nn.Module, groups: Sequence[ChannelGroup], widths: Sequ
     for name in sorted(module for module, dim in change if dim == "param"):
         _resize_parameter(model, name, change[(name, "param")])
     return model
+
+
+def refresh_sizes(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> nn.Module:
+    """The sizes timm's model records of itself made those of its resized layers: `feature_info`'s channels
+    (what `features_only` reports), `num_features` (what `forward_features` returns) and `head_hidden_size` (what
+    the classifier reads, which `reset_classifier` builds anew from). One forward of a 1-image batch finds them, and
+    shows that the network runs at these widths (a one-line error naming the base `name` if it does not)."""
+    info = getattr(model, "feature_info", None)
+    found: dict[str, int] = {}
+    handles = [model.get_submodule(f["module"]).register_forward_hook(
+        lambda m, i, out, name=f["module"]: found.__setitem__(name, out.shape[1]))
+        for f in info or () if f.get("module")]
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            features = model.eval().forward_features(torch.zeros(1, in_chans, input_size, input_size, device=device))
+    except RuntimeError as exc:
+        raise UserError(f"{name}: the network does not run with its channel groups resized "
+                        f"({str(exc).splitlines()[0][:160]}); archfamily cannot scale it") from None
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    for f in info or ():
+        if f.get("module") in found:
+            f["num_chs"] = found[f["module"]]
+    if hasattr(model, "num_features"):
+        model.num_features = features.shape[1]
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if hasattr(model, "head_hidden_size") and isinstance(classifier, nn.Linear):
+        model.head_hidden_size = classifier.in_features
+    return model

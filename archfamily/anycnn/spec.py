@@ -10,28 +10,29 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from archfamily.anycnn.groups import ChannelGroup, trace_groups
-from archfamily.anycnn.rebuild import resize_layers
+from archfamily.anycnn.rebuild import refresh_sizes, resize_layers
 from archfamily.errors import UserError
 from archfamily.specs import _round_width
 
 PREFIX = "timm:"  # `--base timm:mobilenetv2_050`
 
 
-def _create(name: str, num_classes: int, in_chans: int) -> nn.Module:
+def _create(name: str, num_classes: int, in_chans: int, **kwargs: Any) -> nn.Module:
+    """timm's `name`, untrained (nothing is downloaded); `kwargs` are timm's (drop_rate, drop_path_rate...)."""
     import timm
 
-    if not timm.is_model(name):
+    if not timm.is_model(name) or name.startswith("archfamily_"):
         raise UserError(f"timm has no model {name!r} (timm.list_models() lists them)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -44,13 +45,33 @@ def channel_groups(name: str, num_classes: int = 10, in_chans: int = 3, input_si
 
 @dataclass(frozen=True)
 class TimmSpec:
-    """A timm CNN at some widths: `widths[i]` is the width of `channel_groups(base)[i]`."""
+    """A timm CNN at some widths: `widths[i]` is the width of `channel_groups(base)[i]`.
 
+    It is the spec of the `timm` family (`anycnn.family`), so everything that reads a spec (files, family.json,
+    the scaling rules, timm's `archfamily_timm`) reads it as any other. A timm base has no stages archfamily
+    knows: each group is its own (its `stage_ratios` are its `block_ratios`), and its depth is its own.
+    """
+
+    family: ClassVar[str] = "timm"
     base: str
     widths: tuple[int, ...]
     num_classes: int = 10
     in_chans: int = 3
     input_size: int = 32
+
+    def __post_init__(self) -> None:
+        """A spec read from a file is checked here: a timm model, and one whole width of at least 1 per group."""
+        if not isinstance(self.base, str):
+            raise ValueError("base must be a timm model's name")
+        if not isinstance(self.widths, (list, tuple)) or not all(type(w) is int and w >= 1 for w in self.widths):
+            raise ValueError("widths must be whole numbers of at least 1")
+        object.__setattr__(self, "widths", tuple(self.widths))
+        for key in ("num_classes", "in_chans", "input_size"):
+            if type(getattr(self, key)) is not int or getattr(self, key) < 1:
+                raise ValueError(f"{key} must be a whole number of at least 1")
+        groups = self.groups
+        if len(self.widths) != len(groups):
+            raise ValueError(f"{self.base} has {len(groups)} channel groups, not {len(self.widths)}")
 
     @classmethod
     def of_base(cls, base: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> "TimmSpec":
@@ -61,11 +82,18 @@ class TimmSpec:
     def groups(self) -> tuple[ChannelGroup, ...]:
         return channel_groups(self.base, self.num_classes, self.in_chans, self.input_size)
 
-    def build(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The network at these widths: timm's base, its grouped layers resized (and initialised afresh)."""
-        with torch.device(device):
-            model = _create(self.base, self.num_classes, self.in_chans)
-        return resize_layers(model, self.groups, self.widths)
+    def build(self, device: Optional[str | torch.device] = None, **kwargs: Any) -> nn.Module:
+        """The network at these widths: timm's base, its grouped layers resized (and initialised afresh), with
+        `spec` set to this spec (as archfamily's own networks have it). `kwargs` are timm's."""
+        if device is None:
+            model = _create(self.base, self.num_classes, self.in_chans, **kwargs)
+        else:
+            with torch.device(device):
+                model = _create(self.base, self.num_classes, self.in_chans, **kwargs)
+        model = refresh_sizes(resize_layers(model, self.groups, self.widths), self.base, self.input_size,
+                              self.in_chans)
+        model.spec = self
+        return model
 
     def num_params(self) -> int:
         return _counts(self)[0]
@@ -92,6 +120,41 @@ class TimmSpec:
         to scale, since every width is a group's."""
         return replace(self, widths=tuple(max(round_to, _round_width(w, round_to)) for w in inner))
 
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        return self.widths
+
+    def prunable_stages(self) -> list[int]:
+        return list(range(len(self.widths)))
+
+    def block_counts(self) -> list[int]:
+        return [1] * len(self.widths)
+
+    def with_block_counts(self, counts: list[int]) -> "TimmSpec":
+        if list(counts) == self.block_counts():
+            return self
+        raise UserError(f"{self.base}: a timm base's depth is its own; scale it by width (copycat, fitted, "
+                        "reduced-width)")
+
+    def pool_size(self, input_size: int = 32) -> tuple[int, int]:
+        """The side of the feature map the head pools: the input over the base's last feature reduction."""
+        side = max(1, -(-input_size // _reduction(self.base)))
+        return side, side
+
+    def timm_cfg(self) -> dict[str, Any]:
+        """What timm's pretrained cfg of this member says that its base's cfg decides: the pool size at this
+        input, and the input convolution's and the classifier's names (timm adapts them to `in_chans` and
+        `num_classes`)."""
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(self.base)
+        names = {"first_conv": cfg.first_conv, "classifier": cfg.classifier} if cfg is not None else {}
+        return {"pool_size": self.pool_size(self.input_size), **{k: v for k, v in names.items() if v}}
+
+    def feature_indices(self) -> tuple[int, ...]:
+        """timm's features_only out_indices: every feature level the base has."""
+        return tuple(range(_feature_levels(self.base)))
+
     def ratios(self, base: "TimmSpec") -> list[float]:
         """Each group's width as a share of the base's: a trajectory point's `block_ratios`."""
         return [w / b for w, b in zip(self.widths, base.widths)]
@@ -99,6 +162,32 @@ class TimmSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"family": "timm", "base": self.base, "widths": list(self.widths), "num_classes": self.num_classes,
                 "in_chans": self.in_chans, "input_size": self.input_size}
+
+
+@functools.lru_cache(maxsize=64)
+def _feature_info(name: str) -> tuple[dict[str, Any], ...]:
+    with torch.device("meta"):
+        model = _create(name, 10, 3)
+    return tuple(getattr(model, "feature_info", None) or ({"reduction": 32},))
+
+
+def _reduction(name: str) -> int:
+    return int(_feature_info(name)[-1].get("reduction", 32))
+
+
+def _feature_levels(name: str) -> int:
+    return len(_feature_info(name))
+
+
+def timm_network(spec: TimmSpec, gated: bool = False, **kwargs: Any) -> nn.Module:
+    """The `timm` family's network of `spec` (how `models.build_model` and timm's `archfamily_timm` build it).
+    A timm base is pruned through its channel groups' masks (`anycnn.masks`), not gates."""
+    if gated:
+        raise UserError(f"{spec.base}: a timm base is pruned through its channel groups, not gates")
+    kwargs.pop("spec", None)
+    spec = replace(spec, num_classes=kwargs.pop("num_classes", spec.num_classes),
+                   in_chans=kwargs.pop("in_chans", spec.in_chans))
+    return spec.build(**kwargs)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -51,7 +51,9 @@ def spec_from_model_args(family: str, args: dict[str, Any], where: str = "model_
 
 def pool_size(spec: ArchSpec, input_size: int = 32) -> tuple[int, int]:
     """The side of the feature map the head pools, for `input_size` images: halved by every stage after the first
-    (and by 4 in an ImageNet stem)."""
+    (and by 4 in an ImageNet stem); a spec that knows its own (a timm base's member) says it."""
+    if hasattr(spec, "pool_size"):
+        return spec.pool_size(input_size)
     side = input_size // (4 if getattr(spec, "stem", "cifar") == "imagenet" else 1)
     for _ in spec.stage_widths[1:]:
         side = (side + 1) // 2
@@ -61,8 +63,10 @@ def pool_size(spec: ArchSpec, input_size: int = 32) -> tuple[int, int]:
 def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:
     """A timm pretrained cfg for a CIFAR-10 network of `family` (its pool size that of the family's default base)."""
     kind = family_type(family)
+    own_cfg = hasattr(kind.spec, "timm_cfg")  # its members set their cfg (`create_model_for`): no base is built here
     return {
-        "input_size": (3, 32, 32), "pool_size": pool_size(base_spec(kind.default_base)), "crop_pct": 1.0,
+        "input_size": (3, 32, 32), "pool_size": (1, 1) if own_cfg else pool_size(base_spec(kind.default_base)),
+        "crop_pct": 1.0,
         "interpolation": "bilinear",
         "mean": MEAN, "std": STD, "num_classes": 10, "first_conv": kind.first_conv, "classifier": "fc",
         "license": "mit", "paper_ids": "arXiv:1810.04622", **kwargs,
@@ -122,18 +126,22 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
     """
     kind = family_type(family)
     names = {f.name for f in fields(kind.spec)}
-    args = {**model_args(base_spec(kind.default_base)), **{k: kwargs.pop(k) for k in list(kwargs) if k in names}}
+    given = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     try:
-        spec = spec_from_model_args(family, args)
+        default = base_spec(kind.default_base if "widths" in given or "base" not in given else f"timm:{given['base']}")
+        spec = spec_from_model_args(family, {**model_args(default), **given})
     except UserError as exc:
         raise ValueError(f"{variant}: model_args do not describe an archfamily {family} network ({exc})") from None
-    kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "pool_size": pool_size(spec)}
+    own_cfg = spec.timm_cfg() if hasattr(spec, "timm_cfg") else {}  # a timm base's member: its base's names
+    kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "pool_size": pool_size(spec),
+                                        **own_cfg}
+    out_indices = spec.feature_indices() if hasattr(spec, "feature_indices") else kind.feature_indices
     if pretrained:
         _check_weights(variant, family, spec, kwargs)
     try:
         return build_model_with_cfg(kind.model_class(), variant, pretrained, spec=spec, num_classes=spec.num_classes,
                                     in_chans=spec.in_chans,
-                                    feature_cfg=dict(flatten_sequential=True, out_indices=kind.feature_indices),
+                                    feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
                                     **kwargs)
     except TypeError as exc:  # an argument the network does not take
         raise ValueError(f"{variant}: {exc}") from None

@@ -36,8 +36,8 @@ from archfamily.pruning.family_file import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.progress import progress_bar
-from archfamily.pruning.pruner import Pruner
-from archfamily.pruning.compress import compress, pruned_spec
+from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engine_for, load_base_checkpoint,
+                                        network_to_prune, smallest_member)
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.training.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.training.runs import finish_run, run_precision, start_run
@@ -100,6 +100,8 @@ class DeriveConfig:
     checkpoint: Optional[str] = None
     save_at: tuple[int, ...] = ()  # parameter counts at which to save (and measure) the pruned network
     precision: str = "auto"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
+    groups: Optional[str] = None  # a timm base's prunable groups: all or inner; None: all (the built-in families
+    # prune their own inner groups)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
@@ -127,6 +129,8 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
     """The base's spec and where pruning stops (`pruning_floor`), once every setting is checked."""
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
+    spec = base_spec(config.base)
+    check_engine_settings(spec, config.method, config.groups)
     if config.cost_on:
         from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
 
@@ -135,18 +139,14 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
         if getattr(config, name) < 1:
             raise SettingError("{" + name + "} must be at least 1")
     _base_recipe(config)  # one-line errors for an unknown recipe or bad epochs
-    spec = base_spec(config.base)
     if config.cost == "latency":
         from archfamily.latency.model import check_predictable, network_ops
 
         check_predictable(network_ops(spec))
     if config.checkpoint:
-        ckpt_spec, _, _ = load_model(Path(config.checkpoint))
-        if ckpt_spec != spec:
-            raise SettingError("mismatched checkpoint: {file} holds a different network than {base} {name}",
-                               file=config.checkpoint, name=config.base)
+        load_base_checkpoint(spec, config.checkpoint)
     base_params = spec.num_params()
-    smallest = spec.with_prunable_widths([0] * len(spec.prunable_widths())).num_params()
+    smallest = smallest_member(spec, config.groups).num_params()
     if config.until_params is not None:
         if config.until_params >= base_params:
             raise SettingError("{until_params} {count:,} must be below the base's {base:,} parameters",
@@ -211,7 +211,7 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                             "move it away to train the base again")
         return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
-        _, model, meta = load_model(Path(config.checkpoint))
+        model, meta = load_base_checkpoint(spec, config.checkpoint)
         error = Trainer(model, data, recipe, device, config.seed, dist_ctx,
                         precision=config.precision).evaluate(desc="test error, base")
         if dist_ctx.is_main:
@@ -278,12 +278,12 @@ def _read_trajectory(out: Path, base: ArchSpec) -> list[dict[str, Any]]:
                                f"{path}: lines", base, finished=True)
 
 
-def _prune_step(trainer: Trainer, pruner: Pruner, config: DeriveConfig) -> ArchSpec:
+def _prune_step(trainer: Trainer, engine: PruneEngine, config: DeriveConfig) -> ArchSpec:
     """Fine-tune `prune_every` steps, then close the `k` least salient channels; returns the pruned spec."""
     for _ in range(config.prune_every):
         trainer.train_step()
-    pruner.prune(config.channels_per_step)
-    return pruned_spec(trainer.model)
+    engine.prune()
+    return engine.member()
 
 
 class _PruneLog:
@@ -311,12 +311,12 @@ class _PruneLog:
         """The pruned networks not yet saved whose size `params` has reached."""
         return [stem for stem, count in self.points.items() if params <= count and stem not in self.saved]
 
-    def add(self, entry: dict[str, Any], due: list[str], model: torch.nn.Module) -> None:
+    def add(self, entry: dict[str, Any], due: list[str], engine: PruneEngine) -> None:
         """Record one prune step: save the networks due, then rewrite trajectory.jsonl."""
         self.trajectory.append(entry)
         for stem in due:
             self.saved.add(stem)
-            self.save_pruned(stem, model)
+            self.save_pruned(stem, engine)
         if self.writes:
             atomic_write_text(self.out / "trajectory.jsonl", "".join(json.dumps(e) + "\n" for e in self.trajectory))
 
@@ -324,12 +324,12 @@ class _PruneLog:
         """What a checkpoint keeps to resume the log."""
         return {"trajectory": self.trajectory, "milestones": sorted(self.saved)}
 
-    def save_pruned(self, stem: str, model: torch.nn.Module) -> None:
+    def save_pruned(self, stem: str, engine: PruneEngine) -> None:
         """The compressed pruned network at the last step, with where it came from in its metadata."""
         if not self.writes:
             return
         entry, config = self.last, self.config
-        _, small = compress(model)
+        small = engine.compressed()
         meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
                 "seed": str(config.seed), "test_images": str(self.data.test_x.shape[0]), "data": self.data.source,
                 "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family).to_dict(),
@@ -358,35 +358,33 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
 def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
            out: Path, device: torch.device, dist_ctx: DistContext, floor: int) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
-    model = build_model(spec, gated=True)
-    missing, unexpected = model.load_state_dict(base_model.state_dict(), strict=False)
-    differ = [*unexpected, *(k for k in missing if not k.endswith("gate.mask"))]
-    if differ:
-        raise UserError(f"{out / 'base.safetensors'}: its tensors are not those of the base {config.base} this run "
-                        f"prunes ({', '.join(differ[:3])})")
+    model = network_to_prune(spec, base_model, str(out / "base.safetensors"))
     trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx,
                       precision=config.precision)
-    pruner = Pruner(trainer.model, config.method, config.cost, config.seed, _latency_model(config, spec, dist_ctx))
+    engine = engine_for(spec, trainer.model, config.method, config.cost, config.seed, config.channels_per_step,
+                        config.groups, _latency_model(config, spec, dist_ctx))
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
-    log = _PruneLog(out, config, spec, base_error, data, trainer.resume(checkpoint), dist_ctx.is_main)
-    pruner.num_prunes = log.last["prune_step"]
+    state = trainer.resume(checkpoint)
+    engine.restore(state)
+    log = _PruneLog(out, config, spec, base_error, data, state, dist_ctx.is_main)
+    engine.num_prunes = log.last["prune_step"]
     base_params = spec.num_params()
     with progress_bar(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
                       unit="param", unit_scale=True, disable=not dist_ctx.is_main) as bar:
-        while log.last["params"] > floor and pruner.open_channels() > 0:
-            now = _prune_step(trainer, pruner, config)
+        while log.last["params"] > floor and engine.open_channels() > 0:
+            now = _prune_step(trainer, engine, config)
             params = now.num_params()
             due = log.due(params)
-            measure = params <= floor or pruner.open_channels() == 0 or bool(due) \
-                or pruner.num_prunes % config.eval_every == 0
+            measure = params <= floor or engine.open_channels() == 0 or bool(due) \
+                or engine.num_prunes % config.eval_every == 0
             error = trainer.evaluate() if measure else None
-            log.add(trajectory_entry(now, pruner.num_prunes, trainer.step, error, pruner.beta), due, trainer.model)
+            log.add(trajectory_entry(now, engine.num_prunes, trainer.step, error, engine.beta), due, engine)
             bar.set_postfix(params=f"{params:,}", error=f"{error:.2f}%" if error is not None else "-", refresh=False)
             bar.update(min(base_params - floor, base_params - params) - bar.n)
             if measure:
-                trainer.save(checkpoint, log.state())
-    log.save_pruned("pruned-final", trainer.model)
-    pruner.remove_hooks()
+                trainer.save(checkpoint, {**log.state(), **engine.state()})
+    log.save_pruned("pruned-final", engine)
+    engine.close()
     return log.trajectory
 
 
