@@ -37,8 +37,8 @@ def test_a_timm_cnn_rebuilds_at_smaller_and_larger_widths(name: str) -> None:
     base = TimmSpec.of_base(name)
     timm_params = sum(p.numel() for p in TimmSpec(name, base.widths).build().parameters())
     assert base.num_params() == timm_params  # at its own widths the rebuild is timm's network
-    smaller = TimmSpec(name, tuple(max(1, w // 2) for w in base.widths))
-    larger = TimmSpec(name, tuple(w + w // 2 for w in base.widths))
+    smaller = base.scaled(1.0, [w / 2 for w in base.widths])  # whole groups where a grouped convolution is
+    larger = base.scaled(1.0, [w * 1.5 for w in base.widths])
     assert smaller.num_params() < base.num_params() < larger.num_params()
     assert smaller.num_macs() < base.num_macs() < larger.num_macs()
     with torch.no_grad():

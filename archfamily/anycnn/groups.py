@@ -8,6 +8,8 @@ that dimension's channels it holds. That is enough to rebuild the network at any
 """
 from __future__ import annotations
 
+import math
+
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ class ChannelGroup:
     width: int
     places: tuple[Place, ...]
     inner: bool  # not tied to a residual stream: one layer makes these channels (the `--groups inner` policy)
+    step: int = 1  # its width is a multiple of this: the group width of a grouped (not depthwise) convolution in it
 
 
 @contextmanager
@@ -125,6 +128,8 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
             continue
         writers = [k for k in places if k[1] == "out" and _writes_channels(model.get_submodule(k[0]))]
         root = names[id(group[0][0].target.module)]
+        grouped = [layer.in_channels // layer.groups for layer in (model.get_submodule(m) for m, _ in places if _ != "param")
+                   if isinstance(layer, nn.Conv2d) and layer.groups > 1 and not is_depthwise(layer)]
         groups.append(ChannelGroup(root, len(group[0][1]), tuple(Place(m, d, c, at) for (m, d), (c, at) in places.items()),
-                                   inner=len(writers) == 1))
+                                   inner=len(writers) == 1, step=math.lcm(1, *grouped)))
     return groups

@@ -32,7 +32,9 @@ def prunable_groups(groups: Sequence[ChannelGroup], policy: str) -> list[int]:
     """The indices of the groups `policy` lets the run prune."""
     if policy not in POLICIES:
         raise UserError(f"--groups must be one of {', '.join(POLICIES)}, got {policy!r}")
-    chosen = [i for i, g in enumerate(groups) if policy == "all" or g.inner]
+    # A group in a grouped convolution would have to lose channels evenly from each of its convolution groups to
+    # be removed for real; that is not done yet, so those groups stay whole (RegNet's, ResNeXt's inner groups).
+    chosen = [i for i, g in enumerate(groups) if (policy == "all" or g.inner) and g.step == 1]
     if not chosen:
         raise UserError(f"the network has no {policy} channel groups to prune")
     return chosen

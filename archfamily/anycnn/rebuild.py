@@ -41,9 +41,12 @@ def _resize_conv(conv: nn.Conv2d, name: str, out_delta: int, in_delta: int) -> N
     out_ch, in_ch = conv.out_channels + out_delta, conv.in_channels + in_delta
     if depthwise:
         conv.groups = out_ch
-    elif conv.groups > 1 and (out_ch % conv.groups or in_ch % conv.groups):
-        raise UserError(f"{name}: a convolution in {conv.groups} groups needs widths that are multiples of "
-                        f"{conv.groups} (got {in_ch} in, {out_ch} out)")
+    elif conv.groups > 1:  # a grouped convolution keeps its group width (RegNet's, ResNeXt's): more groups, or fewer
+        group_width = conv.in_channels // conv.groups
+        if in_ch % group_width or out_ch % (in_ch // group_width or 1) or not in_ch:
+            raise UserError(f"{name}: a convolution in groups of {group_width} channels needs widths that are "
+                            f"multiples of {group_width} (got {in_ch} in, {out_ch} out)")
+        conv.groups = in_ch // group_width
     conv.in_channels, conv.out_channels = in_ch, out_ch
     conv.weight = nn.Parameter(torch.empty(out_ch, in_ch // conv.groups, *conv.kernel_size, device=conv.weight.device))
     if conv.bias is not None:

@@ -8,6 +8,7 @@ same build checks that the network runs at these widths (a shape mismatch is a o
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Optional
@@ -116,9 +117,11 @@ class TimmSpec:
         return replace(self, widths=tuple(widths))
 
     def scaled(self, outer: float, inner: list[float], round_to: int = 1) -> "TimmSpec":
-        """Every group's width set to `inner` (rounded to `round_to`, at least one step); `outer` has nothing left
-        to scale, since every width is a group's."""
-        return replace(self, widths=tuple(max(round_to, _round_width(w, round_to)) for w in inner))
+        """Every group's width set to `inner` (rounded to `round_to`, and to whole convolution groups where a
+        grouped convolution holds it; at least one step); `outer` has nothing left to scale, since every width is a
+        group's."""
+        steps = [math.lcm(round_to, g.step) for g in self.groups]  # a grouped convolution's widths: whole groups
+        return replace(self, widths=tuple(max(step, _round_width(w, step)) for w, step in zip(inner, steps)))
 
     @property
     def stage_widths(self) -> tuple[int, ...]:

@@ -36,6 +36,7 @@ DEFAULT_AT = 0.5
 TOLERANCE = 0.01  # a budget is met when the member is within 1% of it
 COPYCAT_HI = 4.0  # the largest alpha of copycat and reduced-width: about 16x the base's params
 FITTED_HI = 16.0  # the largest multiplier of fitted: 16x the base's params
+MAX_EXPONENT = 16.0  # the steepest fitted power law (real trajectories fit 0.2 to 3)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def _fit_power_laws(base: ArchSpec, trajectory: list[dict[str, Any]]) -> list[di
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
         sxx = sum((x - mean_x) ** 2 for x in xs)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx if sxx > 0 else 0.0
-        slope = max(slope, 0.0)  # widths never grow as the network shrinks
+        # widths never grow as the network shrinks; a slope above MAX_EXPONENT comes only from a trajectory too short
+        # to say (a few prunes of a large base) and would make coef too small to write down
+        slope = min(max(slope, 0.0), MAX_EXPONENT)
         intercept = mean_y - slope * mean_x
         residual = sum((y - intercept - slope * x) ** 2 for x, y in points)
         total = sum((y - mean_y) ** 2 for y in ys)
