@@ -1,0 +1,75 @@
+"""Any timm CNN through the whole command line: `derive --base timm:NAME` -> `scale` below and above the base ->
+`export` -> `timm.create_model("local-dir:DIR", pretrained=True)`, on CIFAR-10's 32x32 images and a hundred of
+them (the settings are the smallest that exercise every step: one training step, a few prunes)."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from archfamily.models.checkpoint import load_model
+from archfamily.specs import base_spec
+
+NETWORKS = ["resnet18", "resnet50", "mobilenetv2_050", "mobilenetv3_small_050", "efficientnet_b0", "regnetx_002",
+            "convnext_atto", "densenet121"]
+
+
+def _derive(run_cli, name: str, out: Path, *extra: str) -> int:
+    base = base_spec(f"timm:{name}").num_params()
+    done = run_cli("derive", "--preset", "smoke", "--base", f"timm:{name}", "--subset", "100", "--test-subset", "100",
+                   "--prune-every", "1", "-k", "32", "--eval-every", "100", "--until-params", str(base * 99 // 100),
+                   "--out", str(out), *extra)
+    assert done.code == 0, done.err
+    return base
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_a_timm_cnn_derives_scales_exports_and_loads_through_timm(name: str, run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    base = _derive(run_cli, name, run)
+    family = json.loads((run / "family.json").read_text())
+    assert family["base"] == {**family["base"], "family": "timm", "base": name} and len(family["trajectory"]) > 1
+    for budget in (base // 2, base * 3 // 2):
+        done = run_cli("scale", "--family", str(run), "--params", str(budget), "--json")
+        assert done.code == 0, done.err
+        member = json.loads(done.out)
+        assert member["within_1pct"] and abs(member["params"] - budget) <= budget // 100, member
+    folder = tmp_path / "exported"
+    done = run_cli("export", "--family", str(run), "--params", str(base // 2), "--out", str(folder))
+    assert done.code == 0, done.err
+    spec, saved, _ = load_model(folder / "model.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exported without --weights: timm is told it is a random network
+        loaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), saved.eval()(x))
+    assert sum(p.numel() for p in loaded.parameters()) == spec.num_params()
+
+
+def test_inner_groups_only_leave_the_residual_streams_whole(run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _derive(run_cli, "resnet18", run, "--groups", "inner")
+    family = json.loads((run / "family.json").read_text())
+    from archfamily.anycnn.spec import channel_groups
+
+    streams = [i for i, g in enumerate(channel_groups("resnet18")) if not g.inner]
+    last = family["trajectory"][-1]["widths"]
+    assert streams and all(last[i] == family["base"]["widths"][i] for i in streams)
+    assert sum(last) < sum(family["base"]["widths"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--base", "timm:no_such_model"], "timm has no model 'no_such_model'"),
+    (["--base", "timm:ghostnet_050"], "ghostnet_050: the network does not run with its channel groups resized"),
+    (["--base", "timm:resnet18", "--method", "fisher-cost"], "--method fisher-cost is not available for a timm base"),
+    (["--base", "wrn-16-1", "--groups", "all"], "--groups all is for a timm base"),
+])
+def test_a_base_archfamily_cannot_prune_is_one_line(args: list[str], message: str, run_cli, tmp_path: Path) -> None:
+    done = run_cli("derive", "--preset", "smoke", *args, "--out", str(tmp_path / "run"))
+    assert done.code == 2 and message in done.err and len(done.err.strip().splitlines()) == 1, done.err
+    assert not (tmp_path / "run").exists()
