@@ -59,13 +59,26 @@ def _print_member(result: ScaleResult, family: str, base_name: str, method: str,
         click.echo(f"budget   {format_count(result.budget)} {result.metric}: {m.params:,} params, "
                    f"{format_count(m.macs)} MACs ({result.error:+.2%} off the budget)")
     click.echo("")
+    if hasattr(m.spec, "groups"):  # a timm base's member: one width per traced channel group, no stages
+        _print_groups(m.spec)
+    else:
+        _print_stages(m.spec)
+    if result.note:
+        click.echo(f"\nnote: {result.note}")
+
+
+def _print_groups(spec: ArchSpec) -> None:
+    click.echo("group  width  first layer")
+    for i, (group, width) in enumerate(zip(spec.groups, spec.widths)):
+        click.echo(f"{i + 1:>5}  {width:>5}  {group.name}")
+
+
+def _print_stages(spec: ArchSpec) -> None:
     click.echo("stage  outer  blocks   inner widths (min / mean / max)")
-    for stage, outer, active, blocks, inner in _stage_rows(m.spec):
+    for stage, outer, active, blocks, inner in _stage_rows(spec):
         live = [w for w in inner if w > 0] or [0]
         click.echo(f"{stage:>5}  {outer:>5}  {active:>2} / {blocks:<2}  "
                    f"{min(live):>4} / {sum(live) / len(live):6.1f} / {max(live):<4}")
-    if result.note:
-        click.echo(f"\nnote: {result.note}")
 
 
 def _print_sweep(results: list[ScaleResult], description: str) -> None:

@@ -1,10 +1,12 @@
 """The `family.json` format: what one derive run found, and the scaling rules fitted to it.
 
-Version 2 holds the base spec, the pruning method and data, the trajectory (each
-point's exact prunable widths, and per-stage and per-block width ratios as readable
-figures), the fitted scaling rules (`rules`), and provenance. Version 1 files (no
-widths) still load: their ratios are kept/original of whole channels, so the widths
-come back exactly. `load_family` refuses other versions and damaged files with a
+Version 3 holds the base spec, the pruning method and data, which channel groups a timm base pruned (`groups`:
+all or inner; null for archfamily's own families), the trajectory (each point's exact prunable widths, and
+per-stage and per-block width ratios as readable figures), the fitted scaling rules (`rules`), and provenance. Its
+base may be a member of any registered family, a timm CNN's (`{"family": "timm", "base": ..., "widths": ...}`)
+among them; an archfamily that reads only versions 1 and 2 says so rather than misreading one. Version 2 files
+are version 3 without `groups`; version 1 files (no widths) still load: their ratios are kept/original of whole
+channels, so the widths come back exactly. `load_family` refuses other versions and damaged files with a
 one-line error.
 """
 from __future__ import annotations
@@ -24,8 +26,8 @@ if TYPE_CHECKING:  # reading a family (`archfamily scale`) must not pay for impo
     from archfamily.data.cifar import Cifar10
 
 FAMILY_FORMAT = "archfamily.family"
-FAMILY_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FAMILY_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,11 @@ def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:
     }
 
 
+def _groups(config: dict[str, Any], base: ArchSpec) -> Optional[str]:
+    """The channel groups a timm base's run pruned (its default, all, written out); None for the built-in families."""
+    return (config.get("groups") or "all") if base.family == "timm" else None
+
+
 def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
     """What a cost-aware run weighed saliency against, and for a latency cost the device it was predicted for:
     a family pruned against one machine's latency is that machine's family, and its reader needs to know which."""
@@ -135,7 +142,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optiona
         "format": FAMILY_FORMAT, "version": FAMILY_VERSION,
         "base": spec_to_dict(base), "base_name": config["base"],
         "base_params": base.num_params(), "base_macs": base.num_macs(), "base_test_error": trajectory[0]["test_error"],
-        "method": config["method"], **_cost_fields(config),
+        "method": config["method"], **_cost_fields(config), "groups": _groups(config, base),
         "channels_per_step": config["channels_per_step"], "prune_every": config["prune_every"],
         "seed": config["seed"],
         "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
