@@ -156,7 +156,7 @@ def _family_variants(tmp_path: Path, family) -> dict[str, Path]:
     doc = json.loads(family.path.read_text())
     variants = {}
     for name, change in {
-        "v3": lambda d: d.update(version=3),
+        "v4": lambda d: d.update(version=4),
         "nowidths": lambda d: d["trajectory"][1].pop("widths"),
         "nofitted": lambda d: d["rules"].pop("fitted"),
         "badfitted": lambda d: d["rules"]["fitted"].pop("blocks"),
@@ -176,7 +176,7 @@ BAD = [
     (("--params", "1X"), "malformed --params"),
     (("--params", "1..5M"), "malformed --params"),
     (("--params", "1M", "--macs", "100M"), "give exactly one budget"),
-    (("--params", "1M", "--family", "{tmp}/v3.json"), "version 3"),
+    (("--params", "1M", "--family", "{tmp}/v4.json"), "version 4"),
     (("--params", "1M", "--family", "{tmp}/nowidths.json"), "missing 'widths'"),
     (("--params", "1M", "--family", "{tmp}/truncated.json"), "not valid JSON"),
     (("--params", "1M", "--family", "{tmp}/nofitted.json", "--rule", "fitted"), "holds no 'fitted' rule"),

@@ -73,3 +73,46 @@ def test_a_base_archfamily_cannot_prune_is_one_line(args: list[str], message: st
     done = run_cli("derive", "--preset", "smoke", *args, "--out", str(tmp_path / "run"))
     assert done.code == 2 and message in done.err and len(done.err.strip().splitlines()) == 1, done.err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupted_timm_run_resumes_to_the_same_trajectory(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """The masks are not model tensors: a checkpoint keeps each group's closed channels and a resumed run
+    closes them again, so it goes on exactly as a run that was never stopped."""
+    from archfamily.anycnn.prune import GraphPruneRun
+
+    settings = ("--eval-every", "2", "-k", "4")  # the last -k counts: a few prunes
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    _derive(run_cli, "mobilenetv3_small_050", whole, *settings)
+    real_prune = GraphPruneRun.prune
+
+    def prune_then_die(self):
+        if self.num_prunes == 3:  # after the checkpoint at prune 2
+            raise KeyboardInterrupt
+        return real_prune(self)
+
+    monkeypatch.setattr(GraphPruneRun, "prune", prune_then_die)
+    base = base_spec("timm:mobilenetv3_small_050").num_params()
+    args = ("derive", "--preset", "smoke", "--base", "timm:mobilenetv3_small_050", "--subset", "100",
+            "--test-subset", "100", "--prune-every", "1", "-k", "32", "--until-params", str(base * 99 // 100),
+            *settings, "--out", str(cut))  # as `_derive` runs it
+    assert run_cli(*args).code == 130
+    monkeypatch.setattr(GraphPruneRun, "prune", real_prune)
+    assert run_cli(*args, "--resume").code == 0
+    assert (cut / "trajectory.jsonl").read_bytes() == (whole / "trajectory.jsonl").read_bytes()
+
+
+def test_a_timm_checkpoint_is_the_base(run_cli, tmp_path: Path) -> None:
+    """`--checkpoint` takes the plain state dict of the timm model (no archfamily metadata), checked tensor by
+    tensor; a checkpoint of another network is one line."""
+    from safetensors.torch import save_file
+
+    from archfamily.anycnn.spec import TimmSpec
+
+    model = TimmSpec.of_base("regnetx_002").build()
+    save_file(model.state_dict(), str(tmp_path / "mine.safetensors"))
+    _derive(run_cli, "regnetx_002", tmp_path / "run", "--checkpoint", str(tmp_path / "mine.safetensors"))
+    _, base, _ = load_model(tmp_path / "run" / "base.safetensors")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in base.state_dict().items())
+    done = run_cli("derive", "--preset", "smoke", "--base", "timm:resnet18", "--checkpoint",
+                   str(tmp_path / "mine.safetensors"), "--out", str(tmp_path / "other"))
+    assert done.code == 2 and len(done.err.strip().splitlines()) == 1, done.err
