@@ -414,7 +414,10 @@ MAX_PARAMS = 10**9  # a spec read from a file above this is damage, not a networ
 
 
 def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
-    """The JSON form archfamily's files hold (lists, as JSON reads back); `family` says which spec class reads it."""
+    """The JSON form archfamily's files hold (lists, as JSON reads back); `family` says which spec class reads it.
+    A spec with a form of its own (`to_dict`) writes that."""
+    if hasattr(spec, "to_dict"):
+        return spec.to_dict()
     return {"family": spec.family, **{k: [list(r) if isinstance(r, tuple) else r for r in v] if isinstance(v, tuple)
                                       else v for k, v in asdict(spec).items()}}
 

@@ -11,7 +11,7 @@ import click
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
 from archfamily.pruning.criteria import CRITERIA
 from archfamily.limits import format_count, parse_count, parse_counts
-from archfamily.cli.options import COMPILE, Count, training_options
+from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings, training_options
 
 
 @click.command()
@@ -41,15 +41,18 @@ from archfamily.cli.options import COMPILE, Count, training_options
 @click.option("--until-params", help="Stop pruning at this many parameters, e.g. 70k [10% of the base].")
 @click.option("--save-at", help="Also save the pruned network at these sizes, e.g. 76k,152k (pruned-at-N.safetensors).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
+@MODEL_KWARGS
 @training_options
 @COMPILE
 def derive(preset: str, base: Optional[str], groups: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
+           model_kwargs: tuple[str, ...],
            data: Optional[str],
            subset: Optional[int], test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
+    from archfamily.anycnn.spec import parse_model_kwargs
     from archfamily.pruning.derive import DeriveConfig, derive as run_derive
 
     config = DeriveConfig.from_preset(
@@ -57,6 +60,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,
+        model_kwargs=parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")) or None,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base.replace(':', '-')}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)

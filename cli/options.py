@@ -40,6 +40,9 @@ RESUME = click.option("--resume", is_flag=True, help="Continue the run in --out 
 PRECISION = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
                          help="Training arithmetic; auto: bf16 autocast on CUDA and on CPUs with bf16 units "
                               "(avx512_bf16, AMX), float32 elsewhere. The run records what it resolved to.")
+MODEL_KWARGS = click.option("--model-kwargs", "model_kwargs", multiple=True, metavar="NAME=VALUE",
+                            help="A timm base's own timm.create_model keywords, as timm's train.py takes them, e.g. "
+                                 "output_stride=16 (a larger final feature map at 32x32) (repeatable).")
 COMPILE = click.option("--compile", is_flag=True, help="Run the training step under torch.compile.")
 
 

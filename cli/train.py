@@ -10,7 +10,7 @@ import click
 
 from archfamily.limits import format_count
 from archfamily.limits import MAX_TRAIN_BATCH
-from archfamily.cli.options import COMPILE, Count, parse_settings, training_options
+from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings, training_options
 
 
 @click.command()
@@ -25,15 +25,18 @@ from archfamily.cli.options import COMPILE, Count, parse_settings, training_opti
 @click.option("--recipe-set", "recipe_set", multiple=True, metavar="FIELD=VALUE",
               help="Set one recipe field, e.g. flip=alternating, translate=2, lookahead_k=5 (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@MODEL_KWARGS
 @training_options
 @COMPILE
 def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
-          tta: bool, recipe_set: tuple[str, ...], out: str, data: Optional[str], subset: Optional[int],
+          tta: bool, recipe_set: tuple[str, ...], out: str, model_kwargs: tuple[str, ...], data: Optional[str], subset: Optional[int],
           test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch; writes model.safetensors and metrics.json to --out."""
+    from archfamily.anycnn.spec import parse_model_kwargs, with_model_kwargs
     from archfamily.training.scratch import TrainConfig, read_spec_file, train_spec
 
-    config = TrainConfig(read_spec_file(spec_file), recipe, epochs, data, subset, test_subset, seed, batch_size, ema,
+    spec = with_model_kwargs(read_spec_file(spec_file), parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")))
+    config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, seed, batch_size, ema,
                          tta, precision, parse_settings(recipe_set, "--recipe-set"))
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports

@@ -7,11 +7,12 @@ same build checks that the network runs at these widths (a shape mismatch is a o
 """
 from __future__ import annotations
 
+import ast
 import functools
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from torch import nn
@@ -23,25 +24,68 @@ from archfamily.errors import UserError
 from archfamily.specs import _round_width
 
 PREFIX = "timm:"  # `--base timm:mobilenetv2_050`
+ModelKwargs = tuple[tuple[str, Any], ...]  # timm's create_model keywords of a base, sorted (hashable)
+_RESERVED = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "features_only",
+             "checkpoint_path", "spec")  # what archfamily sets itself
 
 
-def _create(name: str, num_classes: int, in_chans: int, **kwargs: Any) -> nn.Module:
-    """timm's `name`, untrained (nothing is downloaded); `kwargs` are timm's (drop_rate, drop_path_rate...)."""
+def _create(name: str, num_classes: int, in_chans: int, model_kwargs: ModelKwargs = (), **kwargs: Any) -> nn.Module:
+    """timm's `name`, untrained (nothing is downloaded), built with the base's `model_kwargs` (output_stride...);
+    `kwargs` are timm's for this one build (drop_rate, drop_path_rate...)."""
     import timm
 
     if not timm.is_model(name) or name.startswith("archfamily_"):
         raise UserError(f"timm has no model {name!r} (timm.list_models() lists them)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                                     **dict(model_kwargs), **kwargs)
+        except (TypeError, ValueError, AssertionError) as exc:
+            if not model_kwargs:
+                raise
+            given = ", ".join(f"{k}={v!r}" for k, v in model_kwargs)
+            raise UserError(f"timm's {name} cannot be built with {given} ({str(exc).splitlines()[0][:160]})") from None
+
+
+def parse_model_kwargs(texts: Mapping[str, str]) -> dict[str, Any]:
+    """`--model-kwargs output_stride=16` as timm's train.py reads it: each value a Python literal (16, 0.2, True,
+    None), else the text itself (a layer's name)."""
+    kwargs: dict[str, Any] = {}
+    for key, text in texts.items():
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return kwargs
+
+
+def _model_kwargs(value: Any) -> ModelKwargs:
+    """A base's timm keywords as the spec holds them (from a dict, or the pairs a spec already holds); raises
+    ValueError saying why for any that archfamily sets itself or that a file could not hold."""
+    items = value.items() if isinstance(value, Mapping) else value
+    if not isinstance(items, (list, tuple, type({}.items()))):
+        raise ValueError("model_kwargs must map timm's keyword names to values")
+    pairs = []
+    for item in items:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+            raise ValueError("model_kwargs must map timm's keyword names to values")
+        key, val = item
+        if key in _RESERVED:
+            raise ValueError(f"model_kwargs cannot set {key}: archfamily sets it")
+        if val is not None and not isinstance(val, (bool, int, float, str)):
+            raise ValueError(f"model_kwargs {key}: a number, true/false, null or text, not {type(val).__name__}")
+        pairs.append((key, val))
+    return tuple(sorted(pairs))
 
 
 @functools.lru_cache(maxsize=16)
-def channel_groups(name: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> tuple[ChannelGroup, ...]:
+def channel_groups(name: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+                   model_kwargs: ModelKwargs = ()) -> tuple[ChannelGroup, ...]:
     """Every channel group of timm's `name`, traced once per process (the base built on the CPU, untrained)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning's note on parameters outside layers
-        return tuple(trace_groups(_create(name, num_classes, in_chans), name, input_size, in_chans))
+        return tuple(trace_groups(_create(name, num_classes, in_chans, model_kwargs), name, input_size, in_chans))
 
 
 @dataclass(frozen=True)
@@ -51,6 +95,7 @@ class TimmSpec:
     It is the spec of the `timm` family (`anycnn.family`), so everything that reads a spec (files, family.json,
     the scaling rules, timm's `archfamily_timm`) reads it as any other. A timm base has no stages archfamily
     knows: each group is its own (its `stage_ratios` are its `block_ratios`), and its depth is its own.
+    `model_kwargs` are the base's own timm keywords (`output_stride=16` keeps a larger final map at 32x32).
     """
 
     family: ClassVar[str] = "timm"
@@ -59,6 +104,7 @@ class TimmSpec:
     num_classes: int = 10
     in_chans: int = 3
     input_size: int = 32
+    model_kwargs: ModelKwargs = ()
 
     def __post_init__(self) -> None:
         """A spec read from a file is checked here: a timm model, and one whole width of at least 1 per group."""
@@ -70,29 +116,35 @@ class TimmSpec:
         for key in ("num_classes", "in_chans", "input_size"):
             if type(getattr(self, key)) is not int or getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a whole number of at least 1")
+        object.__setattr__(self, "model_kwargs", _model_kwargs(self.model_kwargs))
         groups = self.groups
         if len(self.widths) != len(groups):
             raise ValueError(f"{self.base} has {len(groups)} channel groups, not {len(self.widths)}")
 
     @classmethod
-    def of_base(cls, base: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> "TimmSpec":
-        groups = channel_groups(base, num_classes, in_chans, input_size)
-        return cls(base, tuple(g.width for g in groups), num_classes, in_chans, input_size)
+    def of_base(cls, base: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+                model_kwargs: Mapping[str, Any] | ModelKwargs = ()) -> "TimmSpec":
+        kwargs = _model_kwargs(model_kwargs)
+        groups = channel_groups(base, num_classes, in_chans, input_size, kwargs)
+        return cls(base, tuple(g.width for g in groups), num_classes, in_chans, input_size, kwargs)
 
     @property
     def groups(self) -> tuple[ChannelGroup, ...]:
-        return channel_groups(self.base, self.num_classes, self.in_chans, self.input_size)
+        return channel_groups(self.base, self.num_classes, self.in_chans, self.input_size, self.model_kwargs)
 
     def build(self, device: Optional[str | torch.device] = None, **kwargs: Any) -> nn.Module:
         """The network at these widths: timm's base, its grouped layers resized (and initialised afresh), with
         `spec` set to this spec (as archfamily's own networks have it). `kwargs` are timm's."""
         if device is None:
-            model = _create(self.base, self.num_classes, self.in_chans, **kwargs)
+            model = _create(self.base, self.num_classes, self.in_chans, self.model_kwargs, **kwargs)
         else:
             with torch.device(device):
-                model = _create(self.base, self.num_classes, self.in_chans, **kwargs)
+                model = _create(self.base, self.num_classes, self.in_chans, self.model_kwargs, **kwargs)
         model = refresh_sizes(resize_layers(model, self.groups, self.widths), self.base, self.input_size,
                               self.in_chans)
+        # timm records the keywords a model was created with, to rebuild it from a saved config; this member is
+        # rebuilt from its spec (archfamily_timm's model_args), never from its base's keywords, which would clash
+        model.__dict__.pop("_model_args", None)
         model.spec = self
         return model
 
@@ -141,7 +193,7 @@ class TimmSpec:
 
     def pool_size(self, input_size: int = 32) -> tuple[int, int]:
         """The side of the feature map the head pools: the input over the base's last feature reduction."""
-        side = max(1, -(-input_size // _reduction(self.base)))
+        side = max(1, -(-input_size // _reduction(self.base, self.model_kwargs)))
         return side, side
 
     def timm_cfg(self) -> dict[str, Any]:
@@ -156,30 +208,44 @@ class TimmSpec:
 
     def feature_indices(self) -> tuple[int, ...]:
         """timm's features_only out_indices: every feature level the base has."""
-        return tuple(range(_feature_levels(self.base)))
+        return tuple(range(len(_feature_info(self.base, self.model_kwargs))))
 
     def ratios(self, base: "TimmSpec") -> list[float]:
         """Each group's width as a share of the base's: a trajectory point's `block_ratios`."""
         return [w / b for w, b in zip(self.widths, base.widths)]
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (`specs.spec_to_dict`): the base's timm keywords as an object, and only if it has any, so
+        files written before they existed are unchanged."""
+        own = {"model_kwargs": dict(self.model_kwargs)} if self.model_kwargs else {}
         return {"family": "timm", "base": self.base, "widths": list(self.widths), "num_classes": self.num_classes,
-                "in_chans": self.in_chans, "input_size": self.input_size}
+                "in_chans": self.in_chans, "input_size": self.input_size, **own}
+
+
+def with_model_kwargs(spec: Any, model_kwargs: Mapping[str, Any]) -> Any:
+    """`spec` built with these timm keywords too (`--model-kwargs`); only a timm base takes them."""
+    if not model_kwargs:
+        return spec
+    if not isinstance(spec, TimmSpec):
+        raise UserError(f"model kwargs are timm's create_model keywords, for a timm:NAME network, not a {spec.family}")
+    merged = {**dict(spec.model_kwargs), **model_kwargs}
+    try:
+        if spec == TimmSpec.of_base(spec.base, spec.num_classes, spec.in_chans, spec.input_size, spec.model_kwargs):
+            return TimmSpec.of_base(spec.base, spec.num_classes, spec.in_chans, spec.input_size, merged)  # its widths
+        return replace(spec, model_kwargs=_model_kwargs(merged))
+    except ValueError as exc:
+        raise UserError(f"{spec.base}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _feature_info(name: str) -> tuple[dict[str, Any], ...]:
+def _feature_info(name: str, model_kwargs: ModelKwargs = ()) -> tuple[dict[str, Any], ...]:
     with torch.device("meta"):
-        model = _create(name, 10, 3)
+        model = _create(name, 10, 3, model_kwargs)
     return tuple(getattr(model, "feature_info", None) or ({"reduction": 32},))
 
 
-def _reduction(name: str) -> int:
-    return int(_feature_info(name)[-1].get("reduction", 32))
-
-
-def _feature_levels(name: str) -> int:
-    return len(_feature_info(name))
+def _reduction(name: str, model_kwargs: ModelKwargs = ()) -> int:
+    return int(_feature_info(name, model_kwargs)[-1].get("reduction", 32))
 
 
 def timm_network(spec: TimmSpec, gated: bool = False, **kwargs: Any) -> nn.Module:

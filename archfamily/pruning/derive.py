@@ -36,6 +36,7 @@ from archfamily.pruning.family_file import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.progress import progress_bar
+from archfamily.anycnn.spec import with_model_kwargs
 from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engine_for, load_base_checkpoint,
                                         network_to_prune, smallest_member)
 from archfamily.pruning.pruner import check_cost_device, check_method
@@ -102,6 +103,7 @@ class DeriveConfig:
     precision: str = "auto"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
     groups: Optional[str] = None  # a timm base's prunable groups: all or inner; None: all (the built-in families
     # prune their own inner groups)
+    model_kwargs: Optional[dict[str, Any]] = None  # a timm base's own create_model keywords (output_stride=16)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
@@ -129,7 +131,7 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
     """The base's spec and where pruning stops (`pruning_floor`), once every setting is checked."""
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
-    spec = base_spec(config.base)
+    spec = run_base_spec(config)
     check_engine_settings(spec, config.method, config.groups)
     if config.cost_on:
         from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
@@ -160,6 +162,11 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
             raise SettingError("{save_at} {count:,} is outside the pruning run: {floor:,} to {top:,} parameters",
                                count=count, floor=floor, top=base_params - 1)
     return spec, floor
+
+
+def run_base_spec(config: DeriveConfig) -> ArchSpec:
+    """The base network a run prunes: its base name, built with its timm keywords if it has any."""
+    return with_model_kwargs(base_spec(config.base), config.model_kwargs or {})
 
 
 def pruning_floor(until_params: Optional[int], base_params: int) -> int:
@@ -195,7 +202,7 @@ def _saved_stems(state: Optional[dict[str, Any]]) -> set[str]:
 
 
 def _base_recipe(config: DeriveConfig) -> Recipe:
-    return training_recipe(config.recipe, base_spec(config.base).family, config.epochs, config.batch_size)
+    return training_recipe(config.recipe, run_base_spec(config).family, config.epochs, config.batch_size)
 
 
 def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
