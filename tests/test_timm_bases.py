@@ -116,3 +116,52 @@ def test_a_timm_checkpoint_is_the_base(run_cli, tmp_path: Path) -> None:
     done = run_cli("derive", "--preset", "smoke", "--base", "timm:resnet18", "--checkpoint",
                    str(tmp_path / "mine.safetensors"), "--out", str(tmp_path / "other"))
     assert done.code == 2 and len(done.err.strip().splitlines()) == 1, done.err
+
+
+def test_a_timm_base_s_own_keywords_build_every_member_and_export(run_cli, tmp_path: Path) -> None:
+    """`--model-kwargs output_stride=16` is part of the base: the trajectory, a scaled member, an export's
+    model_args and the network timm rebuilds from it all have it (a 2x2 final map at 32x32 instead of 1x1)."""
+    from archfamily.anycnn.spec import TimmSpec
+
+    run = tmp_path / "run"
+    base = _derive(run_cli, "mobilenetv2_050", run, "--model-kwargs", "output_stride=16")
+    family = json.loads((run / "family.json").read_text())
+    assert family["base"]["model_kwargs"] == {"output_stride": 16}
+    done = run_cli("scale", "--family", str(run), "--params", str(base // 2), "--json")
+    assert done.code == 0, done.err
+    member = json.loads(done.out)
+    assert member["spec"]["model_kwargs"] == {"output_stride": 16}, member
+    folder = tmp_path / "exported"
+    assert run_cli("export", "--family", str(run), "--params", str(base // 2), "--out", str(folder)).code == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_args"]["model_kwargs"] == {"output_stride": 16} and "output_stride" not in config["model_args"]
+    spec, saved, _ = load_model(folder / "model.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert loaded.feature_info[-1]["reduction"] == 16 and loaded.pretrained_cfg["pool_size"] == (2, 2)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), saved.eval()(x))
+    plain = TimmSpec("mobilenetv2_050", spec.widths)  # the same widths at timm's own stride of 32
+    assert plain.num_params() == spec.num_params() and spec.num_macs() > plain.num_macs()
+
+
+@pytest.mark.parametrize("spec, kwargs, message", [
+    ("wrn-16-1", "output_stride=16", "model kwargs are timm's create_model keywords, for a timm:NAME network"),
+    ("timm:mobilenetv2_050", "no_such_keyword=1", "timm's mobilenetv2_050 cannot be built with no_such_keyword=1"),
+    ("timm:mobilenetv2_050", "num_classes=5", "model_kwargs cannot set num_classes: archfamily sets it"),
+])
+def test_model_kwargs_a_network_cannot_take_are_one_line(spec: str, kwargs: str, message: str, run_cli,
+                                                         tmp_path: Path) -> None:
+    done = run_cli("train", "--spec", spec, "--model-kwargs", kwargs, "--out", str(tmp_path / "run"))
+    assert done.code == 2 and message in done.err and len(done.err.strip().splitlines()) == 1, done.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_model_kwargs_values_read_as_timm_reads_them() -> None:
+    from archfamily.anycnn.spec import parse_model_kwargs
+
+    assert parse_model_kwargs({"output_stride": "16", "drop_rate": "0.2", "fix_stem": "True", "act_layer": "relu",
+                               "se_layer": "None"}) == {"output_stride": 16, "drop_rate": 0.2, "fix_stem": True,
+                                                        "act_layer": "relu", "se_layer": None}
