@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The zoo's networks from this study (issue 25): a study run's weights are not kept in git (only its settings and
+# figures), so the seed-0 networks whose weights this machine no longer holds are trained again here with their
+# run's own command (`runs/NAME/run.json`'s, into zoo-runs/NAME, leaving the study's runs as they are), and every
+# network goes into the zoo through `archfamily zoo add`, which measures it through timm on all 10,000 test images.
+# Resumable. Two lanes of one thread each: OMP_NUM_THREADS=1 bash zoo.sh 1 & OMP_NUM_THREADS=1 bash zoo.sh 2
+set -euo pipefail
+cd "$(dirname "$0")"
+F=runs/prune-fisher-k2e25
+retrain() {  # $1: a seed-0 run of the study
+    local cmd
+    cmd=$(python3 -c "import json,sys; c=json.load(open('runs/$1/run.json'))['provenance']['command']; \
+c[c.index('--out') + 1] = 'zoo-runs/$1'; print(' '.join(c[1:]))")
+    archfamily $cmd
+}
+add() {  # $1: run folder, $2: arm, $3: budget
+    local name=wrn16_2_${2//-/_}_$3_fast2_e20
+    archfamily zoo list | grep -q "^archfamily_$name\.c10 " && return 0
+    local family=()
+    [ "$2" = reduced-width ] || family=(--family $F)
+    archfamily zoo add "$1" --name $name --rule $2 "${family[@]}"
+}
+case ${1:-all} in
+    1) runs="reduced-width-76k-s0 bottleneck-76k-s0 pruned-scratch-76k-s0 copycat-76k-s0" ;;
+    2) runs="fitted-76k-s0 reduced-width-152k-s0 bottleneck-152k-s0 pruned-scratch-152k-s0" ;;
+    all) runs="reduced-width-76k-s0 bottleneck-76k-s0 pruned-scratch-76k-s0 copycat-76k-s0 fitted-76k-s0 reduced-width-152k-s0 bottleneck-152k-s0 pruned-scratch-152k-s0" ;;
+esac
+for run in $runs; do
+    retrain $run
+    arm=${run%-*-s0}; budget=${run%-s0}; budget=${budget##*-}
+    add zoo-runs/$run $arm $budget
+done
