@@ -258,3 +258,20 @@ def test_a_timm_family_scales_below_and_above_its_base_within_one_percent(rule: 
         member = result.member.spec
         assert isinstance(member, TimmSpec) and abs(member.num_params() - budget) <= 0.01 * budget
     assert member.build().eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_the_bottleneck_rule_keeps_a_timm_base_s_residual_streams() -> None:
+    """bottleneck over a timm base's groups is the paper's: the inner widths times Z, every group tied to a
+    residual addition kept at the base's width (as a WRN's outer widths are), below and above the base."""
+    from archfamily.scaling.rules import make_rule, solve
+
+    spec = TimmSpec.of_base("resnet18")
+    streams = [i for i, keep in enumerate(spec.residual_widths()) if keep]
+    assert streams and len(streams) < len(spec.widths)
+    scaling = make_rule("bottleneck", spec, [], {})
+    for budget in (int(0.6 * spec.num_params()), int(1.3 * spec.num_params())):
+        result = solve(scaling, budget)
+        assert result.within_tolerance, result.note
+        member = result.member.spec
+        assert [member.widths[i] for i in streams] == [spec.widths[i] for i in streams]
+        assert member.widths != spec.widths

@@ -163,6 +163,10 @@ class TimmSpec:
     def prunable_widths(self) -> list[int]:
         return list(self.widths)
 
+    def residual_widths(self) -> list[bool]:
+        """Which widths are residual streams (tied to an addition), which the bottleneck rule keeps."""
+        return [not g.inner for g in self.groups]
+
     def with_prunable_widths(self, widths: list[int]) -> "TimmSpec":
         if len(widths) != len(self.widths) or any(not isinstance(w, int) or w < 1 for w in widths):
             raise UserError(f"{self.base}: widths must be {len(self.widths)} whole numbers of at least 1")

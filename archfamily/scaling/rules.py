@@ -140,10 +140,13 @@ def _reduced_depth(base: ArchSpec) -> ScalingRule:
 
 
 def _bottleneck(base: ArchSpec) -> ScalingRule:
+    """A WRN's prunable widths are all inner; a timm base's residual streams are prunable widths too (copycat
+    reads their ratios), and `residual_widths` says which they are, so they are kept as outer widths are."""
     widths = base.prunable_widths()
+    kept = base.residual_widths() if hasattr(base, "residual_widths") else [False] * len(widths)
 
     def make(z: float, round_to: int) -> ArchSpec:
-        return base.scaled(1.0, [z * w for w in widths], round_to)
+        return base.scaled(1.0, [w if keep else z * w for w, keep in zip(widths, kept)], round_to)
 
     return ScalingRule("bottleneck", 1e-3, 8.0, make, "every inner width times Z, outer widths kept")
 
