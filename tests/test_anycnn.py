@@ -275,3 +275,23 @@ def test_the_bottleneck_rule_keeps_a_timm_base_s_residual_streams() -> None:
         member = result.member.spec
         assert [member.widths[i] for i in streams] == [spec.widths[i] for i in streams]
         assert member.widths != spec.widths
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_050", "convnext_atto", "densenet121"])
+def test_a_channel_s_cost_is_what_the_whole_network_loses(name: str) -> None:
+    """`anycnn.costs` counts a channel's params and MACs from the layers its group occupies; PyTorch's count of
+    the whole rebuilt network, one channel fewer, says the same (depthwise convolutions, norms, layer scales,
+    concatenations, linear layers applied at every position), at widths other than the base's."""
+    from dataclasses import replace
+
+    from archfamily.anycnn.costs import channel_costs
+    from archfamily.anycnn.prune import prunable_groups
+
+    base = TimmSpec.of_base(name)
+    member = replace(base, widths=tuple(max(1, w * 3 // 4) for w in base.widths))
+    chosen = prunable_groups(base.groups, "all")[::7][:4]
+    for cost, count in (("params", TimmSpec.num_params), ("macs", TimmSpec.num_macs)):
+        costs = channel_costs(member, chosen, cost)
+        for i in chosen:
+            fewer = replace(member, widths=tuple(w - (j == i) for j, w in enumerate(member.widths)))
+            assert costs[i] == count(member) - count(fewer) > 0, (cost, base.groups[i].name)

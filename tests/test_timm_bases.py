@@ -66,7 +66,8 @@ def test_inner_groups_only_leave_the_residual_streams_whole(run_cli, tmp_path: P
 @pytest.mark.parametrize("args, message", [
     (["--base", "timm:no_such_model"], "timm has no model 'no_such_model'"),
     (["--base", "timm:ghostnet_050"], "ghostnet_050: the network does not run with its channel groups resized"),
-    (["--base", "timm:resnet18", "--method", "fisher-cost"], "--method fisher-cost is not available for a timm base"),
+    (["--base", "timm:resnet18", "--method", "fisher-cost", "--cost", "latency", "--on", "cpu"],
+     "--cost latency is not available for a timm base"),
     (["--base", "wrn-16-1", "--groups", "all"], "--groups all is for a timm base"),
 ])
 def test_a_base_archfamily_cannot_prune_is_one_line(args: list[str], message: str, run_cli, tmp_path: Path) -> None:
@@ -165,3 +166,14 @@ def test_model_kwargs_values_read_as_timm_reads_them() -> None:
     assert parse_model_kwargs({"output_stride": "16", "drop_rate": "0.2", "fix_stem": "True", "act_layer": "relu",
                                "se_layer": "None"}) == {"output_stride": 16, "drop_rate": 0.2, "fix_stem": True,
                                                         "act_layer": "relu", "se_layer": None}
+
+
+def test_fisher_weighed_by_a_channel_s_macs_prunes_a_timm_base(run_cli, tmp_path: Path) -> None:
+    """fisher-penalty on a timm base: the trajectory records the beta each prune weighed MACs with, and the
+    channels it closes first are the expensive ones (it reaches the budget in fewer prunes than plain Fisher)."""
+    runs = {}
+    for method in ("fisher", "fisher-penalty"):
+        _derive(run_cli, "mobilenetv3_small_050", tmp_path / method, "--method", method, "--cost", "macs", "-k", "4")
+        runs[method] = [json.loads(line) for line in (tmp_path / method / "trajectory.jsonl").read_text().splitlines()]
+    assert all(p["beta"] > 0 for p in runs["fisher-penalty"][1:]) and "beta" not in runs["fisher"][-1]
+    assert runs["fisher-penalty"][1]["macs"] < runs["fisher"][1]["macs"]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from archfamily.anycnn.compress import remove_channels
+from archfamily.anycnn.costs import COSTS, channel_costs
 from archfamily.anycnn.groups import ChannelGroup
 from archfamily.anycnn.masks import GroupMasks
 from archfamily.anycnn.rebuild import refresh_sizes
@@ -25,7 +26,7 @@ from archfamily.errors import UserError
 from archfamily.seeding import generator
 
 POLICIES = ("all", "inner")
-METHODS = ("fisher", "l1", "random")
+METHODS = ("fisher", "l1", "random", "fisher-cost", "fisher-penalty")  # the last two weigh Fisher by `cost`
 
 
 def prunable_groups(groups: Sequence[ChannelGroup], policy: str) -> list[int]:
@@ -82,16 +83,19 @@ class GraphPruneRun:
     policy: str = "all"
     channels_per_prune: int = 1
     seed: int = 0
+    cost: str = "params"  # what a channel costs, for fisher-cost and fisher-penalty: params or macs
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"--method must be one of {', '.join(METHODS)} for a timm base, got {self.method!r}")
+        if self.cost not in COSTS:
+            raise UserError(f"--cost {self.cost} is not available for a timm base; choose from {', '.join(COSTS)}")
         self.groups = self.spec.groups
         self.prunable = prunable_groups(self.groups, self.policy)
         self.masks = GroupMasks(self.model, self.groups, self.prunable)
         self.num_prunes = 0
 
-    beta = None  # a cost-weighing method's trade-off (none of this engine's methods weighs cost)
+    beta: Optional[float] = None  # fisher-penalty's trade-off at the last prune, for the trajectory
 
     def open_channels(self) -> int:
         """Channels a prune may still close (every group keeps one)."""
@@ -142,10 +146,24 @@ class GraphPruneRun:
     def scores(self) -> dict[int, torch.Tensor]:
         if self.method == "fisher":
             return self.masks.saliency()
+        if self.method in ("fisher-cost", "fisher-penalty"):
+            return self.weighed(self.masks.saliency())
         if self.method == "l1":
             return l1_scores(self.model, self.groups, self.prunable)
         g = generator(self.seed, 1, self.num_prunes)
         return {i: torch.rand(self.groups[i].width, generator=g, dtype=torch.float64) for i in self.prunable}
+
+    def weighed(self, saliency: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Fisher weighed against what one channel of each group saves now (`anycnn.costs`), as the gated engine
+        weighs it: divided by the cost (`fisher-cost`), or less beta times the cost (`fisher-penalty`, Theis et
+        al.'s form), beta the ratio of the open channels' median saliency and median cost."""
+        costs = channel_costs(self.member(), list(saliency), self.cost)
+        if self.method == "fisher-cost":
+            return {i: s / costs[i] for i, s in saliency.items()}
+        open_saliency = torch.cat([s[self.masks.masks[i].to(s.device) > 0] for i, s in saliency.items()])
+        open_costs = torch.tensor([costs[i] for i in saliency for _ in range(int((self.masks.masks[i] > 0).sum()))])
+        self.beta = float(open_saliency.median()) / max(float(open_costs.median()), 1e-12)
+        return {i: s - self.beta * costs[i] for i, s in saliency.items()}
 
     def prune(self) -> dict[str, Any]:
         """Close the next channels, start a fresh saliency sum, and return the trajectory point this makes."""

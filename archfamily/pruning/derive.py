@@ -132,7 +132,7 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
     spec = run_base_spec(config)
-    check_engine_settings(spec, config.method, config.groups)
+    check_engine_settings(spec, config.method, config.groups, config.cost)
     if config.cost_on:
         from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
 

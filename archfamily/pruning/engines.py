@@ -3,7 +3,8 @@
 - `GatedEngine`: archfamily's own families, whose networks carry a gate per prunable channel (`models.gates`)
   and list their groups (`prune_groups()`); every method in `criteria`, cost-aware ones included.
 - the dependency-graph engine (`anycnn.prune.GraphPruneRun`): any timm CNN, one mask per channel group traced by
-  Torch-Pruning; fisher, l1 and random, over every group or only the inner ones (`--groups`).
+  Torch-Pruning; fisher, l1, random, and fisher-cost and fisher-penalty against a channel's params or MACs
+  (`anycnn.costs`; not latency yet), over every group or only the inner ones (`--groups`).
 
 The derive loop sees only this: build the network to fine-tune, attach to the trainer's copy of it, close the
 next channels, say what network is left (and how many channels may still close), keep and restore what a
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from torch import nn
 
+from archfamily.anycnn.costs import COSTS
 from archfamily.anycnn.prune import METHODS, POLICIES, GraphPruneRun, prunable_groups
 from archfamily.errors import SettingError, UserError
 from archfamily.models import build_model
@@ -51,8 +53,8 @@ def uses_graph(spec: ArchSpec) -> bool:
     return spec.family == "timm"
 
 
-def check_engine_settings(spec: ArchSpec, method: str, groups: Optional[str]) -> None:
-    """One-line errors for a method or a `--groups` policy the base's engine does not have."""
+def check_engine_settings(spec: ArchSpec, method: str, groups: Optional[str], cost: str = "params") -> None:
+    """One-line errors for a method, a cost or a `--groups` policy the base's engine does not have."""
     if not uses_graph(spec):
         if groups not in (None, "inner"):
             raise SettingError("{groups} {got} is for a timm base; archfamily's own families prune their inner "
@@ -61,6 +63,9 @@ def check_engine_settings(spec: ArchSpec, method: str, groups: Optional[str]) ->
     if method not in METHODS:
         raise SettingError("{method} {got} is not available for a timm base; choose from {known}", got=method,
                            known=", ".join(METHODS))
+    if cost not in COSTS:
+        raise SettingError("{cost} {got} is not available for a timm base; choose from {known}", got=cost,
+                           known=", ".join(COSTS))
     if groups not in (None, *POLICIES):
         raise SettingError("{groups} must be one of {known}", known=", ".join(POLICIES))
 
@@ -130,7 +135,7 @@ def engine_for(spec: ArchSpec, model: nn.Module, method: str, cost: str, seed: i
     """The engine that prunes `model` (the trainer's network of `spec`), closing `k` channels a prune."""
     if not uses_graph(spec):
         return GatedEngine(model, method, cost, seed, k, latency)
-    return GraphPruneRun(spec, model, method, groups or "all", k, seed)
+    return GraphPruneRun(spec, model, method, groups or "all", k, seed, cost)
 
 
 def load_base_checkpoint(spec: ArchSpec, path: str) -> tuple[nn.Module, dict[str, str]]:
