@@ -177,3 +177,26 @@ def test_fisher_weighed_by_a_channel_s_macs_prunes_a_timm_base(run_cli, tmp_path
         runs[method] = [json.loads(line) for line in (tmp_path / method / "trajectory.jsonl").read_text().splitlines()]
     assert all(p["beta"] > 0 for p in runs["fisher-penalty"][1:]) and "beta" not in runs["fisher"][-1]
     assert runs["fisher-penalty"][1]["macs"] < runs["fisher"][1]["macs"]
+
+
+def test_a_timm_family_s_masked_pruned_network_is_its_compressed_one_at_full_size(run_cli, tmp_path: Path) -> None:
+    """What `bench` times as "pruned (masked)" for a timm base: the base at full size with the channels pruning
+    closed zeroed by the group masks, which computes what the compressed network computes."""
+    from dataclasses import replace
+
+    from archfamily.anycnn.compress import remove_channels
+    from archfamily.anycnn.spec import TimmSpec
+    from archfamily.pruning.engines import masked_network
+
+    torch.manual_seed(0)
+    base = TimmSpec.of_base("mobilenetv2_050")
+    pruned = replace(base, widths=tuple(w - (w // 4 if g.inner else 0) for w, g in zip(base.widths, base.groups)))
+    masked = masked_network(base, pruned).eval()
+    small = base.build()
+    small.load_state_dict(masked.state_dict())
+    closed = {i: list(range(w, w0)) for i, (w, w0) in enumerate(zip(pruned.widths, base.widths)) if w < w0}
+    small = remove_channels(small, base.groups, closed, 32).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(masked(x), small(x), rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in small.parameters()) == pruned.num_params()

@@ -25,6 +25,7 @@ from torch import nn
 
 from archfamily.models.checkpoint import load_model, model_test_error
 from archfamily.errors import SettingError, UserError
+from archfamily.pruning.engines import masked_network
 from archfamily.pruning.family_file import Family
 from archfamily.models import build_model
 from archfamily.scaling.rules import RULES, make_rule, solve
@@ -118,15 +119,8 @@ def pruned_at(family: Family, budget: int, metric: str) -> Optional[ArchSpec]:
 
 
 def _masked_builder(base: ArchSpec, pruned: ArchSpec) -> Callable[[], nn.Module]:
-    """The base network with gates closed down to the pruned widths: full-size convs, zeroed channels."""
-
-    def build() -> nn.Module:
-        model = build_model(base, gated=True)
-        for group in model.prune_groups():
-            group.gate.mask[pruned.prunable_widths()[group.index]:] = 0
-        return model
-
-    return build
+    """The base network with the pruned channels zeroed: full-size convs (`engines.masked_network`)."""
+    return lambda: masked_network(base, pruned)
 
 
 def _nearest_budget(count: int, budgets: tuple[int, ...]) -> int:

@@ -88,6 +88,24 @@ def network_to_prune(spec: ArchSpec, base_model: nn.Module, where: str) -> nn.Mo
     return model
 
 
+def masked_network(base: ArchSpec, pruned: ArchSpec) -> nn.Module:
+    """The pruned network as a masking framework runs it: the base at full size, every channel `pruned` lost
+    zeroed (gates for the built-in families, channel-group masks for a timm base), untrained (for timing)."""
+    if uses_graph(base):
+        from archfamily.anycnn.masks import GroupMasks
+
+        model = base.build()
+        shrunk = [i for i, (w, w0) in enumerate(zip(pruned.widths, base.widths)) if w < w0]
+        model.masks = GroupMasks(model, base.groups, shrunk) if shrunk else None  # its hooks mask every forward
+        if model.masks is not None:
+            model.masks.close([(i, c) for i in shrunk for c in range(pruned.widths[i], base.widths[i])])
+        return model
+    model = build_model(base, gated=True)
+    for group in model.prune_groups():
+        group.gate.mask[pruned.prunable_widths()[group.index]:] = 0
+    return model
+
+
 class GatedEngine:
     """The built-in families' engine: `Pruner` over the gates of the trainer's network."""
 

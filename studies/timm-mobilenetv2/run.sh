@@ -10,7 +10,8 @@
 # (timm's init gives it logits with a loss of 7 at 10 classes); at 0.05 and 0.025 it learned alike.
 #
 # Every command resumes (--resume), so the script can be killed and run again. Two lanes of one thread each:
-#   OMP_NUM_THREADS=1 bash run.sh lane1 & OMP_NUM_THREADS=1 bash run.sh lane2   (or `bash run.sh` for both in turn)
+#   OMP_NUM_THREADS=1 bash run.sh lane1 & OMP_NUM_THREADS=1 bash run.sh lane2; bash run.sh bench
+# (or `bash run.sh` for all of it in turn)
 # ARCHFAMILY names the command (a frozen install, say) [archfamily].
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,10 +36,17 @@ copycat() {  # the family's member at $1 params, from scratch
     $AF train --spec specs/copycat-$1.json "${RECIPE[@]}" --out runs/copycat-$1 --resume
 }
 
+bench() {  # batch-1 CPU latency of every trained network (1 thread, channels_last, eager, 5 interleaved rounds)
+    $AF bench --family runs/derive --params 408938,700490,1368234 --threads 1 --batch 1 --formats channels_last \
+        --rounds 5 --trained timm-width='runs/mobilenetv2_0[357][05]' --trained copycat='runs/copycat-*' --out bench
+}
+
 # 408,938 and 1,368,234: mobilenetv2_035's and mobilenetv2_075's parameters at 10 classes
 case ${1:-all} in
     lane1) variant mobilenetv2_050; derive; copycat 1368234 ;;
     lane2) variant mobilenetv2_035; variant mobilenetv2_075; copycat 408938 ;;
-    all) variant mobilenetv2_050; derive; variant mobilenetv2_035; variant mobilenetv2_075; copycat 408938; copycat 1368234 ;;
-    *) echo "usage: run.sh [lane1|lane2|all]" >&2; exit 2 ;;
+    bench) bench ;;
+    all) variant mobilenetv2_050; derive; variant mobilenetv2_035; variant mobilenetv2_075; copycat 408938; copycat 1368234
+         bench ;;
+    *) echo "usage: run.sh [lane1|lane2|bench|all]" >&2; exit 2 ;;
 esac
