@@ -113,9 +113,9 @@ class TimmSpec:
         if not isinstance(self.widths, (list, tuple)) or not all(type(w) is int and w >= 1 for w in self.widths):
             raise ValueError("widths must be whole numbers of at least 1")
         object.__setattr__(self, "widths", tuple(self.widths))
-        for key in ("num_classes", "in_chans", "input_size"):
-            if type(getattr(self, key)) is not int or getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a whole number of at least 1")
+        for key, least in (("num_classes", 0), ("in_chans", 1), ("input_size", 1)):  # 0 classes: timm's no head
+            if type(getattr(self, key)) is not int or getattr(self, key) < least:
+                raise ValueError(f"{key} must be a whole number of at least {least}")
         object.__setattr__(self, "model_kwargs", _model_kwargs(self.model_kwargs))
         groups = self.groups
         if len(self.widths) != len(groups):
