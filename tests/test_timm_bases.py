@@ -200,3 +200,17 @@ def test_a_timm_family_s_masked_pruned_network_is_its_compressed_one_at_full_siz
     with torch.no_grad():
         torch.testing.assert_close(masked(x), small(x), rtol=1e-4, atol=1e-5)
     assert sum(p.numel() for p in small.parameters()) == pruned.num_params()
+
+
+def test_a_spec_file_s_model_kwargs_are_checked() -> None:
+    """A spec file's model_kwargs hold timm keywords with plain values; anything else is one UserError."""
+    from archfamily.errors import UserError
+    from archfamily.specs import spec_from_dict, spec_to_dict
+
+    spec = spec_to_dict(base_spec("timm:mobilenetv2_050"))
+    assert "model_kwargs" not in spec  # files written before the field are unchanged
+    assert spec_from_dict({**spec, "model_kwargs": {"output_stride": 16}}).model_kwargs == (("output_stride", 16),)
+    for bad, message in (({"output_stride": [16]}, "model_kwargs output_stride: a number"),
+                         ({"in_chans": 1}, "model_kwargs cannot set in_chans"), ("output_stride=16", "model_kwargs must map")):
+        with pytest.raises(UserError, match=message):
+            spec_from_dict({**spec, "model_kwargs": bad})

@@ -63,8 +63,8 @@ def parse_model_kwargs(texts: Mapping[str, str]) -> dict[str, Any]:
 def _model_kwargs(value: Any) -> ModelKwargs:
     """A base's timm keywords as the spec holds them (from a dict, or the pairs a spec already holds); raises
     ValueError saying why for any that archfamily sets itself or that a file could not hold."""
-    items = value.items() if isinstance(value, Mapping) else value
-    if not isinstance(items, (list, tuple, type({}.items()))):
+    items = list(value.items()) if isinstance(value, Mapping) else value
+    if not isinstance(items, (list, tuple)):
         raise ValueError("model_kwargs must map timm's keyword names to values")
     pairs = []
     for item in items:
