@@ -4,11 +4,13 @@
 # run's own command (`runs/NAME/run.json`'s, into zoo-runs/NAME, leaving the study's runs as they are), and every
 # network goes into the zoo through `archfamily zoo add`, which measures it through timm on all 10,000 test images.
 # Resumable. Two lanes of one thread each: OMP_NUM_THREADS=1 bash zoo.sh 1 & OMP_NUM_THREADS=1 bash zoo.sh 2
+# (or name the runs: bash zoo.sh fitted-76k-s0 reduced-width-152k-s0)
 set -euo pipefail
 cd "$(dirname "$0")"
 F=runs/prune-fisher-k2e25
 retrain() {  # $1: a seed-0 run of the study
     local cmd
+    [ -f zoo-runs/$1/metrics.json ] && return 0  # trained
     cmd=$(python3 -c "import json,sys; c=json.load(open('runs/$1/run.json'))['provenance']['command']; \
 c[c.index('--out') + 1] = 'zoo-runs/$1'; print(' '.join(c[1:]))")
     archfamily $cmd
@@ -24,6 +26,7 @@ case ${1:-all} in
     1) runs="reduced-width-76k-s0 bottleneck-76k-s0 pruned-scratch-76k-s0 copycat-76k-s0" ;;
     2) runs="fitted-76k-s0 reduced-width-152k-s0 bottleneck-152k-s0 pruned-scratch-152k-s0" ;;
     all) runs="reduced-width-76k-s0 bottleneck-76k-s0 pruned-scratch-76k-s0 copycat-76k-s0 fitted-76k-s0 reduced-width-152k-s0 bottleneck-152k-s0 pruned-scratch-152k-s0" ;;
+    *) runs="$*" ;;  # the runs named
 esac
 for run in $runs; do
     retrain $run
