@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from archfamily.anycnn.groups import NORM_TYPES, ChannelGroup, is_depthwise
+from archfamily.anycnn.rebuild import new_sizes
 from archfamily.anycnn.spec import TimmSpec
 from archfamily.errors import UserError
 
@@ -125,29 +125,29 @@ def channel_costs(member: TimmSpec, groups: Sequence[int], cost: str) -> dict[in
 
 
 def _per_channel(group: ChannelGroup, module: str, layer: _Layer) -> tuple[int, int]:
-    """How many of `module`'s outputs and inputs one channel of `group` is (a flatten spreads one over several)."""
+    """How many of `module`'s outputs and inputs one channel of `group` is (a flatten spreads one over several),
+    combined as `_sizes` combines a layer's changes."""
     d_out = sum(p.count // group.width for p in group.places if p.module == module and p.dim in ("out", "param"))
     d_in = sum(p.count // group.width for p in group.places if p.module == module and p.dim == "in")
-    if layer.kind == "depthwise":  # one side holds the channel (Torch-Pruning records one); both move together
-        return max(d_out, d_in), max(d_out, d_in)
-    if layer.kind in ("norm", "param"):  # channels, whichever side recorded them
-        return d_out + d_in, d_out + d_in
+    return _combined(layer, d_out, d_in)
+
+
+def _combined(layer: _Layer, d_out: int, d_in: int) -> tuple[int, int]:
+    """A layer's change in outputs and inputs as `rebuild` applies it: a depthwise convolution's two sides move
+    together (Torch-Pruning records one), a norm's or parameter's channels are whichever side holds them."""
+    if layer.kind == "depthwise":
+        return (d_out or d_in,) * 2
+    if layer.kind in ("norm", "param"):
+        return (d_out + d_in,) * 2
     return d_out, d_in
 
 
 def _sizes(groups: Sequence[ChannelGroup], widths: Sequence[int], layers: dict[str, _Layer]) -> dict[str, tuple[int, int]]:
-    """Each occupied layer's (outputs, inputs) at `widths`: the base's, changed by every group in it."""
-    change: dict[tuple[str, str], int] = defaultdict(int)
-    for group, width in zip(groups, widths):
-        for place in group.places:
-            dim = "out" if place.dim in ("out", "param") else "in"
-            change[(place.module, dim)] += (width - group.width) * (place.count // group.width)
+    """Each occupied layer's (outputs, inputs) at `widths`: the base's, changed as `rebuild` resizes it."""
+    change = new_sizes(groups, widths)
     sizes = {}
     for name, layer in layers.items():
-        d_out, d_in = change.get((name, "out"), 0), change.get((name, "in"), 0)
-        if layer.kind == "depthwise":  # as `rebuild` resizes them
-            d_out = d_in = d_out or d_in
-        elif layer.kind in ("norm", "param"):
-            d_out = d_in = d_out + d_in
+        d_out, d_in = _combined(layer, change.get((name, "out"), 0) + change.get((name, "param"), 0),
+                                change.get((name, "in"), 0))
         sizes[name] = (layer.out + d_out, layer.inp + d_in)
     return sizes

@@ -234,8 +234,8 @@ def with_model_kwargs(spec: Any, model_kwargs: Mapping[str, Any]) -> Any:
         raise UserError(f"model kwargs are timm's create_model keywords, for a timm:NAME network, not a {spec.family}")
     merged = {**dict(spec.model_kwargs), **model_kwargs}
     try:
-        if spec == TimmSpec.of_base(spec.base, spec.num_classes, spec.in_chans, spec.input_size, spec.model_kwargs):
-            return TimmSpec.of_base(spec.base, spec.num_classes, spec.in_chans, spec.input_size, merged)  # its widths
+        if spec.widths == tuple(g.width for g in spec.groups):  # the base itself: its widths under the keywords
+            return TimmSpec.of_base(spec.base, spec.num_classes, spec.in_chans, spec.input_size, merged)
         return replace(spec, model_kwargs=_model_kwargs(merged))
     except ValueError as exc:
         raise UserError(f"{spec.base}: {exc}") from None

@@ -96,8 +96,8 @@ def masked_network(base: ArchSpec, pruned: ArchSpec) -> nn.Module:
 
         model = base.build()
         shrunk = [i for i, (w, w0) in enumerate(zip(pruned.widths, base.widths)) if w < w0]
-        model.masks = GroupMasks(model, base.groups, shrunk) if shrunk else None  # its hooks mask every forward
-        if model.masks is not None:
+        if shrunk:  # the masks' hooks zero the closed channels at every forward
+            model.masks = GroupMasks(model, base.groups, shrunk)
             model.masks.close([(i, c) for i in shrunk for c in range(pruned.widths[i], base.widths[i])])
         return model
     model = build_model(base, gated=True)
