@@ -24,20 +24,24 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
 @click.option("--tta", is_flag=True, help="Also report the error with test-time augmentation: the mirror, and the mirror with 1-pixel shifts.")
 @click.option("--recipe-set", "recipe_set", multiple=True, metavar="FIELD=VALUE",
               help="Set one recipe field, e.g. flip=alternating, translate=2, lookahead_k=5 (repeatable).")
+@click.option("--initial-checkpoint", type=click.Path(dir_okay=False),
+              help="Start from these trained weights (a model file of the same network) instead of a random "
+                   "initialisation; the recipe's optimizer and schedule start afresh, e.g. a second cycle.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @MODEL_KWARGS
 @training_options
 @COMPILE
 def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
-          tta: bool, recipe_set: tuple[str, ...], out: str, model_kwargs: tuple[str, ...], data: Optional[str], subset: Optional[int],
+          tta: bool, recipe_set: tuple[str, ...], initial_checkpoint: Optional[str], out: str, model_kwargs: tuple[str, ...], data: Optional[str], subset: Optional[int],
           test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
-    """Train a spec from scratch; writes model.safetensors and metrics.json to --out."""
+    """Train a spec from scratch (or from --initial-checkpoint); writes model.safetensors and metrics.json to --out."""
     from archfamily.anycnn.spec import parse_model_kwargs, with_model_kwargs
-    from archfamily.training.scratch import TrainConfig, read_spec_file, train_spec
+    from archfamily.training.scratch import TrainConfig, initial_checkpoint as checkpoint_record, read_spec_file, train_spec
 
     spec = with_model_kwargs(read_spec_file(spec_file), parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")))
     config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, seed, batch_size, ema,
-                         tta, precision, parse_settings(recipe_set, "--recipe-set"))
+                         tta, precision, parse_settings(recipe_set, "--recipe-set"),
+                         checkpoint_record(initial_checkpoint))
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return

@@ -80,8 +80,9 @@ def test_translate_bounds_the_crop_offset() -> None:
     assert all(flipped_or_not)  # translate 0: no shift at all
 
 
-def test_lookahead_resumes_bit_identically(tmp_path: Path) -> None:
-    recipe = replace(FAST.with_batch_size(16).shortened(3), lookahead_k=4)
+@pytest.mark.parametrize("changes", [{"lookahead_k": 4}, {"optimizer": "muon", "lr": 0.005}], ids=["lookahead", "muon"])
+def test_optimizer_state_resumes_bit_identically(tmp_path: Path, changes: dict) -> None:
+    recipe = replace(FAST.with_batch_size(16).shortened(3), **changes)
 
     def trainer() -> Trainer:
         torch.manual_seed(0)
@@ -91,7 +92,7 @@ def test_lookahead_resumes_bit_identically(tmp_path: Path) -> None:
     whole.fit(11)
     first = trainer()
     checkpoint = RunCheckpoint(tmp_path / "ckpt")
-    first.fit(6, checkpoint, every=6)  # between two syncs (at 4 and 8): the slow weights are in the checkpoint
+    first.fit(6, checkpoint, every=6)  # between Lookahead's syncs (at 4 and 8); Muon's momenta, AdamW's moments
     second = trainer()
     second.resume(checkpoint)
     second.fit(11)
@@ -196,3 +197,17 @@ def test_norm_bias_lr_scales_the_rate_of_norm_weights_and_biases_only() -> None:
     assert lr > 0 and all(rates[id(p)] == ((8.0 * lr, 0.0) if id(p) in one_d else (lr, recipe.weight_decay))
                           for p in model.parameters())
     assert training_recipe("fast2", "wrn", overrides={"norm_bias_lr": "16"}).norm_bias_lr == 16.0
+
+
+def test_muon_steps_conv_filters_and_adamw_the_rest() -> None:
+    recipe = training_recipe("fast2", "wrn", overrides={"optimizer": "muon", "lr": "0.005"})
+    model = build_model(base_spec("wrn-10-1"))
+    trainer = Trainer(model, _data(), replace(recipe.with_batch_size(16), epochs=3), CPU, seed=1)
+    trainer.train_step()
+    trainer.train_step()
+    state = trainer.optimizer.state
+    assert all(state[p]["use_muon"] == (p.ndim == 4) for p in model.parameters())
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert all(decay[id(p)] == (0.0 if p.ndim <= 1 else recipe.weight_decay) for p in model.parameters())
+    with pytest.raises(UserError, match="unknown optimizer 'adam'"):
+        training_recipe("fast2", "wrn", overrides={"optimizer": "adam"})

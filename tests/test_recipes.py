@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from archfamily.errors import SettingError, UserError
 from archfamily.training.recipes import FAST, FINETUNE, FINETUNE_DENSENET, WRN, finetune_recipe_for, training_recipe
@@ -77,3 +78,22 @@ def test_a_setting_error_names_settings_as_asked_and_survives_pickling() -> None
     assert str(error) == "until_params 70,000 must be below base '{x}'"  # a value's braces are only text
     assert error.named({"until_params": "--until-params"}) == "--until-params 70,000 must be below base '{x}'"
     assert str(pickle.loads(pickle.dumps(error))) == str(error)
+
+
+def test_initial_checkpoint_starts_from_its_weights_and_is_verified(run_cli, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    tiny = ("--epochs", "0.02", "--subset", "100", "--test-subset", "100")
+    assert run_cli("train", "--spec", "wrn-10-1", *tiny, "--out", str(tmp_path / "a")).code == 0
+    start = tmp_path / "a" / "model.safetensors"
+    result = run_cli("train", "--spec", "wrn-10-1", *tiny, "--recipe-set", "lr=0", "--initial-checkpoint", str(start),
+                     "--out", str(tmp_path / "b"))
+    assert result.code == 0, result.err
+    before, after = load_file(str(start)), load_file(str(tmp_path / "b" / "model.safetensors"))
+    weights = [k for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert weights and all(torch.equal(before[k], after[k]) for k in weights)  # lr 0: nothing but BN statistics moved
+    for spec, file, message in (("wrn-10-2", start, "holds a different network than --spec"),
+                                ("wrn-10-1", tmp_path / "none", "initial checkpoint not found")):
+        result = run_cli("train", "--spec", spec, *tiny, "--initial-checkpoint", str(file), "--out", str(tmp_path / "c"))
+        assert result.code == 2 and message in result.err and len(result.err.strip().splitlines()) == 1, result.err
+        assert not (tmp_path / "c").exists()

@@ -156,7 +156,7 @@ def engine_for(spec: ArchSpec, model: nn.Module, method: str, cost: str, seed: i
     return GraphPruneRun(spec, model, method, groups or "all", k, seed, cost)
 
 
-def load_base_checkpoint(spec: ArchSpec, path: str) -> tuple[nn.Module, dict[str, str]]:
+def load_base_checkpoint(spec: ArchSpec, path: str, wanted: str = "the base") -> tuple[nn.Module, dict[str, str]]:
     """A trained base from `--checkpoint`: an archfamily model file, or for a timm base also the plain safetensors
     state dict of that timm model (what `timm`'s own `save_file(model.state_dict())` writes), its tensors checked
     against the network."""
@@ -174,6 +174,5 @@ def load_base_checkpoint(spec: ArchSpec, path: str) -> tuple[nn.Module, dict[str
         model.load_state_dict(read_weights(Path(path), model.state_dict()))
         return model, {}
     if found != spec:
-        raise SettingError("mismatched checkpoint: {file} holds a different network than the base",
-                           file=path)
+        raise SettingError(f"mismatched checkpoint: {{file}} holds a different network than {wanted}", file=path)
     return model, meta

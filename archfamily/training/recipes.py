@@ -19,6 +19,7 @@ from archfamily.specs import family_type
 SCHEDULES = ("step", "onecycle")
 DECAYS = ("linear", "cosine")
 FLIPS = ("random", "alternating")
+OPTIMIZERS = ("sgd", "muon")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Recipe:
     `lookahead_alpha` of the way from a slow copy to the fast ones, and both become that.
     `norm_bias_lr` multiplies the learning rate of norm weights and biases and every other bias (airbench
     trains its BatchNorm biases at a much larger rate than its filters).
+    `optimizer="muon"` trains the conv filters with timm's Muon (momentum orthogonalised by Newton-Schulz, its
+    update scaled to AdamW's size, so `lr` is an AdamW-sized rate, e.g. 0.005, not SGD's 0.2) and every other
+    parameter with its AdamW fallback; `momentum` and `nesterov` are Muon's, `weight_decay` is decoupled there.
     """
 
     epochs: float
@@ -60,10 +64,12 @@ class Recipe:
     lookahead_k: int = 0
     lookahead_alpha: float = 0.5
     norm_bias_lr: float = 1.0
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         for name, value, choices in (("schedule", self.schedule, SCHEDULES), ("decay", self.decay, DECAYS),
-                                     ("flip", self.flip, FLIPS)):
+                                     ("flip", self.flip, FLIPS),
+                                     ("optimizer", self.optimizer, OPTIMIZERS)):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; one of {', '.join(choices)}")
 
@@ -131,7 +137,7 @@ _SETTABLE: dict[str, Optional[tuple[float, float]]] = {
     "lr": (0.0, 100.0), "weight_decay": (0.0, 1.0), "gamma": (0.0, 1.0), "momentum": (0.0, 1.0), "nesterov": None,
     "label_smoothing": (0.0, 0.999), "schedule": None, "warmup": (0.0, 0.999), "decay": None,
     "decay_norm_bias": None, "translate": (0, 16), "flip": None, "lookahead_k": (0, 1000), "lookahead_alpha": (0.0, 1.0),
-    "norm_bias_lr": (0.0, 1000.0),
+    "norm_bias_lr": (0.0, 1000.0), "optimizer": None,
 }
 
 

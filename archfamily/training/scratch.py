@@ -42,6 +42,7 @@ class TrainConfig:
     tta: bool = False  # also measure with test-time augmentation (figures of their own)
     precision: str = "auto"  # auto, fp32 or bf16; `train_spec` resolves auto, so run.json holds fp32 or bf16
     recipe_set: dict[str, str] = field(default_factory=dict)  # recipe fields set by name (`--recipe-set`)
+    initial_checkpoint: Optional[dict[str, str]] = None  # {"file", "sha256"}: trained weights to start from
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "spec": spec_to_dict(self.spec)}
@@ -64,9 +65,38 @@ def read_spec_file(path: str) -> ArchSpec:
     return spec_from_dict(read_json(file), str(file))
 
 
+def initial_checkpoint(path: Optional[str]) -> Optional[dict[str, str]]:
+    """`--initial-checkpoint` as run.json records it: the file and its sha256, so a resume with the file changed
+    is refused as a different run (timm's train.py has the option of the same name)."""
+    if path is None:
+        return None
+    from archfamily.hub.timm_models import sha256_of
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"initial checkpoint not found: {file}")
+    return {"file": str(file), "sha256": sha256_of(file)}
+
+
+def initial_model(config: TrainConfig) -> torch.nn.Module:
+    """The network training starts from: freshly initialised, or with the weights of `config.initial_checkpoint`
+    (checked tensor by tensor against `config.spec`'s network, and its file against the sha256 recorded)."""
+    if config.initial_checkpoint is None:
+        return build_model(config.spec)
+    from archfamily.hub.timm_models import sha256_of
+    from archfamily.pruning.engines import load_base_checkpoint
+
+    file = config.initial_checkpoint["file"]
+    if sha256_of(Path(file)) != config.initial_checkpoint["sha256"]:
+        raise UserError(f"initial checkpoint {file} changed since the run started (its sha256 differs)")
+    model, _ = load_base_checkpoint(config.spec, file, wanted="--spec")
+    return model
+
+
 def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume: bool = False,
                command: Optional[list[str]] = None, compile: bool = False) -> dict[str, Any]:
-    """Train `config.spec` from scratch; returns the metrics written to `metrics.json`."""
+    """Train `config.spec` (from scratch, or from `config.initial_checkpoint`'s weights with the optimizer and
+    schedule afresh); returns the metrics written to `metrics.json`."""
     started = time.time()
     spec = config.spec
     if spec.num_classes != 10 or spec.in_chans != 3:
@@ -76,11 +106,12 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     device = resolve_device(device_name)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
     data = load_cifar10(config.data, config.subset, config.test_subset)
+    torch.manual_seed(config.seed)
+    model = initial_model(config)  # before the run folder is written: a wrong checkpoint leaves nothing behind
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     if (out / METRICS_FILE).is_file():  # resuming a finished run: nothing left to do
         return {"precision": config.precision, **read_metrics(out).document}  # files before precision: run.json's
-    torch.manual_seed(config.seed)
-    _, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx,
+    _, errors = train_to_file(model, data, recipe, device, config.seed, dist_ctx,
                               out / "model.safetensors", out / ".checkpoints" / "train", desc="train",
                               tta=config.tta, compile=compile, precision=config.precision)
     metrics = metrics_document(spec, errors, int(data.test_x.shape[0]), config.seed, recipe=recipe.to_dict(),

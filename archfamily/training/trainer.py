@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from timm.optim import Lookahead, param_groups_weight_decay
+from timm.optim import Lookahead, Muon, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 
 from archfamily.data.batches import BatchStream
@@ -38,19 +38,36 @@ from archfamily.weights import check_tensor, check_tensors
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD as the recipe says; norm weights and biases (timm's parameter groups: every 1-d parameter) without
-    decay and at `norm_bias_lr` times the rate (timm's `lr_scale`) if it asks; inside timm's Lookahead if it
-    asks."""
+    """SGD (or timm's Muon for the conv filters) as the recipe says; norm weights and biases (timm's parameter
+    groups: every 1-d parameter) without decay and at `norm_bias_lr` times the rate (timm's `lr_scale`) if it
+    asks; inside timm's Lookahead if it asks."""
     params: Any = model.parameters()
-    if not recipe.decay_norm_bias or recipe.norm_bias_lr != 1.0:
+    if not recipe.decay_norm_bias or recipe.norm_bias_lr != 1.0 or recipe.optimizer == "muon":
         params = param_groups_weight_decay(model, recipe.weight_decay)
         no_decay, _ = params
         no_decay["lr_scale"] = recipe.norm_bias_lr
         if recipe.decay_norm_bias:
             no_decay["weight_decay"] = recipe.weight_decay
-    sgd = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                          nesterov=recipe.nesterov)
-    return Lookahead(sgd, alpha=recipe.lookahead_alpha, k=recipe.lookahead_k) if recipe.lookahead_k > 0 else sgd
+    if recipe.optimizer == "muon":
+        optimizer: torch.optim.Optimizer = Muon(_muon_groups(params), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                                momentum=recipe.momentum, nesterov=recipe.nesterov)
+    else:
+        optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                                    nesterov=recipe.nesterov)
+    return Lookahead(optimizer, alpha=recipe.lookahead_alpha, k=recipe.lookahead_k) if recipe.lookahead_k > 0 \
+        else optimizer
+
+
+def _muon_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """timm's weight-decay groups split so that only conv filters (4-d) take Muon's step: the classifier's matrix,
+    norm weights and biases take its AdamW fallback (`use_fallback`), as airbench keeps Muon to its filters."""
+    split = []
+    for group in groups:
+        filters = [p for p in group["params"] if p.ndim == 4]
+        others = [p for p in group["params"] if p.ndim != 4]
+        split += [{**group, "params": filters}] if filters else []
+        split += [{**group, "params": others, "use_fallback": True}] if others else []
+    return split
 
 
 def _state_key(state: str, name: str) -> str:
@@ -149,8 +166,9 @@ class Trainer:
         return error_percent(int(counts[0]), int(counts[1]))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Model tensors (masks included), the optimizer's per-parameter tensors (SGD momentum, Lookahead's slow
-        weights) and EMA tensors, keyed by name. Everything else the loop keeps is a function of the step."""
+        """Model tensors (masks included), the optimizer's per-parameter tensors (SGD and Muon momentum, AdamW
+        moments and step counts, Lookahead's slow weights) and EMA tensors, keyed by name. Everything else the loop
+        keeps is a function of the step."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.module.state_dict().items()})
@@ -210,7 +228,8 @@ class Trainer:
         for key, value in tensors.items():
             name = key[6:] if key.startswith("optim.") else key[6:].partition(".")[2] if key.startswith("optim-") else None
             if name in params:
-                check_tensor(where, key, value, params[name])
+                scalar = key.startswith("optim-step.")  # Adam's step count, one per parameter
+                check_tensor(where, key, value, params[name].new_empty(()) if scalar else params[name])
 
 
 def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int,

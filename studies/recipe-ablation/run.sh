@@ -24,3 +24,5 @@ row batch-512 --precision bf16 --batch-size 512
 # airbench's larger rate for norm weights and biases, on `fast2` (= `fast` with translate=2: compare with translate-2)
 row norm-bias-lr-4 --precision bf16 --recipe fast2 --recipe-set norm_bias_lr=4
 row norm-bias-lr-16 --precision bf16 --recipe fast2 --recipe-set norm_bias_lr=16
+# timm's Muon for the conv filters, AdamW for the rest (`optimizer=muon`; its rate is AdamW-sized), on `fast2`
+row muon-lr-0.01 --precision bf16 --recipe fast2 --recipe-set optimizer=muon --recipe-set lr=0.01
