@@ -1,6 +1,7 @@
 """Atomic file writes: a killed process leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +65,8 @@ def remove_temporaries(folder: Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, hex: what run.json and a model's pretrained cfg record to know the file again."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

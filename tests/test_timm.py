@@ -25,12 +25,26 @@ FAMILY_MEMBERS = {
     "archfamily_densenet_bc": model_args(DenseNetBCSpec.from_depth_growth(16, 6).with_prunable_widths([24, 0, 9, 24, 5, 0])),
     "archfamily_resnet": model_args(ResNetSpec("basic", (8, 16, 24, 32), ((4, 0), (8, 3), (5, 12), (32, 0)))),
 }
+
+
+def _timm_member() -> dict:
+    """A member of a timm CNN's family (timm's mobilenetv2_035 at output stride 16, its inner groups a quarter
+    narrower), as `export` writes its model_args: the `archfamily_timm` architecture under timm's model tests."""
+    from dataclasses import replace
+
+    from archfamily.anycnn.spec import TimmSpec
+
+    base = TimmSpec.of_base("mobilenetv2_035", model_kwargs={"output_stride": 16})
+    widths = tuple(w - (w // 4 if g.inner else 0) for w, g in zip(base.widths, base.groups))
+    return model_args(replace(base, widths=widths))
+
+
 ZOO = [e["name"] for e in read_manifest(zoo.ZOO_DIR)]
 # Re-measured on all 10,000 test images in the suite: the cheapest entry, which checks the path from the file
 # through timm to the figure. Every entry's weights are checked against their sha256 by the tests above, and
 # `archfamily zoo eval NAME` re-measures any entry (the README says when all of them last were).
 REMEASURED = [min(read_manifest(zoo.ZOO_DIR), key=lambda e: e["macs"])["name"]]
-MODELS = [(name, args) for name, args in FAMILY_MEMBERS.items()] + [(name, {}) for name in ZOO]
+MODELS = [*FAMILY_MEMBERS.items(), ("archfamily_timm", _timm_member()), *((name, {}) for name in ZOO)]
 IDS = [name for name, _ in MODELS]
 x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -13,7 +13,6 @@ naming the file or the argument.
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from archfamily.data.cifar import MEAN, STD
 from archfamily.errors import UserError
+from archfamily.files import sha256_of
 from archfamily.specs import ArchSpec, all_families, base_spec, family_type, spec_from_dict, spec_to_dict
 from archfamily.weights import read_weights
 
@@ -74,10 +74,6 @@ def cifar_cfg(family: str, **kwargs: Any) -> dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({f"archfamily_{f.name}": cifar_cfg(f.name) for f in all_families()})
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _weights_file(variant: str, kwargs: dict[str, Any]) -> tuple[Optional[Path], Any]:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from archfamily.checks import Fields, decode_json, read_json
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
@@ -76,6 +76,24 @@ def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, di
     model.load_state_dict(state, strict=False)
     return spec, model, meta
 
+
+
+def load_checkpoint_for(spec: ArchSpec, path: str, wanted: str) -> tuple[nn.Module, dict[str, str]]:
+    """The trained network of `spec` a user hands over (`derive --checkpoint`, `train --initial-checkpoint`): an
+    archfamily model file of that very network, or for a timm network also its plain safetensors state dict (what
+    timm's own `save_file(model.state_dict())` writes), its tensors checked against the network. `wanted` names
+    what the file should match, for the error."""
+    try:
+        found, model, meta = load_model(Path(path))
+    except UserError:
+        if spec.family != "timm" or not Path(path).is_file():
+            raise
+        model = spec.build()
+        model.load_state_dict(read_weights(Path(path), model.state_dict()))
+        return model, {}
+    if found != spec:
+        raise SettingError(f"mismatched checkpoint: {{file}} holds a different network than {wanted}", file=path)
+    return model, meta
 
 WHOLE_METADATA = ("seed", "test_images")  # whole numbers a model file's metadata may record
 

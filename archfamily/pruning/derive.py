@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-from archfamily.models.checkpoint import RunCheckpoint, load_model, model_test_error, read_model_metadata, save_model
+from archfamily.models.checkpoint import (RunCheckpoint, load_checkpoint_for, load_model, model_test_error,
+                                         read_model_metadata, save_model)
 from archfamily.data.cifar import Cifar10, load_cifar10
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
@@ -37,7 +38,7 @@ from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.progress import progress_bar
 from archfamily.anycnn.spec import with_model_kwargs
-from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engine_for, load_base_checkpoint,
+from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engine_for,
                                         network_to_prune, smallest_member)
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.training.recipes import Recipe, finetune_recipe_for, training_recipe
@@ -146,7 +147,7 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
 
         check_predictable(network_ops(spec))
     if config.checkpoint:
-        load_base_checkpoint(spec, config.checkpoint)
+        load_checkpoint_for(spec, config.checkpoint, "the base")
     base_params = spec.num_params()
     smallest = smallest_member(spec, config.groups).num_params()
     if config.until_params is not None:
@@ -218,7 +219,7 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                             "move it away to train the base again")
         return model, model_test_error(base_file, meta)
     if config.checkpoint:  # measured on this run's data, then kept as this run's base
-        model, meta = load_base_checkpoint(spec, config.checkpoint)
+        model, meta = load_checkpoint_for(spec, config.checkpoint, "the base")
         error = Trainer(model, data, recipe, device, config.seed, dist_ctx,
                         precision=config.precision).evaluate(desc="test error, base")
         if dist_ctx.is_main:

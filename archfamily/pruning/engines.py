@@ -154,25 +154,3 @@ def engine_for(spec: ArchSpec, model: nn.Module, method: str, cost: str, seed: i
     if not uses_graph(spec):
         return GatedEngine(model, method, cost, seed, k, latency)
     return GraphPruneRun(spec, model, method, groups or "all", k, seed, cost)
-
-
-def load_base_checkpoint(spec: ArchSpec, path: str, wanted: str = "the base") -> tuple[nn.Module, dict[str, str]]:
-    """A trained base from `--checkpoint`: an archfamily model file, or for a timm base also the plain safetensors
-    state dict of that timm model (what `timm`'s own `save_file(model.state_dict())` writes), its tensors checked
-    against the network."""
-    from pathlib import Path
-
-    from archfamily.models.checkpoint import load_model
-    from archfamily.weights import read_weights
-
-    try:
-        found, model, meta = load_model(Path(path))
-    except UserError:
-        if not uses_graph(spec) or not Path(path).is_file():
-            raise
-        model = spec.build()
-        model.load_state_dict(read_weights(Path(path), model.state_dict()))
-        return model, {}
-    if found != spec:
-        raise SettingError(f"mismatched checkpoint: {{file}} holds a different network than {wanted}", file=path)
-    return model, meta

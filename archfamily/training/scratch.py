@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import torch
 
-from archfamily.models.checkpoint import read_model_spec
+from archfamily.files import sha256_of
+from archfamily.models.checkpoint import load_checkpoint_for, read_model_spec
 from archfamily.data.cifar import load_cifar10
 from archfamily.training.distributed import resolve_device
 from archfamily.checks import read_json
@@ -70,8 +71,6 @@ def initial_checkpoint(path: Optional[str]) -> Optional[dict[str, str]]:
     is refused as a different run (timm's train.py has the option of the same name)."""
     if path is None:
         return None
-    from archfamily.hub.timm_models import sha256_of
-
     file = Path(path)
     if not file.is_file():
         raise UserError(f"initial checkpoint not found: {file}")
@@ -83,13 +82,10 @@ def initial_model(config: TrainConfig) -> torch.nn.Module:
     (checked tensor by tensor against `config.spec`'s network, and its file against the sha256 recorded)."""
     if config.initial_checkpoint is None:
         return build_model(config.spec)
-    from archfamily.hub.timm_models import sha256_of
-    from archfamily.pruning.engines import load_base_checkpoint
-
     file = config.initial_checkpoint["file"]
     if sha256_of(Path(file)) != config.initial_checkpoint["sha256"]:
         raise UserError(f"initial checkpoint {file} changed since the run started (its sha256 differs)")
-    model, _ = load_base_checkpoint(config.spec, file, wanted="--spec")
+    model, _ = load_checkpoint_for(config.spec, file, wanted="--spec")
     return model
 
 

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ROWS = ["fp32", "bf16", "flip-alternating", "ema", "translate-2", "lookahead", "batch-512", "no-label-smoothing", "norm-bias-lr-4", "norm-bias-lr-16"]
+ROWS = ["fp32", "bf16", "flip-alternating", "ema", "translate-2", "lookahead", "batch-512", "no-label-smoothing", "norm-bias-lr-4", "norm-bias-lr-16", "muon-lr-0.01"]
 
 
 def errors(row: str, key: str) -> list[float]:
