@@ -3,12 +3,14 @@
     python benchmarks/train_speed.py                      # CPU (and CUDA when present), WRN-16-2 and WRN-40-2
     python benchmarks/train_speed.py --device cuda --json
     python benchmarks/train_speed.py --networks wrn-16-2 --modes eager --precisions fp32,bf16
+    python benchmarks/train_speed.py --networks wrn-16-1,wrn-16-2 --modes eager --precisions bf16 --steps train,muon
 
 For each network, precision (fp32; bf16 autocast where the device has bf16 units) and
 mode (eager, `torch.compile`) it times the real training step (`Trainer.train_step`:
 augmentation, forward, backward, SGD) and the pruning step (the same on a gated network
-with Fisher hooks on) with torch.utils.benchmark, on random uint8 images (speed does not
-depend on pixel values). It prints images/s, the step's MFLOP per image counted by
+with Fisher hooks on; `--steps muon`: the training step with `optimizer=muon`, timm's Muon for the
+conv filters) with torch.utils.benchmark, on random uint8 images (speed does not depend on
+pixel values). It prints images/s, the step's MFLOP per image counted by
 `torch.utils.flop_counter.FlopCounterMode` (forward and backward), the achieved GFLOP/s,
 that as a share of the matmul peak of the row's precision measured in the same run, and
 bf16 rows' speed-up over the fp32 row of the same network, step and mode. The cases are
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 import torch
@@ -42,7 +44,7 @@ class Row:
     device: str
     threads: Optional[int]
     network: str
-    step: str  # train or prune (Fisher hooks on)
+    step: str  # train, prune (Fisher hooks on) or muon (the train step with Muon)
     mode: str  # eager or compiled
     precision: str  # fp32 or bf16 (autocast)
     images_per_s: float
@@ -79,7 +81,8 @@ def make_trainer(case: Case, device: torch.device, batch_size: int) -> tuple[Tra
     FLOP per image."""
     torch.manual_seed(0)
     model = build_model(base_spec(case.network), gated=case.step == "prune")
-    trainer = Trainer(model, fake_data(4 * batch_size), FAST.with_batch_size(batch_size), device,
+    recipe = replace(FAST, optimizer="muon", lr=0.01) if case.step == "muon" else FAST
+    trainer = Trainer(model, fake_data(4 * batch_size), recipe.with_batch_size(batch_size), device,
                       compile=case.mode == "compiled", precision=case.precision)
     if case.step == "prune":
         Pruner(trainer.model, "fisher")  # its hooks stay on the model for the timing
@@ -109,11 +112,14 @@ def main() -> None:
     parser.add_argument("--networks", default="wrn-16-2,wrn-40-2")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--steps", default="train,prune", help="train,prune,muon: which training steps to time")
     parser.add_argument("--precisions", help="fp32,bf16 [fp32, and bf16 where the device has bf16 units]")
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timing per row")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row's figure is their median")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
     args = parser.parse_args()
+    if not set(args.steps.split(",")) <= {"train", "prune", "muon"}:
+        parser.error(f"--steps takes train, prune and muon, got {args.steps}")
 
     devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
@@ -127,7 +133,7 @@ def main() -> None:
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
         peaks = {p: peak_gflops(device, threads, dtypes[p]) for p in precisions}
         cases = [Case(network, step, mode, precision) for network in args.networks.split(",")
-                 for step in ("train", "prune") for mode in args.modes.split(",") for precision in precisions]
+                 for step in args.steps.split(",") for mode in args.modes.split(",") for precision in precisions]
         timed = time_cases(cases, device, threads, args.batch_size, args.min_time, args.rounds)
         peaks = {p: max(peaks[p], peak_gflops(device, threads, dtypes[p])) for p in precisions}  # the better of two
         for case, (images_s, flops) in timed.items():
@@ -143,11 +149,12 @@ def main() -> None:
     print(f"{'device':<6} {'network':<9} {'step':<6} {'mode':<9} {'prec':<5} {'images/s':>9} {'MFLOP/img':>10} "
           f"{'GFLOP/s':>8} {'of peak':>8} {'of train':>9} {'vs fp32':>8}")
     for r in rows:
-        ratio = r.images_per_s / by_case[(r.device, r.network, "train", r.mode, r.precision)]
+        train = by_case.get((r.device, r.network, "train", r.mode, r.precision))
+        ratio = f"{r.images_per_s / train:>8.0%}" if train else f"{'':>8}"
         fp32 = by_case.get((r.device, r.network, r.step, r.mode, "fp32"))
         speedup = f"{r.images_per_s / fp32:>7.2f}x" if fp32 and r.precision != "fp32" else f"{'':>8}"
         print(f"{r.device:<6} {r.network:<9} {r.step:<6} {r.mode:<9} {r.precision:<5} {r.images_per_s:>9,.0f} "
-              f"{r.mflop_per_image:>10,.0f} {r.gflop_per_s:>8,.1f} {r.share_of_peak:>7.0%} {ratio:>8.0%} {speedup}")
+              f"{r.mflop_per_image:>10,.0f} {r.gflop_per_s:>8,.1f} {r.share_of_peak:>7.0%} {ratio} {speedup}")
 
 
 def print_header(device: torch.device, threads: int, peaks: dict[str, float], args: argparse.Namespace) -> None:

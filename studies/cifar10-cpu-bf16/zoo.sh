@@ -4,7 +4,7 @@
 # run's own command (`runs/NAME/run.json`'s, into zoo-runs/NAME, leaving the study's runs as they are), and every
 # network goes into the zoo through `archfamily zoo add`, which measures it through timm on all 10,000 test images.
 # Resumable. Two lanes of one thread each: OMP_NUM_THREADS=1 bash zoo.sh 1 & OMP_NUM_THREADS=1 bash zoo.sh 2
-# (or name the runs: bash zoo.sh fitted-76k-s0 reduced-width-152k-s0)
+# (or name the runs: bash zoo.sh fitted-76k-s0 reduced-width-152k-s0); the second cycles: OMP_NUM_THREADS=1 bash zoo.sh cycles
 set -euo pipefail
 cd "$(dirname "$0")"
 F=runs/prune-fisher-k2e25
@@ -22,6 +22,22 @@ add() {  # $1: run folder, $2: arm, $3: budget
     [ "$2" = reduced-width ] || family=(--family $F)
     archfamily zoo add "$1" --name $name --rule $2 "${family[@]}"
 }
+second_cycle() {  # $1: zoo entry, $2: run name, $3: epochs, $4: new entry, $5: rule: a second one-cycle of fast2
+    # from the entry's weights (`--initial-checkpoint`, a fresh optimizer and schedule at peak rate 0.1), for an
+    # entry whose 20 epochs left it above 15%
+    local w=../../zoo/weights/archfamily_$1.safetensors
+    if [ ! -f $w ]; then  # the entry left the zoo once its second cycle was in: its weights are in git's history
+        w=logs/archfamily_$1.safetensors
+        mkdir -p logs && git show f13f62d:zoo/weights/archfamily_$1.safetensors > $w.part && mv $w.part $w
+    fi
+    [ -f zoo-runs/$2/metrics.json ] || archfamily train --spec $w --initial-checkpoint $w --epochs $3 \
+        --recipe-set lr=0.1 --tta --precision bf16 --seed 0 --out zoo-runs/$2 --resume
+    archfamily zoo list | grep -q "^archfamily_$4\.c10 " || archfamily zoo add zoo-runs/$2 --name $4 --rule $5 --family $F
+}
+if [ "${1:-}" = cycles ]; then  # OMP_NUM_THREADS=1 bash zoo.sh cycles
+    second_cycle wrn16_2_copycat_76k_fast2_e20 copycat-76k-s0-c40 40 wrn16_2_copycat_76k_fast2_e20c40 copycat
+    exit 0
+fi
 case ${1:-all} in
     1) runs="reduced-width-76k-s0 bottleneck-76k-s0 pruned-scratch-76k-s0 copycat-76k-s0" ;;
     2) runs="fitted-76k-s0 reduced-width-152k-s0 bottleneck-152k-s0 pruned-scratch-152k-s0" ;;
