@@ -7,12 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p logs
-archfamily train --spec wrn-16-2 --epochs 50 --tta --precision bf16 --seed 0 --out runs/wrn-16-2-e50 --resume
+archfamily train --spec wrn-16-2 --recipe fast2 --epochs 50 --tta --precision bf16 --seed 0 --out runs/wrn-16-2-e50 --resume
 # A second cycle from those weights (`--initial-checkpoint`: a fresh optimizer and one-cycle schedule, its peak
 # rate halved to 0.1), 60 epochs more, 110 in all; then `zoo add studies/base-wrn-16-2/runs/wrn-16-2-e50-c60`.
-archfamily train --spec wrn-16-2 --initial-checkpoint ../../zoo/weights/archfamily_wrn16_2_fast2_e50.safetensors \
+archfamily train --spec wrn-16-2 --recipe fast2 --initial-checkpoint ../../zoo/weights/archfamily_wrn16_2_fast2_e50.safetensors \
   --epochs 60 --recipe-set lr=0.1 --tta --precision bf16 --seed 0 --out runs/wrn-16-2-e50-c60 --resume
 # One cycle of 30 epochs with timm's Muon for the conv filters (`optimizer=muon` at lr 0.01, the ablation's
 # 2.8-point gain at 5 epochs of WRN-16-1), on one thread beside other runs.
-archfamily train --spec wrn-16-2 --epochs 30 --recipe-set optimizer=muon --recipe-set lr=0.01 --tta --precision bf16 \
+archfamily train --spec wrn-16-2 --recipe fast2 --epochs 30 --recipe-set optimizer=muon --recipe-set lr=0.01 --tta --precision bf16 \
   --seed 0 --out runs/wrn-16-2-muon-e30 --resume

@@ -30,7 +30,7 @@ second_cycle() {  # $1: zoo entry, $2: run name, $3: epochs, $4: new entry, $5: 
         w=logs/archfamily_$1.safetensors
         mkdir -p logs && git show f13f62d:zoo/weights/archfamily_$1.safetensors > $w.part && mv $w.part $w
     fi
-    [ -f zoo-runs/$2/metrics.json ] || archfamily train --spec $w --initial-checkpoint $w --epochs $3 \
+    [ -f zoo-runs/$2/metrics.json ] || archfamily train --spec $w --recipe fast2 --initial-checkpoint $w --epochs $3 \
         --recipe-set lr=0.1 --tta --precision bf16 --seed 0 --out zoo-runs/$2 --resume
     archfamily zoo list | grep -q "^archfamily_$4\.c10 " || archfamily zoo add zoo-runs/$2 --name $4 --rule $5 --family $F
 }
