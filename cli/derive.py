@@ -31,7 +31,7 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
                    "(with fisher-penalty, which measured better per millisecond).")
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
-@click.option("--recipe", type=click.Choice(["fast", "fast2", "wrn", "densenet"]),
+@click.option("--recipe", type=click.Choice(["fast", "fast2", "fast2-muon", "wrn", "densenet"]),
               help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
 @click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
 @click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Base training batch size; the learning rate scales with it [preset's].")
