@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 25's base in a lower-error regime: WRN-16-2, 50 epochs of `fast2` (the default recipe of `train`) in bf16
+# Issue 25's base in a lower-error regime: WRN-16-2, 50 epochs of `fast2` (the default recipe of `train` then) in bf16
 # on all 50,000 CIFAR-10 training images, errors on all 10,000 test images. Resumable: run it again and it
 # continues from its last epoch. Then into the zoo (measured through timm on all 10,000 test images):
 #   nice -n 19 studies/base-wrn-16-2/run.sh > studies/base-wrn-16-2/logs/log.txt 2>&1 &
