@@ -39,6 +39,9 @@ from archfamily.latency.timing import cpu_model, peak_gflops
 from archfamily.training.trainer import Trainer
 
 
+STEPS = ("train", "prune", "muon")  # the training step; with Fisher hooks on; with timm's Muon
+
+
 @dataclass
 class Row:
     device: str
@@ -81,7 +84,7 @@ def make_trainer(case: Case, device: torch.device, batch_size: int) -> tuple[Tra
     FLOP per image."""
     torch.manual_seed(0)
     model = build_model(base_spec(case.network), gated=case.step == "prune")
-    recipe = replace(FAST, optimizer="muon", lr=0.01) if case.step == "muon" else FAST
+    recipe = replace(FAST, optimizer="muon") if case.step == "muon" else FAST  # only the optimizer differs
     trainer = Trainer(model, fake_data(4 * batch_size), recipe.with_batch_size(batch_size), device,
                       compile=case.mode == "compiled", precision=case.precision)
     if case.step == "prune":
@@ -112,14 +115,14 @@ def main() -> None:
     parser.add_argument("--networks", default="wrn-16-2,wrn-40-2")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--modes", default="eager,compiled")
-    parser.add_argument("--steps", default="train,prune", help="train,prune,muon: which training steps to time")
+    parser.add_argument("--steps", default="train,prune", help=f"which training steps to time, of {','.join(STEPS)}")
     parser.add_argument("--precisions", help="fp32,bf16 [fp32, and bf16 where the device has bf16 units]")
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timing per row")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row's figure is their median")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
     args = parser.parse_args()
-    if not set(args.steps.split(",")) <= {"train", "prune", "muon"}:
-        parser.error(f"--steps takes train, prune and muon, got {args.steps}")
+    if not set(args.steps.split(",")) <= set(STEPS):
+        parser.error(f"--steps takes {', '.join(STEPS)}, got {args.steps}")
 
     devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):

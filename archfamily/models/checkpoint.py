@@ -77,7 +77,6 @@ def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, di
     return spec, model, meta
 
 
-
 def load_checkpoint_for(spec: ArchSpec, path: str, wanted: str) -> tuple[nn.Module, dict[str, str]]:
     """The trained network of `spec` a user hands over (`derive --checkpoint`, `train --initial-checkpoint`): an
     archfamily model file of that very network, or for a timm network also its plain safetensors state dict (what
@@ -94,6 +93,7 @@ def load_checkpoint_for(spec: ArchSpec, path: str, wanted: str) -> tuple[nn.Modu
     if found != spec:
         raise SettingError(f"mismatched checkpoint: {{file}} holds a different network than {wanted}", file=path)
     return model, meta
+
 
 WHOLE_METADATA = ("seed", "test_images")  # whole numbers a model file's metadata may record
 

@@ -40,11 +40,12 @@ def main() -> None:
         plain = metric(row, "test_error")
         if not plain:
             continue
-        base_row = BASELINES.get(recipe(row))
-        delta = (statistics.mean(plain) - statistics.mean(metric(base_row, "test_error"))
-                 if base_row and base_row != row and metric(base_row, "test_error") else None)
+        ran_on = recipe(row)
+        base_row = BASELINES.get(ran_on)
+        baseline = metric(base_row, "test_error") if base_row and base_row != row else []
+        delta = statistics.mean(plain) - statistics.mean(baseline) if baseline else None
         minutes = [s / 60 for s in metric(row, "seconds")]
-        print(f"| {row} | `{recipe(row)}` | {', '.join(f'{e:.2f}' for e in plain)} | {statistics.mean(plain):.2f} | "
+        print(f"| {row} | `{ran_on}` | {', '.join(f'{e:.2f}' for e in plain)} | {statistics.mean(plain):.2f} | "
               f"{'' if delta is None else f'{delta:+.2f}'} | {statistics.mean(metric(row, 'test_error_tta_shift')):.2f} | "
               f"{statistics.median(minutes):.1f} |")
 
