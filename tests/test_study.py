@@ -331,6 +331,27 @@ def test_scale_takes_a_base_name_for_the_rules_that_need_no_pruning_run(run_cli)
     assert len(result.err.strip().splitlines()) == 1
 
 
+def test_a_plan_keeps_its_name_beside_a_bench(tmp_path: Path) -> None:
+    """The name titles results.md; a [bench] table once overwrote it with its last runtime ('eager')."""
+    from archfamily.study.plan import load_plan
+
+    plan = load_plan(_plan(tmp_path, 'name = "muon-study"\n' + GOOD + "[bench]\nruntimes = [\"eager\"]\n"))
+    assert plan.name == "muon-study"
+
+
+def test_a_study_folder_may_keep_a_readme_but_nothing_else_of_its_own(tmp_path: Path) -> None:
+    """studies/cifar10-cpu/ carries its notes in README.md; `study` must still resume there."""
+    from archfamily.errors import UserError
+    from archfamily.study import check_study_folder
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "README.md").write_text("notes")
+    check_study_folder(tmp_path)
+    (tmp_path / "zoo.sh").write_text("mine")
+    with pytest.raises(UserError, match="'zoo.sh', which no study writes"):
+        check_study_folder(tmp_path)
+
+
 def test_whole_number_budgets_reach_the_commands_exactly(tmp_path: Path) -> None:
     from archfamily.study.plan import load_plan
     from archfamily.study.queue import expand

@@ -36,7 +36,7 @@ def default_folder(plan: Plan) -> Path:
 
 
 STUDY_FOLDERS = ("runs", "specs", "logs", "bench", "jobs", "submitit")  # submitit: the submitted jobs' own files
-STUDY_ENTRIES = {*STUDY_FOLDERS, "results.json", "results.md"}  # all a study writes
+STUDY_ENTRIES = {*STUDY_FOLDERS, "results.json", "results.md", "README.md"}  # all a study writes, and its notes
 
 
 def check_study_folder(study_dir: Path) -> None:

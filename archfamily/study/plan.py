@@ -443,9 +443,9 @@ def load_plan(path: str | Path) -> Plan:
         runtimes = tuple(bench_t.value("runtimes", (list,), "a list of runtimes", ["eager"]))
         if not runtimes or any(not isinstance(r, str) or r not in RUNTIMES for r in runtimes):
             raise UserError(f"{bench_t.where}: 'runtimes' must list some of {', '.join(RUNTIMES)}")
-        for name in runtimes:
-            if RUNTIMES[name].missing():
-                raise UserError(f"{bench_t.where}: runtime {name} needs {RUNTIMES[name].install}")
+        for runtime in runtimes:
+            if RUNTIMES[runtime].missing():
+                raise UserError(f"{bench_t.where}: runtime {runtime} needs {RUNTIMES[runtime].install}")
         bench = Bench(bench_t.ints("threads", (1,), low=1, high=cores()),
                       bench_t.ints("batches", (1,), low=1, high=MAX_BATCH),
                       bench_t.int("rounds", 3, low=1, high=MAX_ROUNDS), bench_t.str("formats", "channels_last", FORMATS), runtimes)
