@@ -95,6 +95,18 @@ def _check_family(family: FamilyType) -> None:
 
 FAMILIES: Registry[FamilyType] = Registry("family", check=_check_family, replaces=True)
 register_family = FAMILIES.add
+# Built-in families whose modules import torch (and timm): registered the first time a lookup needs them, so a
+# library user who reads a timm member's spec file or names `timm:NAME` needs no import of their own, and the
+# families that need no torch stay free of it.
+LAZY_FAMILIES = {"timm": "archfamily.anycnn.family"}
+
+
+def load_lazy_families() -> bool:
+    """Register the built-in families not registered yet; whether any was."""
+    missing = [module for name, module in LAZY_FAMILIES.items() if name not in FAMILIES]
+    for module in missing:
+        importlib.import_module(module)
+    return bool(missing)
 
 
 def family_names() -> list[str]:
@@ -103,8 +115,11 @@ def family_names() -> list[str]:
 
 def family_type(name: Any, where: str = "spec") -> FamilyType:
     """The registered family `name`; a one-line `UserError` naming the known ones otherwise."""
+    if isinstance(name, str) and name not in FAMILIES and name in LAZY_FAMILIES:
+        load_lazy_families()
     if not isinstance(name, str) or name not in FAMILIES:
-        raise UserError(f"{where}: not an archfamily spec: family must be one of {', '.join(family_names())}")
+        known = sorted({*FAMILIES, *LAZY_FAMILIES})
+        raise UserError(f"{where}: not an archfamily spec: family must be one of {', '.join(known)}")
     return FAMILIES[name]
 
 

@@ -23,7 +23,8 @@ from typing import Any, ClassVar, Optional
 
 from archfamily.checks import is_whole
 from archfamily.errors import UserError
-from archfamily.families import FamilyType, Spec, all_families, family_names, family_type, register_family  # noqa: F401
+from archfamily.families import (FamilyType, Spec, all_families, family_names, family_type, load_lazy_families,  # noqa: F401
+                                 register_family)
 # (the registry's face: import these from here, where the built-in families are registered)
 
 
@@ -487,10 +488,13 @@ def base_spec(name: str, num_classes: int = 10) -> ArchSpec:
     ResNets get the CIFAR stem unless the name ends in `-imagenet`, since
     archfamily trains on 32x32 CIFAR-10 images.
     """
-    for family in all_families():
-        spec = family.base_spec(name.strip().lower(), num_classes)
-        if spec is not None:
-            return spec
+    while True:
+        for family in all_families():
+            spec = family.base_spec(name.strip().lower(), num_classes)
+            if spec is not None:
+                return spec
+        if not load_lazy_families():  # `timm:NAME` before anything imported the timm family
+            break
     raise UserError(f"unknown base network {name!r}; examples: {BASE_EXAMPLES}")
 
 

@@ -63,3 +63,20 @@ def test_an_installed_plugin_is_loaded_by_the_command_and_a_broken_one_is_one_li
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["archfamily: warning: plug-in broken (archfamily_no_such_plugin:register) did not load: "
                    "ModuleNotFoundError: No module named 'archfamily_no_such_plugin'"]
+
+
+@pytest.mark.parametrize("reads", ["base_spec('timm:mobilenetv2_050')",
+                                   "spec_from_dict(json.loads(sys.argv[1]))"])
+def test_the_timm_family_needs_no_import_of_its_own(reads: str) -> None:
+    """A library user reads a timm member's spec file, or names `timm:NAME`, with `archfamily.specs` alone: the
+    built-in timm family registers itself on that first lookup."""
+    import subprocess
+    import sys
+
+    from archfamily.anycnn.family import TIMM  # noqa: F401  (here only: the child process starts bare)
+
+    member = json.dumps(spec_to_dict(base_spec("timm:mobilenetv2_050")))
+    code = ("import json, sys; from archfamily.specs import base_spec, spec_from_dict; "
+            f"print(type({reads}).__name__, 'archfamily.anycnn.family' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, member], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["TimmSpec", "True"]

@@ -2,7 +2,8 @@
 
 `--base timm:mobilenetv2_050` names the base (traced at CIFAR's 32x32 input, 10 classes), a member is a
 `TimmSpec` (the base's name and one width per channel group), and timm builds it as `archfamily_timm` with
-those fields as `model_args`. Importing this module registers the family; the command line and the zoo do.
+those fields as `model_args`. Importing this module registers the family: the command line and the zoo do, and
+`archfamily.families` does on the first lookup of a `timm` spec or base name (`LAZY_FAMILIES`).
 """
 from __future__ import annotations
 
