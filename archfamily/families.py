@@ -68,6 +68,8 @@ class FamilyType:
     feature_indices: tuple[int, ...] = (0, 1, 2, 3)  # timm's features_only out_indices (the stem, each stage)
     paper_recipe: str = "wrn"  # the recipe `--recipe paper` trains it with from scratch
     paper_finetune: str = "finetune"  # and the fine-tune between prunes
+    graph_pruned: bool = False  # pruned by channel-group masks over a traced dependency graph (`anycnn`), not by
+    # gates in the network
 
     def model_class(self) -> type:
         module, _, attr = self.model.partition(":")

@@ -13,4 +13,4 @@ from archfamily.families import FamilyType, register_family
 TIMM = register_family(FamilyType(
     name="timm", spec=TimmSpec, model="archfamily.anycnn.spec:timm_network", default_base=f"{PREFIX}resnet18",
     bases=((r"timm:([a-z0-9_.]+)", lambda m, nc: TimmSpec.of_base(m[1], nc)),),
-    paper_recipe="fast", paper_finetune="finetune"))
+    paper_recipe="fast", paper_finetune="finetune", graph_pruned=True))

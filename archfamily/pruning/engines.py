@@ -22,7 +22,7 @@ from archfamily.errors import SettingError, UserError
 from archfamily.models import build_model
 from archfamily.pruning.compress import compress, pruned_spec
 from archfamily.pruning.pruner import Pruner
-from archfamily.specs import ArchSpec
+from archfamily.specs import ArchSpec, family_type
 
 if TYPE_CHECKING:
     from archfamily.latency.model import LatencyModel
@@ -50,7 +50,7 @@ class PruneEngine(Protocol):
 
 def uses_graph(spec: ArchSpec) -> bool:
     """Whether `spec`'s network is pruned by channel-group masks (a timm base's) rather than gates."""
-    return spec.family == "timm"
+    return family_type(spec.family).graph_pruned
 
 
 def check_engine_settings(spec: ArchSpec, method: str, groups: Optional[str], cost: str = "params") -> None:

@@ -20,7 +20,7 @@ from archfamily.errors import UserError
 from archfamily.pruning.criteria import cost_weighing
 from archfamily.training.recipes import finetune_recipe_for
 from archfamily.scaling.rules import RULES, family_order, fit_rules, trajectory_spec
-from archfamily.specs import ArchSpec, block_ratios, spec_from_dict, spec_to_dict, stage_ratios
+from archfamily.specs import ArchSpec, block_ratios, family_type, spec_from_dict, spec_to_dict, stage_ratios
 
 if TYPE_CHECKING:  # reading a family (`archfamily scale`) must not pay for importing torch
     from archfamily.data.cifar import Cifar10
@@ -119,7 +119,7 @@ def _family_point(entry: dict[str, Any], base: ArchSpec) -> dict[str, Any]:
 
 def _groups(config: dict[str, Any], base: ArchSpec) -> Optional[str]:
     """The channel groups a timm base's run pruned (its default, all, written out); None for the built-in families."""
-    return (config.get("groups") or "all") if base.family == "timm" else None
+    return (config.get("groups") or "all") if family_type(base.family).graph_pruned else None
 
 
 def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
