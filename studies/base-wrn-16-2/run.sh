@@ -16,3 +16,6 @@ archfamily train --spec wrn-16-2 --recipe fast2 --initial-checkpoint ../../zoo/w
 # 2.8-point gain at 5 epochs of WRN-16-1), on one thread beside other runs.
 archfamily train --spec wrn-16-2 --recipe fast2 --epochs 30 --recipe-set optimizer=muon --recipe-set lr=0.01 --tta --precision bf16 \
   --seed 0 --out runs/wrn-16-2-muon-e30 --resume
+# One cycle of 100 epochs of `fast2-muon` (the default recipe of `train` now: fast2 with timm's Muon for the conv
+# filters at lr 0.02), alone on 2 threads; then `zoo add studies/base-wrn-16-2/runs/wrn-16-2-muon-e100`.
+archfamily train --spec wrn-16-2 --recipe fast2-muon --epochs 100 --tta --precision bf16 --seed 0 --out runs/wrn-16-2-muon-e100 --resume
