@@ -6,12 +6,14 @@
 #   nice -n 19 studies/recipe-ablation/run.sh > studies/recipe-ablation/log.txt 2>&1 &
 set -uo pipefail
 cd "$(dirname "$0")"
-row() {  # row NAME ARGS...: one `archfamily train` per seed
+EPOCHS=5
+SEEDS=${SEEDS:-0 1}
+row() {  # row NAME ARGS...: one `archfamily train` per seed, of $EPOCHS epochs
   local name=$1; shift
-  for seed in 0 1; do
+  for seed in $SEEDS; do
     [ -f "runs/$name-s$seed/metrics.json" ] && continue
-    echo "== $name seed $seed: archfamily train --spec wrn-16-1 --epochs 5 --tta $* --seed $seed"
-    archfamily train --spec wrn-16-1 --epochs 5 --tta "$@" --seed "$seed" --out "runs/$name-s$seed" --resume \
+    echo "== $name seed $seed: archfamily train --spec wrn-16-1 --epochs $EPOCHS --tta $* --seed $seed"
+    archfamily train --spec wrn-16-1 --epochs $EPOCHS --tta "$@" --seed "$seed" --out "runs/$name-s$seed" --resume \
       || echo "== $name seed $seed failed"
   done
 }
@@ -30,3 +32,9 @@ row norm-bias-lr-16 --precision bf16 --recipe fast2 --recipe-set norm_bias_lr=16
 row muon-lr-0.01 --precision bf16 --recipe fast2 --recipe-set optimizer=muon --recipe-set lr=0.01
 row muon-lr-0.005 --precision bf16 --recipe fast2 --recipe-set optimizer=muon --recipe-set lr=0.005
 row muon-lr-0.02 --precision bf16 --recipe fast2 --recipe-set optimizer=muon --recipe-set lr=0.02
+# At a longer budget, 20 epochs: does translate=2, chosen at 5 epochs, still beat the crop's usual 4 pixels once
+# the network fits its training set (the 100-epoch Muon base ended at the label-smoothed loss's floor)? Two lanes
+# of one thread: OMP_NUM_THREADS=1 SEEDS=0 run.sh & OMP_NUM_THREADS=1 SEEDS=1 run.sh
+EPOCHS=20
+row e20-fast2-muon --precision bf16 --recipe fast2-muon
+row e20-translate-4 --precision bf16 --recipe fast2-muon --recipe-set translate=4
