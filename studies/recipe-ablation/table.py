@@ -1,6 +1,7 @@
-"""Print the ablation table of `run.sh`'s runs as Markdown: each row's recipe, errors per seed, their mean, and
-the difference of means from its recipe's own baseline row (negative: better): the bf16 row for `fast`, the
-translate-2 row (`fast` with translate=2, which is what `fast2` is) for `fast2`, with mirror-and-shift TTA beside.
+"""Print the ablation tables of `run.sh`'s runs as Markdown, one per budget (5 and 20 epochs): each row's recipe,
+errors per seed, their mean, and the difference of means from its recipe's own baseline row at that budget
+(negative: better): at 5 epochs the bf16 row for `fast`, the translate-2 row (`fast` with translate=2, which is
+what `fast2` is) for `fast2`; at 20 epochs the plain `fast2-muon` row; with mirror-and-shift TTA beside.
 The recipe is read from each run's `run.json`, so a row whose seeds ran on different recipes shows as such, with
 no difference.
 
@@ -13,9 +14,13 @@ import statistics
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ROWS = ["fp32", "bf16", "flip-alternating", "ema", "translate-2", "lookahead", "batch-512", "no-label-smoothing",
-        "norm-bias-lr-4", "norm-bias-lr-16", "muon-lr-0.005", "muon-lr-0.01", "muon-lr-0.02"]
-BASELINES = {"fast": "bf16", "fast2": "translate-2"}  # the row each recipe's changes are measured against
+# (rows, the row each recipe's changes are measured against) of each budget's table
+TABLES = {
+    5: (["fp32", "bf16", "flip-alternating", "ema", "translate-2", "lookahead", "batch-512", "norm-bias-lr-4",
+         "norm-bias-lr-16", "muon-lr-0.005", "muon-lr-0.01", "muon-lr-0.02"],
+        {"fast": "bf16", "fast2": "translate-2"}),
+    20: (["e20-fast2-muon", "e20-translate-4"], {"fast2-muon": "e20-fast2-muon"}),
+}
 
 
 def runs(row: str) -> list[Path]:
@@ -33,15 +38,21 @@ def recipe(row: str) -> str:
 
 
 def main() -> None:
+    for epochs, (rows, baselines) in TABLES.items():
+        print_table(epochs, rows, baselines)
+
+
+def print_table(epochs: int, rows: list[str], baselines: dict[str, str]) -> None:
+    print(f"\n{epochs} epochs:\n")
     print("| row | recipe | test error % (seeds 0, 1) | mean | vs its recipe's baseline | "
           "with mirror+shift TTA (mean) | minutes per run |")
     print("|---|---|---|---:|---:|---:|---:|")
-    for row in ROWS:
+    for row in rows:
         plain = metric(row, "test_error")
         if not plain:
             continue
         ran_on = recipe(row)
-        base_row = BASELINES.get(ran_on)
+        base_row = baselines.get(ran_on)
         baseline = metric(base_row, "test_error") if base_row and base_row != row else []
         delta = statistics.mean(plain) - statistics.mean(baseline) if baseline else None
         minutes = [s / 60 for s in metric(row, "seconds")]
