@@ -73,8 +73,6 @@ def test_the_timm_family_needs_no_import_of_its_own(reads: str) -> None:
     import subprocess
     import sys
 
-    from archfamily.anycnn.family import TIMM  # noqa: F401  (here only: the child process starts bare)
-
     member = json.dumps(spec_to_dict(base_spec("timm:mobilenetv2_050")))
     code = ("import json, sys; from archfamily.specs import base_spec, spec_from_dict; "
             f"print(type({reads}).__name__, 'archfamily.anycnn.family' in sys.modules)")
