@@ -10,7 +10,7 @@ import torch
 
 from archfamily.training import precision
 from archfamily.training.evaluation import _shifted, tta_logits
-from archfamily.data.batches import BatchStream
+from archfamily.data.batches import BatchStream, cutout_mask
 from archfamily.models.checkpoint import RunCheckpoint
 from archfamily.data.cifar import Cifar10
 from archfamily.errors import UserError
@@ -211,3 +211,20 @@ def test_muon_steps_conv_filters_and_adamw_the_rest() -> None:
     assert all(decay[id(p)] == (0.0 if p.ndim <= 1 else recipe.weight_decay) for p in model.parameters())
     with pytest.raises(UserError, match="unknown optimizer 'adam'"):
         training_recipe("fast2", "wrn", overrides={"optimizer": "adam"})
+
+
+def test_cutout_blanks_one_clipped_square_per_image_and_leaves_the_crops_alone() -> None:
+    data = _data(16)
+    plain = BatchStream(data.train_x, data.train_y, 16, seed=5, device=CPU, translate=2)
+    cut = BatchStream(data.train_x, data.train_y, 16, seed=5, device=CPU, translate=2, cutout=8)
+    x, _ = plain.batch(3)
+    y, _ = cut.batch(3)
+    blank = (x != y).any(dim=1)  # pixels cutout changed, per image
+    assert torch.equal(y[~blank[:, None].expand_as(y)], x[~blank[:, None].expand_as(x)])  # same crops and flips
+    assert torch.all(y.permute(1, 0, 2, 3)[:, blank] == 0)  # what changed became the dataset mean
+    for image in blank:
+        rows, cols = image.any(dim=1).nonzero(), image.any(dim=0).nonzero()
+        assert 1 <= len(rows) <= 8 and 1 <= len(cols) <= 8  # one square of side at most 8, clipped at the border
+        assert int(image.sum()) == len(rows) * len(cols)
+    mask = cutout_mask(64, 32, 32, 8, torch.Generator().manual_seed(0), CPU)
+    assert mask.sum(dim=(1, 2, 3)).max() == 64 and mask.sum(dim=(1, 2, 3)).min() < 64  # whole squares and clipped ones

@@ -4,9 +4,9 @@ Batch `step` is a pure function of (seed, step): the epoch's permutation comes f
 a generator seeded by (seed, epoch) and the crops and flips from one seeded by
 (seed, step). A resumed run therefore sees exactly the batches an uninterrupted run
 would, and a DistributedDataParallel rank takes its share of the same global batch.
-Augmentation (a random crop of the image padded by 4, or by the recipe's `translate`, and
-a horizontal flip, random or alternating by epoch) is one gather over the whole batch: no
-per-image Python work in the hot loop. On a GPU nothing here makes the host
+Augmentation (a random crop of the image padded by 4, or by the recipe's `translate`, a
+horizontal flip, random or alternating by epoch, and optionally cutout) is one gather and one mask
+over the whole batch: no per-image Python work in the hot loop. On a GPU nothing here makes the host
 wait: the random offsets are drawn on the CPU (so batches match across devices) and
 copied from pinned memory without blocking, and the normalisation constants are made once.
 """
@@ -72,23 +72,37 @@ def random_crop_flip(images: torch.Tensor, gen: torch.Generator, pad: int = PAD,
     return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def cutout_mask(n: int, h: int, w: int, size: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n, 1, h, w) True inside one `size` x `size` square per image, centred anywhere on it and clipped at its
+    border (DeVries & Taylor's cutout, whose CIFAR-10 setting is 16): the pixels a batch loses."""
+    cy, cx = to_device(torch.stack([torch.randint(0, h, (n,), generator=gen),
+                                    torch.randint(0, w, (n,), generator=gen)]), device)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=device)[None, :] - top[:, None]
+    cols = torch.arange(w, device=device)[None, :] - left[:, None]
+    inside_rows, inside_cols = (rows >= 0) & (rows < size), (cols >= 0) & (cols < size)
+    return (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
+
+
 class BatchStream:
     """Endless shuffled, augmented batches of a uint8 image tensor (kept on `device`).
 
     `flip="alternating"` flips image i on epoch e when (its random start bit + e) is odd, so over any two
-    epochs every image is seen once each way (airbench's derandomised flip).
+    epochs every image is seen once each way (airbench's derandomised flip). `cutout > 0` sets a square of that
+    side to the dataset mean (0 after normalisation) in every image, from a generator of its own, so the crops
+    and flips are those of a run without it.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
                  device: torch.device, rank: int = 0, world: int = 1, channels_last: bool = False,
-                 translate: int = PAD, flip: str = "random") -> None:
+                 translate: int = PAD, flip: str = "random", cutout: int = 0) -> None:
         if batch_size > images.shape[0]:
             batch_size = images.shape[0]
         if batch_size % world:
             raise UserError(f"batch size {batch_size} does not split over {world} processes")
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.channels_last, self.translate = channels_last, translate
+        self.channels_last, self.translate, self.cutout = channels_last, translate, cutout
         # one start bit per image, on the host: the flips are decided where the crop offsets are drawn
         self._flip_start = torch.randint(0, 2, (images.shape[0],), generator=generator(seed, 3)) \
             if flip == "alternating" else None
@@ -114,4 +128,8 @@ class BatchStream:
             flip = (self._flip_start[perm_host[window]] + epoch) % 2
         images = random_crop_flip(self.images[idx], generator(self.seed, 2, step), self.translate, flip)
         mine = slice(self.rank, None, self.world)
-        return normalize(images[mine], self.mean, self.std, self.channels_last), self.labels[idx][mine]
+        x = normalize(images[mine], self.mean, self.std, self.channels_last)
+        if self.cutout:  # drawn for the whole global batch, so every rank's share matches a single process's
+            n, _, h, w = images.shape
+            x.masked_fill_(cutout_mask(n, h, w, self.cutout, generator(self.seed, 4, step), x.device)[mine], 0.0)
+        return x, self.labels[idx][mine]

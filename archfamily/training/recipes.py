@@ -35,7 +35,8 @@ class Recipe:
     then the network that is evaluated and saved.
     Augmentation: a random crop of the image padded by `translate` pixels, and a
     horizontal flip that is `random` per image and step, or `alternating` (airbench's
-    derandomised flip: each image is flipped on every other epoch, from a random start).
+    derandomised flip: each image is flipped on every other epoch, from a random start). `cutout > 0` blanks a
+    square of that side in every training image (DeVries & Taylor; airbench96 adds it for its longer budget).
     `lookahead_k > 0` wraps SGD in Lookahead (timm's): every k steps the weights move
     `lookahead_alpha` of the way from a slow copy to the fast ones, and both become that.
     `norm_bias_lr` multiplies the learning rate of norm weights and biases and every other bias (airbench
@@ -65,6 +66,7 @@ class Recipe:
     lookahead_alpha: float = 0.5
     norm_bias_lr: float = 1.0
     optimizer: str = "sgd"
+    cutout: int = 0
 
     def __post_init__(self) -> None:
         for name, value, choices in (("schedule", self.schedule, SCHEDULES), ("decay", self.decay, DECAYS),
@@ -143,7 +145,7 @@ _SETTABLE: dict[str, Optional[tuple[float, float]]] = {
     "lr": (0.0, 100.0), "weight_decay": (0.0, 1.0), "gamma": (0.0, 1.0), "momentum": (0.0, 1.0), "nesterov": None,
     "label_smoothing": (0.0, 0.999), "schedule": None, "warmup": (0.0, 0.999), "decay": None,
     "decay_norm_bias": None, "translate": (0, 16), "flip": None, "lookahead_k": (0, 1000), "lookahead_alpha": (0.0, 1.0),
-    "norm_bias_lr": (0.0, 1000.0), "optimizer": None,
+    "norm_bias_lr": (0.0, 1000.0), "optimizer": None, "cutout": (0, 32),
 }
 
 

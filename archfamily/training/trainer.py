@@ -94,7 +94,7 @@ class Trainer:
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
         self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device,
                                   dist_ctx.rank, dist_ctx.world, channels_last=True,
-                                  translate=recipe.translate, flip=recipe.flip)
+                                  translate=recipe.translate, flip=recipe.flip, cutout=recipe.cutout)
         self.log_every = log_every
         self._loss_sum = torch.zeros((), device=device)  # read every `log_every` steps, not every step
         self._loss_steps = 0  # steps summed into `_loss_sum` since it was last read
