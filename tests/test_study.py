@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,22 @@ def test_a_finished_study_runs_nothing_again(smoke_study: Path) -> None:
     assert len(finished) == 12 and all(line.endswith("min taken") for line in finished)  # no estimate at 1 MAC/s
     assert max(float(line.split()[-3]) for line in finished) < 60
     assert {p: p.stat().st_mtime for p in (smoke_study / "runs").rglob("metrics.json")} == before
+
+
+def test_a_copied_finished_study_keeps_its_bench_until_a_network_changes(smoke_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_study, out)
+    bench = out / "bench" / "results.json"
+    old = time.time() - 3600
+    os.utime(bench, (old, old))  # older than every network, as a fresh clone may leave it
+    done = subprocess.run([*STUDY, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert bench.stat().st_mtime == old  # the same networks: the bench is not run again
+    metrics = sorted((out / "runs").rglob("metrics.json"))[0]
+    metrics.write_text(metrics.read_text() + "\n")  # the file that finished a network is not what the bench read
+    done = subprocess.run([*STUDY, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert bench.stat().st_mtime > old
 
 
 def test_a_study_killed_three_times_ends_with_the_same_results(smoke_study: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from archfamily.study.plan import Plan
 from archfamily.study.queue import Job, bench_job, check_records, check_started_runs, expand, with_needs
 from archfamily.study.results import collect, write_results
 from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estimate_seconds, is_finished, is_partial,
-                                     job_seconds, probe_rate, training_rate)
+                                     job_seconds, probe_rate, record_bench_inputs, training_rate)
 
 
 def default_folder(plan: Plan) -> Path:
@@ -144,4 +144,6 @@ def run_study(plan: Plan, executor: Executor, parallel: int, echo: Callable[[str
             estimates[bench.id] = bench.extra_seconds
             bar.total += bench.extra_seconds
             runner.run([bench], estimates, bar, on_finished)
+            if is_finished(study_dir, bench):
+                record_bench_inputs(study_dir, jobs)
     return write_results(plan, study_dir, every), runner.failed

@@ -9,6 +9,7 @@ restart follows them from their records instead of submitting them twice.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from archfamily.checks import Fields, read_json
 from archfamily.errors import UserError
+from archfamily.files import atomic_write_json
 from archfamily.specs import ArchSpec
 from archfamily.study.executors import Executor, Launched
 from archfamily.study.queue import Job, read_record, write_record
@@ -34,12 +37,36 @@ def is_partial(study_dir: Path, job: Job) -> bool:
     return job.run_dir is not None and (study_dir / job.run_dir / "run.json").is_file() and not is_finished(study_dir, job)
 
 
+BENCH_INPUTS = "bench/inputs.json"  # what the bench's results were made from: a digest of the networks' records
+
+
+def bench_inputs_digest(study_dir: Path, jobs: list[Job]) -> str:
+    """sha256 over every finished job's id and the bytes of the file that finished it (metrics.json,
+    family.json): it changes when a network is added, retrained or re-measured, and not when a clone resets
+    file times."""
+    digest = hashlib.sha256()
+    for job in sorted((j for j in jobs if is_finished(study_dir, j)), key=lambda j: j.id):
+        digest.update(job.id.encode() + b"\0" + (study_dir / job.done_file).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def record_bench_inputs(study_dir: Path, jobs: list[Job]) -> None:
+    """After a bench has run: what it read, so `bench_is_current` can tell later whether it still holds."""
+    atomic_write_json(study_dir / BENCH_INPUTS, {"networks_sha256": bench_inputs_digest(study_dir, jobs)})
+
+
 def bench_is_current(study_dir: Path, jobs: list[Job], bench: Job) -> bool:
-    """The bench's results were made by this command and are newer than every network it reads."""
+    """The bench's results were made by this command from the networks the study has now.
+
+    A bench from before `BENCH_INPUTS` was kept is judged by file times: newer than every network it reads."""
     results = study_dir / "bench" / "results.json"
     record = read_record(study_dir, bench)
     if not results.is_file() or record is None or record["commands"] != bench.commands:
         return False
+    inputs = study_dir / BENCH_INPUTS
+    if inputs.is_file():
+        recorded = Fields(read_json(inputs), str(inputs), ("networks_sha256",)).str("networks_sha256")
+        return recorded == bench_inputs_digest(study_dir, jobs)
     newest = max(((study_dir / j.done_file).stat().st_mtime for j in jobs if is_finished(study_dir, j)), default=0.0)
     return results.stat().st_mtime >= newest
 
