@@ -10,12 +10,13 @@ import click
 
 from archfamily.limits import format_count
 from archfamily.limits import MAX_TRAIN_BATCH
+from archfamily.training.recipes import RECIPES
 from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings, training_options
 
 
 @click.command()
 @click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`), a model .safetensors whose architecture to train afresh, or a base name such as wrn-16-2.")
-@click.option("--recipe", type=click.Choice(["fast2-muon", "fast2", "fast", "wrn", "densenet", "finetune"]),
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
               default="fast2-muon", show_default=True,
               help="fast: one-cycle, Nesterov, label smoothing; fast2: fast with 2-pixel translation; fast2-muon: "
                    "fast2 with timm's Muon for the conv filters at lr 0.02; wrn, densenet: the papers'.")
