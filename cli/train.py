@@ -17,9 +17,10 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
 @click.command()
 @click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`), a model .safetensors whose architecture to train afresh, or a base name such as wrn-16-2.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)),
-              default="fast2-muon", show_default=True,
+              default="fast3", show_default=True,
               help="fast: one-cycle, Nesterov, label smoothing; fast2: fast with 2-pixel translation; fast2-muon: "
-                   "fast2 with timm's Muon for the conv filters at lr 0.02; wrn, densenet: the papers'.")
+                   "fast2 with timm's Muon for the conv filters at lr 0.02; fast3: fast2-muon with weight decay 0.05, "
+                   "4-pixel translation and cutout 12; wrn, densenet: the papers'.")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
 @click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Batch size; the learning rate scales with it [the recipe's].")
 @click.option("--ema", type=float, help="Keep an EMA of the weights, its decay capped at this, e.g. 0.99 (it ramps up as 1-(1+step)^-2/3); 0 is off [the recipe's].")

@@ -89,8 +89,9 @@ def test_initial_checkpoint_starts_from_its_weights_and_is_verified(run_cli, tmp
     assert run_cli("train", "--spec", "wrn-10-1", *tiny, "--out", str(tmp_path / "a")).code == 0
     start = tmp_path / "a" / "model.safetensors"
     recorded = json.loads((tmp_path / "a" / "metrics.json").read_text())["recipe"]  # train's default: the kept recipe
-    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["recipe"] == "fast2-muon"
-    assert (recorded["optimizer"], recorded["translate"], recorded["lr"]) == ("muon", 2, 0.02)
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["recipe"] == "fast3"
+    assert (recorded["optimizer"], recorded["lr"], recorded["weight_decay"]) == ("muon", 0.02, 0.05)
+    assert (recorded["translate"], recorded["cutout"]) == (4, 12)
     result = run_cli("train", "--spec", "wrn-10-1", *tiny, "--recipe-set", "lr=0", "--initial-checkpoint", str(start),
                      "--out", str(tmp_path / "b"))
     assert result.code == 0, result.err
