@@ -25,6 +25,7 @@ archfamily train --spec wrn-16-2 --recipe fast2-muon --epochs 100 --tta --precis
 # runs, one thread each side by side: weight decay 0.05 (an AdamW-sized value: at lr 0.02 it holds the filters
 # near RMS 0.09 with 4.5% steps), and the same with airbench96's longer-budget augmentation, translate 4 and
 # cutout 12. The better goes into the zoo: `zoo add studies/base-wrn-16-2/runs/wrn-16-2-muon-wd05-e50[-t4c12]`.
+# The second is the recipe `fast3` since (the default of `train`): `--recipe fast3 --epochs 50` trains the same.
 archfamily train --spec wrn-16-2 --recipe fast2-muon --recipe-set weight_decay=0.05 --epochs 50 --tta \
   --precision bf16 --seed 0 --out runs/wrn-16-2-muon-wd05-e50 --resume
 archfamily train --spec wrn-16-2 --recipe fast2-muon --recipe-set weight_decay=0.05 --recipe-set translate=4 \
