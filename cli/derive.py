@@ -10,7 +10,7 @@ import click
 
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
 from archfamily.pruning.criteria import CRITERIA
-from archfamily.training.recipes import RECIPES
+from archfamily.training.recipes import SCRATCH_RECIPES
 from archfamily.limits import format_count, parse_count, parse_counts
 from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings, training_options
 
@@ -32,7 +32,7 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
                    "(with fisher-penalty, which measured better per millisecond).")
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
-@click.option("--recipe", type=click.Choice([name for name in RECIPES if name != "finetune"]),
+@click.option("--recipe", type=click.Choice(SCRATCH_RECIPES),
               help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
 @click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
 @click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Base training batch size; the learning rate scales with it [preset's].")

@@ -19,7 +19,7 @@ from archfamily.errors import UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
-from archfamily.training.recipes import RECIPES
+from archfamily.training.recipes import SCRATCH_RECIPES
 from archfamily.pruning.criteria import CRITERIA, cost_weighing
 from archfamily.pruning.pruner import COSTS
 from archfamily.scaling.rules import RULES, base_rules
@@ -27,7 +27,6 @@ from archfamily.specs import ArchSpec, base_spec
 from archfamily.limits import format_count, parse_count
 
 PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
-SCRATCH_RECIPES = tuple(name for name in RECIPES if name != "finetune")  # those a network trains from scratch with
 FORMATS = ("nchw", "channels_last", "both")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # arm and pruning-run names: they name folders and files
 

@@ -139,6 +139,7 @@ FAST3 = replace(FAST2_MUON, weight_decay=0.05, translate=4, cutout=12)
 RECIPES = {"fast": FAST, "fast2": FAST2, "fast2-muon": FAST2_MUON, "fast3": FAST3, "wrn": WRN, "densenet": DENSENET,
            "finetune": FINETUNE}
 FINETUNES = {"finetune": FINETUNE, "finetune-densenet": FINETUNE_DENSENET}  # a family's `paper_finetune` names one
+SCRATCH_RECIPES = tuple(name for name in RECIPES if name != "finetune")  # those a network trains from scratch with
 
 
 def _recipe_for(family: str) -> Recipe:
