@@ -22,8 +22,8 @@ archfamily train --spec wrn-16-2 --recipe fast2-muon --epochs 100 --tta --precis
 # Muon's weight decay is decoupled (the weights shrink by lr * weight_decay a step), so `fast2`'s 5e-4 is about
 # none at lr 0.02: the 100-epoch run's conv filters grew to 43 times their SGD-trained size (median RMS 1.59 against
 # 0.037), and its step relative to its weights fell to 0.25% at the peak rate against SGD's 9.5%. Two 50-epoch
-# runs, one thread each side by side: weight decay 0.05 (an AdamW-sized value: at lr 0.02 it holds the filters
-# near RMS 0.09 with 4.5% steps), and the same with airbench96's longer-budget augmentation, translate 4 and
+# runs, one thread each side by side: weight decay 0.05 (an AdamW-sized value; weight_scale.py measured the second
+# run's filters at median RMS 0.156 with 2.55% steps at the peak rate), and the same with airbench96's longer-budget augmentation, translate 4 and
 # cutout 12. The better goes into the zoo: `zoo add studies/base-wrn-16-2/runs/wrn-16-2-muon-wd05-e50[-t4c12]`.
 # The second is the recipe `fast3` since (the default of `train`): `--recipe fast3 --epochs 50` trains the same.
 archfamily train --spec wrn-16-2 --recipe fast2-muon --recipe-set weight_decay=0.05 --epochs 50 --tta \
