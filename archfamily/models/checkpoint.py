@@ -21,7 +21,7 @@ from archfamily.checks import Fields, decode_json, read_json
 from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
-from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
+from archfamily.specs import ArchSpec, family_type, spec_from_dict, spec_to_dict
 from archfamily.weights import read_weights, unreadable
 
 MODEL_FORMAT = "archfamily.model/1"
@@ -79,13 +79,13 @@ def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, di
 
 def load_checkpoint_for(spec: ArchSpec, path: str, wanted: str) -> tuple[nn.Module, dict[str, str]]:
     """The trained network of `spec` a user hands over (`derive --checkpoint`, `train --initial-checkpoint`): an
-    archfamily model file of that very network, or for a timm network also its plain safetensors state dict (what
-    timm's own `save_file(model.state_dict())` writes), its tensors checked against the network. `wanted` names
-    what the file should match, for the error."""
+    archfamily model file of that very network, or for a graph-pruned family's network (a timm CNN, no gates of
+    ours in it) also its plain safetensors state dict (what timm's own `save_file(model.state_dict())` writes), its
+    tensors checked against the network. `wanted` names what the file should match, for the error."""
     try:
         found, model, meta = load_model(Path(path))
     except UserError:
-        if spec.family != "timm" or not Path(path).is_file():
+        if not family_type(spec.family).graph_pruned or not Path(path).is_file():
             raise
         model = spec.build()
         model.load_state_dict(read_weights(Path(path), model.state_dict()))
