@@ -41,14 +41,17 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
 @click.option("--eval-every", type=Count(1, MAX_STEPS), help="Prunes between test-error measurements and checkpoints [preset's].")
 @click.option("--until-params", help="Stop pruning at this many parameters, e.g. 70k [10% of the base].")
 @click.option("--save-at", help="Also save the pruned network at these sizes, e.g. 76k,152k (pruned-at-N.safetensors).")
+@click.option("--finetune-set", "finetune_set", multiple=True, metavar="FIELD=VALUE",
+              help="Set one field of the paper's fine-tune between prunes, e.g. lr=0.02 for a base whose filters are "
+                   "larger than an SGD-trained one's (repeatable; the fields of train's --recipe-set).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
 @MODEL_KWARGS
 @training_options
 @COMPILE
 def derive(preset: str, base: Optional[str], groups: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
-           eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str], out: Optional[str],
-           model_kwargs: tuple[str, ...],
+           eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str],
+           finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...],
            data: Optional[str],
            subset: Optional[int], test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
@@ -62,6 +65,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,
         model_kwargs=parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")) or None,
+        finetune_set=parse_settings(finetune_set, "--finetune-set") or None,
     )
     out_dir = Path(out) if out else Path("runs") / f"{preset}-{config.base.replace(':', '-')}-{method}-s{seed}"
     result = run_derive(config, out_dir, device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)

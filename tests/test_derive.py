@@ -133,6 +133,32 @@ def test_checkpoint_option_skips_base_training(run_cli, tmp_path: Path) -> None:
     assert family["recipes"]["base"] is None and float(meta["test_error"]) == family["base_test_error"]
 
 
+def test_finetune_set_is_the_fine_tune_between_prunes_and_is_recorded(run_cli, tmp_path: Path, monkeypatch) -> None:
+    """`--finetune-set lr=0.05` is the rate every prune's fine-tune steps at (not the base's), family.json and the
+    pruned networks record it, and a resume with another rate is refused."""
+    import archfamily.pruning.derive as derive_module
+
+    rates: list[float] = []
+    real = derive_module.Trainer
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, model, data, recipe, *args, **kwargs) -> None:
+            rates.append(recipe.lr)
+            super().__init__(model, data, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(derive_module, "Trainer", Recording)
+    ckpt, out = tmp_path / "base.safetensors", tmp_path / "run"
+    save_model(ckpt, build_model(base_spec("wrn-16-1")))
+    result = run_cli(*SMOKE, "--checkpoint", str(ckpt), "--finetune-set", "lr=0.05", "--out", str(out))
+    assert result.code == 0, result.err
+    assert rates[-1] == 0.05 and 8e-4 not in rates  # the fine-tune's Trainer is the last one made
+    assert json.loads((out / "family.json").read_text())["recipes"]["finetune"]["lr"] == 0.05
+    _, _, meta = load_model(out / "pruned-final.safetensors")
+    assert json.loads(meta["recipe"])["finetune"]["lr"] == 0.05
+    again = run_cli(*SMOKE, "--checkpoint", str(ckpt), "--finetune-set", "lr=0.1", "--out", str(out), "--resume")
+    assert again.code == 2 and "other settings (finetune_set)" in again.err
+
+
 def _bad_checkpoints(tmp_path: Path) -> dict[str, Path]:
     truncated = tmp_path / "truncated.safetensors"
     save_model(truncated, build_model(base_spec("wrn-16-1")))
@@ -166,6 +192,9 @@ BAD_INPUTS = [
     (("--cost", "latency", "--on", "cpu"), "use it with --method fisher-penalty (per millisecond the better"),
     (("--on", "cpu:1"), "give --cost latency with it"),
     (("--on", "tpu", "--cost", "latency", "--method", "fisher-cost"), "unknown device 'tpu'"),
+    (("--finetune-set", "lr=fast"), "--finetune-set lr: must be a number"),
+    (("--finetune-set", "epochs=3"), "--finetune-set: 'epochs' cannot be set"),
+    (("--finetune-set", "lr"), "expected FIELD=VALUE"),
 ]
 
 

@@ -251,6 +251,8 @@ rule = "reduced-width"
     (lambda t: t + '[latency]\non = "gpu"\n', "unknown device 'gpu'"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-penalty"\n'
                                                    'cost = "latency"\non = "tpu"'), "unknown device 'tpu'"),
+    (lambda t: t + '[prune.fisher.finetune]\nlr = "fast"\n', "[finetune]: field lr: must be a number"),
+    (lambda t: t + '[prune.fisher.finetune]\nepochs = 3\n', "'epochs' cannot be set"),
 ])
 def test_a_bad_plan_is_one_line_before_anything_runs(run_cli, tmp_path: Path, edit, message: str) -> None:
     plan = _plan(tmp_path, edit(GOOD))
@@ -266,6 +268,13 @@ def test_dry_run_lists_each_run_with_its_estimate_and_commands(run_cli, tmp_path
     assert "archfamily scale --family wrn-16-1 --params 60k --rule reduced-width" in result.out
     assert "3 of 3 runs left" in result.out and " min" in result.out
     assert not (tmp_path / "study").exists()
+
+
+def test_a_pruning_runs_finetune_table_reaches_its_derive_command(run_cli, tmp_path: Path) -> None:
+    plan = _plan(tmp_path, GOOD + "[prune.fisher.finetune]\nlr = 0.02\nnesterov = true\n")
+    result = run_cli("study", str(plan), "--out", str(tmp_path / "study"), "--dry-run")
+    assert result.code == 0, result.err
+    assert "--finetune-set lr=0.02 --finetune-set nesterov=true --out runs/prune-fisher" in result.out, result.out
 
 
 def test_dry_run_of_a_finished_plan_shows_what_each_run_took_not_an_estimate(tmp_path: Path, monkeypatch) -> None:

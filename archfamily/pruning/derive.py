@@ -105,6 +105,7 @@ class DeriveConfig:
     groups: Optional[str] = None  # a timm base's prunable groups: all or inner; None: all (the built-in families
     # prune their own inner groups)
     model_kwargs: Optional[dict[str, Any]] = None  # a timm base's own create_model keywords (output_stride=16)
+    finetune_set: dict[str, str] = field(default_factory=dict)  # fine-tune recipe fields set by name (lr=0.02)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
@@ -142,6 +143,7 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
         if getattr(config, name) < 1:
             raise SettingError("{" + name + "} must be at least 1")
     _base_recipe(config)  # one-line errors for an unknown recipe or bad epochs
+    finetune_recipe_for(spec.family, config.finetune_set)  # and for a fine-tune field no run can use
     if config.cost == "latency":
         from archfamily.latency.model import check_predictable, network_ops
 
@@ -340,7 +342,7 @@ class _PruneLog:
         small = engine.compressed()
         meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
                 "seed": str(config.seed), "test_images": str(self.data.test_x.shape[0]), "data": self.data.source,
-                "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family).to_dict(),
+                "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family, config.finetune_set).to_dict(),
                                       "prune_every": config.prune_every, "channels_per_step": config.channels_per_step})}
         if entry["test_error"] is not None:
             meta["test_error"] = repr(entry["test_error"])
@@ -367,7 +369,7 @@ def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, confi
            out: Path, device: torch.device, dist_ctx: DistContext, floor: int) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
     model = network_to_prune(spec, base_model, str(out / "base.safetensors"))
-    trainer = Trainer(model, data, finetune_recipe_for(spec.family), device, config.seed, dist_ctx,
+    trainer = Trainer(model, data, finetune_recipe_for(spec.family, config.finetune_set), device, config.seed, dist_ctx,
                       precision=config.precision)
     engine = engine_for(spec, trainer.model, config.method, config.cost, config.seed, config.channels_per_step,
                         config.groups, _latency_model(config, spec, dist_ctx))

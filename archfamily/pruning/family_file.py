@@ -148,7 +148,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optiona
         "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
                  "test_images": int(data.test_x.shape[0]), "subset": config["subset"],
                  "test_subset": config["test_subset"]},
-        "recipes": {"base": base_recipe, "finetune": finetune_recipe_for(base.family).to_dict()},
+        "recipes": {"base": base_recipe, "finetune": finetune_recipe_for(base.family, config.get("finetune_set") or {}).to_dict()},
         "trajectory": points,
         "rules": fit_rules(base, points),
         "checkpoints": checkpoints,

@@ -15,11 +15,11 @@ from typing import Any, Optional
 
 from archfamily.bench.runtimes import RUNTIMES
 from archfamily.checks import MAX_COUNT, is_number, show
-from archfamily.errors import UserError
+from archfamily.errors import SettingError, UserError
 from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_TO, MAX_ROUNDS, MAX_SEED, MAX_STEPS,
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
-from archfamily.training.recipes import SCRATCH_RECIPES
+from archfamily.training.recipes import SCRATCH_RECIPES, finetune_recipe_for
 from archfamily.pruning.criteria import CRITERIA, cost_weighing
 from archfamily.pruning.pruner import COSTS
 from archfamily.scaling.rules import RULES, base_rules
@@ -56,6 +56,8 @@ class PruneRun:
     test_subset: Optional[int] = None  # the pruning run's own test split [the study's]
     until_params: Optional[int] = None
     seed: int = 0
+    finetune_set: tuple[tuple[str, str], ...] = ()  # fields of the paper's fine-tune set by name (derive's
+    # --finetune-set), from the run's [finetune] table
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,24 @@ class _Table:
         unknown = sorted(set(self.data) - self.read)
         if unknown:
             raise UserError(f"{self.where}: unknown key {unknown[0]!r}")
+
+
+def _finetune(t: _Table, family: str) -> tuple[tuple[str, str], ...]:
+    """A pruning run's `[prune.NAME.finetune]` table (`lr = 0.02`): fine-tune fields as derive's --finetune-set
+    takes them, checked here so a plan no run can use is refused before anything starts."""
+    table = t.table("finetune")
+    if table is None:
+        return ()
+    items: dict[str, str] = {}
+    for key, value in table.data.items():
+        if isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool)):
+            raise UserError(f"{table.where}: '{key}' must be a number, a string or a boolean")
+        items[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    try:
+        finetune_recipe_for(family, items)
+    except SettingError as err:
+        raise UserError(f"{table.where}: {err.named({'finetune_set': 'field'})}") from None
+    return tuple(items.items())
 
 
 def _count(value: Any, where: str) -> int:
@@ -417,7 +437,8 @@ def load_plan(path: str | Path) -> Plan:
                                         t.int("channels_per_step", 1, low=1, high=MAX_STEPS),
                                         t.int("eval_every", 50, low=1, high=MAX_STEPS),
                                         t.int("test_subset", None, low=10, high=MAX_TEST_IMAGES),
-                                        t.count("until_params"), t.int("seed", 0, high=MAX_SEED))
+                                        t.count("until_params"), t.int("seed", 0, high=MAX_SEED),
+                                        _finetune(t, spec.family))
         t.done()
     if prune_t:
         prune_t.done()

@@ -132,6 +132,8 @@ def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, dep
         args += ["--save-at", ",".join(plan.budget_labels[b] for b in save_at)]
     if run.seed:
         args += ["--seed", str(run.seed)]
+    for field_name, value in run.finetune_set:
+        args += ["--finetune-set", f"{field_name}={value}"]
     args += ["--out", f"runs/prune-{run.name}", "--resume"]
     base = plan.base_spec
     prunes = sum(base.prunable_widths()) / run.channels_per_step  # to about 10% of the base's params

@@ -157,39 +157,42 @@ _SETTABLE: dict[str, Optional[tuple[float, float]]] = {
 }
 
 
-def _parse_field(name: str, text: str, kind: type) -> Any:
+def _parse_field(name: str, text: str, kind: type, setting: str) -> Any:
+    flag = "{" + setting + "}"  # the option the text came from, as the front end names it
     if kind is bool:
         if text.lower() not in ("true", "false"):
-            raise SettingError("{recipe_set} {name}: must be true or false, got {text!r}", name=name, text=text)
+            raise SettingError(flag + " {name}: must be true or false, got {text!r}", name=name, text=text)
         return text.lower() == "true"
     try:
         value = kind(text)
     except ValueError:
-        raise SettingError("{recipe_set} {name}: must be {kind}, got {text!r}", name=name, text=text,
+        raise SettingError(flag + " {name}: must be {kind}, got {text!r}", name=name, text=text,
                            kind="an integer" if kind is int else "a number") from None
     bounds = _SETTABLE[name]
     if bounds is not None and not (bounds[0] <= value <= bounds[1]):  # NaN fails both comparisons
-        raise SettingError("{recipe_set} {name}: must be in [{lo}, {hi}], got {text}", name=name, lo=bounds[0],
+        raise SettingError(flag + " {name}: must be in [{lo}, {hi}], got {text}", name=name, lo=bounds[0],
                            hi=bounds[1], text=text)
     return value
 
 
-def with_overrides(recipe: Recipe, overrides: Mapping[str, str]) -> Recipe:
+def with_overrides(recipe: Recipe, overrides: Mapping[str, str], setting: str = "recipe_set") -> Recipe:
     """`recipe` with fields set from text (`--recipe-set flip=alternating`), each parsed by the field's type
-    and checked against its range, for ablations that change one thing at a time."""
+    and checked against its range, for ablations that change one thing at a time. `setting` names the option
+    the text came from, for the errors (`finetune_set` for derive's fine-tune)."""
     if not overrides:
         return recipe
+    flag = "{" + setting + "}"
     types = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)}
     changes = {}
     for name, text in overrides.items():
         if name not in _SETTABLE:
-            raise SettingError("{recipe_set}: {name!r} cannot be set; one of {settable}", name=name,
+            raise SettingError(flag + ": {name!r} cannot be set; one of {settable}", name=name,
                                settable=", ".join(_SETTABLE))
-        changes[name] = _parse_field(name, text, types[name]) if types[name] is not str else text
+        changes[name] = _parse_field(name, text, types[name], setting) if types[name] is not str else text
     try:
         return replace(recipe, **changes)
     except ValueError as err:
-        raise SettingError("{recipe_set}: {err}", err=err) from None
+        raise SettingError(flag + ": {err}", err=err) from None
 
 
 def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = None,
@@ -216,7 +219,8 @@ def training_recipe(name: Optional[str], family: str, epochs: Optional[float] = 
     return recipe
 
 
-def finetune_recipe_for(family: str) -> Recipe:
-    """The paper's pruning fine-tune for a family, as its registration names it: DenseNet-BC follows its seed
-    code's settings."""
-    return FINETUNES[family_type(family).paper_finetune]
+def finetune_recipe_for(family: str, overrides: Mapping[str, str] = {}) -> Recipe:
+    """The paper's pruning fine-tune for a family, as its registration names it (DenseNet-BC follows its seed
+    code's settings), with derive's `--finetune-set` fields applied: a base whose filters are larger than an
+    SGD-trained one's (Muon with little weight decay) needs a larger rate for the same relative step."""
+    return with_overrides(FINETUNES[family_type(family).paper_finetune], overrides, "finetune_set")
