@@ -251,7 +251,7 @@ rule = "reduced-width"
     (lambda t: t + '[latency]\non = "gpu"\n', "unknown device 'gpu'"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-penalty"\n'
                                                    'cost = "latency"\non = "tpu"'), "unknown device 'tpu'"),
-    (lambda t: t + '[prune.fisher.finetune]\nlr = "fast"\n', "[finetune]: field lr: must be a number"),
+    (lambda t: t + '[prune.fisher.finetune]\nlr = "fast"\n', "[finetune]: lr: must be a number"),
     (lambda t: t + '[prune.fisher.finetune]\nepochs = 3\n', "'epochs' cannot be set"),
 ])
 def test_a_bad_plan_is_one_line_before_anything_runs(run_cli, tmp_path: Path, edit, message: str) -> None:

@@ -217,13 +217,14 @@ def _finetune(t: _Table, family: str) -> tuple[tuple[str, str], ...]:
         return ()
     items: dict[str, str] = {}
     for key, value in table.data.items():
-        if isinstance(value, (dict, list)) or not isinstance(value, (str, int, float, bool)):
+        if not isinstance(value, (str, int, float, bool)):  # a table or an array
             raise UserError(f"{table.where}: '{key}' must be a number, a string or a boolean")
         items[key] = str(value).lower() if isinstance(value, bool) else str(value)
     try:
         finetune_recipe_for(family, items)
     except SettingError as err:
-        raise UserError(f"{table.where}: {err.named({'finetune_set': 'field'})}") from None
+        message = err.named({"finetune_set": ""}).lstrip(": ")  # the table is the option: "lr: must be a number"
+        raise UserError(f"{table.where}: {message}") from None
     return tuple(items.items())
 
 
