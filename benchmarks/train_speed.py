@@ -4,6 +4,7 @@
     python benchmarks/train_speed.py --device cuda --json
     python benchmarks/train_speed.py --networks wrn-16-2 --modes eager --precisions fp32,bf16
     python benchmarks/train_speed.py --networks wrn-16-1,wrn-16-2 --modes eager --precisions bf16 --steps train,muon
+    python benchmarks/train_speed.py --networks wrn-16-2 --modes eager --steps train,muon --parts
 
 For each network, precision (fp32; bf16 autocast where the device has bf16 units) and
 mode (eager, `torch.compile`) it times the real training step (`Trainer.train_step`:
@@ -15,14 +16,18 @@ pixel values). It prints images/s, the step's MFLOP per image counted by
 that as a share of the matmul peak of the row's precision measured in the same run, and
 bf16 rows' speed-up over the fp32 row of the same network, step and mode. The cases are
 timed in interleaved rounds (A B C A B C ...) so a shared machine's drift hits all alike.
-Prints figures; asserts nothing.
+`--parts` also times each step's parts apart, in interleaved rounds of their own: the batch (crop, flip,
+cutout, normalisation: `BatchStream.batch`), the forward and backward (`Trainer.loss_and_grads`), the
+optimizer's step, and for SGD the same step in torch's two multi-tensor implementations (`foreach`,
+`fused`; on a CPU torch's default is the per-parameter loop), so what is left beside the convolutions
+has a figure. Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
 import json
 from dataclasses import asdict, dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +45,7 @@ from archfamily.training.trainer import Trainer
 
 
 STEPS = ("train", "prune", "muon")  # the training step; with Fisher hooks on; with timm's Muon
+SGD_IMPLEMENTATIONS = ("foreach", "fused")  # torch's multi-tensor SGD steps, timed beside the trainer's own
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Row:
     mflop_per_image: float
     gflop_per_s: float
     share_of_peak: float
+    parts_ms: Optional[dict[str, float]] = None  # --parts: each part's median ms per step
 
 
 def fake_data(n: int) -> Cifar10:
@@ -95,16 +102,50 @@ def make_trainer(case: Case, device: torch.device, batch_size: int) -> tuple[Tra
     return trainer, flops
 
 
-def time_cases(cases: list[Case], device: torch.device, threads: int, batch_size: int, min_time: float,
+def time_cases(trainers: dict[Case, tuple[Trainer, float]], threads: int, batch_size: int, min_time: float,
                rounds: int) -> dict[Case, tuple[float, float]]:
     """(median images/s over `rounds` interleaved rounds, FLOP per image) of each case."""
-    trainers = {case: make_trainer(case, device, batch_size) for case in cases}
+    cases = list(trainers)
     samples: dict[Case, list[float]] = {case: [] for case in cases}
     for _ in range(rounds):
         for case, (trainer, _) in trainers.items():
             timer = benchmark.Timer(stmt="trainer.train_step()", globals={"trainer": trainer}, num_threads=threads)
             samples[case].append(batch_size / timer.blocked_autorange(min_run_time=min_time / rounds).median)
     return {case: (sorted(samples[case])[len(samples[case]) // 2], trainers[case][1]) for case in cases}
+
+
+def sgd_like(optimizer: torch.optim.Optimizer, implementation: str) -> torch.optim.SGD:
+    """torch's SGD over `optimizer`'s parameter groups and settings (the trainer's SGD), in `implementation`."""
+    groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in optimizer.param_groups]
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], foreach=implementation == "foreach",
+                           fused=True if implementation == "fused" else None)
+
+
+def part_statements(case: Case, trainer: Trainer) -> dict[str, Callable[[], object]]:
+    """The parts of one training step, each a call that repeats it (the same batch: speed does not depend on it)."""
+    x, y = trainer.stream.batch(trainer.step)
+    trainer.loss_and_grads(x, y)  # gradients in place, for the optimizer steps
+    parts: dict[str, Callable[[], object]] = {
+        "data": lambda: trainer.stream.batch(trainer.step),
+        "forward-backward": lambda: trainer.loss_and_grads(x, y),
+        "optimizer": trainer.optimizer.step,
+    }
+    if case.step != "muon":  # the trainer's SGD is torch's per-parameter loop on a CPU; its multi-tensor twins
+        parts.update({f"sgd-{impl}": sgd_like(trainer.optimizer, impl).step for impl in SGD_IMPLEMENTATIONS})
+    return parts
+
+
+def time_parts(trainers: dict[Case, tuple[Trainer, float]], threads: int, min_time: float,
+               rounds: int) -> dict[Case, dict[str, float]]:
+    """Median ms per step of each part of each case's step, over `rounds` interleaved rounds."""
+    statements = {case: part_statements(case, trainer) for case, (trainer, _) in trainers.items()}
+    samples: dict[Case, dict[str, list[float]]] = {case: {p: [] for p in parts} for case, parts in statements.items()}
+    for _ in range(rounds):
+        for case, parts in statements.items():
+            for part, call in parts.items():
+                timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
+                samples[case][part].append(1e3 * timer.blocked_autorange(min_run_time=min_time / rounds).median)
+    return {case: {p: sorted(v)[len(v) // 2] for p, v in parts.items()} for case, parts in samples.items()}
 
 
 def main() -> None:
@@ -119,6 +160,8 @@ def main() -> None:
     parser.add_argument("--precisions", help="fp32,bf16 [fp32, and bf16 where the device has bf16 units]")
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds of timing per row")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row's figure is their median")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time each step's parts apart: batch, forward-backward, optimizer (SGD's too)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
     args = parser.parse_args()
     if not set(args.steps.split(",")) <= set(STEPS):
@@ -137,12 +180,14 @@ def main() -> None:
         peaks = {p: peak_gflops(device, threads, dtypes[p]) for p in precisions}
         cases = [Case(network, step, mode, precision) for network in args.networks.split(",")
                  for step in args.steps.split(",") for mode in args.modes.split(",") for precision in precisions]
-        timed = time_cases(cases, device, threads, args.batch_size, args.min_time, args.rounds)
+        trainers = {case: make_trainer(case, device, args.batch_size) for case in cases}
+        timed = time_cases(trainers, threads, args.batch_size, args.min_time, args.rounds)
+        parts = time_parts(trainers, threads, args.min_time, args.rounds) if args.parts else {}
         peaks = {p: max(peaks[p], peak_gflops(device, threads, dtypes[p])) for p in precisions}  # the better of two
         for case, (images_s, flops) in timed.items():
             rows.append(Row(device.type, threads if device.type == "cpu" else None, case.network, case.step,
                             case.mode, case.precision, images_s, flops / 1e6, images_s * flops / 1e9,
-                            images_s * flops / 1e9 / peaks[case.precision]))
+                            images_s * flops / 1e9 / peaks[case.precision], parts.get(case)))
         if not args.json:
             print_header(device, threads, peaks, args)
     if args.json:
@@ -158,6 +203,25 @@ def main() -> None:
         speedup = f"{r.images_per_s / fp32:>7.2f}x" if fp32 and r.precision != "fp32" else f"{'':>8}"
         print(f"{r.device:<6} {r.network:<9} {r.step:<6} {r.mode:<9} {r.precision:<5} {r.images_per_s:>9,.0f} "
               f"{r.mflop_per_image:>10,.0f} {r.gflop_per_s:>8,.1f} {r.share_of_peak:>7.0%} {ratio} {speedup}")
+    if any(r.parts_ms for r in rows):
+        print_parts(rows, args.batch_size)
+
+
+def print_parts(rows: list[Row], batch_size: int) -> None:
+    """Each step's parts in ms per step and as a share of the whole step; `other` is the step less its three
+    parts (the learning rate's update, the loss's running sum, the EMA, and the timings' noise)."""
+    print(f"\nparts of each step, ms per step of {batch_size} (share of the step)")
+    print(f"{'device':<6} {'network':<9} {'step':<6} {'mode':<9} {'prec':<5} {'step':>7} {'data':>13} "
+          f"{'fwd+bwd':>14} {'optimizer':>13} {'other':>7}  SGD alternatives")
+    for r in rows:
+        if not r.parts_ms:
+            continue
+        p, step_ms = r.parts_ms, 1e3 * batch_size / r.images_per_s
+        other = step_ms - p["data"] - p["forward-backward"] - p["optimizer"]
+        shares = " ".join(f"{p[k]:>6.1f} ({p[k] / step_ms:>4.0%})" for k in ("data", "forward-backward", "optimizer"))
+        alternatives = ", ".join(f"{k[4:]} {v:.2f}" for k, v in p.items() if k.startswith("sgd-"))
+        print(f"{r.device:<6} {r.network:<9} {r.step:<6} {r.mode:<9} {r.precision:<5} {step_ms:>7.1f} {shares} "
+              f"{other:>7.1f}  {alternatives}")
 
 
 def print_header(device: torch.device, threads: int, peaks: dict[str, float], args: argparse.Namespace) -> None:

@@ -117,11 +117,7 @@ class Trainer:
         lr = self.recipe.lr_at(self.step / self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.recipe.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self.loss_and_grads(x, y)
         self.optimizer.step()
         self.step += 1
         if self.ema is not None:
@@ -129,6 +125,16 @@ class Trainer:
         loss = loss.detach()
         self._loss_sum += loss
         self._loss_steps += 1
+        return loss
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch (forward under the run's precision) with its gradients in the
+        parameters: the step's part between the batch and the optimizer, apart so benchmarks can time it."""
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = F.cross_entropy(self.forward(x), y, label_smoothing=self.recipe.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
         return loss
 
     def fit(self, total_steps: int, checkpoint: Optional[RunCheckpoint] = None, every: int = 0,
