@@ -36,11 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from archfamily.data.cifar import Cifar10
 from archfamily.models import build_model
-from archfamily.training.precision import cpu_has_bf16
+from archfamily.training.precision import cpu_has_bf16, cpu_model
 from archfamily.pruning.pruner import Pruner
 from archfamily.training.recipes import FAST
 from archfamily.specs import base_spec
-from archfamily.latency.timing import cpu_model, peak_gflops
+from archfamily.latency.timing import peak_gflops
 from archfamily.training.trainer import Trainer
 
 

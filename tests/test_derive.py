@@ -14,6 +14,7 @@ from archfamily.pruning.family_file import FAMILY_FORMAT, FAMILY_VERSION
 from archfamily.models import build_model
 from archfamily.pruning.pruner import Pruner
 from archfamily.specs import base_spec, spec_from_dict
+from archfamily.training.precision import cpu_has_bf16, cpu_model
 
 SMOKE = ("derive", "--preset", "smoke", "--device", "cpu")
 
@@ -32,6 +33,7 @@ def test_smoke_run_writes_a_family(run_cli, tmp_path: Path) -> None:
     assert family["format"] == FAMILY_FORMAT and family["version"] == FAMILY_VERSION
     assert family["method"] == "fisher" and family["seed"] == 0 and family["base_name"] == "wrn-16-1"
     assert family["provenance"]["command"][:2] == ["archfamily", "derive"]
+    assert family["provenance"]["cpu"] == cpu_model() and family["provenance"]["cpu_bf16"] == cpu_has_bf16()
     assert spec_from_dict(family["base"]) == base_spec("wrn-16-1")
     steps = family["trajectory"]
     assert steps[0]["stage_ratios"] == [1.0, 1.0, 1.0] and steps[0]["test_error"] is not None

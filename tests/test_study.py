@@ -317,6 +317,27 @@ def test_results_give_each_rows_mean_and_sd_to_the_errors_4_decimals(tmp_path: P
     assert row["test_errors"] == [0.1, 0.2] and (row["mean"], row["sd"]) == (0.15, 0.0707)  # not 0.15000000000000002
 
 
+def test_results_name_the_cpu_each_training_recorded(tmp_path: Path) -> None:
+    """A study spans sessions and machines: its results count the trainings per CPU their run.json names."""
+    from archfamily.specs import base_spec, spec_to_dict
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+    from archfamily.study.results import collect, markdown
+
+    plan = load_plan(_plan(tmp_path, GOOD.replace('rule = "reduced-width"', 'rule = "reduced-width"\nseeds = [0, 1, 2]')))
+    out = tmp_path / "study"
+    spec = base_spec("wrn-10-1")
+    for job, cpu in zip([j for j in expand(plan, out) if j.arm == "reduced-width"], ("CPU A", "CPU B", None)):
+        (out / job.done_file).parent.mkdir(parents=True)
+        (out / job.done_file).write_text(json.dumps({"test_error": 1.0, "params": spec.num_params(), "test_images": 10,
+                                                     "macs": spec.num_macs(), "spec": spec_to_dict(spec)}))
+        provenance = {"command": ["archfamily", "train"]} | ({"cpu": cpu} if cpu else {})  # older runs name none
+        (out / job.done_file).with_name("run.json").write_text(json.dumps({"config": {}, "provenance": provenance}))
+    doc = collect(plan, out, expand(plan, out))
+    assert doc["machine"]["cpus"] == {"CPU A": 1, "CPU B": 1, "not recorded": 1}
+    assert "on CPU A (1 run), CPU B (1 run), not recorded (1 run)." in markdown(doc)
+
+
 def test_arms_runs_part_of_a_plan_with_the_runs_it_needs(run_cli, tmp_path: Path) -> None:
     from archfamily.study import select_arms
     from archfamily.study.plan import load_plan

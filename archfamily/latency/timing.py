@@ -20,6 +20,7 @@ import torch
 from torch.utils import benchmark
 
 from archfamily.latency import allocator
+from archfamily.training.precision import cpu_model
 from archfamily.checks import read_json
 from archfamily.errors import UserError
 
@@ -32,17 +33,6 @@ class Timing:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, Any]:

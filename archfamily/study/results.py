@@ -35,7 +35,17 @@ def _metrics(study_dir: Path, job: Job) -> Optional[dict[str, Any]]:
         raise UserError(f"{path}: spec is not the network its run trains or measures "
                         f"({shlex.join(job.commands[-1])[:80]})")
     return {"test_error": m.test_error, "params": m.params, "macs": m.macs, "test_images": m.test_images,
-            "seconds": job_seconds(study_dir, job)}
+            "seconds": job_seconds(study_dir, job), "cpu": _recorded_cpu(path.parent)}
+
+
+def _recorded_cpu(run_dir: Path) -> Optional[str]:
+    """The CPU a run's run.json names (runs record it since 2026-12-05); None where it names none. A study's runs
+    can span machines (sessions, cluster nodes), so each run says its own."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    provenance = Fields(read_json(path), str(path), ("provenance",)).obj("provenance", ())
+    return provenance.str("cpu") if "cpu" in provenance.data else None
 
 
 def _planned_spec(study_dir: Path, job: Job) -> Optional[ArchSpec]:
@@ -102,8 +112,11 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
                 "latency_ms": ms[0] if ms else None, "runs": [f"runs/{j.id}" for j, _ in done],
                 "seconds": sum(m["seconds"] for _, m in done), "commands": commands,
             })
-    trained = [_metrics(study_dir, j) for j in jobs if j.kind == "train"]
-    seconds = sum(m["seconds"] for m in trained if m)
+    trained = [m for m in (_metrics(study_dir, j) for j in jobs if j.kind == "train") if m]
+    seconds = sum(m["seconds"] for m in trained)
+    cpus: dict[str, int] = {}
+    for m in trained:
+        cpus[m["cpu"] or "not recorded"] = cpus.get(m["cpu"] or "not recorded", 0) + 1
     return {"format": "archfamily.study", "version": 1, "plan": str(plan.path.name), "name": plan.name,
             "description": plan.description, "base": plan.base,
             "base_checkpoint": str(plan.checkpoint.name) if plan.checkpoint else None,
@@ -111,7 +124,7 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
                        "ema": plan.recipe.ema},
             "data": {"path": str(plan.data) if plan.data else "vendored CIFAR-10 (JPEG)", "subset": plan.subset,
                      "test_subset": plan.test_subset},
-            "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+            "machine": {"cpus": cpus, "python": platform.python_version()},  # CPU: trainings on it
             "latency_setting": setting, "training_seconds": seconds, "rows": rows}
 
 
@@ -132,7 +145,9 @@ def markdown(doc: dict[str, Any]) -> str:
              + (f", {doc['data']['subset']:,} training images" if doc["data"]["subset"] else "")
              + (f", error on {doc['data']['test_subset']:,} test images" if doc["data"]["test_subset"]
                 else ", error on all 10,000 test images") + ".",
-             f"Training time of the finished networks: {doc['training_seconds'] / 3600:.2f} h. "
+             f"Training time of the finished networks: {doc['training_seconds'] / 3600:.2f} h"
+             + (", on " + ", ".join(f"{cpu} ({n} run{'s' if n > 1 else ''})" for cpu, n in doc["machine"]["cpus"].items())
+                if doc["machine"]["cpus"] else "") + ". "
              f"Test error in %, mean ± sd over seeds (sample sd); latency: the bench's median"
              + (f" ({doc['latency_setting']})." if doc["latency_setting"] else " (not benched yet)."), "",
              "| arm | budget | params | MACs | test error % | seeds' errors | latency ms |",

@@ -9,6 +9,7 @@ the precision it resolved to, so a resume cannot switch arithmetic half-way.
 """
 from __future__ import annotations
 
+import platform
 from typing import Optional
 
 import torch
@@ -19,17 +20,32 @@ PRECISIONS = ("auto", "fp32", "bf16")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product units (Linux /proc/cpuinfo flags; elsewhere: no)."""
+def _cpuinfo(field: str) -> Optional[str]:
+    """The first value of `field` in /proc/cpuinfo (Linux); None where there is no such file or field."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return any(f in flags for f in _BF16_CPU_FLAGS)
+                if line.split(":", 1)[0].strip() == field:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return False
+    return None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product units (Linux /proc/cpuinfo flags; elsewhere: no)."""
+    flags = (_cpuinfo("flags") or "").split()
+    return any(f in flags for f in _BF16_CPU_FLAGS)
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (a virtual machine's name can be as bare as
+    "Intel(R) Xeon(R) Processor"), which every speed figure and run record names; the architecture elsewhere."""
+    name = _cpuinfo("model name")
+    if name is None:
+        return platform.processor() or platform.machine()
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return f"{name} (family {family}, model {model})" if family and model else name
 
 
 def resolve_precision(name: str, device: torch.device, resumed: Optional[str] = None) -> str:

@@ -17,7 +17,7 @@ from archfamily.training.distributed import DistContext, init_distributed, shutd
 from archfamily.checks import Fields, read_json
 from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_write_json, remove_temporaries
-from archfamily.training.precision import resolve_precision
+from archfamily.training.precision import cpu_has_bf16, cpu_model, resolve_precision
 
 
 # Settings added later whose value then was this: a run.json without them ran with it.
@@ -100,7 +100,8 @@ def provenance(command: list[str], device: torch.device, world_size: int) -> dic
     return {
         "archfamily": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "command": command, "device": str(device), "world_size": world_size,
-        "machine": platform.machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": platform.machine(), "cpu": cpu_model(), "cpu_bf16": cpu_has_bf16(),  # the figures' machine
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
