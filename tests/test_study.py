@@ -335,7 +335,7 @@ def test_results_name_the_cpu_each_training_recorded(tmp_path: Path) -> None:
         (out / job.done_file).with_name("run.json").write_text(json.dumps({"config": {}, "provenance": provenance}))
     doc = collect(plan, out, expand(plan, out))
     assert doc["machine"]["cpus"] == {"CPU A": 1, "CPU B": 1, "not recorded": 1}
-    assert "on CPU A (1 run), CPU B (1 run), not recorded (1 run)." in markdown(doc)
+    assert "h, on CPU A (1 run), CPU B (1 run); 1 run recorded no CPU (from before runs did)." in markdown(doc)
 
 
 def test_arms_runs_part_of_a_plan_with_the_runs_it_needs(run_cli, tmp_path: Path) -> None:

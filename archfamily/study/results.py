@@ -136,6 +136,16 @@ def _error_cell(row: dict[str, Any]) -> str:
     return text + (f" ({missing} of {row['seeds_planned']} seeds to run)" if missing else "")
 
 
+def _cpus_text(doc: dict[str, Any]) -> str:
+    """', on CPU A (2 runs), CPU B (1 run); 3 runs recorded no CPU' from results.json's count per CPU."""
+    cpus = dict(doc["machine"]["cpus"])
+    unrecorded = cpus.pop("not recorded", 0)
+    runs = lambda n: f"{n} run{'s' if n > 1 else ''}"  # noqa: E731
+    text = (", on " + ", ".join(f"{cpu} ({runs(n)})" for cpu, n in cpus.items())) if cpus else ""
+    return text + (f"{';' if cpus else ','} {runs(unrecorded)} recorded no CPU (from before runs did)"
+                   if unrecorded else "")
+
+
 def markdown(doc: dict[str, Any]) -> str:
     r = doc["recipe"]
     lines = [f"# Study `{doc['name']}`\n", doc["description"].strip() + "\n" if doc["description"] else "",
@@ -145,9 +155,7 @@ def markdown(doc: dict[str, Any]) -> str:
              + (f", {doc['data']['subset']:,} training images" if doc["data"]["subset"] else "")
              + (f", error on {doc['data']['test_subset']:,} test images" if doc["data"]["test_subset"]
                 else ", error on all 10,000 test images") + ".",
-             f"Training time of the finished networks: {doc['training_seconds'] / 3600:.2f} h"
-             + (", on " + ", ".join(f"{cpu} ({n} run{'s' if n > 1 else ''})" for cpu, n in doc["machine"]["cpus"].items())
-                if doc["machine"]["cpus"] else "") + ". "
+             f"Training time of the finished networks: {doc['training_seconds'] / 3600:.2f} h{_cpus_text(doc)}. "
              f"Test error in %, mean ± sd over seeds (sample sd); latency: the bench's median"
              + (f" ({doc['latency_setting']})." if doc["latency_setting"] else " (not benched yet)."), "",
              "| arm | budget | params | MACs | test error % | seeds' errors | latency ms |",
