@@ -17,7 +17,8 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
 
 @click.command()
 @click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
-              help="smoke: seconds; quick: ~25 min on a 2-core CPU (measured; see README); paper: the paper's recipe, for a GPU.")
+              help="smoke: seconds; quick: ~25 min on a 2-core CPU without bf16 units, ~3 with AMX (measured; see "
+                   "README); paper: the paper's recipe, for a GPU.")
 @click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18, or any timm CNN as "
                              "timm:NAME (timm:mobilenetv2_050) [preset's].")
 @click.option("--groups", type=click.Choice(["all", "inner"]),
