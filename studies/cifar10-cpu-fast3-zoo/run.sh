@@ -7,6 +7,11 @@
 # error is its own), which is read when the study's folder holds no weights:
 #   (cd studies/cifar10-cpu-fast3-zoo && archfamily train --spec ../cifar10-cpu-fast3/specs/fitted-152k.json \
 #     --recipe fast3 --epochs 20 --precision bf16 --seed 0 --out runs/fitted-152k-s0 --resume)
+# At 76k the study's networks are above 15%, so the zoo's 76k entry is the best 76k arm, bottleneck, trained 60
+# epochs in one cycle, then added by hand:
+#   (cd studies/cifar10-cpu-fast3-zoo && archfamily train --spec ../cifar10-cpu-fast3/specs/bottleneck-76k.json \
+#     --recipe fast3 --epochs 60 --precision bf16 --seed 0 --out runs/bottleneck-76k-e60-s0 --resume)
+#   archfamily zoo add studies/cifar10-cpu-fast3-zoo/runs/bottleneck-76k-e60-s0 --name wrn16_2_bottleneck_76k_fast3_e60 --rule bottleneck
 # Entries already in the zoo are skipped, so this runs again as the study lands more runs:
 #   bash studies/cifar10-cpu-fast3-zoo/run.sh            # every finished seed-0 run
 #   bash studies/cifar10-cpu-fast3-zoo/run.sh copycat-76k-s0 fitted-152k-s0
