@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -102,16 +102,25 @@ def make_trainer(case: Case, device: torch.device, batch_size: int) -> tuple[Tra
     return trainer, flops
 
 
+def interleaved_medians(calls: dict[Any, Callable[[], object]], threads: int, min_time: float,
+                        rounds: int) -> dict[Any, float]:
+    """Median seconds per call of each call, over `rounds` interleaved rounds (A B C A B C ...), each round's
+    figure the median of one `blocked_autorange`. (`latency.timing.time_interleaved` times under inference mode,
+    which a training step's backward cannot run in.)"""
+    samples: dict[Any, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
+            samples[key].append(timer.blocked_autorange(min_run_time=min_time / rounds).median)
+    return {key: sorted(v)[len(v) // 2] for key, v in samples.items()}
+
+
 def time_cases(trainers: dict[Case, tuple[Trainer, float]], threads: int, batch_size: int, min_time: float,
                rounds: int) -> dict[Case, tuple[float, float]]:
     """(median images/s over `rounds` interleaved rounds, FLOP per image) of each case."""
-    cases = list(trainers)
-    samples: dict[Case, list[float]] = {case: [] for case in cases}
-    for _ in range(rounds):
-        for case, (trainer, _) in trainers.items():
-            timer = benchmark.Timer(stmt="trainer.train_step()", globals={"trainer": trainer}, num_threads=threads)
-            samples[case].append(batch_size / timer.blocked_autorange(min_run_time=min_time / rounds).median)
-    return {case: (sorted(samples[case])[len(samples[case]) // 2], trainers[case][1]) for case in cases}
+    medians = interleaved_medians({case: trainer.train_step for case, (trainer, _) in trainers.items()},
+                                  threads, min_time, rounds)
+    return {case: (batch_size / medians[case], flops) for case, (_, flops) in trainers.items()}
 
 
 def sgd_like(optimizer: torch.optim.Optimizer, implementation: str) -> torch.optim.SGD:
@@ -139,13 +148,9 @@ def time_parts(trainers: dict[Case, tuple[Trainer, float]], threads: int, min_ti
                rounds: int) -> dict[Case, dict[str, float]]:
     """Median ms per step of each part of each case's step, over `rounds` interleaved rounds."""
     statements = {case: part_statements(case, trainer) for case, (trainer, _) in trainers.items()}
-    samples: dict[Case, dict[str, list[float]]] = {case: {p: [] for p in parts} for case, parts in statements.items()}
-    for _ in range(rounds):
-        for case, parts in statements.items():
-            for part, call in parts.items():
-                timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
-                samples[case][part].append(1e3 * timer.blocked_autorange(min_run_time=min_time / rounds).median)
-    return {case: {p: sorted(v)[len(v) // 2] for p, v in parts.items()} for case, parts in samples.items()}
+    medians = interleaved_medians({(case, part): call for case, parts in statements.items()
+                                   for part, call in parts.items()}, threads, min_time, rounds)
+    return {case: {part: 1e3 * medians[case, part] for part in parts} for case, parts in statements.items()}
 
 
 def main() -> None:
