@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import shlex
+from collections import Counter
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -93,11 +94,13 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
     """The results document: one row per arm and budget, in the plan's order."""
     latency, setting = _latency(study_dir)
     by_id = {j.id: j for j in jobs}
+    # each finished network's figures read once (its metrics.json and run.json): the rows and the totals share them
+    measured = {j.id: _metrics(study_dir, j) for j in jobs if j.arm is not None or j.kind == "train"}
     rows = []
     for arm in plan.arms.values():
         for budget in arm.all_budgets:
             arm_jobs = [j for j in jobs if j.arm == arm.name and j.budget == budget]
-            runs = [(j, _metrics(study_dir, j)) for j in arm_jobs]
+            runs = [(j, measured[j.id]) for j in arm_jobs]
             done = [(j, m) for j, m in runs if m is not None]
             errors = [m["test_error"] for _, m in done]
             commands = [line for j in with_needs(arm_jobs[:1], by_id) for line in j.command_lines()]
@@ -112,11 +115,9 @@ def collect(plan: Plan, study_dir: Path, jobs: list[Job]) -> dict[str, Any]:
                 "latency_ms": ms[0] if ms else None, "runs": [f"runs/{j.id}" for j, _ in done],
                 "seconds": sum(m["seconds"] for _, m in done), "commands": commands,
             })
-    trained = [m for m in (_metrics(study_dir, j) for j in jobs if j.kind == "train") if m]
+    trained = [m for j in jobs if j.kind == "train" and (m := measured[j.id])]
     seconds = sum(m["seconds"] for m in trained)
-    cpus: dict[str, int] = {}
-    for m in trained:
-        cpus[m["cpu"] or "not recorded"] = cpus.get(m["cpu"] or "not recorded", 0) + 1
+    cpus = dict(Counter(m["cpu"] or "not recorded" for m in trained))
     return {"format": "archfamily.study", "version": 1, "plan": str(plan.path.name), "name": plan.name,
             "description": plan.description, "base": plan.base,
             "base_checkpoint": str(plan.checkpoint.name) if plan.checkpoint else None,
