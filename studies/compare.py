@@ -71,14 +71,13 @@ def table(new: Path, old: Path) -> list[str]:
     return lines
 
 
-def gaps(study: Path) -> list[str]:
+def gaps(rows: dict[tuple[int, str], dict[str, Any]]) -> list[str]:
     """Each finding's gaps at each budget: points the better arm is ahead (negative: behind)."""
-    rows = rows_of(study)
-    floor = pooled_spread(study)
-    lines = ["| finding | arms | " + " | ".join(sorted({r["budget_label"] for r in rows.values()},
-                                                       key=lambda b: -float(b.rstrip("k")))) + " |"]
+    floor = pooled_spread(rows)
     budgets = sorted({b for b, _ in rows}, reverse=True)
-    lines.append("|---|---|" + "---:|" * len(budgets))
+    labels = {b: r["budget_label"] for (b, _), r in rows.items()}
+    lines = ["| finding | arms | " + " | ".join(labels[b] for b in budgets) + " |",
+             "|---|---|" + "---:|" * len(budgets)]
     for finding, better, worse in FINDINGS:
         cells = []
         for budget in budgets:
@@ -96,9 +95,9 @@ def gaps(study: Path) -> list[str]:
     return lines
 
 
-def pooled_spread(study: Path) -> float:
+def pooled_spread(rows: dict[tuple[int, str], dict[str, Any]]) -> float:
     """The seed spread pooled over every row with two or more seeds (all rows have the same count here)."""
-    return math.sqrt(statistics.fmean(r["sd"] ** 2 for r in rows_of(study).values() if r["sd"] is not None))
+    return math.sqrt(statistics.fmean(r["sd"] ** 2 for r in rows.values() if r["sd"] is not None))
 
 
 def main() -> None:
@@ -112,9 +111,10 @@ def main() -> None:
     print("\n".join(table(args.new, args.old)))
     print()
     for study in (args.new, args.old):
+        rows = rows_of(study)
         print(f"Gaps in `{study.name}`, points (positive: the first arm is better; its pooled seed spread "
-              f"{pooled_spread(study):.2f}):\n")
-        print("\n".join(gaps(study)))
+              f"{pooled_spread(rows):.2f}):\n")
+        print("\n".join(gaps(rows)))
         print()
 
 
