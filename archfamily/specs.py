@@ -136,12 +136,12 @@ class WideResNetSpec(_OneWidthPerBlock):
 
     family: ClassVar[str] = "wrn"
     _rows: ClassVar[str] = "inner_widths"
-    input_size: ClassVar[int] = 32
     stage_widths: tuple[int, ...]
     inner_widths: tuple[tuple[int, ...], ...]
     stem_width: int = 16
     num_classes: int = 10
     in_chans: int = 3
+    input_size: int = 32  # the side of the images it takes (counts MACs; timm's cfg and exports read it)
 
     def __post_init__(self) -> None:
         _check_io(self)
@@ -201,13 +201,13 @@ class DenseNetBCSpec(_OneWidthPerBlock):
 
     family: ClassVar[str] = "densenet_bc"
     _rows: ClassVar[str] = "bottleneck_widths"
-    input_size: ClassVar[int] = 32
     growth: int
     bottleneck_widths: tuple[tuple[int, ...], ...]
     compression: float = 0.5
     stem_width: int = 0  # 0 means the paper's 2 * growth
     num_classes: int = 10
     in_chans: int = 3
+    input_size: int = 32
 
     def __post_init__(self) -> None:
         _check_io(self)
@@ -302,8 +302,11 @@ class ResNetSpec:
     stem_width: int = 64
     num_classes: int = 10
     in_chans: int = 3
+    input_size: int = 0  # 0: the stem's own, `stem_input_size`
 
     def __post_init__(self) -> None:
+        if self.input_size == 0:
+            object.__setattr__(self, "input_size", self.stem_input_size)
         if self.block not in ("basic", "bottleneck"):
             raise UserError(f"ResNet block must be 'basic' or 'bottleneck', got {self.block!r}")
         if self.stem not in ("cifar", "imagenet"):
@@ -330,7 +333,8 @@ class ResNetSpec:
         return cls(block, outs, mids, mids if block == "bottleneck" else (), stem, num_classes=num_classes)
 
     @property
-    def input_size(self) -> int:
+    def stem_input_size(self) -> int:
+        """The images its stem was designed for: 224 for the ImageNet stem, 32 for the CIFAR stem."""
         return 224 if self.stem == "imagenet" else 32
 
     def blocks(self) -> tuple[tuple[BlockPlan, ...], ...]:
@@ -411,6 +415,7 @@ class ResNetSpec:
 ArchSpec = Spec  # the spec of any registered family (`archfamily.families`)
 MAX_WIDTH = 2**16  # channels of one layer read from a file; far above any CNN archfamily builds
 MAX_CLASSES = 10**6
+MAX_INPUT_SIZE = 4096  # the side of an input image a spec describes
 MAX_PARAMS = 10**9  # a spec read from a file above this is damage, not a network (it would take 4 GB)
 
 
@@ -419,8 +424,11 @@ def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
     A spec with a form of its own (`to_dict`) writes that."""
     if hasattr(spec, "to_dict"):
         return spec.to_dict()
+    items = asdict(spec)
+    if items.get("input_size") == getattr(spec, "stem_input_size", 32):  # written only where it is not the default
+        del items["input_size"]
     return {"family": spec.family, **{k: [list(r) if isinstance(r, tuple) else r for r in v] if isinstance(v, tuple)
-                                      else v for k, v in asdict(spec).items()}}
+                                      else v for k, v in items.items()}}
 
 
 def _checked_field(family: FamilyType, key: str, value: Any) -> Any:
@@ -431,11 +439,11 @@ def _checked_field(family: FamilyType, key: str, value: Any) -> Any:
                 isinstance(row, (list, tuple)) and all(is_whole(w, 0, MAX_WIDTH) for w in row) for row in value):
             raise ValueError(f"{key} must be rows of whole numbers from 0 to {MAX_WIDTH:,}")
         return tuple(tuple(row) for row in value)
-    if key == "stage_widths":
+    if key in ("stage_widths", "widths"):  # `widths`: a timm base's member's, one per channel group
         if not isinstance(value, (list, tuple)) or not all(is_whole(w, 1, MAX_WIDTH) for w in value):
-            raise ValueError(f"stage_widths must be whole numbers from 1 to {MAX_WIDTH:,}")
+            raise ValueError(f"{key} must be whole numbers from 1 to {MAX_WIDTH:,}")
         return tuple(value)
-    bounds = {"num_classes": (0, MAX_CLASSES), "in_chans": (1, MAX_WIDTH)}
+    bounds = {"num_classes": (0, MAX_CLASSES), "in_chans": (1, MAX_WIDTH), "input_size": (1, MAX_INPUT_SIZE)}
     declared = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
                 for f in fields(family.spec)}.get(key, "")
     if key in bounds or declared == "int":
@@ -496,6 +504,26 @@ def base_spec(name: str, num_classes: int = 10) -> ArchSpec:
         if not load_lazy_families():  # `timm:NAME` before anything imported the timm family
             break
     raise UserError(f"unknown base network {name!r}; examples: {BASE_EXAMPLES}")
+
+
+def for_data(spec: ArchSpec, num_classes: int, input_size: int) -> ArchSpec:
+    """`spec` with the head and the input size of a dataset, as timm's `num_classes` replaces a model's head: a
+    network named for one dataset (wrn-16-2, a spec file) trains on any other. A family whose input size is fixed
+    (a plug-in's class constant) takes only that size."""
+    if num_classes == spec.num_classes and input_size == spec.input_size:
+        return spec
+    if "input_size" not in {f.name for f in fields(spec)}:
+        if input_size != spec.input_size:
+            raise UserError(f"a {spec.family} network takes {spec.input_size}x{spec.input_size} images, not "
+                            f"{input_size}x{input_size}; give --input-size {spec.input_size}")
+        return replace(spec, num_classes=num_classes)
+    return replace(spec, num_classes=num_classes, input_size=input_size)
+
+
+def native_input_size(spec: ArchSpec) -> int:
+    """The image side a network trains at when its data's images differ in size (or are large): a timm base's
+    pretrained cfg's, else ImageNet's 224."""
+    return spec.native_input_size() if hasattr(spec, "native_input_size") else 224
 
 
 def stage_ratios(spec: ArchSpec, base: ArchSpec) -> list[float]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
-from archfamily.data.cifar import Cifar10
+from archfamily.data.dataset import ImageData, in_memory
 from archfamily.models import build_model
 from archfamily.training.precision import cpu_has_bf16, cpu_model
 from archfamily.pruning.pruner import Pruner
@@ -63,10 +63,10 @@ class Row:
     parts_ms: Optional[dict[str, float]] = None  # --parts: each part's median ms per step
 
 
-def fake_data(n: int) -> Cifar10:
+def fake_data(n: int) -> ImageData:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    return Cifar10(images, torch.arange(n) % 10, images[:100], torch.arange(100) % 10, "random")
+    return in_memory(images, torch.arange(n) % 10, images[:100], torch.arange(100) % 10, "random")
 
 
 def flop_per_image(trainer: Trainer) -> float:
@@ -182,13 +182,13 @@ def main() -> None:
         has_bf16 = device.type == "cuda" or cpu_has_bf16()
         precisions = args.precisions.split(",") if args.precisions else ["fp32", "bf16"] if has_bf16 else ["fp32"]
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-        peaks = {p: peak_gflops(device, threads, dtypes[p]) for p in precisions}
+        peaks = {p: peak_gflops(device, threads, dtypes[p])[0] for p in precisions}
         cases = [Case(network, step, mode, precision) for network in args.networks.split(",")
                  for step in args.steps.split(",") for mode in args.modes.split(",") for precision in precisions]
         trainers = {case: make_trainer(case, device, args.batch_size) for case in cases}
         timed = time_cases(trainers, threads, args.batch_size, args.min_time, args.rounds)
         parts = time_parts(trainers, threads, args.min_time, args.rounds) if args.parts else {}
-        peaks = {p: max(peaks[p], peak_gflops(device, threads, dtypes[p])) for p in precisions}  # the better of two
+        peaks = {p: max(peaks[p], peak_gflops(device, threads, dtypes[p])[0]) for p in precisions}  # the better of two
         for case, (images_s, flops) in timed.items():
             rows.append(Row(device.type, threads if device.type == "cpu" else None, case.network, case.step,
                             case.mode, case.precision, images_s, flops / 1e6, images_s * flops / 1e9,

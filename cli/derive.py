@@ -53,15 +53,17 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str],
            finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...],
-           data: Optional[str],
-           subset: Optional[int], test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool,
+           data: Optional[str], subset: Optional[int], test_subset: Optional[int], input_size: Optional[str],
+           val_fraction: Optional[float], seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
     from archfamily.anycnn.spec import parse_model_kwargs
+    from archfamily.data.dataset import parse_input_size
     from archfamily.pruning.derive import DeriveConfig, derive as run_derive
 
     config = DeriveConfig.from_preset(
-        preset, base=base, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset, seed=seed,
+        preset, base=base, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset,
+        input_size=parse_input_size(input_size), val_fraction=val_fraction, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,
@@ -74,7 +76,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
         return
     spec = result.final_spec
     click.echo(f"base {config.base}: {format_count(result.trajectory[0]['params'])} params, "
-               f"test error {result.base_error:.2f}%")
+               f"{result.split} error {result.base_error:.2f}%")
     click.echo(f"pruned in {result.prune_steps} steps to {format_count(spec.num_params())} params "
-               f"({format_count(spec.num_macs())} MACs), test error {result.final_error:.2f}%")
+               f"({format_count(spec.num_macs())} MACs), {result.split} error {result.final_error:.2f}%")
     click.echo(f"wrote {result.out}/family.json and trajectory.jsonl ({result.seconds:.0f} s)")

@@ -40,6 +40,7 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
     if spec_file and (params or macs):
         raise UserError("--params and --macs choose a member of --family; --spec already is one")
     meta: dict[str, str] = {}
+    facts = None
     if spec_file:
         spec = read_spec_file(spec_file)
     else:
@@ -50,9 +51,10 @@ def export(spec_file: Optional[str], family_path: Optional[str], params: Optiona
         family = load_family(family_path)
         result = solve(make_rule(rule, family.base, family.trajectory, family.rules), budget, metric, round_to)
         spec = result.member.spec
+        facts = family.data_facts
         meta = {"family": str(family.path), "rule": rule, "multiplier": f"{result.member.multiplier:.6f}",
                 "budget": json.dumps({metric: budget}), "round_to": str(round_to)}
-    run_export(spec, Path(out), Path(weights) if weights else None, meta, onnx=onnx)
+    run_export(spec, Path(out), Path(weights) if weights else None, meta, onnx=onnx, facts=facts)
     files = "config.json, model.safetensors and model.onnx" if onnx else "config.json and model.safetensors"
     click.echo(f"wrote {out}/{files} ({format_count(spec.num_params())} params); "
                f"load with: import archfamily.zoo, timm; timm.create_model('local-dir:{out}', pretrained=True)")

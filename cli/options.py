@@ -30,10 +30,17 @@ class Count(click.ParamType):
         return f"INTEGER {self.lo}-{self.hi}"
 
 
-DATA = click.option("--data", help="cifar-10-batches-py/ folder, ImageFolder tree or .tar.gz [the vendored archive].")
-SUBSET = click.option("--subset", type=Count(10, MAX_TRAIN_IMAGES), help="Train on the first N/10 images of each class.")
-TEST_SUBSET = click.option("--test-subset", type=Count(10, MAX_TEST_IMAGES),
-                           help="Measure error on the first N/10 test images of each class [all 10,000].")
+DATA = click.option("--data", help="An ImageFolder tree (train/<class>/ and val/ or test/; any classes, any image "
+                                    "sizes), a .tar/.tar.gz of one, or cifar-10-batches-py/ [the vendored CIFAR-10].")
+SUBSET = click.option("--subset", type=Count(2, MAX_TRAIN_IMAGES),
+                      help="Train on the first N/classes images of each class [all].")
+TEST_SUBSET = click.option("--test-subset", type=Count(2, MAX_TEST_IMAGES),
+                           help="Measure error on the first N/classes held-out images of each class [all].")
+INPUT_SIZE = click.option("--input-size", help="Train at this image side, e.g. 64 or 64x64 [the images' own where they "
+                                               "share one size up to 128, else the timm base's pretrained size or 224].")
+VAL_FRACTION = click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                            help="Hold out this share of each class of train/ as the validation split, for data "
+                                 "without val/ (the same images every run).")
 SEED = click.option("--seed", type=Count(0, MAX_SEED), default=0, show_default=True)
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 RESUME = click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
@@ -55,7 +62,8 @@ def _apply(options: list[Callable]) -> Callable[[Callable], Callable]:
     return decorate
 
 
-training_options = _apply([DATA, SUBSET, TEST_SUBSET, SEED, DEVICE, PRECISION, RESUME])  # derive, train
+training_options = _apply([DATA, SUBSET, TEST_SUBSET, INPUT_SIZE, VAL_FRACTION, SEED, DEVICE, PRECISION,
+                           RESUME])  # derive, train
 data_options = _apply([DATA, TEST_SUBSET, DEVICE])  # commands that only measure: zoo eval, zoo add
 
 

@@ -36,13 +36,15 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
 @COMPILE
 def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
           tta: bool, recipe_set: tuple[str, ...], initial_checkpoint: Optional[str], out: str, model_kwargs: tuple[str, ...], data: Optional[str], subset: Optional[int],
-          test_subset: Optional[int], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
+          test_subset: Optional[int], input_size: Optional[str], val_fraction: Optional[float], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch (or from --initial-checkpoint); writes model.safetensors and metrics.json to --out."""
     from archfamily.anycnn.spec import parse_model_kwargs, with_model_kwargs
+    from archfamily.data.dataset import parse_input_size
     from archfamily.training.scratch import TrainConfig, initial_checkpoint as checkpoint_record, read_spec_file, train_spec
 
     spec = with_model_kwargs(read_spec_file(spec_file), parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")))
-    config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, seed, batch_size, ema,
+    config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, parse_input_size(input_size), val_fraction,
+                         seed, batch_size, ema,
                          tta, precision, parse_settings(recipe_set, "--recipe-set"),
                          checkpoint_record(initial_checkpoint))
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
@@ -51,7 +53,9 @@ def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Opti
     extra = "".join(f", {label} {metrics[key]:.2f}%" for key, label in
                     (("test_error_no_ema", "without EMA"), ("test_error_tta", "with mirror TTA"),
                      ("test_error_tta_shift", "with mirror and shift TTA")) if key in metrics)
+    facts = metrics.get("data") or {"split": "test"}  # finished runs from before data facts: CIFAR-10's test split
+    final = f"; test/ error {metrics['final_test_error']:.2f}%" if "final_test_error" in metrics else ""
     click.echo(f"trained {format_count(metrics['params'])} params ({format_count(metrics['macs'])} MACs) in "
                f"{metrics['precision']}: "
-               f"test error {metrics['test_error']:.2f}% on {metrics['test_images']:,} images{extra}")
+               f"{facts['split']} error {metrics['test_error']:.2f}% on {metrics['test_images']:,} images{extra}{final}")
     click.echo(f"wrote {out}/model.safetensors and metrics.json")

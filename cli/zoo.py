@@ -48,12 +48,12 @@ def _natural_key(name: str) -> list:
 @data_options
 def eval_entry(name: str, write: bool, data: Optional[str], test_subset: Optional[int], device: str) -> None:
     """Measure NAME's CIFAR-10 test error through timm.create_model(NAME, pretrained=True)."""
-    from archfamily.data.cifar import load_cifar10
+    from archfamily.data.dataset import load_data
     from archfamily.training.distributed import resolve_device
     from archfamily.zoo.curation import remeasure
 
     dev = resolve_device(device)
-    entry, error = remeasure(name, load_cifar10(data, subset=10, test_subset=test_subset), dev, write)
+    entry, error = remeasure(name, load_data(data, subset=10, test_subset=test_subset), dev, write)
     click.echo(f"{entry['name']}: test error {error:.2f}% (manifest: {entry['test_error']:.2f}% on "
                f"{entry['test_images']:,} images){'; written to the manifest' if write else ''}")
 
@@ -67,12 +67,13 @@ def eval_entry(name: str, write: bool, data: Optional[str], test_subset: Optiona
 @data_options
 def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str], replace: bool, data: Optional[str],
               test_subset: Optional[int], device: str) -> None:
-    """Measure SOURCE (a model .safetensors or a train run folder) through timm, then add it to the zoo."""
-    from archfamily.data.cifar import load_cifar10
+    """Measure SOURCE (a model .safetensors, a train run folder, or an export folder, loaded as timm's local-dir:
+    loads it) through timm, then add it to the zoo."""
+    from archfamily.data.dataset import load_data
     from archfamily.training.distributed import resolve_device
     from archfamily.zoo.curation import add
 
-    entry = add(source, name, load_cifar10(data, subset=10, test_subset=test_subset), resolve_device(device),
+    entry = add(source, name, load_data(data, subset=10, test_subset=test_subset), resolve_device(device),
                 family, rule, replace=replace)
     click.echo(f"added {entry['name']}.{entry['tag']}: {entry['params']:,} params, test error "
                f"{entry['test_error']:.2f}% on {entry['test_images']:,} images")

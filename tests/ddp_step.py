@@ -4,7 +4,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from archfamily.data.cifar import Cifar10
+from archfamily.data.dataset import in_memory
 from archfamily.training.distributed import init_distributed, shutdown_distributed
 from archfamily.models import build_model
 from archfamily.training.recipes import WRN
@@ -15,7 +15,7 @@ from archfamily.training.trainer import Trainer
 def main(out: str) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    data = Cifar10(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(64) % 10,
+    data = in_memory(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(64) % 10,
                    torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(20) % 10,
                    "fake")
     ctx = init_distributed(torch.device("cpu"))

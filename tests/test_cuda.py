@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archfamily.data.cifar import Cifar10
+from archfamily.data.dataset import ImageData, in_memory
 from archfamily.models import build_model
 from archfamily.pruning.pruner import Pruner
 from archfamily.pruning.compress import compress
@@ -20,10 +20,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 GPU = torch.device("cuda")
 
 
-def _data() -> Cifar10:
+def _data() -> ImageData:
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen)
-    return Cifar10(images, torch.arange(64) % 10, images[:20], torch.arange(20) % 10, "fake")
+    return in_memory(images, torch.arange(64) % 10, images[:20], torch.arange(20) % 10, "fake")
 
 
 def test_bf16_training_step_on_cuda() -> None:

@@ -12,7 +12,7 @@ from archfamily.training import precision
 from archfamily.training.evaluation import _shifted, tta_logits
 from archfamily.data.batches import BatchStream, cutout_mask
 from archfamily.models.checkpoint import RunCheckpoint
-from archfamily.data.cifar import Cifar10
+from archfamily.data.dataset import ImageData, in_memory
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.training.recipes import FAST, training_recipe, with_overrides
@@ -24,9 +24,9 @@ from archfamily.cli.main import main
 CPU = torch.device("cpu")
 
 
-def _data(n: int = 64) -> Cifar10:
+def _data(n: int = 64) -> ImageData:
     gen = torch.Generator().manual_seed(0)
-    return Cifar10(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(n) % 10,
+    return in_memory(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(n) % 10,
                    torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(20) % 10, "fake")
 
 
@@ -55,7 +55,7 @@ def test_bf16_step_runs_under_autocast_and_keeps_fp32_weights() -> None:
 
 def test_alternating_flip_shows_every_image_once_each_way_over_two_epochs() -> None:
     data = _data(32)
-    stream = BatchStream(data.train_x, data.train_y, 32, seed=3, device=CPU, translate=0, flip="alternating")
+    stream = BatchStream(data.train_x, data.train_y, 32, seed=3, device=CPU, mean=data.mean, std=data.std, translate=0, flip="alternating")
     stream.mean, stream.std = torch.zeros(1, 3, 1, 1), torch.full((1, 3, 1, 1), 1 / 255)  # batches as raw pixels
     originals = {bytes(img.numpy()): i for i, img in enumerate(data.train_x)}
     mirrors = {bytes(img.flip(2).numpy()): i for i, img in enumerate(data.train_x)}
@@ -72,7 +72,7 @@ def test_alternating_flip_shows_every_image_once_each_way_over_two_epochs() -> N
 
 def test_translate_bounds_the_crop_offset() -> None:
     data = _data(16)
-    stream = BatchStream(data.train_x, data.train_y, 16, seed=0, device=CPU, translate=0)
+    stream = BatchStream(data.train_x, data.train_y, 16, seed=0, device=CPU, mean=data.mean, std=data.std, translate=0)
     stream.mean, stream.std = torch.zeros(1, 3, 1, 1), torch.full((1, 3, 1, 1), 1 / 255)
     x, _ = stream.batch(0)
     flipped_or_not = [torch.equal(a, b) or torch.equal(a, b.flip(2)) for a, b in
@@ -215,8 +215,8 @@ def test_muon_steps_conv_filters_and_adamw_the_rest() -> None:
 
 def test_cutout_blanks_one_clipped_square_per_image_and_leaves_the_crops_alone() -> None:
     data = _data(16)
-    plain = BatchStream(data.train_x, data.train_y, 16, seed=5, device=CPU, translate=2)
-    cut = BatchStream(data.train_x, data.train_y, 16, seed=5, device=CPU, translate=2, cutout=8)
+    plain = BatchStream(data.train_x, data.train_y, 16, seed=5, device=CPU, mean=data.mean, std=data.std, translate=2)
+    cut = BatchStream(data.train_x, data.train_y, 16, seed=5, device=CPU, mean=data.mean, std=data.std, translate=2, cutout=8)
     x, _ = plain.batch(3)
     y, _ = cut.batch(3)
     blank = (x != y).any(dim=1)  # pixels cutout changed, per image

@@ -13,7 +13,8 @@ import torch
 
 from archfamily.data.batches import normalize
 from archfamily.models.checkpoint import RunCheckpoint, load_model, save_model
-from archfamily.data.cifar import MEAN, STD, Cifar10
+from archfamily.data.cifar import MEAN, STD
+from archfamily.data.dataset import ImageData, in_memory
 from archfamily.errors import UserError
 from archfamily.training.evaluation import count_errors
 from archfamily.models import build_model
@@ -24,9 +25,9 @@ from archfamily.training.trainer import Trainer, optimizer_for
 CPU = torch.device("cpu")
 
 
-def _data() -> Cifar10:
+def _data() -> ImageData:
     gen = torch.Generator().manual_seed(0)
-    return Cifar10(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(64) % 10,
+    return in_memory(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(64) % 10,
                    torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(20) % 10, "fake")
 
 

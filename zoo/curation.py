@@ -18,7 +18,7 @@ from torch import nn
 from archfamily.training.evaluation import test_error
 from archfamily.models.checkpoint import load_model, save_model
 from archfamily.models.counting import count_params, measure_macs
-from archfamily.data.cifar import Cifar10
+from archfamily.data.dataset import ImageData
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import SettingError, UserError
 from archfamily.pruning.family_file import load_family
@@ -52,18 +52,25 @@ def _provenance(source: Path, meta: dict[str, str]) -> tuple[Any, str, str]:
     return recipe, "", ""
 
 
-def measure_file(path: Path, data: Cifar10, device: torch.device) -> tuple[ArchSpec, dict[str, str], nn.Module, float]:
-    """(spec, metadata, model, test error %) of a model file, loaded and measured through timm as the zoo is."""
+def measure_file(path: Path, data: ImageData, device: torch.device,
+                 exported: bool = False) -> tuple[ArchSpec, dict[str, str], nn.Module, float]:
+    """(spec, metadata, model, test error %) of a model file, loaded and measured through timm as the zoo is. An
+    `exported` one (the model.safetensors of an `archfamily export` folder) is loaded as timm loads its folder
+    (`local-dir:`: its config.json checked by `hub.local_dir`, which must describe the file's network)."""
     spec, _, meta = load_model(path)
-    model = _create(timm_name(spec.family), pretrained_cfg_overlay=dict(file=str(path.resolve())),
-                    **model_args(spec))
+    if exported:
+        model = _create(f"local-dir:{path.parent}")
+    else:
+        model = _create(timm_name(spec.family), pretrained_cfg_overlay=dict(file=str(path.resolve())),
+                        **model_args(spec))
     return spec, meta, model, test_error(model, data, device)
 
 
-def add(source: str, name: str, data: Cifar10, device: torch.device, family: Optional[str] = None,
+def add(source: str, name: str, data: ImageData, device: torch.device, family: Optional[str] = None,
         rule: Optional[str] = None, replace: bool = False) -> dict[str, Any]:
     """Measure a trained network through timm, then copy it into the zoo and list it."""
     path = Path(source)
+    exported = path.is_dir() and (path / "config.json").exists()  # an `archfamily export` folder
     if path.is_dir():
         path = path / "model.safetensors"
     name = normalise_name(name)
@@ -71,7 +78,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     entries = read_manifest(folder)
     if any(e["name"] == name for e in entries) and not replace:
         raise SettingError("the zoo already holds {name}; pass {replace} to measure and replace it", name=name)
-    spec, meta, model, error = measure_file(path, data, device)
+    spec, meta, model, error = measure_file(path, data, device, exported)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {
         "name": name, "tag": TAG, "architecture": spec.family, "model_args": model_args(spec),
@@ -89,7 +96,7 @@ def add(source: str, name: str, data: Cifar10, device: torch.device, family: Opt
     return entry
 
 
-def remeasure(name: str, data: Cifar10, device: torch.device, write: bool = False) -> tuple[dict[str, Any], float]:
+def remeasure(name: str, data: ImageData, device: torch.device, write: bool = False) -> tuple[dict[str, Any], float]:
     """Re-measure a zoo entry through `timm.create_model(name, pretrained=True)`; optionally record it."""
     from archfamily import zoo
 

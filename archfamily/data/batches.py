@@ -4,24 +4,29 @@ Batch `step` is a pure function of (seed, step): the epoch's permutation comes f
 a generator seeded by (seed, epoch) and the crops and flips from one seeded by
 (seed, step). A resumed run therefore sees exactly the batches an uninterrupted run
 would, and a DistributedDataParallel rank takes its share of the same global batch.
-Augmentation (a random crop of the image padded by 4, or by the recipe's `translate`, a
-horizontal flip, random or alternating by epoch, and optionally cutout) is one gather and one mask
-over the whole batch: no per-image Python work in the hot loop. On a GPU nothing here makes the host
+Augmentation is one gather (or one `grid_sample`) and one mask over the whole batch, with no per-image Python
+work in the hot loop: up to `RESIZED_CROP_ABOVE` pixels, CIFAR's random crop of the image padded by the recipe's
+`translate` (4 at 32 pixels, scaled with the side); above it, a random-resized crop (timm's `RandomResizedCrop`
+drawn for a whole batch, from the image decoded at the training size); then a horizontal flip, random or
+alternating by epoch, and optionally cutout (its side scaled as `translate` is). On a GPU nothing here makes the host
 wait: the random offsets are drawn on the CPU (so batches match across devices) and
 copied from pinned memory without blocking, and the normalisation constants are made once.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from archfamily.data.cifar import MEAN, STD
 from archfamily.errors import UserError
 from archfamily.seeding import generator
 
 PAD = 4
+RESIZED_CROP_ABOVE = 64  # input sizes above this train on random-resized crops, at or below it on padded crops
+RESIZED_CROP_SCALE = (0.25, 1.0)  # the share of the image a crop covers (timm's `scale`; 0.08 is ImageNet's)
+RESIZED_CROP_RATIO = (3 / 4, 4 / 3)  # its aspect ratio (timm's `ratio`)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -37,9 +42,9 @@ def norm_constants(mean: Sequence[float], std: Sequence[float], device: torch.de
             to_device(torch.tensor(std).view(1, -1, 1, 1), device))
 
 
-def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float] = MEAN,
-              std: torch.Tensor | Sequence[float] = STD, channels_last: bool = False) -> torch.Tensor:
-    """uint8 NCHW -> float, standardised with `mean` and `std` (by default CIFAR-10's).
+def normalize(images: torch.Tensor, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float],
+              channels_last: bool = False) -> torch.Tensor:
+    """uint8 NCHW -> float, standardised with `mean` and `std`.
 
     Pass tensors from `norm_constants` in a loop; sequences are turned into tensors on every call.
     """
@@ -72,6 +77,26 @@ def random_crop_flip(images: torch.Tensor, gen: torch.Generator, pad: int = PAD,
     return padded[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def random_resized_crop_flip(images: torch.Tensor, gen: torch.Generator,
+                             flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A crop of each image covering a random share (`RESIZED_CROP_SCALE`) of it at a random aspect ratio
+    (`RESIZED_CROP_RATIO`) and place, resized back to the image's size, half of them (or those `flip` says)
+    mirrored: one `grid_sample` for the batch. Returns float images in [0, 255]."""
+    n, _, h, w = images.shape
+    area = torch.empty(n).uniform_(*RESIZED_CROP_SCALE, generator=gen)
+    log_ratio = torch.empty(n).uniform_(*[math.log(r) for r in RESIZED_CROP_RATIO], generator=gen)
+    ratio = torch.exp(log_ratio)
+    sx, sy = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)  # halves of the side, in [-1, 1]
+    cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sx)
+    cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sy)
+    drawn = (torch.rand(n, generator=gen) < 0.5).long()
+    sign = 1.0 - 2.0 * (drawn if flip is None else flip.long()).float()
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * sign, cx, sy, cy
+    grid = F.affine_grid(to_device(theta, images.device), [n, 3, h, w], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def cutout_mask(n: int, h: int, w: int, size: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     """(n, 1, h, w) True inside one `size` x `size` square per image, centred anywhere on it and clipped at its
     border (DeVries & Taylor's cutout, whose CIFAR-10 setting is 16): the pixels a batch loses."""
@@ -94,19 +119,21 @@ class BatchStream:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
-                 device: torch.device, rank: int = 0, world: int = 1, channels_last: bool = False,
-                 translate: int = PAD, flip: str = "random", cutout: int = 0) -> None:
+                 device: torch.device, mean: Sequence[float], std: Sequence[float], rank: int = 0, world: int = 1,
+                 channels_last: bool = False, translate: int = PAD, flip: str = "random", cutout: int = 0) -> None:
         if batch_size > images.shape[0]:
             batch_size = images.shape[0]
         if batch_size % world:
             raise UserError(f"batch size {batch_size} does not split over {world} processes")
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.channels_last, self.translate, self.cutout = channels_last, translate, cutout
+        scale = images.shape[-1] / 32  # the recipe's pixels are CIFAR-10's
+        self.channels_last, self.translate, self.cutout = channels_last, round(translate * scale), round(cutout * scale)
+        self.resized_crops = images.shape[-1] > RESIZED_CROP_ABOVE
         # one start bit per image, on the host: the flips are decided where the crop offsets are drawn
         self._flip_start = torch.randint(0, 2, (images.shape[0],), generator=generator(seed, 3)) \
             if flip == "alternating" else None
-        self.mean, self.std = norm_constants(MEAN, STD, device)
+        self.mean, self.std = norm_constants(mean, std, device)
         self.steps_per_epoch = images.shape[0] // batch_size
         self._perm_epoch, self._perm_host, self._perm = -1, torch.empty(0), torch.empty(0)
 
@@ -126,7 +153,9 @@ class BatchStream:
         flip = None
         if self._flip_start is not None:
             flip = (self._flip_start[perm_host[window]] + epoch) % 2
-        images = random_crop_flip(self.images[idx], generator(self.seed, 2, step), self.translate, flip)
+        crop = random_resized_crop_flip if self.resized_crops else \
+            lambda x, gen, flip: random_crop_flip(x, gen, self.translate, flip)
+        images = crop(self.images[idx], generator(self.seed, 2, step), flip)
         mine = slice(self.rank, None, self.world)
         x = normalize(images[mine], self.mean, self.std, self.channels_last)
         if self.cutout:  # drawn for the whole global batch, so every rank's share matches a single process's

@@ -12,14 +12,17 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import timm
 import torch
 from timm.models._hub import save_config_for_hf
 from torch import nn
 
+from archfamily.checks import decode_json
+from archfamily.data.dataset import checked_facts
 from archfamily.models.checkpoint import load_model, model_test_error, save_model
 from archfamily.errors import SettingError
 from archfamily.files import atomic_write
@@ -47,8 +50,23 @@ def write_onnx(model: nn.Module, path: Path, input_size: int, in_chans: int) -> 
     atomic_write(path, write)
 
 
+def _data_config(spec: ArchSpec, facts: Optional[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(timm's `data_config`, `config.json` fields) of an export: the input size of the spec, and the data's
+    normalisation, crop and class names (timm's top-level `label_names`, which it loads into the pretrained cfg)
+    when the network was trained on data that says them."""
+    data_config: dict[str, Any] = {"input_size": (spec.in_chans, spec.input_size, spec.input_size)}
+    if not facts:
+        return data_config, {}
+    data_config.update(mean=tuple(facts["mean"]), std=tuple(facts["std"]), crop_pct=facts["crop_pct"],
+                       interpolation="bilinear")
+    return data_config, {"label_names": list(facts["label_names"])}
+
+
 def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
-           metadata: Optional[dict[str, str]] = None, onnx: bool = False) -> None:
+           metadata: Optional[dict[str, str]] = None, onnx: bool = False,
+           facts: Optional[dict[str, Any]] = None) -> None:
+    """Write the folder. `facts` are the data's (`ImageData.facts`) when the caller knows them (a family's); trained
+    weights that record theirs bring them."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SettingError("{out} {path} already exists and is not an empty folder", path=out)
     if onnx:
@@ -65,9 +83,21 @@ def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
         meta = {**{k: v for k, v in weights_meta.items() if k not in ("format", "spec")}, **meta}
         if "test_error" in weights_meta:  # the checked figure, not the text it was read from
             meta["test_error"] = repr(model_test_error(weights, weights_meta))
+        if facts is None and "data_cfg" in weights_meta:
+            facts = checked_facts(decode_json(weights_meta["data_cfg"], f"{weights}: metadata 'data_cfg'"),
+                                  f"{weights}: metadata 'data_cfg'")
+    if facts is not None:
+        if facts["num_classes"] != spec.num_classes or facts["input_size"] != spec.input_size:
+            raise SettingError("the data the network was trained on ({n} classes at {size}px) is not its spec's "
+                               "({spec_n} at {spec_size}px)", n=facts["num_classes"], size=facts["input_size"],
+                               spec_n=spec.num_classes, spec_size=spec.input_size)
+        meta["data_cfg"] = json.dumps(facts)
     save_model(out / "model.safetensors", model, meta)
     extra = {"weights": UNTRAINED} if weights is None else {}
     if onnx:
         write_onnx(model, out / "model.onnx", spec.input_size, spec.in_chans)
+    data_config, fields = _data_config(spec, facts)
+    extra.update(fields)
     atomic_write(out / "config.json",
-                 lambda tmp: save_config_for_hf(model, Path(tmp), model_config=extra, model_args=model_args(spec)))
+                 lambda tmp: save_config_for_hf(model, Path(tmp), model_config=extra, model_args=model_args(spec),
+                                                data_config=data_config))

@@ -29,7 +29,7 @@ import torch
 
 from archfamily.models.checkpoint import (RunCheckpoint, load_checkpoint_for, load_model, model_test_error,
                                          read_model_metadata, save_model)
-from archfamily.data.cifar import Cifar10, load_cifar10
+from archfamily.data.dataset import ImageData, load_data
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import SettingError, UserError
@@ -43,7 +43,7 @@ from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engi
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.training.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.training.runs import finish_run, run_precision, start_run
-from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
+from archfamily.specs import ArchSpec, base_spec, for_data, native_input_size, spec_from_dict, spec_to_dict
 from archfamily.training.trainer import Trainer, train_to_file
 
 if TYPE_CHECKING:
@@ -93,6 +93,8 @@ class DeriveConfig:
     data: Optional[str] = None
     subset: Optional[int] = None
     test_subset: Optional[int] = None
+    input_size: Optional[int] = None  # None: the data's own (`data.dataset.load_data`)
+    val_fraction: Optional[float] = None  # a validation split carved from train/
     seed: int = 0
     epochs: Optional[float] = None
     prune_every: int = 100
@@ -126,14 +128,15 @@ class DeriveResult:
     final_error: float
     prune_steps: int
     seconds: float
+    split: str  # the held-out split the errors are on (`data.dataset.ImageData.split`)
     trajectory: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
 
-def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
-    """The base's spec and where pruning stops (`pruning_floor`), once every setting is checked."""
+def _validate(config: DeriveConfig, data: ImageData) -> tuple[ArchSpec, int]:
+    """The base's spec for `data` and where pruning stops (`pruning_floor`), once every setting is checked."""
     check_method(config.method, config.cost)
     check_cost_device(config.cost, config.cost_on)
-    spec = run_base_spec(config)
+    spec = run_base_spec(config, data)
     check_engine_settings(spec, config.method, config.groups, config.cost)
     if config.cost_on:
         from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
@@ -167,9 +170,11 @@ def _validate(config: DeriveConfig) -> tuple[ArchSpec, int]:
     return spec, floor
 
 
-def run_base_spec(config: DeriveConfig) -> ArchSpec:
-    """The base network a run prunes: its base name, built with its timm keywords if it has any."""
-    return with_model_kwargs(base_spec(config.base), config.model_kwargs or {})
+def run_base_spec(config: DeriveConfig, data: Optional[ImageData] = None) -> ArchSpec:
+    """The base network a run prunes: its base name, built with its timm keywords if it has any, with the head and
+    input size of `data` when given."""
+    spec = with_model_kwargs(base_spec(config.base), config.model_kwargs or {})
+    return spec if data is None else for_data(spec, data.num_classes, data.input_size)
 
 
 def pruning_floor(until_params: Optional[int], base_params: int) -> int:
@@ -208,7 +213,7 @@ def _base_recipe(config: DeriveConfig) -> Recipe:
     return training_recipe(config.recipe, run_base_spec(config).family, config.epochs, config.batch_size)
 
 
-def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, device: torch.device,
+def _train_base(spec: ArchSpec, config: DeriveConfig, data: ImageData, out: Path, device: torch.device,
                 dist_ctx: DistContext, compile: bool) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
     recipe = _base_recipe(config)
@@ -226,7 +231,8 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: Cifar10, out: Path, 
                         precision=config.precision).evaluate(desc="test error, base")
         if dist_ctx.is_main:
             kept = {k: v for k, v in meta.items() if k not in ("format", "spec", "test_error")}
-            save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint})
+            save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint,
+                                          "data": data.source, "data_cfg": json.dumps(data.facts())})
         return model, error
     model, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
                                   out / ".checkpoints" / "base", desc="train base", compile=compile,
@@ -302,7 +308,7 @@ class _PruneLog:
     Only the main rank writes; every rank keeps the same trajectory, so any of them can checkpoint it.
     """
 
-    def __init__(self, out: Path, config: DeriveConfig, base: ArchSpec, base_error: float, data: Cifar10,
+    def __init__(self, out: Path, config: DeriveConfig, base: ArchSpec, base_error: float, data: ImageData,
                  state: Optional[dict[str, Any]], writes: bool) -> None:
         self.out, self.config, self.data, self.writes = out, config, data, writes
         first = [trajectory_entry(base, 0, 0, base_error)]
@@ -342,6 +348,7 @@ class _PruneLog:
         small = engine.compressed()
         meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
                 "seed": str(config.seed), "test_images": str(self.data.test_x.shape[0]), "data": self.data.source,
+                "data_cfg": json.dumps(self.data.facts()),
                 "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family, config.finetune_set).to_dict(),
                                       "prune_every": config.prune_every, "channels_per_step": config.channels_per_step})}
         if entry["test_error"] is not None:
@@ -365,7 +372,7 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
     return model
 
 
-def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: Cifar10,
+def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: ImageData,
            out: Path, device: torch.device, dist_ctx: DistContext, floor: int) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
     model = network_to_prune(spec, base_model, str(out / "base.safetensors"))
@@ -402,15 +409,16 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
            command: Optional[list[str]] = None, compile: bool = False) -> DeriveResult:
     """Run (or resume) a whole derive: validate, train the base, prune, write the family."""
     started = time.time()
-    spec, floor = _validate(config)
     device = resolve_device(device_name)
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
-    data = load_cifar10(config.data, config.subset, config.test_subset)
+    data = load_data(config.data, config.subset, config.test_subset, config.input_size, config.val_fraction,
+                     default_size=native_input_size(run_base_spec(config)))
+    spec, floor = _validate(config, data)
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
-        return _result(out, _read_trajectory(out, spec), 0.0)
+        return _result(out, _read_trajectory(out, spec), 0.0, data.split)
     base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
     trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx, floor)
     if dist_ctx.is_main:
@@ -420,10 +428,10 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
                                    sorted(p.name for p in out.glob("*.safetensors")))
         atomic_write_json(out / "family.json", document)
     finish_run(out, dist_ctx)
-    return _result(out, trajectory, time.time() - started)
+    return _result(out, trajectory, time.time() - started, data.split)
 
 
-def _result(out: Path, trajectory: list[dict[str, Any]], seconds: float) -> DeriveResult:
+def _result(out: Path, trajectory: list[dict[str, Any]], seconds: float, split: str) -> DeriveResult:
     final = trajectory[-1]
     return DeriveResult(out, trajectory[0]["test_error"], spec_from_dict(final["spec"]), final["test_error"],
-                        final["prune_step"], seconds, trajectory)
+                        final["prune_step"], seconds, split, trajectory)

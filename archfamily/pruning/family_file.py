@@ -23,7 +23,7 @@ from archfamily.scaling.rules import RULES, family_order, fit_rules, trajectory_
 from archfamily.specs import ArchSpec, block_ratios, family_type, spec_from_dict, spec_to_dict, stage_ratios
 
 if TYPE_CHECKING:  # reading a family (`archfamily scale`) must not pay for importing torch
-    from archfamily.data.cifar import Cifar10
+    from archfamily.data.dataset import ImageData
 
 FAMILY_FORMAT = "archfamily.family"
 FAMILY_VERSION = 3
@@ -41,6 +41,17 @@ class Family:
     trajectory: list[dict[str, Any]]
     rules: dict[str, Any]
     document: dict[str, Any]
+
+    @property
+    def data_facts(self) -> Optional[dict[str, Any]]:
+        """The facts of the data it was derived on (`ImageData.facts`), checked; None for a family.json written
+        before they were recorded (CIFAR-10's)."""
+        from archfamily.data.dataset import FACTS, checked_facts
+
+        data = self.document.get("data")
+        if not isinstance(data, dict) or not any(k in data for k in FACTS):
+            return None
+        return checked_facts({k: data.get(k) for k in FACTS}, f"{self.path}: data")
 
     @property
     def specs(self) -> list[ArchSpec]:
@@ -104,7 +115,21 @@ def load_family(path: str | Path) -> Family:
         doc.fail("trajectory[0]", "is not the base network")
     rules = doc.obj("rules")
     _check_rules(rules, base)
+    _check_groups(doc, base, version)
     return Family(path, base, doc.str("base_name"), doc.str("method"), trajectory, rules.data, doc.data)
+
+
+def _check_groups(doc: Fields, base: ArchSpec, version: int) -> None:
+    """`groups` (version 3): the channel groups a timm base's run pruned, one of the pruning policies; null for
+    archfamily's own families, whose runs prune their inner widths."""
+    if version < 3:
+        return
+    if family_type(base.family).graph_pruned:
+        from archfamily.anycnn.prune import POLICIES  # torch is loaded already: the base is a traced timm network
+
+        doc.str("groups", POLICIES)
+    elif doc.get("groups") is not None:
+        doc.fail("groups", f"must be null for a {base.family} family, got {show(doc.get('groups'))}")
 
 
 
@@ -130,7 +155,7 @@ def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
             "cost_on": config.get("cost_on") if weighs_cost and config["cost"] == "latency" else None}
 
 
-def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]], data: "Cifar10",
+def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]], data: "ImageData",
                     trajectory: list[dict[str, Any]], provenance: dict[str, Any],
                     checkpoints: list[str]) -> dict[str, Any]:
     """The family.json of a finished derive run (`trajectory` as trajectory.jsonl holds it), its rules fitted.
@@ -147,7 +172,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optiona
         "seed": config["seed"],
         "data": {"source": data.source, "train_images": int(data.train_x.shape[0]),
                  "test_images": int(data.test_x.shape[0]), "subset": config["subset"],
-                 "test_subset": config["test_subset"]},
+                 "test_subset": config["test_subset"], **data.facts()},
         "recipes": {"base": base_recipe, "finetune": finetune_recipe_for(base.family, config.get("finetune_set") or {}).to_dict()},
         "trajectory": points,
         "rules": fit_rules(base, points),

@@ -15,7 +15,7 @@ from archfamily.data.batches import norm_constants, normalize, to_device
 from archfamily.progress import progress_bar
 
 if TYPE_CHECKING:
-    from archfamily.data.cifar import Cifar10
+    from archfamily.data.dataset import ImageData
 
 
 TTA_MODES = ("", "mirror", "mirror-shift")
@@ -74,7 +74,7 @@ def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, m
     return int(wrong), int(images.shape[0])
 
 
-def test_error(model: nn.Module, data: "Cifar10", device: torch.device, desc: Optional[str] = "test error") -> float:
+def test_error(model: nn.Module, data: "ImageData", device: torch.device, desc: Optional[str] = "test error") -> float:
     """Top-1 error (%) on the test split, with the normalisation of the model's pretrained cfg (timm's), under a
     progress bar named `desc` (None: none)."""
     cfg = resolve_model_data_config(model)

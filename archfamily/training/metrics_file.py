@@ -18,7 +18,7 @@ from archfamily.limits import MAX_SECONDS
 from archfamily.specs import ArchSpec, spec_from_dict, spec_to_dict
 
 METRICS_FILE = "metrics.json"
-ERRORS = ("test_error", "test_error_no_ema", "test_error_tta", "test_error_tta_shift")  # the first in every file
+ERRORS = ("test_error", "test_error_no_ema", "test_error_tta", "test_error_tta_shift", "final_test_error")  # the first in every file
 
 
 @dataclass(frozen=True)

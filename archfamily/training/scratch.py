@@ -15,7 +15,7 @@ import torch
 
 from archfamily.files import sha256_of
 from archfamily.models.checkpoint import load_checkpoint_for, read_model_spec
-from archfamily.data.cifar import load_cifar10
+from archfamily.data.dataset import load_data
 from archfamily.training.distributed import resolve_device
 from archfamily.checks import read_json
 from archfamily.errors import UserError
@@ -23,7 +23,7 @@ from archfamily.training.metrics_file import METRICS_FILE, metrics_document, rea
 from archfamily.models import build_model
 from archfamily.training.recipes import training_recipe
 from archfamily.training.runs import finish_run, run_precision, start_run
-from archfamily.specs import ArchSpec, base_spec, spec_from_dict, spec_to_dict
+from archfamily.specs import ArchSpec, base_spec, for_data, native_input_size, spec_from_dict, spec_to_dict
 from archfamily.training.trainer import train_to_file
 
 
@@ -37,6 +37,8 @@ class TrainConfig:
     data: Optional[str] = None
     subset: Optional[int] = None
     test_subset: Optional[int] = None
+    input_size: Optional[int] = None  # None: the data's own (`data.dataset.load_data`)
+    val_fraction: Optional[float] = None  # a validation split carved from train/
     seed: int = 0
     batch_size: Optional[int] = None  # None: the recipe's; otherwise its lr scales with it
     ema: Optional[float] = None  # EMA decay; None: the recipe's, 0: off
@@ -94,14 +96,16 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     """Train `config.spec` (from scratch, or from `config.initial_checkpoint`'s weights with the optimizer and
     schedule afresh); returns the metrics written to `metrics.json`."""
     started = time.time()
-    spec = config.spec
-    if spec.num_classes != 10 or spec.in_chans != 3:
-        raise UserError(f"archfamily trains on CIFAR-10 (10 classes, 3 channels); this spec has "
-                        f"{spec.num_classes} classes and {spec.in_chans} channels")
-    recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size, config.ema, config.recipe_set)
+    if config.spec.in_chans != 3:
+        raise UserError(f"archfamily trains on RGB images (3 channels); this spec has {config.spec.in_chans}")
+    recipe = training_recipe(config.recipe, config.spec.family, config.epochs, config.batch_size, config.ema,
+                             config.recipe_set)
     device = resolve_device(device_name)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
-    data = load_cifar10(config.data, config.subset, config.test_subset)
+    data = load_data(config.data, config.subset, config.test_subset, config.input_size, config.val_fraction,
+                     default_size=native_input_size(config.spec))
+    config = replace(config, spec=for_data(config.spec, data.num_classes, data.input_size))
+    spec = config.spec
     torch.manual_seed(config.seed)
     model = initial_model(config)  # before the run folder is written: a wrong checkpoint leaves nothing behind
     dist_ctx, _ = start_run(out, config.to_dict(), resume, device, command or sys.argv)
@@ -111,7 +115,7 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
                               out / "model.safetensors", out / ".checkpoints" / "train", desc="train",
                               tta=config.tta, compile=compile, precision=config.precision)
     metrics = metrics_document(spec, errors, int(data.test_x.shape[0]), config.seed, recipe=recipe.to_dict(),
-                               precision=config.precision, seconds=time.time() - started)
+                               precision=config.precision, seconds=time.time() - started, data=data.facts())
     if dist_ctx.is_main:
         write_metrics(out, metrics)
     finish_run(out, dist_ctx)

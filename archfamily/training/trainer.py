@@ -28,7 +28,7 @@ from timm.utils import ModelEmaV3
 
 from archfamily.data.batches import BatchStream
 from archfamily.models.checkpoint import RunCheckpoint, save_model
-from archfamily.data.cifar import MEAN, STD, Cifar10
+from archfamily.data.dataset import ImageData
 from archfamily.training.distributed import DistContext
 from archfamily.training.precision import default_precision
 from archfamily.training.evaluation import count_errors, error_percent
@@ -76,7 +76,7 @@ def _state_key(state: str, name: str) -> str:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int = 0,
+    def __init__(self, model: nn.Module, data: ImageData, recipe: Recipe, device: torch.device, seed: int = 0,
                  dist_ctx: DistContext = DistContext(), compile: bool = False, log_every: int = 25,
                  precision: Optional[str] = None) -> None:
         """`precision`: fp32 or bf16 (resolved, see `archfamily.precision`); None is bf16 on CUDA, fp32 on a CPU."""
@@ -92,7 +92,7 @@ class Trainer:
         # timm's EMA with its warm-up, updated with the step, so the decay too is a function of the step: it ramps
         # as 1 - (1 + step)^(-2/3) (0.99 at 1k steps, 0.996 at 4k) and is capped at the recipe's ema_decay
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
-        self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device,
+        self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device, data.mean, data.std,
                                   dist_ctx.rank, dist_ctx.world, channels_last=True,
                                   translate=recipe.translate, flip=recipe.flip, cutout=recipe.cutout)
         self.log_every = log_every
@@ -158,13 +158,13 @@ class Trainer:
 
     def evaluate(self, images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                  tta: str = "", model: Optional[nn.Module] = None, desc: Optional[str] = None) -> float:
-        """Top-1 error in percent of `model` (default: `eval_model`) on the test split (or the given images),
+        """Top-1 error in percent of `model` (default: `eval_model`) on the held-out split (or the given images),
         split over ranks; `tta` as `count_errors` takes it, and `desc` names a progress bar (rank 0's)."""
         images = self.data.test_x if images is None else images
         labels = self.data.test_y if labels is None else labels
         shard = slice(self.dist.rank, None, self.dist.world)
         wrong, total = count_errors(self.eval_model if model is None else model, images[shard], labels[shard],
-                                    MEAN, STD, self.device, bf16=self.bf16, tta=tta,
+                                    self.data.mean, self.data.std, self.device, bf16=self.bf16, tta=tta,
                                     desc=desc if self.dist.is_main else None)
         counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
         if self.dist.enabled:
@@ -238,30 +238,35 @@ class Trainer:
                 check_tensor(where, key, value, params[name].new_empty(()) if scalar else params[name])
 
 
-def train_to_file(model: nn.Module, data: Cifar10, recipe: Recipe, device: torch.device, seed: int,
+def train_to_file(model: nn.Module, data: ImageData, recipe: Recipe, device: torch.device, seed: int,
                   dist_ctx: DistContext, model_file: Path, checkpoint_dir: Path, desc: str, tta: bool = False,
                   compile: bool = False, precision: Optional[str] = None) -> tuple[nn.Module, dict[str, float]]:
     """Train `model` with `recipe` (resuming from `checkpoint_dir`), then save it with its measured test errors.
 
     The errors: `test_error` of the saved network (the EMA weights when the recipe keeps
-    them), `test_error_no_ema` of the trained weights when it does, and when `tta` is on
-    `test_error_tta` with the mirror and `test_error_tta_shift` with the mirror and 1-pixel
-    shifts (test-time augmentation); each is its own figure, measured in the run's precision.
+    them) on the held-out split (`data.split`), `test_error_no_ema` of the trained weights when it does, and when
+    `tta` is on `test_error_tta` with the mirror and `test_error_tta_shift` with the mirror and 1-pixel
+    shifts (test-time augmentation); each is its own figure, measured in the run's precision. Where the data has a
+    `test/` split beside its validation split, `final_test_error` is the saved network's error on it, measured
+    once here.
     """
     trainer = Trainer(model, data, recipe, device, seed, dist_ctx, compile=compile, precision=precision)
     checkpoint = RunCheckpoint(checkpoint_dir)
     trainer.resume(checkpoint)
     trainer.fit(trainer.steps_for(recipe.epochs), checkpoint, every=trainer.steps_per_epoch, desc=desc)
-    errors = {"test_error": trainer.evaluate(desc="test error")}
+    errors = {"test_error": trainer.evaluate(desc=f"{data.split} error")}
     if trainer.ema is not None:
-        errors["test_error_no_ema"] = trainer.evaluate(model=trainer.model, desc="test error, no EMA")
+        errors["test_error_no_ema"] = trainer.evaluate(model=trainer.model, desc=f"{data.split} error, no EMA")
     if tta:
-        errors["test_error_tta"] = trainer.evaluate(tta="mirror", desc="test error, mirror TTA")
-        errors["test_error_tta_shift"] = trainer.evaluate(tta="mirror-shift", desc="test error, mirror+shift TTA")
+        errors["test_error_tta"] = trainer.evaluate(tta="mirror", desc=f"{data.split} error, mirror TTA")
+        errors["test_error_tta_shift"] = trainer.evaluate(tta="mirror-shift",
+                                                          desc=f"{data.split} error, mirror+shift TTA")
+    if data.final_x is not None:
+        errors["final_test_error"] = trainer.evaluate(data.final_x, data.final_y, desc="test error (test/)")
     if dist_ctx.is_main:
         save_model(model_file, trainer.eval_model, {
             **{k: repr(v) for k, v in errors.items()}, "test_images": str(data.test_x.shape[0]),
-            "data": data.source, "recipe": json.dumps(recipe.to_dict()), "seed": str(seed),
-            "precision": trainer.precision,
+            "data": data.source, "data_cfg": json.dumps(data.facts()), "recipe": json.dumps(recipe.to_dict()),
+            "seed": str(seed), "precision": trainer.precision,
         })
     return trainer.eval_model, errors

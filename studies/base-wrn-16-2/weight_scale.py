@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from archfamily.data.batches import BatchStream
-from archfamily.data.cifar import load_cifar10
+from archfamily.data.dataset import load_data
 from archfamily.models.checkpoint import load_checkpoint_for
 from archfamily.specs import base_spec
 from archfamily.training.recipes import FINETUNE, RECIPES, Recipe
@@ -36,7 +36,8 @@ def relative_steps(checkpoint: str, recipe: Recipe, data) -> tuple[float, float]
     optimizer = optimizer_for(model, recipe)
     for group in optimizer.param_groups:
         group["lr"] = recipe.lr * group.get("lr_scale", 1.0)  # the peak rate, as the trainer sets it each step
-    stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, 0, torch.device("cpu"), translate=recipe.translate)
+    stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, 0, torch.device("cpu"), data.mean, data.std,
+                         translate=recipe.translate)
     convs = {name: p for name, p in model.named_parameters() if p.ndim == 4}
     rms = statistics.median(float(p.detach().pow(2).mean().sqrt()) for p in convs.values())
     relative = []
@@ -54,7 +55,7 @@ def relative_steps(checkpoint: str, recipe: Recipe, data) -> tuple[float, float]
 
 def main(args: list[str]) -> None:
     torch.set_num_threads(1)
-    data = load_cifar10(None, 5000, 100)
+    data = load_data(None, 5000, 100)
     print("| checkpoint | conv RMS (median) | relative step at its recipe's peak | relative step of the paper's fine-tune |")
     print("|---|---:|---:|---:|")
     for arg in args:

@@ -23,7 +23,7 @@ from archfamily.anycnn.groups import Place, trace_groups
 from archfamily.anycnn.masks import GroupMasks
 from archfamily.data.batches import normalize, random_crop_flip
 from archfamily.models.checkpoint import load_model
-from archfamily.data.cifar import load_cifar10
+from archfamily.data.dataset import load_data
 from archfamily.pruning.pruner import Pruner
 
 PRUNES, PRUNE_EVERY, BATCH = 40, 10, 128
@@ -49,14 +49,14 @@ def main() -> int:
           f"{', '.join(groups[i].name for i in inner)}; the built-in groups are these but "
           f"{', '.join(groups[i].name for i in inner if i not in mapping) or 'none'}")
     masks = GroupMasks(model, groups, mapping)
-    data = load_cifar10()
+    data = load_data()
     opt = torch.optim.SGD(model.parameters(), lr=8e-4, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(0)
     same, worst, start = 0, 0.0, time.time()
     for prune in range(PRUNES):
         for _ in range(PRUNE_EVERY):
             idx = torch.randint(0, data.train_x.shape[0], (BATCH,), generator=gen)
-            x = normalize(random_crop_flip(data.train_x[idx], gen))
+            x = normalize(random_crop_flip(data.train_x[idx], gen), data.mean, data.std)
             loss = torch.nn.functional.cross_entropy(model(x), data.train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
