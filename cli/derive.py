@@ -12,7 +12,8 @@ from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
 from archfamily.pruning.criteria import CRITERIA
 from archfamily.training.recipes import SCRATCH_RECIPES
 from archfamily.limits import format_count, parse_count, parse_counts
-from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings, training_options
+from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINED_FILE, Count, parse_settings,
+                                   training_options)
 
 
 @click.command()
@@ -34,7 +35,8 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
 @click.option("--recipe", type=click.Choice(SCRATCH_RECIPES),
-              help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's].")
+              help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's; "
+                   "with --pretrained: transfer].")
 @click.option("--epochs", type=float, help="Base training epochs; the schedule keeps its shape [preset's].")
 @click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Base training batch size; the learning rate scales with it [preset's].")
 @click.option("--prune-every", type=Count(1, MAX_STEPS), help="Fine-tuning steps between two prunes [preset's].")
@@ -47,12 +49,15 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
                    "larger than an SGD-trained one's (repeatable; the fields of train's --recipe-set).")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [runs/<preset>-<base>-<method>-s<seed>].")
 @MODEL_KWARGS
+@PRETRAINED
+@PRETRAINED_FILE
 @training_options
 @COMPILE
 def derive(preset: str, base: Optional[str], groups: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str],
-           finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...],
+           finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...], pretrained: bool,
+           pretrained_file: Optional[str],
            data: Optional[str], subset: Optional[int], test_subset: Optional[int], input_size: Optional[str],
            val_fraction: Optional[float], seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
@@ -60,9 +65,12 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
     from archfamily.anycnn.spec import parse_model_kwargs
     from archfamily.data.dataset import parse_input_size
     from archfamily.pruning.derive import DeriveConfig, derive as run_derive
+    from archfamily.training.scratch import pretrained_record
 
+    starts_pretrained = pretrained_record(pretrained, pretrained_file)
+    recipe = recipe or ("transfer" if starts_pretrained else None)
     config = DeriveConfig.from_preset(
-        preset, base=base, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset,
+        preset, base=base, pretrained=starts_pretrained, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset,
         input_size=parse_input_size(input_size), val_fraction=val_fraction, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,

@@ -50,6 +50,13 @@ PRECISION = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16
 MODEL_KWARGS = click.option("--model-kwargs", "model_kwargs", multiple=True, metavar="NAME=VALUE",
                             help="A timm base's own timm.create_model keywords, as timm's train.py takes them, e.g. "
                                  "output_stride=16 (a larger final feature map at 32x32) (repeatable).")
+PRETRAINED = click.option("--pretrained", is_flag=True,
+                          help="Start a timm:NAME base from timm's pretrained weights (timm downloads them as "
+                               "timm.create_model(pretrained=True) does; the classifier is reset to the data's "
+                               "classes), normalised as their cfg says; the transfer recipe becomes the default.")
+PRETRAINED_FILE = click.option("--pretrained-file", type=click.Path(dir_okay=False),
+                               help="As --pretrained, from this local .safetensors file of timm's weights "
+                                    "(timm's pretrained_cfg_overlay=dict(file=...)).")
 COMPILE = click.option("--compile", is_flag=True, help="Run the training step under torch.compile.")
 
 

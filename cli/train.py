@@ -11,16 +11,17 @@ import click
 from archfamily.limits import format_count
 from archfamily.limits import MAX_TRAIN_BATCH
 from archfamily.training.recipes import RECIPES
-from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings, training_options
+from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINED_FILE, Count, parse_settings,
+                                   training_options)
 
 
 @click.command()
 @click.option("--spec", "spec_file", required=True, help="Spec JSON (e.g. from `archfamily scale --out`), a model .safetensors whose architecture to train afresh, or a base name such as wrn-16-2.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)),
-              default="fast3", show_default=True,
               help="fast: one-cycle, Nesterov, label smoothing; fast2: fast with 2-pixel translation; fast2-muon: "
                    "fast2 with timm's Muon for the conv filters at lr 0.02; fast3: fast2-muon with weight decay 0.05, "
-                   "4-pixel translation and cutout 12; wrn, densenet: the papers'.")
+                   "4-pixel translation and cutout 12; transfer: fast at lr 0.01 for 10 epochs, for pretrained "
+                   "weights; wrn, densenet: the papers' [fast3; with --pretrained, transfer].")
 @click.option("--epochs", type=float, help="Train this many epochs; the schedule keeps its shape [the recipe's].")
 @click.option("--batch-size", type=Count(1, MAX_TRAIN_BATCH), help="Batch size; the learning rate scales with it [the recipe's].")
 @click.option("--ema", type=float, help="Keep an EMA of the weights, its decay capped at this, e.g. 0.99 (it ramps up as 1-(1+step)^-2/3); 0 is off [the recipe's].")
@@ -32,21 +33,26 @@ from archfamily.cli.options import COMPILE, MODEL_KWARGS, Count, parse_settings,
                    "initialisation; the recipe's optimizer and schedule start afresh, e.g. a second cycle.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @MODEL_KWARGS
+@PRETRAINED
+@PRETRAINED_FILE
 @training_options
 @COMPILE
-def train(spec_file: str, recipe: str, epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
-          tta: bool, recipe_set: tuple[str, ...], initial_checkpoint: Optional[str], out: str, model_kwargs: tuple[str, ...], data: Optional[str], subset: Optional[int],
+def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
+          tta: bool, recipe_set: tuple[str, ...], initial_checkpoint: Optional[str], out: str, model_kwargs: tuple[str, ...], pretrained: bool, pretrained_file: Optional[str], data: Optional[str], subset: Optional[int],
           test_subset: Optional[int], input_size: Optional[str], val_fraction: Optional[float], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch (or from --initial-checkpoint); writes model.safetensors and metrics.json to --out."""
     from archfamily.anycnn.spec import parse_model_kwargs, with_model_kwargs
     from archfamily.data.dataset import parse_input_size
-    from archfamily.training.scratch import TrainConfig, initial_checkpoint as checkpoint_record, read_spec_file, train_spec
+    from archfamily.training.scratch import (TrainConfig, initial_checkpoint as checkpoint_record, pretrained_record,
+                                             read_spec_file, train_spec)
 
     spec = with_model_kwargs(read_spec_file(spec_file), parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")))
+    starts_pretrained = pretrained_record(pretrained, pretrained_file)
+    recipe = recipe or ("transfer" if starts_pretrained else "fast3")
     config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, parse_input_size(input_size), val_fraction,
                          seed, batch_size, ema,
                          tta, precision, parse_settings(recipe_set, "--recipe-set"),
-                         checkpoint_record(initial_checkpoint))
+                         checkpoint_record(initial_checkpoint), starts_pretrained)
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return

@@ -173,3 +173,51 @@ def test_train_derive_scale_export_and_timm_load_on_a_user_s_folder(shapes: Path
     x = torch.randn(2, 3, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(model(x), saved.eval()(x))
+
+
+@pytest.fixture(scope="module")
+def lcnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """timm's lcnet_050 with ImageNet's 1000-class head, as a pretrained weights file (random weights: nothing is
+    downloaded here, but timm loads them exactly as it loads its own)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "lcnet_050.safetensors"
+    save_file(timm.create_model("lcnet_050").state_dict(), str(path))
+    return path
+
+
+def test_pretrained_weights_load_through_timm_with_the_head_reset(lcnet_weights: Path) -> None:
+    from safetensors.torch import load_file
+
+    from archfamily.anycnn.pretrained import pretrained_network
+    from archfamily.specs import base_spec, for_data
+
+    spec = for_data(base_spec("timm:lcnet_050"), 3, 32)
+    model = pretrained_network(spec, str(lcnet_weights))
+    saved = load_file(str(lcnet_weights))
+    assert torch.equal(model.conv_stem.weight, saved["conv_stem.weight"])
+    assert model.num_classes == 3 and model.get_classifier().out_features == 3
+
+
+def test_a_pretrained_run_trains_with_timm_s_preprocessing_and_the_transfer_recipe(
+        shapes: Path, lcnet_weights: Path, run_cli, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    from timm.data import IMAGENET_DEFAULT_MEAN
+
+    run = tmp_path / "run"
+    done = run_cli("train", "--spec", "timm:lcnet_050", "--pretrained-file", str(lcnet_weights), "--data", str(shapes),
+                   "--input-size", "32", "--epochs", "0.5", "--out", str(run))
+    assert done.code == 0, done.err
+    config = json.loads((run / "run.json").read_text())["config"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert config["recipe"] == "transfer" and config["pretrained"]["file"] == str(lcnet_weights)
+    assert metrics["data"]["mean"] == list(IMAGENET_DEFAULT_MEAN)  # the weights' cfg's, not the data's own
+    other = tmp_path / "other.safetensors"
+    save_file({"conv_stem.weight": torch.zeros(2, 2)}, str(other))
+    for args, message in ((["--pretrained-file", str(other)], "cannot load them"),
+                          (["--pretrained-file", str(tmp_path / "missing.safetensors")], "not found")):
+        done = run_cli("train", "--spec", "timm:lcnet_050", *args, "--data", str(shapes), "--input-size", "32",
+                       "--epochs", "0.5", "--out", str(tmp_path / "bad"))
+        assert done.code == 2 and message in done.err and "Traceback" not in done.err, done.err
+    assert not (tmp_path / "bad" / "model.safetensors").exists()

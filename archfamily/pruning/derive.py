@@ -29,7 +29,8 @@ import torch
 
 from archfamily.models.checkpoint import (RunCheckpoint, load_checkpoint_for, load_model, model_test_error,
                                          read_model_metadata, save_model)
-from archfamily.data.dataset import ImageData, load_data
+from archfamily.anycnn.pretrained import pretrained_network
+from archfamily.data.dataset import ImageData
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import SettingError, UserError
@@ -43,7 +44,8 @@ from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engi
 from archfamily.pruning.pruner import check_cost_device, check_method
 from archfamily.training.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.training.runs import finish_run, run_precision, start_run
-from archfamily.specs import ArchSpec, base_spec, for_data, native_input_size, spec_from_dict, spec_to_dict
+from archfamily.specs import ArchSpec, base_spec, for_data, spec_from_dict, spec_to_dict
+from archfamily.training.scratch import pretrained_file, run_data
 from archfamily.training.trainer import Trainer, train_to_file
 
 if TYPE_CHECKING:
@@ -102,6 +104,7 @@ class DeriveConfig:
     eval_every: int = 50
     until_params: Optional[int] = None
     checkpoint: Optional[str] = None
+    pretrained: Optional[dict[str, str]] = None  # the base starts from timm's pretrained weights (`scratch.pretrained_record`)
     save_at: tuple[int, ...] = ()  # parameter counts at which to save (and measure) the pruned network
     precision: str = "auto"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
     groups: Optional[str] = None  # a timm base's prunable groups: all or inner; None: all (the built-in families
@@ -152,6 +155,8 @@ def _validate(config: DeriveConfig, data: ImageData) -> tuple[ArchSpec, int]:
 
         check_predictable(network_ops(spec))
     if config.checkpoint:
+        if config.pretrained is not None:
+            raise SettingError("the base is trained from {pretrained} weights or given as a {checkpoint}, not both")
         load_checkpoint_for(spec, config.checkpoint, "the base")
     base_params = spec.num_params()
     smallest = smallest_member(spec, config.groups).num_params()
@@ -234,7 +239,9 @@ def _train_base(spec: ArchSpec, config: DeriveConfig, data: ImageData, out: Path
             save_model(base_file, model, {**kept, "test_error": repr(error), "source": config.checkpoint,
                                           "data": data.source, "data_cfg": json.dumps(data.facts())})
         return model, error
-    model, errors = train_to_file(build_model(spec), data, recipe, device, config.seed, dist_ctx, base_file,
+    start = build_model(spec) if config.pretrained is None else \
+        pretrained_network(spec, pretrained_file(config.pretrained))
+    model, errors = train_to_file(start, data, recipe, device, config.seed, dist_ctx, base_file,
                                   out / ".checkpoints" / "base", desc="train base", compile=compile,
                                   precision=config.precision)
     return model, errors["test_error"]
@@ -412,8 +419,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     device = resolve_device(device_name)
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
-    data = load_data(config.data, config.subset, config.test_subset, config.input_size, config.val_fraction,
-                     default_size=native_input_size(run_base_spec(config)))
+    data = run_data(config, run_base_spec(config))
     spec, floor = _validate(config, data)
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)

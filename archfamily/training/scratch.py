@@ -15,7 +15,8 @@ import torch
 
 from archfamily.files import sha256_of
 from archfamily.models.checkpoint import load_checkpoint_for, read_model_spec
-from archfamily.data.dataset import load_data
+from archfamily.anycnn.pretrained import check_pretrained, pretrained_data, pretrained_network
+from archfamily.data.dataset import ImageData, load_data
 from archfamily.training.distributed import resolve_device
 from archfamily.checks import read_json
 from archfamily.errors import UserError
@@ -46,6 +47,7 @@ class TrainConfig:
     precision: str = "auto"  # auto, fp32 or bf16; `train_spec` resolves auto, so run.json holds fp32 or bf16
     recipe_set: dict[str, str] = field(default_factory=dict)  # recipe fields set by name (`--recipe-set`)
     initial_checkpoint: Optional[dict[str, str]] = None  # {"file", "sha256"}: trained weights to start from
+    pretrained: Optional[dict[str, str]] = None  # timm's pretrained weights: {"source": "timm"} or {"file", "sha256"}
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "spec": spec_to_dict(self.spec)}
@@ -79,9 +81,43 @@ def initial_checkpoint(path: Optional[str]) -> Optional[dict[str, str]]:
     return {"file": str(file), "sha256": sha256_of(file)}
 
 
+def pretrained_record(pretrained: bool, file: Optional[str]) -> Optional[dict[str, str]]:
+    """`--pretrained` (and `--pretrained-file`) as run.json records it: timm's own weights, or a local file and its
+    sha256, so a resume with the file changed is refused as a different run."""
+    if file is not None:
+        if not Path(file).is_file():
+            raise UserError(f"pretrained weights not found: {file}")
+        return {"file": str(file), "sha256": sha256_of(Path(file))}
+    return {"source": "timm"} if pretrained else None
+
+
+def pretrained_file(record: Optional[dict[str, str]]) -> Optional[str]:
+    """The local file a pretrained record names (checked against its sha256), or None for timm's own weights."""
+    if record is None or "file" not in record:
+        return None
+    if sha256_of(Path(record["file"])) != record["sha256"]:
+        raise UserError(f"pretrained weights {record['file']} changed since the run started (their sha256 differs)")
+    return record["file"]
+
+
+def run_data(config: Any, spec: ArchSpec) -> ImageData:
+    """The data a run trains on (a train or a derive config's settings), preprocessed as its network expects: as
+    timm's pretrained cfg says when it starts from pretrained weights, else at the data's own statistics."""
+    default, norm, crop_pct = native_input_size(spec), None, 1.0
+    if config.pretrained is not None:
+        check_pretrained(spec, pretrained_file(config.pretrained))
+        mean, std, crop_pct, default = pretrained_data(spec)
+        norm = (mean, std)
+    return load_data(config.data, config.subset, config.test_subset, config.input_size, config.val_fraction, norm=norm,
+                     crop_pct=crop_pct, default_size=default)
+
+
 def initial_model(config: TrainConfig) -> torch.nn.Module:
-    """The network training starts from: freshly initialised, or with the weights of `config.initial_checkpoint`
-    (checked tensor by tensor against `config.spec`'s network, and its file against the sha256 recorded)."""
+    """The network training starts from: freshly initialised, timm's pretrained weights, or the weights of
+    `config.initial_checkpoint` (checked tensor by tensor against `config.spec`'s network, and its file against the
+    sha256 recorded)."""
+    if config.pretrained is not None:
+        return pretrained_network(config.spec, pretrained_file(config.pretrained))
     if config.initial_checkpoint is None:
         return build_model(config.spec)
     file = config.initial_checkpoint["file"]
@@ -102,8 +138,9 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
                              config.recipe_set)
     device = resolve_device(device_name)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
-    data = load_data(config.data, config.subset, config.test_subset, config.input_size, config.val_fraction,
-                     default_size=native_input_size(config.spec))
+    if config.pretrained is not None and config.initial_checkpoint is not None:
+        raise UserError("start from --pretrained weights or from an --initial-checkpoint, not both")
+    data = run_data(config, config.spec)
     config = replace(config, spec=for_data(config.spec, data.num_classes, data.input_size))
     spec = config.spec
     torch.manual_seed(config.seed)
