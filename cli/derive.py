@@ -59,7 +59,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
            finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...], pretrained: bool,
            pretrained_file: Optional[str],
            data: Optional[str], subset: Optional[int], test_subset: Optional[int], input_size: Optional[str],
-           val_fraction: Optional[float], seed: int, device: str, precision: str, resume: bool,
+           val_fraction: Optional[float], data_path: str, seed: int, device: str, precision: str, resume: bool,
            compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
     from archfamily.anycnn.spec import parse_model_kwargs
@@ -71,7 +71,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
     recipe = recipe or ("transfer" if starts_pretrained else None)
     config = DeriveConfig.from_preset(
         preset, base=base, pretrained=starts_pretrained, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset,
-        input_size=parse_input_size(input_size), val_fraction=val_fraction, seed=seed,
+        input_size=parse_input_size(input_size), val_fraction=val_fraction, data_path=data_path, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,
         save_at=tuple(sorted(set(parse_counts(save_at, "--save-at")))) if save_at is not None else None, precision=precision,

@@ -69,7 +69,12 @@ def _apply(options: list[Callable]) -> Callable[[Callable], Callable]:
     return decorate
 
 
-training_options = _apply([DATA, SUBSET, TEST_SUBSET, INPUT_SIZE, VAL_FRACTION, SEED, DEVICE, PRECISION,
+DATA_PATH = click.option("--data-path", type=click.Choice(["auto", "memory", "stream"]), default="auto",
+                         show_default=True,
+                         help="memory: decode every image once and keep it (augmented on the device); stream: read a "
+                              "folder's images as training goes, in worker processes with timm's transforms; auto: "
+                              "stream a folder that would take over 16 GiB decoded.")
+training_options = _apply([DATA, SUBSET, TEST_SUBSET, INPUT_SIZE, VAL_FRACTION, DATA_PATH, SEED, DEVICE, PRECISION,
                            RESUME])  # derive, train
 data_options = _apply([DATA, TEST_SUBSET, DEVICE])  # commands that only measure: zoo eval, zoo add
 

@@ -39,7 +39,7 @@ from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINE
 @COMPILE
 def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
           tta: bool, recipe_set: tuple[str, ...], initial_checkpoint: Optional[str], out: str, model_kwargs: tuple[str, ...], pretrained: bool, pretrained_file: Optional[str], data: Optional[str], subset: Optional[int],
-          test_subset: Optional[int], input_size: Optional[str], val_fraction: Optional[float], seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
+          test_subset: Optional[int], input_size: Optional[str], val_fraction: Optional[float], data_path: str, seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch (or from --initial-checkpoint); writes model.safetensors and metrics.json to --out."""
     from archfamily.anycnn.spec import parse_model_kwargs, with_model_kwargs
     from archfamily.data.dataset import parse_input_size
@@ -50,7 +50,7 @@ def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], batch_
     starts_pretrained = pretrained_record(pretrained, pretrained_file)
     recipe = recipe or ("transfer" if starts_pretrained else "fast3")
     config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, parse_input_size(input_size), val_fraction,
-                         seed, batch_size, ema,
+                         data_path, seed, batch_size, ema,
                          tta, precision, parse_settings(recipe_set, "--recipe-set"),
                          checkpoint_record(initial_checkpoint), starts_pretrained)
     metrics = train_spec(config, Path(out), device, resume, command=["archfamily", *sys.argv[1:]], compile=compile)

@@ -130,10 +130,39 @@ def test_damaged_data_is_one_line_and_caches_nothing(make, message: str, tmp_pat
     assert (sorted(cache_dir().glob("*")) if cache_dir().exists() else []) == before
 
 
-def test_a_dataset_too_large_for_memory_is_refused(shapes: Path, monkeypatch) -> None:
+def test_a_folder_too_large_for_memory_streams_unless_memory_is_asked(shapes: Path, monkeypatch,
+                                                                      tmp_path: Path) -> None:
     monkeypatch.setattr(dataset_module, "MAX_MEMORY_BYTES", 10_000)
     with pytest.raises(UserError, match="in-memory path"):
-        load_data(str(shapes), input_size=33)
+        load_data(str(shapes), input_size=33, data_path="memory")
+    assert load_data(str(shapes), input_size=33).streams
+    with pytest.raises(UserError, match="extract the archive"):
+        load_data(str(tar_of(shapes, tmp_path / "s.tar")), input_size=33, data_path="stream")
+
+
+def test_streamed_batches_are_a_function_of_seed_and_step_whatever_the_workers(shapes: Path) -> None:
+    from archfamily.data.streaming import StreamBatches
+
+    data = load_data(str(shapes), input_size=24, data_path="stream")
+    assert data.streams and len(data.train_x) == 18 and data.input_size == 24
+    cpu = torch.device("cpu")
+    one = StreamBatches(data.train_x, 4, 7, cpu, data.mean, data.std, workers=0)
+    two = StreamBatches(data.train_x, 4, 7, cpu, data.mean, data.std, workers=2)
+    steps = [0, 1, 5, 2, 9]  # out of order: a resume mid-epoch, and epochs 0 to 2
+    for step in steps:
+        x, y = one.batch(step)
+        torch.testing.assert_close((x, y), two.batch(step))
+        assert x.shape == (4, 3, 24, 24) and y.dtype == torch.int64
+    assert not torch.equal(one.batch(0)[0], one.batch(4)[0])  # the next epoch: another order
+
+
+def test_a_streamed_run_trains_and_measures_every_split(shapes: Path, run_cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = run_cli("train", "--spec", "wrn-10-1", "--data", str(shapes), "--input-size", "24", "--epochs", "1",
+                   "--data-path", "stream", "--out", str(run))
+    assert done.code == 0, done.err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_images"] == 9 and "final_test_error" in metrics and metrics["data"]["input_size"] == 24
 
 
 def test_train_derive_scale_export_and_timm_load_on_a_user_s_folder(shapes: Path, run_cli, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional, Sequence, Union
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -47,10 +47,16 @@ from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.progress import progress_bar
 from archfamily.seeding import generator
 
+if TYPE_CHECKING:
+    from archfamily.data.streaming import FileSplit
+
 MAX_IMAGE_PIXELS = 50_000_000  # pixels of one image (an 8000x6000 photo); above it, a decompression bomb
 MAX_MEMORY_BYTES = 16 * 2**30  # decoded pixels the in-memory path holds; a larger dataset needs a smaller size
 SMALL_IMAGES = 128  # images that all share one size up to this side train at it; larger ones at `LARGE_DEFAULT`
 LARGE_DEFAULT = 224
+DATA_PATHS = ("auto", "memory", "stream")
+PROBED_IMAGES = 1000  # images whose size a streamed dataset's default input size is read from
+STATS_SAMPLE = 5000  # training images a streamed dataset's statistics are measured on
 
 
 @dataclass
@@ -58,14 +64,15 @@ class ImageData:
     """A dataset's splits as uint8 NCHW images and int64 labels, with the facts every network trained on it
     carries (`facts`).
 
+    Each split's images are uint8 NCHW tensors, or on the streaming path `FileSplit`s of their files (`streams`).
     `test_x`/`test_y` are the held-out split figures are measured on during training and pruning, named by
     `split` (`val`, or `test` where the data has no validation split); `final_x`/`final_y` is `test/` when a
     validation split exists, measured once at the end.
     """
 
-    train_x: torch.Tensor
+    train_x: "torch.Tensor | FileSplit"
     train_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: "torch.Tensor | FileSplit"
     test_y: torch.Tensor
     source: str
     classes: tuple[str, ...]
@@ -73,7 +80,7 @@ class ImageData:
     std: tuple[float, ...]
     split: str = "test"
     crop_pct: float = 1.0
-    final_x: Optional[torch.Tensor] = None
+    final_x: "Optional[torch.Tensor | FileSplit]" = None
     final_y: Optional[torch.Tensor] = None
 
     @property
@@ -82,7 +89,12 @@ class ImageData:
 
     @property
     def input_size(self) -> int:
-        return int(self.train_x.shape[-1])
+        return self.train_x.input_size if self.streams else int(self.train_x.shape[-1])
+
+    @property
+    def streams(self) -> bool:
+        """Whether its images are read from their files as training goes (`data.streaming`), not held decoded."""
+        return not isinstance(self.train_x, torch.Tensor)
 
     def facts(self) -> dict[str, object]:
         """What a network trained on this data needs to be used (timm's pretrained cfg fields and the split its
@@ -126,38 +138,61 @@ def parse_input_size(text: Optional[str]) -> Optional[int]:
     return size
 
 
+def check_source(source: Path) -> None:
+    """One line when `source` is no dataset archfamily reads (a study plan checks its data before any run): not a
+    cifar-10-batches-py folder, a .tar/.tar.gz archive, or a folder with train/."""
+    if not source.exists():
+        raise UserError(f"dataset not found: {source}")
+    if find_batches(source) is not None:
+        return
+    if source.is_file():
+        if not source.name.endswith((".tar", ".tar.gz", ".tgz")):
+            raise UserError(f"not a dataset: {source} (expected a folder or a .tar/.tar.gz archive)")
+    elif not (source / "train").is_dir():
+        raise UserError(f"not a dataset folder: {source} (expected train/<class>/ and val/ or test/ subfolders, or "
+                        "cifar-10-batches-py/)")
+
+
 def load_data(path: Optional[str] = None, subset: Optional[int] = None, test_subset: Optional[int] = None,
               input_size: Optional[int] = None, val_fraction: Optional[float] = None,
               norm: Optional[tuple[Sequence[float], Sequence[float]]] = None, crop_pct: float = 1.0,
-              default_size: int = LARGE_DEFAULT) -> ImageData:
+              default_size: int = LARGE_DEFAULT, data_path: str = "auto") -> ImageData:
     """Load (from cache when possible) a dataset; `subset`/`test_subset` keep the first n/classes images per class.
 
     `input_size` None: the images' own size where they all share one of at most `SMALL_IMAGES`, else
     `default_size` (a timm base's pretrained cfg's). `norm` is (mean, std) to normalise with instead of the
-    training split's own; `crop_pct` is timm's, for the held-out splits.
+    training split's own; `crop_pct` is timm's, for the held-out splits. `data_path`: `memory` decodes every image
+    once into memory, `stream` reads a folder's images as training goes (`data.streaming`), `auto` streams a
+    folder whose decoded images would pass `MAX_MEMORY_BYTES`.
     """
+    if data_path not in DATA_PATHS:
+        raise SettingError("{data_path} must be one of {paths}, got {got!r}", paths=", ".join(DATA_PATHS), got=data_path)
     if val_fraction is not None and not 0 < val_fraction < 1:
         raise SettingError("{val_fraction} must be above 0 and below 1, got {f:g}", f=val_fraction)
     source = Path(path).expanduser() if path else DEFAULT_ARCHIVE
-    if not source.exists():
-        raise UserError(f"dataset not found: {source}")
+    check_source(source)
     label = f"built-in:{DEFAULT_ARCHIVE.name}" if path is None else str(source)
     batches = find_batches(source)
     if batches is not None:
         return _from_batches(batches, label, subset, test_subset, input_size, val_fraction, norm)
-    if source.is_file() and not source.name.endswith((".tar", ".tar.gz", ".tgz")):
-        raise UserError(f"not a dataset: {source} (expected a folder or a .tar/.tar.gz archive)")
     settings = json.dumps([subset, test_subset, input_size, val_fraction, norm and [list(norm[0]), list(norm[1])],
                            crop_pct, default_size])
-    listing = None if source.is_file() else _checked_folder(source)  # listed safely before any file is read
+    listing = None if source.is_file() else list_folder(source)  # listed safely before any file is read
     signature = _signature([source] if listing is None else
                            [Path(name) for items in listing.files.values() for name, _ in items])
     cached = cache_dir() / f"images-{hashlib.sha256(f'{signature}|{settings}'.encode()).hexdigest()[:16]}.safetensors"
-    if cached.is_file():
+    if cached.is_file() and data_path != "stream":
         return _read_cache(cached, label)
     decode = functools.partial(_decode_listing, label=label, stats_key=signature, subset=subset,
                                test_subset=test_subset, input_size=input_size, val_fraction=val_fraction, norm=norm,
                                crop_pct=crop_pct, default_size=default_size)
+    if listing is not None and data_path != "memory":
+        chosen = _choose(listing, subset, test_subset, val_fraction)
+        size = input_size or _image_size(lambda n: n, [n for n in chosen.names()][:PROBED_IMAGES], "") or default_size
+        if data_path == "stream" or not _fits_in_memory(chosen.counts(), size):
+            return _streamed(chosen, label, signature, size, norm, crop_pct)
+    if data_path == "stream":
+        raise SettingError("{data_path} stream reads a folder; extract the archive {path} first", path=source)
     if listing is None:
         try:
             with tarfile.open(source, "r:*") as tar:
@@ -169,13 +204,6 @@ def load_data(path: Optional[str] = None, subset: Optional[int] = None, test_sub
         data = decode(listing, lambda name: name)
     _write_cache(cached, data)
     return data
-
-
-def _checked_folder(source: Path) -> Listing:
-    if not (source / "train").is_dir():
-        raise UserError(f"not a dataset folder: {source} (expected train/<class>/ and val/ or test/ subfolders, or "
-                        "cifar-10-batches-py/)")
-    return list_folder(source)
 
 
 def _signature(files: list[Path]) -> str:
@@ -270,7 +298,7 @@ def _check_subsets(subset: Optional[int], test_subset: Optional[int], num_classe
                                n=n)
 
 
-def _open_image(f: Union[str, BinaryIO], name: str) -> Image.Image:
+def open_image(f: Union[str, BinaryIO], name: str) -> Image.Image:
     """An image, its size checked before its pixels are decoded (a decompression bomb is refused unread)."""
     try:
         with warnings.catch_warnings():
@@ -290,7 +318,7 @@ def _image_size(opener: Callable[[str], Union[str, BinaryIO]], names: list[str],
     """The side every image shares, when they are all one square size of at most `SMALL_IMAGES`; else None."""
     sizes = set()
     for name in names:
-        with _open_image(opener(name), prefix + name) as img:
+        with open_image(opener(name), prefix + name) as img:
             sizes.add(img.size)
         if len(sizes) > 1:
             return None
@@ -309,7 +337,7 @@ def _decode(opener: Callable[[str], Union[str, BinaryIO]], names: list[str], siz
     images = torch.empty((len(names), 3, size, size), dtype=torch.uint8)
     with progress_bar(total=len(names), desc=desc, unit="img", disable=len(names) < 5000) as bar:
         for i, name in enumerate(names):
-            with _open_image(opener(name), prefix + name) as img:
+            with open_image(opener(name), prefix + name) as img:
                 try:
                     rgb = img.convert("RGB")
                 except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged pixel data
@@ -344,17 +372,30 @@ def _train_stats(key: str, size: int, images: Callable[[], torch.Tensor]) -> tup
         return stats
 
 
-def _check_memory(counts: list[int], size: int, where: Path) -> None:
-    total = sum(counts) * 3 * size * size
-    if total > MAX_MEMORY_BYTES:
-        raise UserError(f"{where}: {sum(counts):,} images at {size}x{size} take {total / 2**30:.0f} GiB decoded, "
-                        f"over the in-memory path's {MAX_MEMORY_BYTES / 2**30:.0f} GiB; use --input-size or --subset")
+def _fits_in_memory(counts: list[int], size: int) -> bool:
+    return sum(counts) * 3 * size * size <= MAX_MEMORY_BYTES
 
 
-def _decode_listing(listing: Listing, opener: Callable[[str], Union[str, BinaryIO]], *, label: str, stats_key: str,
-                    subset: Optional[int], test_subset: Optional[int], input_size: Optional[int],
-                    val_fraction: Optional[float], norm: Optional[tuple[Sequence[float], Sequence[float]]],
-                    crop_pct: float, default_size: int) -> ImageData:
+@dataclass(frozen=True)
+class _Chosen:
+    """The images a run uses: per split role (train, held, final), their names and labels; the classes, the
+    held-out split's name and the listing they came from."""
+
+    listing: Listing
+    classes: tuple[str, ...]
+    held_name: str
+    splits: dict[str, tuple[list[str], torch.Tensor]]
+    train_all: list[str]  # every training image, whatever the subset: the statistics are the whole split's
+
+    def names(self) -> list[str]:
+        return [n for names, _ in self.splits.values() for n in names]
+
+    def counts(self) -> list[int]:
+        return [len(names) for names, _ in self.splits.values()]
+
+
+def _choose(listing: Listing, subset: Optional[int], test_subset: Optional[int],
+            val_fraction: Optional[float]) -> _Chosen:
     splits, held_name = _splits(listing, val_fraction)
     classes = _check_classes(splits, listing.root)
     _check_subsets(subset, test_subset, len(classes))
@@ -364,20 +405,56 @@ def _decode_listing(listing: Listing, opener: Callable[[str], Union[str, BinaryI
         labels = [index[c] for _, c in items]
         keep = _take_per_class(labels, subset if split == "train" else test_subset, len(classes))
         chosen[split] = ([items[i][0] for i in keep], torch.tensor([labels[i] for i in keep], dtype=torch.int64))
-    prefix = f"{listing.root}: member " if listing.kind == "archive" else ""  # errors name the archive too
-    size = input_size or _image_size(opener, [n for names, _ in chosen.values() for n in names], prefix) \
-        or default_size
-    _check_memory([len(names) for names, _ in chosen.values()], size, listing.root)
-    tensors = {split: _decode(opener, names, size, 1.0 if split == "train" else crop_pct, f"decode {split}", prefix)
-               for split, (names, _) in chosen.items()}
+    return _Chosen(listing, classes, held_name, chosen, [n for n, _ in splits["train"]])
+
+
+def _norm(norm: Optional[tuple[Sequence[float], Sequence[float]]],
+          measure: Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]) -> tuple[tuple[float, ...], ...]:
     if norm is None:
-        mean, std = _train_stats(stats_key, size, lambda: tensors["train"] if subset is None else _decode(
-            opener, [n for n, _ in splits["train"]], size, 1.0, "decode train (statistics)", prefix))
-    else:
-        mean, std = tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1])
-    final = chosen.get("final")
-    return ImageData(tensors["train"], chosen["train"][1], tensors["held"], chosen["held"][1], label, classes, mean,
-                     std, held_name, crop_pct, tensors.get("final"), final[1] if final else None)
+        return measure()
+    return tuple(float(v) for v in norm[0]), tuple(float(v) for v in norm[1])
+
+
+def _decode_listing(listing: Listing, opener: Callable[[str], Union[str, BinaryIO]], *, label: str, stats_key: str,
+                    subset: Optional[int], test_subset: Optional[int], input_size: Optional[int],
+                    val_fraction: Optional[float], norm: Optional[tuple[Sequence[float], Sequence[float]]],
+                    crop_pct: float, default_size: int) -> ImageData:
+    """The in-memory path: every chosen image decoded at the training size."""
+    chosen = _choose(listing, subset, test_subset, val_fraction)
+    prefix = f"{listing.root}: member " if listing.kind == "archive" else ""  # errors name the archive too
+    size = input_size or _image_size(opener, chosen.names(), prefix) or default_size
+    if not _fits_in_memory(chosen.counts(), size):
+        total = sum(chosen.counts())
+        raise UserError(f"{listing.root}: {total:,} images at {size}x{size} take "
+                        f"{3 * size * size * total / 2**30:.0f} GiB decoded, over the in-memory path's "
+                        f"{MAX_MEMORY_BYTES / 2**30:.0f} GiB; stream them (--data-path stream, from a folder) or use "
+                        "--input-size or --subset")
+    tensors = {split: _decode(opener, names, size, 1.0 if split == "train" else crop_pct, f"decode {split}", prefix)
+               for split, (names, _) in chosen.splits.items()}
+    mean, std = _norm(norm, lambda: _train_stats(stats_key, size, lambda: tensors["train"] if subset is None else
+                                                 _decode(opener, chosen.train_all, size, 1.0,
+                                                         "decode train (statistics)", prefix)))
+    held, final = chosen.splits["held"], chosen.splits.get("final")
+    return ImageData(tensors["train"], chosen.splits["train"][1], tensors["held"], held[1], label, chosen.classes,
+                     mean, std, chosen.held_name, crop_pct, tensors.get("final"), final[1] if final else None)
+
+
+def _streamed(chosen: _Chosen, label: str, stats_key: str, size: int,
+              norm: Optional[tuple[Sequence[float], Sequence[float]]], crop_pct: float) -> ImageData:
+    """The streaming path: the chosen images as `FileSplit`s, normalised with the statistics of an even sample of
+    at most `STATS_SAMPLE` training images (decoding a whole split that does not fit in memory is a pass of
+    its own)."""
+    from archfamily.data.streaming import FileSplit
+
+    step = max(1, len(chosen.train_all) // STATS_SAMPLE)
+    mean, std = _norm(norm, lambda: _train_stats(stats_key, size, lambda: _decode(
+        lambda n: n, chosen.train_all[::step], size, 1.0, "decode train (statistics)")))
+    splits = {role: FileSplit(tuple(names), labels, size, 1.0 if role == "train" else crop_pct)
+              for role, (names, labels) in chosen.splits.items()}
+    final = splits.get("final")
+    return ImageData(splits["train"], splits["train"].labels, splits["held"], splits["held"].labels, label,
+                     chosen.classes, mean, std, chosen.held_name, crop_pct, final,
+                     final.labels if final is not None else None)
 
 
 def _from_batches(root: Path, label: str, subset: Optional[int], test_subset: Optional[int],

@@ -97,6 +97,7 @@ class DeriveConfig:
     test_subset: Optional[int] = None
     input_size: Optional[int] = None  # None: the data's own (`data.dataset.load_data`)
     val_fraction: Optional[float] = None  # a validation split carved from train/
+    data_path: str = "auto"  # memory, stream or auto (`data.dataset.load_data`)
     seed: int = 0
     epochs: Optional[float] = None
     prune_every: int = 100
@@ -354,7 +355,7 @@ class _PruneLog:
         entry, config = self.last, self.config
         small = engine.compressed()
         meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
-                "seed": str(config.seed), "test_images": str(self.data.test_x.shape[0]), "data": self.data.source,
+                "seed": str(config.seed), "test_images": str(len(self.data.test_x)), "data": self.data.source,
                 "data_cfg": json.dumps(self.data.facts()),
                 "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family, config.finetune_set).to_dict(),
                                       "prune_every": config.prune_every, "channels_per_step": config.channels_per_step})}

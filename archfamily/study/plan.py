@@ -247,13 +247,13 @@ def _path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path]:
 
 
 def _data_path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path]:
-    """A CIFAR-10 source, as every training command will check it: an archive or a data folder."""
+    """A dataset, as every training command will check it: an archive or a data folder."""
     path = _path(plan_dir, text, where)
     if path is not None:
-        from archfamily.data.cifar import detect_source
+        from archfamily.data.dataset import check_source
 
         try:
-            detect_source(path)
+            check_source(path)
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
     return path

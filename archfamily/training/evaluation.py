@@ -5,7 +5,7 @@ any timm model with the normalisation of its pretrained cfg (`test_error`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import torch
 from timm.data import resolve_model_data_config
@@ -16,6 +16,7 @@ from archfamily.progress import progress_bar
 
 if TYPE_CHECKING:
     from archfamily.data.dataset import ImageData
+    from archfamily.data.streaming import FileSplit
 
 
 TTA_MODES = ("", "mirror", "mirror-shift")
@@ -47,11 +48,24 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     raise ValueError(f"unknown test-time augmentation {tta!r}; one of {TTA_MODES}")
 
 
+def _batches(images: "torch.Tensor | FileSplit", labels: torch.Tensor, batch_size: int,
+             device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 images, labels) in order: slices of a tensor, or a streamed split read by timm's evaluation transform."""
+    if isinstance(images, torch.Tensor):
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start:start + batch_size], labels[start:start + batch_size]
+    else:
+        from archfamily.data.streaming import eval_batches
+
+        yield from eval_batches(images, batch_size, pin=device.type == "cuda")
+
+
 @torch.inference_mode()
-def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float],
+def count_errors(model: nn.Module, images: "torch.Tensor | FileSplit", labels: torch.Tensor, mean: Sequence[float],
                  std: Sequence[float], device: torch.device, batch_size: int = 500,
                  bf16: bool = False, tta: str = "", desc: Optional[str] = None) -> tuple[int, int]:
-    """(wrong, total) over `images` (uint8 NCHW), in eval mode; the model's mode is restored after.
+    """(wrong, total) over `images` (uint8 NCHW, or a streamed split's files), in eval mode; the model's mode is
+    restored after.
 
     `tta` is a test-time augmentation of `tta_logits` ("" for none). With `desc`, a progress bar of that
     name counts the images (10,000 take half a minute on a CPU); without, it is silent (a pruning run's checks).
@@ -62,16 +76,16 @@ def count_errors(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, m
     m, s = norm_constants(mean, std, device)
     wrong = torch.zeros((), dtype=torch.int64, device=device)
     try:
-        with progress_bar(total=int(images.shape[0]), desc=desc, unit="img", disable=desc is None) as bar:
-            for start in range(0, images.shape[0], batch_size):
-                x = normalize(to_device(images[start:start + batch_size], device), m, s, channels_last=True)
+        with progress_bar(total=len(images), desc=desc, unit="img", disable=desc is None) as bar:
+            for batch, truth in _batches(images, labels, batch_size, device):
+                x = normalize(to_device(batch, device), m, s, channels_last=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = tta_logits(model, x, tta)
-                wrong += (logits.argmax(1) != to_device(labels[start:start + batch_size], device)).sum()
+                wrong += (logits.argmax(1) != to_device(truth, device)).sum()
                 bar.update(x.shape[0])
     finally:
         model.train(was_training)
-    return int(wrong), int(images.shape[0])
+    return int(wrong), len(images)
 
 
 def test_error(model: nn.Module, data: "ImageData", device: torch.device, desc: Optional[str] = "test error") -> float:

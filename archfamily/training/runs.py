@@ -21,7 +21,7 @@ from archfamily.training.precision import cpu_has_bf16, cpu_model, resolve_preci
 
 
 # Settings added later whose value then was this: a run.json without them ran with it.
-_EARLIER_DEFAULTS = {"precision": "fp32"}
+_EARLIER_DEFAULTS = {"precision": "fp32", "data_path": "auto"}
 
 
 def _setting(config: dict[str, Any], key: str) -> Any:

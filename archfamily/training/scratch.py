@@ -40,6 +40,7 @@ class TrainConfig:
     test_subset: Optional[int] = None
     input_size: Optional[int] = None  # None: the data's own (`data.dataset.load_data`)
     val_fraction: Optional[float] = None  # a validation split carved from train/
+    data_path: str = "auto"  # memory, stream or auto (`data.dataset.load_data`)
     seed: int = 0
     batch_size: Optional[int] = None  # None: the recipe's; otherwise its lr scales with it
     ema: Optional[float] = None  # EMA decay; None: the recipe's, 0: off
@@ -109,7 +110,7 @@ def run_data(config: Any, spec: ArchSpec) -> ImageData:
         mean, std, crop_pct, default = pretrained_data(spec)
         norm = (mean, std)
     return load_data(config.data, config.subset, config.test_subset, config.input_size, config.val_fraction, norm=norm,
-                     crop_pct=crop_pct, default_size=default)
+                     crop_pct=crop_pct, default_size=default, data_path=config.data_path)
 
 
 def initial_model(config: TrainConfig) -> torch.nn.Module:
@@ -151,7 +152,7 @@ def train_spec(config: TrainConfig, out: Path, device_name: str = "auto", resume
     _, errors = train_to_file(model, data, recipe, device, config.seed, dist_ctx,
                               out / "model.safetensors", out / ".checkpoints" / "train", desc="train",
                               tta=config.tta, compile=compile, precision=config.precision)
-    metrics = metrics_document(spec, errors, int(data.test_x.shape[0]), config.seed, recipe=recipe.to_dict(),
+    metrics = metrics_document(spec, errors, len(data.test_x), config.seed, recipe=recipe.to_dict(),
                                precision=config.precision, seconds=time.time() - started, data=data.facts())
     if dist_ctx.is_main:
         write_metrics(out, metrics)

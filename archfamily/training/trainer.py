@@ -27,6 +27,7 @@ from timm.optim import Lookahead, Muon, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 
 from archfamily.data.batches import BatchStream
+from archfamily.data.streaming import StreamBatches
 from archfamily.models.checkpoint import RunCheckpoint, save_model
 from archfamily.data.dataset import ImageData
 from archfamily.training.distributed import DistContext
@@ -35,6 +36,18 @@ from archfamily.training.evaluation import count_errors, error_percent
 from archfamily.progress import progress_bar
 from archfamily.training.recipes import Recipe
 from archfamily.weights import check_tensor, check_tensors
+
+
+def batch_stream(data: ImageData, recipe: Recipe, seed: int, device: torch.device,
+                 dist_ctx: DistContext) -> "BatchStream | StreamBatches":
+    """The training batches of `data` as `recipe` augments them: in memory (`BatchStream`), or decoded from its files
+    by worker processes (`StreamBatches`, timm's training transform in place of the recipe's crops and flips)."""
+    if data.streams:
+        return StreamBatches(data.train_x, recipe.batch_size, seed, device, data.mean, data.std, dist_ctx.rank,
+                             dist_ctx.world, channels_last=True, cutout=recipe.cutout)
+    return BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device, data.mean, data.std,
+                       dist_ctx.rank, dist_ctx.world, channels_last=True, translate=recipe.translate,
+                       flip=recipe.flip, cutout=recipe.cutout)
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -92,9 +105,7 @@ class Trainer:
         # timm's EMA with its warm-up, updated with the step, so the decay too is a function of the step: it ramps
         # as 1 - (1 + step)^(-2/3) (0.99 at 1k steps, 0.996 at 4k) and is capped at the recipe's ema_decay
         self.ema = ModelEmaV3(self.model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema_decay > 0 else None
-        self.stream = BatchStream(data.train_x, data.train_y, recipe.batch_size, seed, device, data.mean, data.std,
-                                  dist_ctx.rank, dist_ctx.world, channels_last=True,
-                                  translate=recipe.translate, flip=recipe.flip, cutout=recipe.cutout)
+        self.stream = batch_stream(data, recipe, seed, device, dist_ctx)
         self.log_every = log_every
         self._loss_sum = torch.zeros((), device=device)  # read every `log_every` steps, not every step
         self._loss_steps = 0  # steps summed into `_loss_sum` since it was last read
@@ -163,7 +174,8 @@ class Trainer:
         images = self.data.test_x if images is None else images
         labels = self.data.test_y if labels is None else labels
         shard = slice(self.dist.rank, None, self.dist.world)
-        wrong, total = count_errors(self.eval_model if model is None else model, images[shard], labels[shard],
+        mine = images[shard] if isinstance(images, torch.Tensor) else images.shard(self.dist.rank, self.dist.world)
+        wrong, total = count_errors(self.eval_model if model is None else model, mine, labels[shard],
                                     self.data.mean, self.data.std, self.device, bf16=self.bf16, tta=tta,
                                     desc=desc if self.dist.is_main else None)
         counts = torch.tensor([wrong, total], dtype=torch.float64, device=self.device)
@@ -265,7 +277,7 @@ def train_to_file(model: nn.Module, data: ImageData, recipe: Recipe, device: tor
         errors["final_test_error"] = trainer.evaluate(data.final_x, data.final_y, desc="test error (test/)")
     if dist_ctx.is_main:
         save_model(model_file, trainer.eval_model, {
-            **{k: repr(v) for k, v in errors.items()}, "test_images": str(data.test_x.shape[0]),
+            **{k: repr(v) for k, v in errors.items()}, "test_images": str(len(data.test_x)),
             "data": data.source, "data_cfg": json.dumps(data.facts()), "recipe": json.dumps(recipe.to_dict()),
             "seed": str(seed), "precision": trainer.precision,
         })
