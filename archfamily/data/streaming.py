@@ -47,7 +47,15 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-class _Images(Dataset):
+def train_transform(input_size: int):
+    """timm's training transform at `input_size` (random-resized crop, flip, colour jitter), to uint8 CHW: the
+    normalisation happens on the device."""
+    from timm.data import create_transform
+
+    return create_transform(input_size, is_training=True, interpolation="bilinear", use_prefetcher=True)
+
+
+class Images(Dataset):
     """Images of a split through a transform; an item key is (index, seed), the seed that of its augmentation."""
 
     def __init__(self, split: FileSplit, transform) -> None:
@@ -73,7 +81,7 @@ class _Images(Dataset):
 
 def _loader(split: FileSplit, transform, batches: Sequence[Sequence[tuple[int, int]]], workers: int,
             pin: bool) -> DataLoader:
-    return DataLoader(_Images(split, transform), batch_sampler=batches, num_workers=workers, pin_memory=pin)
+    return DataLoader(Images(split, transform), batch_sampler=batches, num_workers=workers, pin_memory=pin)
 
 
 class StreamBatches:
@@ -84,8 +92,6 @@ class StreamBatches:
     def __init__(self, split: FileSplit, batch_size: int, seed: int, device: torch.device, mean: Sequence[float],
                  std: Sequence[float], rank: int = 0, world: int = 1, channels_last: bool = False, cutout: int = 0,
                  workers: Optional[int] = None) -> None:
-        from timm.data import create_transform
-
         batch_size = min(batch_size, len(split))
         if batch_size % world:
             raise UserError(f"batch size {batch_size} does not split over {world} processes")
@@ -93,8 +99,7 @@ class StreamBatches:
         self.rank, self.world, self.channels_last = rank, world, channels_last
         self.cutout = round(cutout * split.input_size / 32)
         self.workers = default_workers() if workers is None else workers
-        self.transform = create_transform(split.input_size, is_training=True, interpolation="bilinear",
-                                          use_prefetcher=True)  # uint8 CHW: normalised on the device
+        self.transform = train_transform(split.input_size)
         self.mean, self.std = norm_constants(mean, std, device)
         self.steps_per_epoch = len(split) // batch_size
         self._iterator: Optional[Iterator] = None
