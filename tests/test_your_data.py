@@ -219,7 +219,7 @@ def lcnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pretrained_weights_load_through_timm_with_the_head_reset(lcnet_weights: Path) -> None:
     from safetensors.torch import load_file
 
-    from archfamily.anycnn.pretrained import pretrained_network
+    from archfamily.models.pretrained import pretrained_network
     from archfamily.specs import base_spec, for_data
 
     spec = for_data(base_spec("timm:lcnet_050"), 3, 32)

@@ -29,17 +29,16 @@ import hashlib
 import io
 import json
 import tarfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional, Sequence, Union
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from archfamily.data.cifar import DEFAULT_ARCHIVE, cache_dir, find_batches, read_batches
+from archfamily.data.images import open_image, read_rgb
 from archfamily.data.sources import Listing, list_archive, list_folder
 from archfamily.checks import Fields
 from archfamily.errors import SettingError, UserError
@@ -50,7 +49,6 @@ from archfamily.seeding import generator
 if TYPE_CHECKING:
     from archfamily.data.streaming import FileSplit
 
-MAX_IMAGE_PIXELS = 50_000_000  # pixels of one image (an 8000x6000 photo); above it, a decompression bomb
 MAX_MEMORY_BYTES = 16 * 2**30  # decoded pixels the in-memory path holds; a larger dataset needs a smaller size
 SMALL_IMAGES = 128  # images that all share one size up to this side train at it; larger ones at `LARGE_DEFAULT`
 LARGE_DEFAULT = 224
@@ -298,22 +296,6 @@ def _check_subsets(subset: Optional[int], test_subset: Optional[int], num_classe
                                n=n)
 
 
-def open_image(f: Union[str, BinaryIO], name: str) -> Image.Image:
-    """An image, its size checked before its pixels are decoded (a decompression bomb is refused unread)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(f)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"{name}: an image of over {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"{name}: not an image Pillow can read ({str(exc).splitlines()[0][:100] or 'empty'})") from None
-    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
-        raise UserError(f"{name}: an image of {img.size[0]}x{img.size[1]} pixels; archfamily reads images of up to "
-                        f"{MAX_IMAGE_PIXELS:,} pixels")
-    return img
-
-
 def _image_size(opener: Callable[[str], Union[str, BinaryIO]], names: list[str], prefix: str) -> Optional[int]:
     """The side every image shares, when they are all one square size of at most `SMALL_IMAGES`; else None."""
     sizes = set()
@@ -337,11 +319,7 @@ def _decode(opener: Callable[[str], Union[str, BinaryIO]], names: list[str], siz
     images = torch.empty((len(names), 3, size, size), dtype=torch.uint8)
     with progress_bar(total=len(names), desc=desc, unit="img", disable=len(names) < 5000) as bar:
         for i, name in enumerate(names):
-            with open_image(opener(name), prefix + name) as img:
-                try:
-                    rgb = img.convert("RGB")
-                except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged pixel data
-                    raise UserError(f"{prefix}{name}: cannot decode this image ({str(exc).splitlines()[0][:100]})") from None
+            rgb = read_rgb(opener(name), prefix + name)
             if rgb.size == (size, size):
                 images[i] = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(size, size, 3) \
                     .permute(2, 0, 1)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from archfamily.data.batches import cutout_mask, norm_constants, normalize, to_device
+from archfamily.data.images import read_rgb
 from archfamily.errors import UserError
 from archfamily.seeding import generator
 
@@ -65,18 +66,11 @@ class Images(Dataset):
         return len(self.split)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        from archfamily.data.dataset import open_image
-
         index, seed = key
         random.seed(seed)
         torch.manual_seed(seed)
         name = self.split.files[index]
-        with open_image(name, name) as img:
-            try:
-                rgb = img.convert("RGB")
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise UserError(f"{name}: cannot decode this image ({str(exc).splitlines()[0][:100]})") from None
-        return self.transform(rgb), int(self.split.labels[index])
+        return self.transform(read_rgb(name, name)), int(self.split.labels[index])
 
 
 def _loader(split: FileSplit, transform, batches: Sequence[Sequence[tuple[int, int]]], workers: int,

@@ -29,7 +29,7 @@ import torch
 
 from archfamily.models.checkpoint import (RunCheckpoint, load_checkpoint_for, load_model, model_test_error,
                                          read_model_metadata, save_model)
-from archfamily.anycnn.pretrained import pretrained_network
+from archfamily.models.pretrained import pretrained_network
 from archfamily.data.dataset import ImageData
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json

@@ -15,7 +15,7 @@ import torch
 
 from archfamily.files import sha256_of
 from archfamily.models.checkpoint import load_checkpoint_for, read_model_spec
-from archfamily.anycnn.pretrained import check_pretrained, pretrained_data, pretrained_network
+from archfamily.models.pretrained import check_pretrained, pretrained_data, pretrained_network
 from archfamily.data.dataset import ImageData, load_data
 from archfamily.training.distributed import resolve_device
 from archfamily.checks import read_json

@@ -16,12 +16,13 @@ from typing import Any, Optional
 from torch import nn
 
 from archfamily.errors import UserError
-from archfamily.anycnn.spec import TimmSpec
+from archfamily.specs import ArchSpec
 
 
-def check_pretrained(spec: Any, file: Optional[str]) -> None:
-    """One line when `spec` cannot start from timm's pretrained weights or `file` cannot be them."""
-    if not isinstance(spec, TimmSpec):
+def check_pretrained(spec: ArchSpec, file: Optional[str]) -> None:
+    """One line when `spec` cannot start from timm's pretrained weights or `file` cannot be them: only a timm base's
+    spec (the `timm` family's, `anycnn.spec.TimmSpec`) at its own widths can."""
+    if spec.family != "timm":
         raise UserError(f"--pretrained loads timm's weights of a timm:NAME base; a {spec.family} network has none "
                         "(give --checkpoint with an archfamily model file instead)")
     if spec.widths != tuple(g.width for g in spec.groups):
@@ -34,7 +35,7 @@ def check_pretrained(spec: Any, file: Optional[str]) -> None:
             raise UserError(f"{path}: pretrained weights must be a .safetensors file (archfamily loads no pickles)")
 
 
-def pretrained_data(spec: TimmSpec) -> tuple[tuple[float, ...], tuple[float, ...], float, int]:
+def pretrained_data(spec: Any) -> tuple[tuple[float, ...], tuple[float, ...], float, int]:
     """(mean, std, crop_pct, input size) of the base's pretrained cfg: how its weights expect their images."""
     from timm.models import get_pretrained_cfg
 
@@ -44,7 +45,7 @@ def pretrained_data(spec: TimmSpec) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(cfg.mean), tuple(cfg.std), float(cfg.crop_pct), int(cfg.input_size[-1])
 
 
-def pretrained_network(spec: TimmSpec, file: Optional[str]) -> nn.Module:
+def pretrained_network(spec: Any, file: Optional[str]) -> nn.Module:
     """timm's `spec.base` with its pretrained weights (from `file`, else where its cfg says), its classifier reset to
     `spec.num_classes` as timm resets it; `spec` set on it as on every archfamily network."""
     import timm
