@@ -51,7 +51,9 @@ def eval_entry(name: str, write: bool, data: Optional[str], test_subset: Optiona
     from archfamily.data.dataset import load_data
     from archfamily.training.distributed import resolve_device
     from archfamily.zoo.curation import remeasure
+    from archfamily.zoo.manifest import entry_named, zoo_dir
 
+    entry_named(name, zoo_dir())  # an unknown name is refused before any image is decoded
     dev = resolve_device(device)
     entry, error = remeasure(name, load_data(data, subset=10, test_subset=test_subset), dev, write)
     click.echo(f"{entry['name']}: test error {error:.2f}% (manifest: {entry['test_error']:.2f}% on "
@@ -73,7 +75,7 @@ def add_entry(source: str, name: str, family: Optional[str], rule: Optional[str]
     from archfamily.training.distributed import resolve_device
     from archfamily.zoo.curation import add
 
-    entry = add(source, name, load_data(data, subset=10, test_subset=test_subset), resolve_device(device),
+    entry = add(source, name, lambda: load_data(data, subset=10, test_subset=test_subset), resolve_device(device),
                 family, rule, replace=replace)
     click.echo(f"added {entry['name']}.{entry['tag']}: {entry['params']:,} params, test error "
                f"{entry['test_error']:.2f}% on {entry['test_images']:,} images")

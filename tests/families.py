@@ -46,7 +46,8 @@ def write_timm_family(folder: Path, base_name: str = "timm:test_resnet", model_k
     specs = [base]
     for _ in range(steps):
         last = specs[-1]
-        specs.append(replace(last, widths=tuple(w - w // 4 if g.inner else w for w, g in zip(last.widths, base.groups))))
+        widths = tuple(w - w // 4 if g.inner else w for w, g in zip(last.widths, base.groups))
+        specs.append(replace(last, widths=widths))
     trajectory = [trajectory_entry(spec, i, 0, 50.0 if i == 0 else None) for i, spec in enumerate(specs)]
     tiny = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     data = in_memory(tiny, torch.arange(10) % 10, tiny, torch.arange(10) % 10, "synthetic")

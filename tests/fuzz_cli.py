@@ -1,4 +1,6 @@
-"""Hostile inputs to the real CLI: model files, study plans, study folders, the zoo and numeric options.
+"""Hostile inputs to the real CLI: model files, study plans, study folders, the zoo, numeric options, a timm base's
+keywords (`--model-kwargs`, a spec file's), exported folders (`zoo add` loads one as timm's `local-dir:` does) and
+the family.json of a timm base.
 
     python tests/fuzz_cli.py --count 300 [--seed 0] [--timeout 60] [--exec]
 
@@ -30,8 +32,8 @@ sys.path[:0] = [str(ROOT), str(TESTS)]
 
 from hypothesis import strategies as st  # noqa: E402
 
-from mutations import (BAD_COUNTS, BAD_FLOATS, BAD_TOML_NUMBERS, damaged, damaged_toml, damaged_weights,  # noqa: E402
-                       toml_with, under)
+from mutations import (BAD_COUNTS, BAD_FLOATS, BAD_MODEL_KWARGS, BAD_TOML_NUMBERS, PLANTED_EXPORT,  # noqa: E402
+                       damaged, damaged_toml, damaged_weights, toml_with, under)
 
 NOISE = ("cpp_extension.py", "No CUDA runtime")  # torch's own start-up warning on machines without a GPU runtime
 BASE = "wrn-10-1"
@@ -52,18 +54,22 @@ rule = "reduced-width"
 DERIVE = ["derive", "--preset", "smoke", "--base", BASE, "--device", "cpu", "--subset", "100", "--test-subset", "100",
           "--epochs", "0.1", "-k", "64", "--until-params", "40k"]  # the fixtures' derive run: seconds
 RESUME = [*DERIVE, "--resume", "--out", "{d}/run"]
+TIMM_BASE, TIMM_KWARGS = "test_resnet", {"output_stride": 16}  # timm's own test ResNet: traced in under a second
+PICKLE = b"\x80\x04K\x01."  # pickle.dumps(1): what a field could point timm at (fixtures/evil.pkl)
 
 
 @dataclass
 class Case:
     """One hostile input: files to write (path -> bytes, or None for a folder), the commands that read it (argv
-    after `archfamily`; `{d}` is the case folder), and environment variables."""
+    after `archfamily`; `{d}` is the case folder), environment variables, and files the input names that no
+    command may open (none of them names these)."""
 
     family: str
     what: str
     files: dict[str, Optional[bytes]]
     commands: list[list[str]]
     env: dict[str, str] = field(default_factory=dict)
+    not_read: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- fixtures, made once per fuzz run
@@ -74,10 +80,11 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
     with one entry. Returned as bytes (and the state dict of the base, for the weights family)."""
     import torch
 
+    from archfamily.anycnn.spec import with_model_kwargs
     from archfamily.models.checkpoint import save_model
     from archfamily.models import build_model
     from archfamily.specs import base_spec, spec_to_dict
-    from families import write_family
+    from families import write_family, write_timm_family
 
     torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +103,18 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
     assert code == 0, err
     run_files = {p.relative_to(folder / "run").as_posix(): p.read_bytes() for p in (folder / "run").rglob("*")
                  if p.is_file() and p.name not in ("family.json", "trajectory.jsonl")}  # interrupted after the base
+    timm_spec = with_model_kwargs(base_spec(f"timm:{TIMM_BASE}"), TIMM_KWARGS)
+    (folder / "timm-spec.json").write_text(json.dumps(spec_to_dict(timm_spec)))
+    save_model(folder / "timm.safetensors", timm_spec.build(), {"test_error": "50.0"})
+    exports = {}
+    for name, spec_file, weights in (("timm", "timm-spec.json", "timm.safetensors"), ("wrn", "spec.json",
+                                                                                      "base.safetensors")):
+        code, err = run(["export", "--spec", str(folder / spec_file), "--weights", str(folder / weights), "--out",
+                         str(folder / f"export-{name}")], folder, {})
+        assert code == 0, err
+        exports[name] = {p.name: p.read_bytes() for p in (folder / f"export-{name}").iterdir()}
+    write_timm_family(folder / "timm-family", f"timm:{TIMM_BASE}", TIMM_KWARGS)
+    (folder / "evil.pkl").write_bytes(PICKLE)
     return {
         "folder": folder, "state": {k: v.clone() for k, v in model.state_dict().items()},
         "other": dict(other.state_dict()), "meta": _metadata(folder / "base.safetensors"),
@@ -103,7 +122,8 @@ def fixtures(folder: Path, run: Callable[[list[str], Path, dict[str, str]], tupl
         "spec": (folder / "spec.json").read_bytes(), "family": (folder / "family" / "family.json").read_bytes(),
         "zoo": {p.relative_to(folder / "zoo").as_posix(): p.read_bytes() for p in (folder / "zoo").rglob("*")
                 if p.is_file()},
-        "study": study, "run": run_files,
+        "study": study, "run": run_files, "timm_spec": (folder / "timm-spec.json").read_bytes(), "exports": exports,
+        "timm_family": (folder / "timm-family" / "family.json").read_bytes(),
     }
 
 
@@ -381,8 +401,118 @@ def zoo_cases(draw: Callable, fx: dict[str, Any]) -> Case:
     return Case("zoo", what, files, [command], {"ARCHFAMILY_ZOO": "{d}/zoo"})
 
 
+def _unnamed(fx: dict[str, Any]) -> list[str]:
+    """The files a keyword or a field of these inputs points at, which no command named: none may open them."""
+    return ["/etc/passwd", str(fx["folder"] / "evil.pkl")]
+
+
+def _keyword_value(text: str) -> Any:
+    """A `--model-kwargs` value as a spec file holds it: what the command line reads the text as."""
+    from archfamily.anycnn.spec import parse_model_kwargs
+
+    return parse_model_kwargs({"k": text})["k"]
+
+
+@st.composite
+def keyword_cases(draw: Callable, fx: dict[str, Any]) -> Case:
+    """A timm base's create_model keyword no base may be built with (`BAD_MODEL_KWARGS`), on the command line or in
+    a spec file's model_kwargs; train, derive and export must refuse it before building or writing anything."""
+    model, text = draw(st.sampled_from(BAD_MODEL_KWARGS))
+    key, _, value = text.partition("=")
+    if draw(st.booleans()):
+        command = draw(st.sampled_from([["train", "--spec", f"timm:{model}", "--device", "cpu", "--out", "{d}/out"],
+                                        ["derive", "--preset", "smoke", "--base", f"timm:{model}", "--device", "cpu",
+                                         "--out", "{d}/out"]]))
+        return Case("timm keywords", f"timm:{model} --model-kwargs {text[:40]}", {},
+                    [[*command, "--model-kwargs", text]], not_read=_unnamed(fx))
+    spec = json.loads(fx["timm_spec"]) if model == TIMM_BASE else \
+        {"family": "timm", "base": model, "widths": [1], "num_classes": 10}  # refused before its widths are read
+    spec["model_kwargs"] = {key: _keyword_value(value)}
+    command = draw(st.sampled_from([["train", "--spec", "{d}/spec.json", "--device", "cpu", "--out", "{d}/out"],
+                                    ["export", "--spec", "{d}/spec.json", "--out", "{d}/out"]]))
+    return Case("timm keywords", f"spec.json timm:{model} model_kwargs {text[:40]}",
+                {"spec.json": json.dumps(spec).encode()}, [command], not_read=_unnamed(fx))
+
+
+def _planted(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> bytes:
+    """`doc` with `value` set at `path` (the objects on the way made where missing)."""
+    doc = json.loads(json.dumps(doc))
+    parent = doc
+    for key in path[:-1]:
+        parent = parent.setdefault(key, {})
+    parent[path[-1]] = value
+    return json.dumps(doc).encode()
+
+
+@st.composite
+def export_cases(draw: Callable, fx: dict[str, Any]) -> Case:
+    """An `archfamily export` folder (of a timm base's member with its own keywords, or of a WRN) whose config.json
+    is damaged (any field, the bytes), holds what timm would follow or choke on (`PLANTED_EXPORT`), or whose files
+    are missing or not its own (without a config.json it is a model folder, which `zoo add` takes); `zoo add`
+    loads it as timm's `local-dir:` does and must refuse it, reading nothing the folder does not hold."""
+    which = draw(st.sampled_from(["timm", "wrn"]))
+    files: dict[str, Optional[bytes]] = {f"export/{k}": v for k, v in fx["exports"][which].items()}
+    config = json.loads(fx["exports"][which]["config.json"])
+    kind = draw(st.sampled_from(["damaged", "damaged", "planted", "files"]))
+    if kind == "damaged":
+        informational = {("pretrained_cfg", "license"), ("pretrained_cfg", "paper_ids")}
+        what, files["export/config.json"] = draw(damaged(config, lambda p: True,
+                                                         lambda p: tuple(p[:2]) not in informational,
+                                                         lambda p: True))
+    elif kind == "planted":
+        path, value = draw(st.sampled_from(PLANTED_EXPORT))
+        value = str(fx["folder"] / "evil.pkl") if value == "evil.pkl" else value
+        what = f"{'/'.join(path)} = {json.dumps(value)[:40]}"
+        files["export/config.json"] = _planted(config, path, value)
+    else:
+        what = draw(st.sampled_from(["config.json a folder", "no model.safetensors",
+                                     "a pickle for model.safetensors", "another network's model.safetensors",
+                                     "model.safetensors truncated"]))
+        weights = files["export/model.safetensors"]
+        if what == "config.json a folder":
+            files["export/config.json"] = None
+        elif what in ("no model.safetensors", "a pickle for model.safetensors"):
+            del files["export/model.safetensors"]
+            if what == "a pickle for model.safetensors":
+                files["export/pytorch_model.bin"] = PICKLE
+        elif what == "another network's model.safetensors":
+            files["export/model.safetensors"] = fx["other_model"]
+        else:
+            files["export/model.safetensors"] = weights[:draw(st.integers(0, len(weights) - 1))]
+    return Case("exported folders", f"{which}: {what}", files,
+                [["zoo", "add", "{d}/export", "--name", "fuzzed", "--test-subset", "100"]],
+                {"ARCHFAMILY_ZOO": "{d}/zoo"}, _unnamed(fx))
+
+
+@st.composite
+def timm_family_cases(draw: Callable, fx: dict[str, Any]) -> Case:
+    """The family.json of a timm base (its own keywords among the base's fields) whose `groups` is no pruning
+    policy, whose base's model_kwargs hold a keyword no base may be built with, or whose base is damaged (a width,
+    the base's name, its keywords); scale and export must refuse it."""
+    doc = json.loads(fx["timm_family"])
+    kind = draw(st.sampled_from(["groups", "keywords", "damaged"]))
+    if kind == "groups":
+        value = draw(st.sampled_from(["bogus", "", "ALL", 5, None, ["all"], True]))
+        what, raw = f"groups {json.dumps(value)}", json.dumps({**doc, "groups": value}).encode()
+    elif kind == "keywords":
+        model, text = draw(st.sampled_from([m for m in BAD_MODEL_KWARGS if m[0] == TIMM_BASE]))
+        key, _, value = text.partition("=")
+        what = f"base model_kwargs {text[:40]}"
+        raw = _planted(doc, ("base", "model_kwargs"), {key: _keyword_value(value)})
+    else:
+        what, raw = draw(damaged(doc, under(["base"]),
+                                 lambda p: tuple(p[:2]) in (("base", "base"), ("base", "widths"),
+                                                            ("base", "model_kwargs")),
+                                 lambda p: True))
+    command = draw(st.sampled_from([["scale", "--family", "{d}/family.json", "--params", "250k"],
+                                    ["export", "--family", "{d}/family.json", "--params", "250k", "--out",
+                                     "{d}/out"]]))
+    return Case("timm families", what, {"family.json": raw}, [command], not_read=_unnamed(fx))
+
+
 FAMILIES = {"weights": weights_cases, "numbers": number_cases, "plans": plan_cases, "study folders": study_cases,
-            "zoo": zoo_cases}
+            "zoo": zoo_cases, "timm keywords": keyword_cases, "exported folders": export_cases,
+            "timm families": timm_family_cases}
 
 
 # ---------------------------------------------------------------- running one input
@@ -484,17 +614,41 @@ def exec_runner(timeout: float) -> Callable[[list[str], Path, dict[str, str]], t
     return run
 
 
+AUDITED: list[Callable[..., None]] = []  # the audit hook, once installed
+WATCHED: set[str] = set()  # what the input being checked names that no command may open (`Case.not_read`)
+OPENED = "fuzz: opened "  # how a command says it opened one, on its stderr
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Python's audit hook: a line on stderr when the command opens a watched file (as `open` and `torch.load` do;
+    safetensors opens files outside Python, and reads only model files)."""
+    if event == "open" and WATCHED and isinstance(args[0], (str, bytes, os.PathLike)) \
+            and os.path.realpath(os.fsdecode(args[0])) in WATCHED:
+        sys.stderr.write(f"{OPENED}{os.fsdecode(args[0])}\n")
+
+
 def check_case(case: Case, folder: Path, run: Callable[[list[str], Path, dict[str, str]], tuple[int, str]]) \
         -> list[tuple[str, str]]:
-    """What went wrong with one input, as (kind, details): empty when every command refused it cleanly and left
-    the folder as it was."""
+    """What went wrong with one input, as (kind, details): empty when every command refused it cleanly, opened
+    none of the files it must not read, and left the folder as it was."""
+    if case.not_read and _audit not in AUDITED:
+        sys.addaudithook(_audit)  # once per process: a hook cannot be removed
+        AUDITED.append(_audit)
     write_case(case, folder)
     before = snapshot(folder)
     env = {k: v.replace("{d}", str(folder)) for k, v in case.env.items()}
     problems = []
     for command in case.commands:
         args = [a.replace("{d}", str(folder)) for a in command]
-        code, err = run(args, folder, env)
+        WATCHED.update(os.path.realpath(p) for p in case.not_read)
+        try:
+            code, err = run(args, folder, env)
+        finally:
+            WATCHED.clear()
+        opened = [ln for ln in err.splitlines() if ln.startswith(OPENED)]
+        if opened:
+            problems.append(("read a file it was not given", f"archfamily {' '.join(args)[:160]}: {opened[0]}"))
+            err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(OPENED))
         outcome = refused(code, err)
         if outcome is not None:
             problems.append((outcome, f"archfamily {' '.join(args)[:160]}: {err.strip()[-300:]}"))
@@ -566,7 +720,8 @@ def main() -> None:
         print(f"  {family:<14} {dict(c)}")
     print(f"tracebacks {total['traceback']}, accepted {total['accepted']}, hangs {total['hang']}, "
           f"other exits {sum(v for k, v in total.items() if k.startswith('exit'))}, "
-          f"not one line {total['not one line']}, folder changed {total['changed the folder']}")
+          f"not one line {total['not one line']}, folder changed {total['changed the folder']}, "
+          f"files read it was not given {total['read a file it was not given']}")
     for f in failures:
         print(f"FAIL {f}")
     sys.exit(1 if failures else 0)

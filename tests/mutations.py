@@ -8,6 +8,8 @@ not UTF-8, nested 100,000 deep). `null` never replaces a value and numbers keep 
 kind, so no mutation can turn out valid by chance (e.g. an untested error of null).
 `damaged_weights` does the same to a network's tensors (shape, dtype, NaN, another network's), `damaged_toml`
 and `toml_with` to a plan, and `BAD_COUNTS`, `BAD_FLOATS`, `BAD_TOML_NUMBERS` are numbers no count takes.
+`BAD_MODEL_KWARGS` are timm keywords no timm base may be built with, and `PLANTED_EXPORT` fields an exported
+config.json must not hold.
 """
 from __future__ import annotations
 
@@ -179,3 +181,32 @@ def damaged_toml(draw: Callable, text: str, table_line: str, a_list: str) -> tup
            "not UTF-8": lambda: b"\xff\xfe" + text.encode(),
            "unknown key": lambda: text.replace(table_line, f"{table_line}\nlearning_rate = 0.1").encode()}[how]()
     return f"text: {how}", raw
+
+
+# (timm model, `--model-kwargs` text): a keyword out of its range or of the wrong kind (an expression, a number too
+# large), a layer timm does not know, one that loads or fetches weights or that archfamily sets, one the model does
+# not take, or widths beyond 10^9 parameters
+BAD_MODEL_KWARGS = [("test_resnet", kw) for kw in (
+    "output_stride=0", "output_stride=4", "output_stride=99999999999", "output_stride=1+1", "output_stride=16.5",
+    "output_stride=True", "output_stride=-16", "act_layer=nope", "act_layer=1", "act_layer=__import__('os')",
+    "norm_layer=nope", "aa_layer=nope", "stem_width=100000", "base_width=100000", "cardinality=0", "drop_rate=2",
+    "drop_rate=nan", "drop_rate=1e400", "drop_path_rate=-1", "zero_init_last=2", "channels=1", "block_args=5",
+    "pretrained=True", "pretrained_cfg='x'", "pretrained_cfg_overlay={}", "checkpoint_path=/etc/passwd",
+    "features_only=True", "cache_dir=/tmp", "device='meta'", "dtype='float16'", "num_classes=5", "in_chans=1",
+    "global_pool=max", "bogus=1", "__class__=1", "layers=(1,1,1,1)", "9" * 5000 + "=1",
+)] + [("resnet50", "base_width=60000"), ("resnet50", "base_width=100000"),
+      ("test_efficientnet", "depth_multiplier=100"), ("test_efficientnet", "act_layer=nope"),
+      ("test_efficientnet", "channel_multiplier=1000"), ("test_efficientnet", "output_stride=0")]
+
+# (path in an exported config.json, value): what the issue's reads and tracebacks came from
+PLANTED_EXPORT = [
+    (("model_args", "pretrained_cfg_overlay"), {"file": "/etc/passwd"}),
+    (("model_args", "checkpoint_path"), "/etc/passwd"), (("model_args", "checkpoint_path"), "evil.pkl"), (("model_args", "pretrained"), True),
+    (("model_args", "features_only"), True), (("architecture",), "resnet18"), (("architecture",), "archfamily_nope"),
+    (("pretrained_cfg", "file"), "evil.pkl"), (("pretrained_cfg", "hf_hub_id"), "timm/resnet18.a1_in1k"),
+    (("pretrained_cfg", "url"), "https://example.com/w.pth"), (("pretrained_cfg", "state_dict"), {}),
+    (("pretrained_cfg", "custom_load"), True), (("pretrained_cfg", "first_conv"), "nope"),
+    (("model_args", "model_kwargs", "act_layer"), "nope"), (("model_args", "model_kwargs", "output_stride"), 0),
+    (("model_args", "global_pool"), "catavgmax"), (("global_pool",), "max"), (("num_classes",), 5),
+    (("label_names",), ["a"]), (("pretrained_cfg", "label_names"), [1] * 10), (("test_input_size",), [3, 64, 64]),
+]

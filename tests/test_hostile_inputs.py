@@ -65,6 +65,15 @@ def test_hostile_inputs_are_refused_in_one_line_and_change_nothing(fx: dict[str,
     check()
 
 
+def test_the_fuzz_sees_a_command_open_a_file_it_was_not_given(tmp_path: Path) -> None:
+    """The check behind "no file read that the command did not name": a spec file that is /etc/passwd is read (and
+    refused), which a case that must not read /etc/passwd counts against it."""
+    case = fuzz_cli.Case("check", "reads /etc/passwd", {}, [["train", "--spec", "/etc/passwd", "--out", "{d}/out"]],
+                         not_read=["/etc/passwd"])
+    problems = check_case(case, tmp_path / "case", lambda args, cwd, env: _in_process(args, env))
+    assert [kind for kind, _ in problems] == ["read a file it was not given"], problems
+
+
 @pytest.mark.parametrize("command", [
     ["derive", "--preset", "smoke", "--base", fuzz_cli.BASE, "--checkpoint", "{f}", "--device", "cpu", "--subset",
      "100", "--test-subset", "100", "--out", "{d}/out"],
@@ -115,7 +124,7 @@ def test_a_resume_checkpoint_is_checked_against_the_loop_that_resumes(tmp_path: 
     from safetensors.torch import load_file, save_file
 
     from archfamily.models.checkpoint import RunCheckpoint
-    from archfamily.data.cifar import Cifar10
+    from archfamily.data.dataset import in_memory
     from archfamily.errors import UserError
     from archfamily.models import build_model
     from archfamily.training.recipes import Recipe
@@ -123,7 +132,7 @@ def test_a_resume_checkpoint_is_checked_against_the_loop_that_resumes(tmp_path: 
     from archfamily.training.trainer import Trainer
 
     images = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
-    data = Cifar10(images, torch.arange(20) % 10, images, torch.arange(20) % 10, "fake")
+    data = in_memory(images, torch.arange(20) % 10, images, torch.arange(20) % 10, "fake")
     recipe = Recipe(epochs=1, batch_size=10, lr=0.1, weight_decay=5e-4, momentum=0.9)
     checkpoint = RunCheckpoint(tmp_path)
     saved = "wrn-10-2" if damage == "another network" else "wrn-10-1"

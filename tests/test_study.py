@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -436,6 +437,7 @@ def test_each_budget_is_solved_once_for_the_plan_and_its_queue(tmp_path: Path, m
 
 def test_a_plan_and_its_pruning_run_stop_at_the_same_floor(tmp_path: Path) -> None:
     from archfamily.errors import UserError
+    from archfamily.data.dataset import in_memory
     from archfamily.pruning.derive import DeriveConfig, _validate, pruning_floor
     from archfamily.specs import base_spec
     from archfamily.study.plan import load_plan
@@ -445,11 +447,13 @@ def test_a_plan_and_its_pruning_run_stop_at_the_same_floor(tmp_path: Path) -> No
     assert floor == base // 10 and pruning_floor(20_000, base) == 20_000
     tuned = GOOD.replace('rule = "reduced-width"', 'rule = "pruned-tuned"')
     assert load_plan(_plan(tmp_path, tuned.replace('["60k"]', f"[{floor}]"))).floors == {"fisher": floor}
-    assert _validate(DeriveConfig(base="wrn-16-1", save_at=(floor,))) == (base_spec("wrn-16-1"), floor)
+    images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
+    cifar_like = in_memory(images, torch.arange(10), images, torch.arange(10), "zeros")
+    assert _validate(DeriveConfig(base="wrn-16-1", save_at=(floor,)), cifar_like) == (base_spec("wrn-16-1"), floor)
     with pytest.raises(UserError, match="the budget must lie between"):
         load_plan(_plan(tmp_path, tuned.replace('["60k"]', f"[{floor - 1}]")))
     with pytest.raises(UserError, match="outside the pruning run"):
-        _validate(DeriveConfig(base="wrn-16-1", save_at=(floor - 1,)))
+        _validate(DeriveConfig(base="wrn-16-1", save_at=(floor - 1,)), cifar_like)
 
 
 def test_a_changed_scaling_setting_is_a_changed_plan(run_cli, tmp_path: Path) -> None:

@@ -280,7 +280,7 @@ def test_export_family_member_and_bad_config(run_cli, tmp_path: Path) -> None:
         timm.create_model(f"local-dir:{bad}", pretrained=True)
     config["model_args"]["inner_widths"] = [[1, 1], [1, 1], [1, 1]]  # a valid network, but not these weights
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(RuntimeError, match="model.safetensors do not fit the network"):
+    with pytest.raises(ValueError, match="model_args describe another network than .*model.safetensors holds"):
         timm.create_model(f"local-dir:{bad}", pretrained=True)
     again = run_cli("export", "--family", str(family), "--params", "200k", "--out", str(out))
     assert again.code == 2 and "not an empty folder" in again.err
@@ -290,7 +290,7 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime_on_test_images(run_cli, tmp
     import onnxruntime
 
     from archfamily.data.batches import normalize
-    from archfamily.data.cifar import load_cifar10
+    from archfamily.data.dataset import load_data
 
     name = next(n for n in ZOO if "fast" in n)
     spec_file, out = tmp_path / "spec.json", tmp_path / "export"
@@ -299,7 +299,7 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime_on_test_images(run_cli, tmp
     result = run_cli("export", "--spec", str(spec_file), "--weights", model.pretrained_cfg["file"], "--onnx",
                      "--out", str(out))
     assert result.code == 0 and "model.onnx" in result.out, result.err
-    data = load_cifar10(subset=10, test_subset=50)
+    data = load_data(subset=10, test_subset=50)
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 50):  # the batch dimension is dynamic
         images = normalize(data.test_x[:batch], model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
@@ -397,11 +397,11 @@ def test_zoo_add_measures_before_listing(run_cli, tmp_path: Path, monkeypatch) -
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REMEASURED)
 def test_zoo_error_matches_the_manifest(name: str) -> None:
-    from archfamily.data.cifar import load_cifar10
+    from archfamily.data.dataset import load_data
     from archfamily.training.evaluation import test_error
 
     entry = next(e for e in read_manifest(zoo.ZOO_DIR) if e["name"] == name)
-    data = load_cifar10(subset=10)
+    data = load_data(subset=10)
     assert entry["test_images"] == data.test_x.shape[0] == 10_000
     error = test_error(timm.create_model(name, pretrained=True), data, torch.device("cpu"))
     assert abs(error - entry["test_error"]) <= 0.1

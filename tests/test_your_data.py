@@ -250,3 +250,16 @@ def test_a_pretrained_run_trains_with_timm_s_preprocessing_and_the_transfer_reci
                        "--epochs", "0.5", "--out", str(tmp_path / "bad"))
         assert done.code == 2 and message in done.err and "Traceback" not in done.err, done.err
     assert not (tmp_path / "bad" / "model.safetensors").exists()
+
+
+def test_a_study_plan_takes_a_user_s_data_and_sizes_its_networks_for_it(tmp_path: Path) -> None:
+    from archfamily.study.plan import load_plan
+
+    shapes = write_folder(tmp_path / "d", per_class=(5, 2), splits=("train", "test"))
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text(f'name = "shapes"\nbudgets = ["10k"]\n[base]\nspec = "wrn-10-1"\n'
+                         f'[data]\npath = "{shapes}"\ninput_size = 24\nval_fraction = 0.2\n'
+                         f'[recipe]\nname = "fast"\nepochs = 1\n[prune.fisher]\n[arms.copycat]\nrule = "copycat"\n')
+    plan = load_plan(plan_file)
+    assert plan.base_spec.num_classes == 3 and plan.base_spec.input_size == 24
+    assert plan.data_settings == {"input_size": 24, "val_fraction": 0.2, "data_path": "auto"}

@@ -7,7 +7,8 @@
 the weights are `weights/<name>.safetensors`. `archfamily zoo add` adds entries
 and `archfamily zoo eval` re-measures them. Importing the zoo also registers the
 generic entrypoints (`archfamily_wrn`, `archfamily_densenet_bc`, `archfamily_resnet`, and `archfamily_timm` for
-a member of any timm CNN's family), which `timm.create_model("local-dir:DIR")` needs for `archfamily export` folders.
+a member of any timm CNN's family), which `timm.create_model("local-dir:DIR")` needs for `archfamily export` folders,
+and has timm read such a folder through archfamily's checks first (`hub.local_dir`).
 
 Floor 7 (`archfamily.zoo`): may import the helpers up to `hub`; not `bench`, `study` or the CLI.
 """
@@ -21,6 +22,7 @@ from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 import archfamily.anycnn.family  # noqa: F401  (registers the timm family)
+from archfamily.hub.local_dir import read_exports_first
 from archfamily.hub.timm_models import cifar_cfg, create_model_for, expect_sha256, pool_size, spec_from_model_args, timm_name
 from archfamily.zoo.manifest import read_manifest
 
@@ -73,3 +75,4 @@ def register_zoo(folder: Path) -> list[str]:
 
 _register(_ENTRIES)
 timm_name("timm")  # `archfamily_timm`: what an exported member of a timm base's family names
+read_exports_first()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import timm
 import torch
 from torch import nn
 
 from archfamily.training.evaluation import test_error
-from archfamily.models.checkpoint import load_model, save_model
+from archfamily.models.checkpoint import load_model, model_facts, save_model
 from archfamily.models.counting import count_params, measure_macs
 from archfamily.data.dataset import ImageData
 from archfamily.checks import Fields, decode_json
@@ -60,13 +60,15 @@ def measure_file(path: Path, data: ImageData, device: torch.device,
     spec, _, meta = load_model(path)
     if exported:
         model = _create(f"local-dir:{path.parent}")
-    else:
-        model = _create(timm_name(spec.family), pretrained_cfg_overlay=dict(file=str(path.resolve())),
+    else:  # normalised as it was trained: with its data's statistics when its file records them
+        facts = model_facts(path, meta)
+        norm = {"mean": tuple(facts["mean"]), "std": tuple(facts["std"])} if facts else {}
+        model = _create(timm_name(spec.family), pretrained_cfg_overlay=dict(file=str(path.resolve()), **norm),
                         **model_args(spec))
     return spec, meta, model, test_error(model, data, device)
 
 
-def add(source: str, name: str, data: ImageData, device: torch.device, family: Optional[str] = None,
+def add(source: str, name: str, load: Callable[[], ImageData], device: torch.device, family: Optional[str] = None,
         rule: Optional[str] = None, replace: bool = False) -> dict[str, Any]:
     """Measure a trained network through timm, then copy it into the zoo and list it."""
     path = Path(source)
@@ -78,13 +80,15 @@ def add(source: str, name: str, data: ImageData, device: torch.device, family: O
     entries = read_manifest(folder)
     if any(e["name"] == name for e in entries) and not replace:
         raise SettingError("the zoo already holds {name}; pass {replace} to measure and replace it", name=name)
+    load_model(path)  # a missing or damaged file is refused before the data is decoded, which takes a while
+    data = load()
     spec, meta, model, error = measure_file(path, data, device, exported)
     recipe, run_family, stage = _provenance(path, meta)
     entry = {
         "name": name, "tag": TAG, "architecture": spec.family, "model_args": model_args(spec),
         "file": f"weights/{name}.safetensors", "params": count_params(model),
         "macs": measure_macs(model, spec.input_size, spec.in_chans), "test_error": round(error, 4),
-        "test_images": int(data.test_x.shape[0]), "data": data.source, "recipe": recipe,
+        "test_images": len(data.test_x), "data": data.source, "recipe": recipe,
         "source": {"family": family or run_family, "rule": rule or stage, "file": str(path)},
         "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -110,7 +114,7 @@ def remeasure(name: str, data: ImageData, device: torch.device, write: bool = Fa
         entries = read_manifest(folder)
         for e in entries:
             if e["name"] == entry["name"]:
-                e["test_error"], e["test_images"], e["data"] = round(error, 4), int(data.test_x.shape[0]), data.source
+                e["test_error"], e["test_images"], e["data"] = round(error, 4), len(data.test_x), data.source
         write_manifest(entries, folder)
     return entry, error
 

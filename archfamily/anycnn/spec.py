@@ -19,23 +19,26 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from archfamily.anycnn.groups import ChannelGroup, trace_groups
+from archfamily.anycnn.keywords import check_model_kwargs, check_plain
 from archfamily.anycnn.rebuild import refresh_sizes, resize_layers
 from archfamily.errors import UserError
 from archfamily.specs import _round_width
 
 PREFIX = "timm:"  # `--base timm:mobilenetv2_050`
 ModelKwargs = tuple[tuple[str, Any], ...]  # timm's create_model keywords of a base, sorted (hashable)
-_RESERVED = ("num_classes", "in_chans", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "features_only",
-             "checkpoint_path", "spec")  # what archfamily sets itself
 
 
 def _create(name: str, num_classes: int, in_chans: int, model_kwargs: ModelKwargs = (), **kwargs: Any) -> nn.Module:
     """timm's `name`, untrained (nothing is downloaded), built with the base's `model_kwargs` (output_stride...);
-    `kwargs` are timm's for this one build (drop_rate, drop_path_rate...)."""
+    `kwargs` are timm's for this one build (drop_rate, drop_path_rate...). The base's keywords are checked first
+    (`keywords.check_model_kwargs`: by the model's signature, on the meta device), so no build with them fails
+    inside timm or allocates a network beyond archfamily's limit."""
     import timm
 
     if not timm.is_model(name) or name.startswith("archfamily_"):
         raise UserError(f"timm has no model {name!r} (timm.list_models() lists them)")
+    if model_kwargs:
+        check_model_kwargs(name, model_kwargs, num_classes, in_chans)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -62,20 +65,22 @@ def parse_model_kwargs(texts: Mapping[str, str]) -> dict[str, Any]:
 
 def _model_kwargs(value: Any) -> ModelKwargs:
     """A base's timm keywords as the spec holds them (from a dict, or the pairs a spec already holds); raises
-    ValueError saying why for any that archfamily sets itself or that a file could not hold."""
+    ValueError saying why for any that archfamily sets itself, that loads weights, or that a file could not hold
+    (`keywords.check_plain`). What the base's model takes is checked where it is built (`_create`). A whole number
+    written as 16.0 is 16, as JSON has one kind of number (and the caches of traced bases could not tell them
+    apart)."""
     items = list(value.items()) if isinstance(value, Mapping) else value
     if not isinstance(items, (list, tuple)):
         raise ValueError("model_kwargs must map timm's keyword names to values")
     pairs = []
     for item in items:
-        if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise ValueError("model_kwargs must map timm's keyword names to values")
         key, val = item
-        if key in _RESERVED:
-            raise ValueError(f"model_kwargs cannot set {key}: archfamily sets it")
-        if val is not None and not isinstance(val, (bool, int, float, str)):
-            raise ValueError(f"model_kwargs {key}: a number, true/false, null or text, not {type(val).__name__}")
-        pairs.append((key, val))
+        check_plain(key, val)
+        pairs.append((key, int(val) if isinstance(val, float) and val.is_integer() else val))
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise ValueError("model_kwargs names a keyword twice")
     return tuple(sorted(pairs))
 
 
@@ -209,6 +214,13 @@ class TimmSpec:
         cfg = get_pretrained_cfg(self.base)
         names = {"first_conv": cfg.first_conv, "classifier": cfg.classifier} if cfg is not None else {}
         return {"pool_size": self.pool_size(self.input_size), **{k: v for k, v in names.items() if v}}
+
+    def native_input_size(self) -> int:
+        """The side of the images timm's pretrained cfg of the base says it was trained at (224 for most)."""
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(self.base)
+        return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
 
     def feature_indices(self) -> tuple[int, ...]:
         """timm's features_only out_indices: every feature level the base has."""

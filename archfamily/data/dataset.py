@@ -40,7 +40,6 @@ from safetensors.torch import load_file
 from archfamily.data.cifar import DEFAULT_ARCHIVE, cache_dir, find_batches, read_batches
 from archfamily.data.images import open_image, read_rgb
 from archfamily.data.sources import Listing, list_archive, list_folder
-from archfamily.checks import Fields
 from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.progress import progress_bar
@@ -102,27 +101,6 @@ class ImageData:
                 "crop_pct": self.crop_pct, "split": self.split}
 
 
-FACTS = ("num_classes", "label_names", "input_size", "mean", "std", "crop_pct", "split")
-
-
-def checked_facts(raw: object, where: str) -> dict[str, object]:
-    """Data facts (`ImageData.facts`) as a file holds them (a model's metadata, family.json): every field's type and
-    range checked, one line naming `where` and the field for any that is not."""
-    from archfamily.specs import MAX_CLASSES, MAX_INPUT_SIZE
-
-    facts = Fields(raw, where, FACTS)
-    n = facts.int("num_classes", 1, MAX_CLASSES)
-    names = facts.list("label_names", n)
-    if not all(isinstance(name, str) and len(name) <= 256 for name in names):
-        facts.fail("label_names", "must be the class names, as text")
-    facts.int("input_size", 1, MAX_INPUT_SIZE)
-    facts.numbers("mean", 3, 0, 1)
-    facts.numbers("std", 3, 1e-6, 1e3)
-    facts.number("crop_pct", 0.01, 1)
-    facts.str("split", ("val", "test"))
-    return {k: facts.data[k] for k in FACTS}
-
-
 def parse_input_size(text: Optional[str]) -> Optional[int]:
     """`--input-size 64` (or `64x64`); a non-square size is refused, since every network here takes squares."""
     if text is None:
@@ -149,6 +127,29 @@ def check_source(source: Path) -> None:
     elif not (source / "train").is_dir():
         raise UserError(f"not a dataset folder: {source} (expected train/<class>/ and val/ or test/ subfolders, or "
                         "cifar-10-batches-py/)")
+
+
+def describe_data(path: Optional[str], input_size: Optional[int], val_fraction: Optional[float],
+                  default_size: int = LARGE_DEFAULT) -> tuple[int, int]:
+    """(classes, input size) of a dataset as `load_data` will read it, from its listing and its images' headers
+    alone: what a study plan needs to size its networks before any run decodes an image."""
+    source = Path(path).expanduser() if path else DEFAULT_ARCHIVE
+    check_source(source)
+    if find_batches(source) is not None:
+        return 10, input_size or 32
+    if source.is_file():
+        try:
+            with tarfile.open(source, "r:*") as tar:
+                listing = list_archive(tar, source)
+                opener = _archive_opener(tar, listing) if input_size is None else None
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise UserError(f"cannot read dataset archive {source}: {exc}") from None
+    else:
+        listing, opener = list_folder(source), (lambda name: name)
+    chosen = _choose(listing, None, None, val_fraction)
+    prefix = f"{listing.root}: member " if listing.kind == "archive" else ""
+    size = input_size or _image_size(opener, chosen.names()[:PROBED_IMAGES], prefix) or default_size
+    return len(chosen.classes), size
 
 
 def load_data(path: Optional[str] = None, subset: Optional[int] = None, test_subset: Optional[int] = None,

@@ -21,9 +21,7 @@ import torch
 from timm.models._hub import save_config_for_hf
 from torch import nn
 
-from archfamily.checks import decode_json
-from archfamily.data.dataset import checked_facts
-from archfamily.models.checkpoint import load_model, model_test_error, save_model
+from archfamily.models.checkpoint import load_model, model_facts, model_test_error, save_model
 from archfamily.errors import SettingError
 from archfamily.files import atomic_write
 from archfamily.specs import ArchSpec
@@ -83,9 +81,7 @@ def export(spec: ArchSpec, out: Path, weights: Optional[Path] = None,
         meta = {**{k: v for k, v in weights_meta.items() if k not in ("format", "spec")}, **meta}
         if "test_error" in weights_meta:  # the checked figure, not the text it was read from
             meta["test_error"] = repr(model_test_error(weights, weights_meta))
-        if facts is None and "data_cfg" in weights_meta:
-            facts = checked_facts(decode_json(weights_meta["data_cfg"], f"{weights}: metadata 'data_cfg'"),
-                                  f"{weights}: metadata 'data_cfg'")
+        facts = facts or model_facts(weights, weights_meta)
     if facts is not None:
         if facts["num_classes"] != spec.num_classes or facts["input_size"] != spec.input_size:
             raise SettingError("the data the network was trained on ({n} classes at {size}px) is not its spec's "

@@ -49,9 +49,10 @@ def spec_from_model_args(family: str, args: dict[str, Any], where: str = "model_
     return spec_from_dict({"family": family, **args}, where)
 
 
-def pool_size(spec: ArchSpec, input_size: int = 32) -> tuple[int, int]:
+def pool_size(spec: ArchSpec, input_size: Optional[int] = None) -> tuple[int, int]:
     """The side of the feature map the head pools, for `input_size` images: halved by every stage after the first
     (and by 4 in an ImageNet stem); a spec that knows its own (a timm base's member) says it."""
+    input_size = input_size or spec.input_size
     if hasattr(spec, "pool_size"):
         return spec.pool_size(input_size)
     side = input_size // (4 if getattr(spec, "stem", "cifar") == "imagenet" else 1)
@@ -129,8 +130,12 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
     except UserError as exc:
         raise ValueError(f"{variant}: model_args do not describe an archfamily {family} network ({exc})") from None
     own_cfg = spec.timm_cfg() if hasattr(spec, "timm_cfg") else {}  # a timm base's member: its base's names
+    # the spec's image side; the channels stay the cfg's, those its weights were saved with (timm adapts the stem)
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                 pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
+    channels = cfg.input_size[0] if cfg is not None else spec.in_chans
     kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "pool_size": pool_size(spec),
-                                        **own_cfg}
+                                        "input_size": (channels, spec.input_size, spec.input_size), **own_cfg}
     out_indices = spec.feature_indices() if hasattr(spec, "feature_indices") else kind.feature_indices
     if pretrained:
         _check_weights(variant, family, spec, kwargs)

@@ -21,7 +21,7 @@ from archfamily.checks import Fields, decode_json, read_json
 from archfamily.errors import SettingError, UserError
 from archfamily.files import atomic_save_safetensors, atomic_write_json
 from archfamily.models import build_model
-from archfamily.specs import ArchSpec, family_type, spec_from_dict, spec_to_dict
+from archfamily.specs import MAX_CLASSES, MAX_INPUT_SIZE, ArchSpec, family_type, spec_from_dict, spec_to_dict
 from archfamily.weights import read_weights, unreadable
 
 MODEL_FORMAT = "archfamily.model/1"
@@ -50,6 +50,34 @@ def model_test_error(path: Path, meta: dict[str, str]) -> float:
     if not 0 <= error <= 100:
         raise UserError(f"{path}: metadata 'test_error' must be from 0 to 100, got {error}")
     return error
+
+
+FACTS = ("num_classes", "label_names", "input_size", "mean", "std", "crop_pct", "split")
+
+
+def checked_facts(raw: object, where: str) -> dict[str, object]:
+    """Data facts (`data.dataset.ImageData.facts`) as a file holds them (a model's metadata, family.json): every
+    field's type and range checked, one line naming `where` and the field for any that is not."""
+    facts = Fields(raw, where, FACTS)
+    n = facts.int("num_classes", 1, MAX_CLASSES)
+    names = facts.list("label_names", n)
+    if not all(isinstance(name, str) and len(name) <= 256 for name in names):
+        facts.fail("label_names", "must be the class names, as text")
+    facts.int("input_size", 1, MAX_INPUT_SIZE)
+    facts.numbers("mean", 3, 0, 1)
+    facts.numbers("std", 3, 1e-6, 1e3)
+    facts.number("crop_pct", 0.01, 1)
+    facts.str("split", ("val", "test"))
+    return {k: facts.data[k] for k in FACTS}
+
+
+def model_facts(path: Path, meta: dict[str, str]) -> Optional[dict[str, Any]]:
+    """The facts of the data a model file's network was trained on (`data.dataset.ImageData.facts`), checked;
+    None for a file that records none (CIFAR-10's, before they were recorded)."""
+    if "data_cfg" not in meta:
+        return None
+    where = f"{path}: metadata 'data_cfg'"
+    return checked_facts(decode_json(meta["data_cfg"], where), where)
 
 
 def read_model_metadata(path: Path) -> dict[str, str]:

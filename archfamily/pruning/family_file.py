@@ -46,7 +46,7 @@ class Family:
     def data_facts(self) -> Optional[dict[str, Any]]:
         """The facts of the data it was derived on (`ImageData.facts`), checked; None for a family.json written
         before they were recorded (CIFAR-10's)."""
-        from archfamily.data.dataset import FACTS, checked_facts
+        from archfamily.models.checkpoint import FACTS, checked_facts
 
         data = self.document.get("data")
         if not isinstance(data, dict) or not any(k in data for k in FACTS):

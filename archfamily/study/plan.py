@@ -23,7 +23,7 @@ from archfamily.training.recipes import SCRATCH_RECIPES, finetune_recipe_for
 from archfamily.pruning.criteria import CRITERIA, cost_weighing
 from archfamily.pruning.pruner import COSTS
 from archfamily.scaling.rules import RULES, base_rules
-from archfamily.specs import ArchSpec, base_spec
+from archfamily.specs import ArchSpec, base_spec, for_data, native_input_size
 from archfamily.limits import format_count, parse_count
 
 PRUNED_KINDS = ("pruned-scratch", "pruned-tuned")  # arms of the pruning run's own networks; the others are RULES
@@ -121,6 +121,7 @@ class Plan:
     bench: Optional[Bench]
     latency: Optional[Latency] = None
     device: str = "auto"  # where every run trains and measures (the bench has its own settings)
+    data_settings: dict[str, Any] = field(default_factory=dict)  # [data]'s input_size, val_fraction, data_path
     # what checking the budgets found (`_check_budgets`), for the queue to use rather than work out again: the
     # spec a base-only rule's arm trains at each budget, (arm, budget) -> spec, and where each pruning run stops
     members: dict[tuple[str, int], ArchSpec] = field(default_factory=dict, repr=False)
@@ -257,6 +258,21 @@ def _data_path(plan_dir: Path, text: Optional[str], where: str) -> Optional[Path
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
     return path
+
+
+def _for_plan_data(spec: ArchSpec, data: Optional[Path], settings: dict[str, Any], where: str) -> ArchSpec:
+    """The base as the plan's data makes it (its classes and input size), so budgets are solved for the networks
+    the runs will train."""
+    from archfamily.data.dataset import describe_data
+
+    if data is None and settings["input_size"] is None and settings["val_fraction"] is None:
+        return spec  # the vendored CIFAR-10, which the base names are for
+    try:
+        classes, size = describe_data(str(data) if data else None, settings["input_size"], settings["val_fraction"],
+                                      native_input_size(spec))
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return for_data(spec, classes, size)
 
 
 def _checkpoint(plan_dir: Path, text: Optional[str], where: str, spec: ArchSpec) -> Optional[Path]:
@@ -402,16 +418,22 @@ def load_plan(path: str | Path) -> Plan:
     base_t = top.table("base", required=True)
     base = base_t.str("spec", _REQUIRED)
     spec = base_spec(base)  # a base archfamily cannot build is refused here, in one line
-    checkpoint = _checkpoint(plan_dir, base_t.str("checkpoint"), f"{base_t.where}: 'checkpoint'", spec)
+    checkpoint_text = base_t.str("checkpoint")
     base_t.done()
 
     data_t = top.table("data")
     data = subset = test_subset = None
+    data_settings: dict[str, Any] = {}
     if data_t is not None:
         data = _data_path(plan_dir, data_t.str("path"), f"{data_t.where}: 'path'")
-        subset = data_t.int("subset", None, low=10, high=MAX_TRAIN_IMAGES)
-        test_subset = data_t.int("test_subset", None, low=10, high=MAX_TEST_IMAGES)
+        subset = data_t.int("subset", None, low=2, high=MAX_TRAIN_IMAGES)
+        test_subset = data_t.int("test_subset", None, low=2, high=MAX_TEST_IMAGES)
+        data_settings = {"input_size": data_t.int("input_size", None, low=8, high=1024),
+                         "val_fraction": data_t.number("val_fraction", None, low=0.0, high=0.999999),
+                         "data_path": data_t.str("data_path", "auto", ("auto", "memory", "stream"))}
         data_t.done()
+        spec = _for_plan_data(spec, data, data_settings, data_t.where)
+    checkpoint = _checkpoint(plan_dir, checkpoint_text, f"{base_t.where}: 'checkpoint'", spec)
 
     recipe_t = top.table("recipe")
     recipe = TrainingSettings()
@@ -474,5 +496,5 @@ def load_plan(path: str | Path) -> Plan:
     top.done()
 
     plan = Plan(path, name, description, base, spec, checkpoint, data, subset, test_subset, recipe, budgets, labels,
-                prune_runs, arms, bench, latency)
+                prune_runs, arms, bench, latency, data_settings=data_settings)
     return _check_budgets(plan)

@@ -65,6 +65,13 @@ def _data_args(plan: Plan, study_dir: Path, test_subset: Optional[int], train: b
     args = ["--data", _rel(plan.data, study_dir)] if plan.data else []
     if train and plan.subset:
         args += ["--subset", str(plan.subset)]
+    settings = plan.data_settings
+    if train and settings.get("input_size"):
+        args += ["--input-size", str(settings["input_size"])]
+    if train and settings.get("data_path", "auto") != "auto":
+        args += ["--data-path", settings["data_path"]]
+    if settings.get("val_fraction"):
+        args += ["--val-fraction", repr(settings["val_fraction"])]
     if test_subset:
         args += ["--test-subset", str(test_subset)]
     if plan.device != "auto":
