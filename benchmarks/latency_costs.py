@@ -25,7 +25,7 @@ import archfamily.latency.model as lm
 from archfamily.models import build_model
 from archfamily.pruning.costs import latency_costs
 from archfamily.specs import ArchSpec, base_spec
-from archfamily.latency.timing import machine_info
+from archfamily.latency.timing import Timing, machine_info
 
 
 def _wide(spec: ArchSpec, step: int) -> list[int]:
@@ -45,7 +45,7 @@ def _closing(spec: ArchSpec, step: int) -> list[int]:
 def _phase(spec: ArchSpec, widths_at, steps: int, groups) -> tuple[list[float], list[int]]:
     """Seconds of each step's costs, and how many networks each step asks about, with a fresh model."""
     with TemporaryDirectory() as tmp:
-        model = lm.LatencyModel(torch.device("cpu"), 1, 1, Path(tmp) / "table.json", timer=lambda fn, d, t: fn())
+        model = lm.LatencyModel(torch.device("cpu"), 1, 1, Path(tmp) / "table.json", timer=lambda fn, d, t: Timing(fn(), 0.0, 1))
         seconds, asked = [], []
         for step in range(steps):
             current = spec.with_prunable_widths(widths_at(spec, step))

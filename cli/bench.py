@@ -1,4 +1,7 @@
-"""`archfamily bench`: speed of reduced, pruned and family networks at matched budgets."""
+"""`archfamily bench`: speed of reduced, pruned and family networks at matched budgets.
+
+Figures taken on a busy machine are marked in the report and named on stderr (`bench.measure`); the bench
+caches no figure, so a rerun on an idle machine measures everything afresh."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,3 +93,8 @@ def bench(family_path: str, params: Optional[str], macs: Optional[str], device: 
                  groups)
     written = write_report(report, Path(out))
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
+    busy = sum(r["busy"] for r in report["rows"])
+    if busy or report["peaks_busy"]:
+        click.echo(f"archfamily: {busy} of {len(report['rows'])} figures and {len(report['peaks_busy'])} matmul peaks "
+                   "were taken while this process did not get its cores: marked busy in results.md and left out of "
+                   "the plots; run the bench again on an idle machine", err=True)

@@ -13,7 +13,7 @@ from archfamily.pruning.criteria import CRITERIA
 from archfamily.training.recipes import SCRATCH_RECIPES
 from archfamily.limits import format_count, parse_count, parse_counts
 from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINED_FILE, Count, parse_settings,
-                                   training_options)
+                                   training_options, use_threads)
 
 
 @click.command()
@@ -59,7 +59,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
            finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...], pretrained: bool,
            pretrained_file: Optional[str],
            data: Optional[str], subset: Optional[int], test_subset: Optional[int], input_size: Optional[str],
-           val_fraction: Optional[float], data_path: str, seed: int, device: str, precision: str, resume: bool,
+           val_fraction: Optional[float], data_path: str, seed: int, threads: Optional[int], device: str, precision: str, resume: bool,
            compile: bool) -> None:
     """Train a base network, Fisher-prune it once, and record the trajectory and width ratios."""
     from archfamily.anycnn.spec import parse_model_kwargs
@@ -67,6 +67,7 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
     from archfamily.pruning.derive import DeriveConfig, derive as run_derive
     from archfamily.training.scratch import pretrained_record
 
+    use_threads(threads)
     starts_pretrained = pretrained_record(pretrained, pretrained_file)
     recipe = recipe or ("transfer" if starts_pretrained else None)
     config = DeriveConfig.from_preset(

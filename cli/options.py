@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional
 import click
 
 from archfamily.errors import UserError
-from archfamily.limits import MAX_SEED, MAX_TEST_IMAGES, MAX_TRAIN_IMAGES, parse_whole
+from archfamily.limits import MAX_SEED, MAX_TEST_IMAGES, MAX_TRAIN_IMAGES, cores, parse_whole
 
 
 class Count(click.ParamType):
@@ -74,8 +74,19 @@ DATA_PATH = click.option("--data-path", type=click.Choice(["auto", "memory", "st
                          help="memory: decode every image once and keep it (augmented on the device); stream: read a "
                               "folder's images as training goes, in worker processes with timm's transforms; auto: "
                               "stream a folder that would take over 16 GiB decoded.")
+THREADS = click.option("--threads", type=Count(1, cores()),
+                       help="CPU threads the run computes with (run.json's provenance records them) [torch's: every "
+                            "core]; fewer leave cores to other work, and a streaming run's workers use their own.")
 training_options = _apply([DATA, SUBSET, TEST_SUBSET, INPUT_SIZE, VAL_FRACTION, DATA_PATH, SEED, DEVICE, PRECISION,
-                           RESUME])  # derive, train
+                           THREADS, RESUME])  # derive, train
+
+
+def use_threads(threads: Optional[int]) -> None:
+    """`--threads`: torch's intra-op threads for this process, when given."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 data_options = _apply([DATA, TEST_SUBSET, DEVICE])  # commands that only measure: zoo eval, zoo add
 
 

@@ -92,11 +92,12 @@ def _print_sweep(results: list[ScaleResult], description: str) -> None:
                    f"{m.multiplier:>10.4f}  {outer}{flag}")
 
 
-def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int, round_to: int) -> ScaleResult:
+def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int, round_to: int,
+                   remeasure: bool) -> ScaleResult:
     """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms).
 
     The search runs on the per-device latency model; the members it settles on are measured."""
-    from archfamily.latency.budgets import parse_target, solve_latency
+    from archfamily.latency.budgets import LatencyCache, parse_target, solve_latency
     from archfamily.latency.model import LatencyModel
 
     if not 0 < latency_ms <= MAX_LATENCY_MS:  # also nan, which would pass every comparison after it
@@ -122,9 +123,10 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
             bar("latency table", "op").update(early[0])
             early[0] = 0
 
-    model = LatencyModel(device, threads, batch, on_measure=table_point)
+    model = LatencyModel(device, threads, batch, on_measure=table_point, remeasure=remeasure)
     try:
-        found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report, model=model)
+        found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report, model=model,
+                                  cache=LatencyCache(remeasure=remeasure))
     finally:
         for b in bars.values():
             b.close()
@@ -173,12 +175,14 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
 @click.option("--latency-ms", type=float, help="Or a measured latency budget: the largest member within it.")
 @click.option("--on", "target", help="Where --latency-ms is measured: cpu, cpu:THREADS or cuda [cpu: all threads].")
 @click.option("--batch", type=Count(1, MAX_BATCH), help="Batch size --latency-ms is measured at [1].")
+@click.option("--remeasure", is_flag=True, help="Time every --latency-ms figure again instead of reading "
+                                                "$ARCHFAMILY_CACHE's latency.json and latency-table.json, replacing "
+                                                "what they held.")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec and its counts as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
 def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,
           at: Optional[float], round_to: int, latency_ms: Optional[float], target: Optional[str],
-          batch: Optional[int], as_json: bool,
-          out: Optional[str]) -> None:
+          batch: Optional[int], remeasure: bool, as_json: bool, out: Optional[str]) -> None:
     """The member of a family that meets a parameter, MAC or measured-latency budget."""
     from pathlib import Path
 
@@ -187,8 +191,8 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
 
     if latency_ms is not None and (params or macs or sweep):
         raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")
-    if latency_ms is None and (target is not None or batch is not None):
-        raise UserError("--on and --batch say where --latency-ms is measured; give --latency-ms with them")
+    if latency_ms is None and (target is not None or batch is not None or remeasure):
+        raise UserError("--on, --batch and --remeasure say how --latency-ms is measured; give --latency-ms with them")
     metric, budgets = ("latency", []) if latency_ms is not None else _budgets(params, macs, sweep)
     if out and len(budgets) > 1:
         raise UserError("--out writes one spec: give a single budget")
@@ -197,7 +201,7 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
     scaling_rule, family_file, family_folder, base_name, method = _family_rule(family_path, rule, at)
     if latency_ms is not None:
         results = [_solve_latency(scaling_rule, latency_ms, "cpu" if target is None else target,
-                                  1 if batch is None else batch, round_to)]
+                                  1 if batch is None else batch, round_to, remeasure)]
     else:
         results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
     if out:

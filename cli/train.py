@@ -12,7 +12,7 @@ from archfamily.limits import format_count
 from archfamily.limits import MAX_TRAIN_BATCH
 from archfamily.training.recipes import RECIPES
 from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINED_FILE, Count, parse_settings,
-                                   training_options)
+                                   training_options, use_threads)
 
 
 @click.command()
@@ -39,13 +39,14 @@ from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINE
 @COMPILE
 def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], batch_size: Optional[int], ema: Optional[float],
           tta: bool, recipe_set: tuple[str, ...], initial_checkpoint: Optional[str], out: str, model_kwargs: tuple[str, ...], pretrained: bool, pretrained_file: Optional[str], data: Optional[str], subset: Optional[int],
-          test_subset: Optional[int], input_size: Optional[str], val_fraction: Optional[float], data_path: str, seed: int, device: str, precision: str, resume: bool, compile: bool) -> None:
+          test_subset: Optional[int], input_size: Optional[str], val_fraction: Optional[float], data_path: str, seed: int, threads: Optional[int], device: str, precision: str, resume: bool, compile: bool) -> None:
     """Train a spec from scratch (or from --initial-checkpoint); writes model.safetensors and metrics.json to --out."""
     from archfamily.anycnn.spec import parse_model_kwargs, with_model_kwargs
     from archfamily.data.dataset import parse_input_size
     from archfamily.training.scratch import (TrainConfig, initial_checkpoint as checkpoint_record, pretrained_record,
                                              read_spec_file, train_spec)
 
+    use_threads(threads)
     spec = with_model_kwargs(read_spec_file(spec_file), parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")))
     starts_pretrained = pretrained_record(pretrained, pretrained_file)
     recipe = recipe or ("transfer" if starts_pretrained else "fast3")

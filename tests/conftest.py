@@ -1,8 +1,11 @@
-"""Shared fixtures: an isolated dataset cache, and the CLI run in-process as a user runs it."""
+"""Shared fixtures: an isolated dataset cache, a clock every timing reads (`clocks.FakeClock`), and the CLI run
+in-process as a user runs it. Tests marked `idle` time real networks with the machine's clock: they are skipped
+unless asked for (`pytest -m idle`, on an idle machine)."""
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Optional
 
 import pytest
 import torch
@@ -14,6 +17,16 @@ from archfamily.cli.main import main
 from archfamily.families import FAMILIES
 from archfamily.pruning.criteria import CRITERIA
 from archfamily.scaling.rules import RULES
+from clocks import FakeClock
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "idle" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="times real networks, which only an idle machine can: run with -m idle")
+    for item in items:
+        if item.get_closest_marker("idle"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,6 +36,19 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     torch.set_num_threads(2)
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def clock(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Optional[FakeClock]:
+    """The clock every timing in the test reads (None in a test marked `idle`, which reads the machine's): a
+    test's outcome never depends on how busy the machine is."""
+    if request.node.get_closest_marker("idle"):
+        return None
+    from archfamily.latency import timing
+
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "CLOCK", fake.clock)
+    return fake
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,6 @@
-"""`archfamily bench` and latency budgets: schemas and files of tiny runs; no timing is asserted."""
+"""`archfamily bench` and latency budgets: schemas and files of tiny runs, timed with the test's clock
+(conftest's `clock`), so no outcome depends on the machine's load; `test_real_timings_on_an_idle_machine`
+alone times for real, marked `idle`."""
 from __future__ import annotations
 
 import json
@@ -59,7 +61,7 @@ def test_tiny_bench_writes_table_json_and_plots(run_cli, family, tmp_path: Path)
     per_setting = len(rows) // len(settings)
     assert per_setting == len(networks(family, (40_000, 60_000), "params", (1, 8), []))
     for r in rows:
-        assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["runs"] >= 2
+        assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["runs"] >= 2 and not r["busy"]
         assert r["images_per_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
         assert r["gflops"] == pytest.approx(2 * r["macs"] * r["batch"] / (r["median_ms"] / 1e3) / 1e9)
         assert r["executed_macs"] >= r["macs"]
@@ -130,8 +132,48 @@ def test_latency_budget_returns_a_member_and_caches(run_cli, family, tmp_path: P
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert doc["budget"] == {"latency": 1000.0} and "measured" in doc["note"] and doc["params"] > 0
-    cache = json.loads((tmp_path / "cache" / "latency.json").read_text())
-    assert cache and all(v > 0 for v in cache.values())
+    for name in ("latency.json", "latency-table.json"):  # each figure under its machine and setting, with its spread
+        cache = json.loads((tmp_path / "cache" / name).read_text())
+        (section,) = cache["settings"].values()
+        assert section["setting"]["threads"] == 1 and section["setting"]["cpu"] and section["timings"]
+        assert all(t["median_ms"] > 0 and t["iqr_ms"] > 0 and t["runs"] >= 1 for t in section["timings"].values())
+
+
+def test_a_bench_on_a_busy_machine_marks_its_figures_and_plots_only_the_others(run_cli, family, tmp_path: Path,
+                                                                              clock, monkeypatch) -> None:
+    from archfamily.bench import plots
+
+    plotted: dict[str, list[str]] = {}  # each plot's lines, by file
+    original = plots._save
+
+    def save(fig, path: Path) -> Path:
+        plotted[path.name] = [line.get_label() for line in fig.axes[0].get_lines()]
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "cache"))
+    clock.busy = lambda block: block >= 2  # the peak and the first network's figure idle, the rest busy
+    out = tmp_path / "bench"
+    result = run_cli("bench", "--family", str(family.path), "--params", "40k", "--device", "cpu", "--quick",
+                     "--threads", "1", "--batch", "1", "--rounds", "1", "--out", str(out))
+    assert result.code == 0, result.err
+    report = json.loads((out / "results.json").read_text())
+    rows = report["rows"]
+    assert not report["peaks_busy"] and [r["busy"] for r in rows] == [False] + [True] * (len(rows) - 1)
+    assert plotted["latency_vs_params.png"] == [rows[0]["network"]]  # the one idle figure, alone
+    table = (out / "results.md").read_text()
+    assert f"{len(rows) - 1} of {len(rows)} figures" in table and table.count(" busy |") == 2 * 2 * (len(rows) - 1)
+    assert result.err.strip().splitlines()[-1].startswith(f"archfamily: {len(rows) - 1} of {len(rows)} figures")
+    assert not (tmp_path / "cache").exists()  # nothing cached
+
+    clock.busy = True
+    plotted.clear()
+    assert run_cli("bench", "--family", str(family.path), "--params", "40k", "--device", "cpu", "--quick",
+                   "--threads", "1", "--batch", "1", "--rounds", "1", "--out", str(out)).code == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["peaks_busy"] == ["cpu:1"] and all(r["busy"] for r in report["rows"])
+    assert plotted["latency_vs_params.png"] == [] and (out / "latency_vs_params.png").is_file()
+    assert "(matmul peak" in (out / "results.md").read_text() and "GFLOP/s busy)" in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -168,9 +210,21 @@ def test_parse_target() -> None:
 
 
 def test_latency_cache_survives_damage(tmp_path: Path) -> None:
-    for damage in (b"{broken", b"\xff\xfe{}", b"[1, 2]", b'{"a": "fast", "b": -1.0, "c": 2.5}'):
-        (tmp_path / "latency.json").write_bytes(damage)
-        assert LatencyCache(tmp_path / "latency.json").entries == ({"c": 2.5} if b"fast" in damage else {})
+    from archfamily.latency.cache import TimingCache
+    from archfamily.latency.timing import Timing
+
+    path = tmp_path / "latency.json"
+    good = {"median_ms": 2.5, "iqr_ms": 0.1, "runs": 3}
+    damaged = {"a": "fast", "b": {**good, "median_ms": -1.0}, "c": good, "d": {**good, "runs": 0},
+               "e": {**good, "x": 1}}
+    timings = json.dumps({"format": "archfamily.timings", "version": 1,
+                          "settings": {"s": {"setting": {"threads": 1}, "timings": damaged}, "t": [], "u": {}}})
+    for damage in (b"{broken", b"\xff\xfe{}", b"[1, 2]", b'{"a": 2.5}', timings.encode()):  # the flat, unchecked
+        path.write_bytes(damage)                                                  # figures of old files: none kept
+        cache = TimingCache(path)
+        assert {sid: s["timings"] for sid, s in cache.sections.items()} == \
+            ({"s": {"c": Timing(2.5, 0.1, 3)}} if damage.startswith(b'{"format"') else {})
+    assert LatencyCache(path).timings.sections.keys() == {"s"}
 
 
 PLAN = """
@@ -230,3 +284,19 @@ def test_a_damaged_zoo_manifest_is_one_line_not_an_empty_zoo(run_cli, family, tm
         f"archfamily: error: {tmp_path / 'zoo' / 'manifest.json'}: not valid JSON (Expecting value at line 1, "
         "column 56)"]
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.idle
+def test_real_timings_on_an_idle_machine(run_cli, family, tmp_path: Path, monkeypatch) -> None:
+    """The machine's own clock: a tiny bench and a latency budget, every figure taken with the process's cores."""
+    monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    result = run_cli("bench", "--family", str(family.path), "--params", "40k", "--device", "cpu", "--quick",
+                     "--threads", "1", "--batch", "1", "--rounds", "2", "--out", str(out))
+    assert result.code == 0, result.err
+    report = json.loads((out / "results.json").read_text())
+    assert not report["peaks_busy"] and report["peak_gflops"]["cpu:1"] > 1
+    assert all(not r["busy"] and 0 < r["median_ms"] < 100 for r in report["rows"])
+    result = run_cli("scale", "--family", str(family.path), "--latency-ms", "1000", "--on", "cpu:1", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["params"] > 0

@@ -1,8 +1,11 @@
 """The latency model's arithmetic (with a stand-in timer, so the tests are deterministic): which operations a
 network runs, the table's interpolation, its cache, the per-operation overhead fitted on one network, and what
-latency-aware pruning and `scale --latency-ms` read from it."""
+latency-aware pruning and `scale --latency-ms` read from it; and the timing policy every figure is taken under
+(interleaving, medians, the busy-machine check, caching), with a clock the test controls (`clocks.FakeClock`)."""
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,10 @@ from torch import nn
 
 import archfamily.latency.model as lm
 from archfamily.errors import UserError
+from archfamily.latency.timing import Timing
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec, base_spec
+from clocks import SPREAD
 
 
 def _cost(kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float:
@@ -25,7 +30,12 @@ def _cost(kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float
 @pytest.fixture
 def model(monkeypatch, tmp_path: Path) -> lm.LatencyModel:
     monkeypatch.setattr(lm, "_runnable", lambda kind, fixed, channels, batch, device: lambda: _cost(kind, fixed, channels))
-    return lm.LatencyModel(torch.device("cpu"), 1, 1, tmp_path / "table.json", timer=lambda fn, device, threads: fn())
+    return lm.LatencyModel(torch.device("cpu"), 1, 1, tmp_path / "table.json", timer=_exact)
+
+
+def _exact(fn, device, threads) -> Timing:
+    """A stand-in timer: the stand-in operation's latency, exactly."""
+    return Timing(fn(), 0.0, 1)
 
 
 @pytest.mark.parametrize("name", ["wrn-16-2", "densenet-bc-40", "resnet-18"])
@@ -96,7 +106,7 @@ def test_the_table_is_cached_and_reused(model: lm.LatencyModel, tmp_path: Path) 
     again = lm.LatencyModel(torch.device("cpu"), 1, 1, tmp_path / "table.json",
                             timer=lambda fn, device, threads: pytest.fail("measured a cached point"))
     assert again.predict(spec) == first and again.measured == 0
-    other = lm.LatencyModel(torch.device("cpu"), 2, 1, tmp_path / "table.json", timer=lambda fn, device, threads: fn())
+    other = lm.LatencyModel(torch.device("cpu"), 2, 1, tmp_path / "table.json", timer=_exact)
     other.predict(spec)
     assert other.measured == model.measured  # another thread count is another table
 
@@ -253,8 +263,6 @@ def _loaded_timer(monkeypatch, loads) -> list[float]:
     """LatencyCache times its stand-in network slowed by the next of `loads` (the machine's other work); the
     figures it read."""
     import archfamily.latency.budgets as latency
-    from archfamily.latency.timing import Timing
-
     read: list[float] = []
 
     def timer(cases, *args, **kwargs):
@@ -266,6 +274,14 @@ def _loaded_timer(monkeypatch, loads) -> list[float]:
     return read
 
 
+def _figures(path: Path) -> dict[tuple[str, str], float]:
+    """What a latency cache file holds: (setting, key) -> median ms."""
+    from archfamily.latency.cache import TimingCache
+
+    return {(sid, key): t.median_ms for sid, section in TimingCache(path).sections.items()
+            for key, t in section["timings"].items()}
+
+
 def test_a_latency_a_busy_machine_spoiled_is_measured_again_and_not_cached(monkeypatch, tmp_path: Path,
                                                                            capsys) -> None:
     from archfamily.latency.budgets import LatencyCache
@@ -275,13 +291,13 @@ def test_a_latency_a_busy_machine_spoiled_is_measured_again_and_not_cached(monke
     read = _loaded_timer(monkeypatch, iter([256.0, 200.0, 3.0, 1.0, 1.0]))
     cache = LatencyCache(tmp_path / "latency.json")
     assert cache.measure(spec, cpu, 2, 1, expected=lambda: true_ms) == 200.0 * true_ms  # the less spoiled of two
-    assert len(read) == 2 and not (tmp_path / "latency.json").exists() and not cache.entries
+    assert len(read) == 2 and not (tmp_path / "latency.json").exists() and not cache.from_file(spec, cpu, 2, 1)
     note = capsys.readouterr().err
     assert len(note.strip().splitlines()) == 1 and "not cached" in note and note.startswith("archfamily: ")
     assert cache.measure(spec, cpu, 2, 1, expected=lambda: true_ms) == 3.0 * true_ms  # within 4x: kept, as always
     assert cache.measure(spec, cpu, 2, 1, expected=lambda: 1 / 0) == 3.0 * true_ms  # cached: no prediction asked
     assert len(read) == 3
-    assert LatencyCache(tmp_path / "latency.json").entries == {cache.key(spec, cpu, 2, 1): 3.0 * true_ms}
+    assert _figures(tmp_path / "latency.json") == {cache.key(spec, cpu, 2, 1): 3.0 * true_ms}
     assert cache.measure(base_spec("wrn-10-1"), cpu, 2, 1) > 0 and len(read) == 4  # no prediction: no check
     assert capsys.readouterr().err == ""
 
@@ -294,7 +310,7 @@ def test_a_latency_spoiled_once_is_taken_again_and_the_good_figure_cached(monkey
     notes: list[str] = []
     cache = LatencyCache(tmp_path / "latency.json", on_note=notes.append)
     assert cache.measure(spec, cpu, 1, 1, expected=lambda: _Net(spec).ms) == read[1] and not notes
-    assert LatencyCache(tmp_path / "latency.json").entries == {cache.key(spec, cpu, 1, 1): read[1]}
+    assert _figures(tmp_path / "latency.json") == {cache.key(spec, cpu, 1, 1): read[1]}
 
 
 def test_a_busy_machines_refusal_of_a_latency_budget_is_not_repeated_by_the_rerun(model: lm.LatencyModel,
@@ -326,10 +342,12 @@ def test_latency_pruning_refuses_a_base_wider_than_the_table_before_training(run
 
 
 FAULTS = """
-import resource, sys, torch
-from archfamily.latency.timing import time_interleaved
-if sys.argv[1] == "timed":
-    time_interleaved({"nothing": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001)
+import itertools, resource, sys, torch
+from archfamily.latency.timing import Clock, Usage, time_interleaved
+ticks = itertools.count()
+idle = Clock(lambda fn, threads, s: [1e-3], lambda: Usage(*[float(next(ticks))] * 2, 0.0), lambda s: None)  # faults
+if sys.argv[1] == "timed":                                                   # are counted here, not time
+    time_interleaved({"nothing": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, clock=idle)
 def faulted_mb(passes):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(passes):  # a 40 MB block: above glibc's largest moving mmap threshold, so by default it is
@@ -354,20 +372,110 @@ def test_a_timing_process_keeps_freed_memory_so_activations_stop_faulting() -> N
     assert faulted("timed") < 1
 
 
-def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(monkeypatch) -> None:
+def test_cases_are_timed_in_interleaved_rounds_and_summed_up_by_median_and_iqr(clock) -> None:
     from archfamily.latency import timing
 
-    cpu_clock = iter([0.0, 0.0, 0.0, 100.0])  # the first window got no CPU (a stall), the second all of it
-    monkeypatch.setattr(timing, "BACKOFF_S", 0.0)
-    monkeypatch.setattr(timing.time, "process_time", lambda: next(cpu_clock))
-    result = timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)
-    assert next(cpu_clock, "spent") == "spent" and result["op"].runs >= 1
+    order: list[str] = []
+    cases = {name: (lambda name=name, ms=ms: order.append(name) or ms) for name, ms in (("a", 2.0), ("b", 5.0))}
+    result = timing.time_interleaved(cases, torch.device("cpu"), rounds=3, warmup=1, on_case=order.append)
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up, then A B A B A B (each call, then its report)
+    q = statistics.quantiles([2.0 * f for f in SPREAD] * 3, n=4)  # every sample of every round, in ms
+    assert result["a"] == Timing(pytest.approx(2.0), pytest.approx(q[2] - q[0]), 12)
+    assert result["b"].median_ms == pytest.approx(5.0)
+    assert not clock.slept
 
 
-def test_a_timing_held_off_the_cpu_every_time_is_an_error_not_a_figure(monkeypatch) -> None:
+def test_a_window_is_busy_when_the_process_was_stalled_or_its_threads_waited_for_a_cpu() -> None:
+    from archfamily.latency.timing import Usage, Window
+
+    assert not Window(1.0, 0.01).busy and not Window(2.0, None).busy and not Window(1.0, 0.1).busy
+    assert Window(0.3, 0.0).busy and Window(0.3, None).busy  # held off the CPU (a stall, stolen time)
+    # seen on a 2-core machine with one other busy process: a 2-thread timing got its whole core, but its threads
+    # waited a whole core's time for the other, and read 8-17 ms for a conv of 0.25 ms
+    window = Window.between(Usage(10.0, 5.0, 1.0), Usage(10.5, 5.48, 1.505))
+    assert window.busy and window.describe() == "this process got 96% of a core and its threads waited 1.01 cores' " \
+        "worth for one"
+
+
+def test_this_process_wait_for_a_cpu_is_read_where_the_kernel_says_it() -> None:
+    from archfamily.latency.timing import _run_queue_wait
+
+    waited = _run_queue_wait()
+    assert waited is None or waited >= 0
+
+
+def test_a_timing_the_process_was_held_off_the_cpu_for_is_taken_again(clock) -> None:
     from archfamily.latency import timing
 
-    monkeypatch.setattr(timing.time, "process_time", lambda: 0.0)  # never any CPU time: every window stalled
-    monkeypatch.setattr(timing, "BACKOFF_S", 0.0)
-    with pytest.raises(UserError, match="too busy to time"):
-        timing.time_interleaved({"op": lambda: None}, torch.device("cpu"), rounds=1, min_run_time=0.001, warmup=0)
+    clock.busy = lambda block: block == 0  # the first window busy, the second idle
+    result = timing.time_interleaved({"op": lambda: 1.5}, torch.device("cpu"), rounds=1, warmup=0)
+    assert clock.blocks == 2 and clock.slept == [timing.BACKOFF_S]
+    assert result["op"].median_ms == pytest.approx(1.5) and result["op"].runs == len(SPREAD)  # the idle window's
+
+
+def test_a_timing_held_off_the_cpu_every_time_is_an_error_not_a_figure(clock) -> None:
+    from archfamily.latency import timing
+
+    clock.busy = True
+    with pytest.raises(UserError, match="its threads waited 1.00 cores' worth for one while being timed, 5 times "
+                                        "over 15 s: the machine is too busy to time"):
+        timing.time_interleaved({"op": lambda: 1.0}, torch.device("cpu"), rounds=1, warmup=0)
+    assert clock.slept == [1, 2, 4, 8]
+    clock.slept.clear()  # the bench's way: marked, at once
+    marked = timing.time_interleaved({"op": lambda: 1.0}, torch.device("cpu"), rounds=1, warmup=0, refuse=False)
+    assert marked["op"].busy and marked["op"].median_ms == 50.0 and not clock.slept
+
+
+def _busy_then_idle_setup(monkeypatch, tmp_path: Path):
+    """A latency budget as `scale` solves it, every figure (the members and the model's table) through
+    `time_interleaved` with the test's clock: (rule, target, a solve)."""
+    import archfamily.latency.budgets as latency
+    from archfamily.latency.budgets import LatencyCache, solve_latency
+    from archfamily.scaling.rules import base_rule
+
+    monkeypatch.setattr(latency, "build_model", _Net)
+    monkeypatch.setattr(lm, "_runnable",
+                        lambda kind, fixed, channels, batch, device: lambda: _cost(kind, fixed, channels))
+    rule = base_rule("reduced-width", base_spec("wrn-16-1"))
+    target = 0.5 * _Net(base_spec("wrn-16-1")).ms
+
+    def solve(folder: str, remeasure: bool = False):
+        cpu = torch.device("cpu")
+        model = lm.LatencyModel(cpu, 2, 1, tmp_path / folder / "latency-table.json", remeasure=remeasure)
+        return solve_latency(rule, target, cpu, 2, cache=LatencyCache(tmp_path / folder / "latency.json",
+                                                                      remeasure=remeasure), model=model)
+
+    return rule, target, solve
+
+
+def test_a_budget_asked_on_a_busy_machine_then_an_idle_one_gives_the_idle_machines_answer(clock, monkeypatch,
+                                                                                          tmp_path: Path) -> None:
+    _, target, solve = _busy_then_idle_setup(monkeypatch, tmp_path)
+    expected, expected_ms = solve("idle")  # what an idle machine answers
+    clock.busy = True
+    with pytest.raises(UserError, match="too busy to time a network"):
+        solve("cache")
+    assert not (tmp_path / "cache").exists()  # neither the member's figure nor the table's
+    clock.busy = False
+    assert solve("cache") == (expected, expected_ms) and expected_ms <= target
+    clock.busy, clock.idle_after_sleep = True, True  # a burst of other work that passes during the first wait
+    assert solve("burst") == (expected, expected_ms) and clock.slept[-1] == 1.0
+
+
+def test_a_refusal_that_rests_on_a_cached_figure_names_its_file_and_remeasure_times_it_again(
+        clock, monkeypatch, tmp_path: Path) -> None:
+    from archfamily.latency.budgets import LatencyCache
+    from archfamily.scaling.rules import member
+
+    rule, target, solve = _busy_then_idle_setup(monkeypatch, tmp_path)
+    expected = solve("idle")
+    cpu, smallest = torch.device("cpu"), member(rule, rule.lo, 1)
+    spoiled = LatencyCache(tmp_path / "old" / "latency.json")  # as an earlier run, before the busy check, left it
+    spoiled.timings.put(*spoiled.key(smallest.spec, cpu, 2, 1), Timing(1e5, 0.0, 1))
+    with pytest.raises(UserError, match=r"is unreachable: .* takes 1e\+05 ms on cpu:2, batch 1 \(cached in "
+                                        rf"{tmp_path / 'old' / 'latency.json'}: remeasure times it again\)$"):
+        solve("old")
+    assert solve("old", remeasure=True) == expected
+    assert _figures(tmp_path / "old" / "latency.json")[spoiled.key(smallest.spec, cpu, 2, 1)] < 1e5  # replaced
+    assert LatencyCache(tmp_path / "old" / "latency.json").measure(smallest.spec, cpu, 1, 1) > 0
+    assert len(json.loads((tmp_path / "old" / "latency.json").read_text())["settings"]) == 2  # 1 and 2 threads apart

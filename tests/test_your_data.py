@@ -158,9 +158,14 @@ def test_streamed_batches_are_a_function_of_seed_and_step_whatever_the_workers(s
 
 def test_a_streamed_run_trains_and_measures_every_split(shapes: Path, run_cli, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    done = run_cli("train", "--spec", "wrn-10-1", "--data", str(shapes), "--input-size", "24", "--epochs", "1",
-                   "--data-path", "stream", "--out", str(run))
+    threads = torch.get_num_threads()
+    try:
+        done = run_cli("train", "--spec", "wrn-10-1", "--data", str(shapes), "--input-size", "24", "--epochs", "1",
+                       "--data-path", "stream", "--threads", "1", "--out", str(run))
+    finally:
+        torch.set_num_threads(threads)  # the CLI ran in this process
     assert done.code == 0, done.err
+    assert json.loads((run / "run.json").read_text())["provenance"]["threads"] == 1
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_images"] == 9 and "final_test_error" in metrics and metrics["data"]["input_size"] == 24
 

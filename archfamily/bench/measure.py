@@ -1,6 +1,10 @@
 """Timing the bench's networks: every network in every runtime and setting (device, threads, batch, memory
 format), interleaved so that drifts of a shared machine fall on all of them alike, as a share of the matmul
 peak measured in the same run. The runtimes (`eager`, `onnxruntime`) are those `runtimes.RUNTIMES` registers.
+
+A figure taken while this process did not get its cores (`latency.timing.Window`) is kept but marked: its row
+says `busy`, as `peaks_busy` does for a peak, and the report marks it and leaves it out of the plots. The bench
+caches nothing, so a busy figure lasts only as long as its report.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
                 for dev in config.devices for threads in (config.threads if dev == "cpu" else (1,))
                 for batch in config.batches for fmt in config.formats]
     peaks: dict[str, float] = {}
+    peaks_busy: list[str] = []
     rows = []
     runtimes = {dev: [r for r in config.runtimes if dev in RUNTIMES[r].devices] for dev in config.devices}
     total = sum(len(runtimes[dev]) for dev, _, _, _ in settings) * len(nets) * config.rounds
@@ -55,7 +60,8 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
             device = torch.device(dev)
             key = f"{dev}:{threads}"
             if key not in peaks:
-                peaks[key] = peak_gflops(device, threads)
+                peaks[key], busy = peak_gflops(device, threads, refuse=False)
+                peaks_busy += [key] if busy else []
             bar.set_postfix(setting=f"{key} batch {batch} {fmt}", refresh=False)
             cases = {}
             setting = Setting(device, threads, batch, fmt, config.compile, Path(scratch))
@@ -63,7 +69,7 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
                 for runtime in runtimes[dev]:
                     cases[f"{n.label}/{runtime}"] = RUNTIMES[runtime].prepare(n, setting)
             timings = time_interleaved(cases, device, threads, config.rounds, config.min_run_time,
-                                       on_case=lambda _: bar.update(1))
+                                       on_case=lambda _: bar.update(1), refuse=False)
             for n, runtime in ((n, r) for n in nets for r in runtimes[dev]):
                 t = timings[f"{n.label}/{runtime}"]
                 seconds = t.median_ms / 1e3
@@ -80,7 +86,7 @@ def run(family: Family, config: BenchConfig, zoo_entries: list[dict[str, Any]],
     measured = [{"params": e["params"], "macs": e["macs"], "test_error": e["test_error"]}
                 for e in family.trajectory if e.get("test_error") is not None]
     return {"format": "archfamily.bench", "version": 1, "family": str(family.path), "metric": config.metric,
-            "machine": machine_info(), "peak_gflops": peaks, "trajectory_errors": measured,
+            "machine": machine_info(), "peak_gflops": peaks, "peaks_busy": peaks_busy, "trajectory_errors": measured,
             "config": asdict(config), "rows": rows}
 
 

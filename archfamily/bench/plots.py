@@ -1,4 +1,6 @@
-"""The bench's plots (matplotlib, no display): latency vs params, and error vs params and vs latency."""
+"""The bench's plots (matplotlib, no display): latency vs params, and error vs params and vs latency. A
+latency taken on a busy machine (a row's `busy`) is no network's speed: the latency axes leave it out, and say
+so where that leaves nothing."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,16 +36,24 @@ def _headline_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], st
     return series, f"{dev}, {threads} thread(s), batch {batch}, {fmt}"
 
 
+def _legend(ax: Any) -> None:
+    """The legend, or where every point was left out, a word saying why."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "every latency was taken on a busy machine", ha="center", transform=ax.transAxes)
+
+
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     rows, setting = _headline_rows(report["rows"])
-    networks = sorted({r["network"] for r in rows})
+    timed = [r for r in rows if not r.get("busy")]
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in networks:
-        pts = sorted((r["params"], r["median_ms"]) for r in rows if r["network"] == name)
+    for name in sorted({r["network"] for r in timed}):
+        pts = sorted((r["params"], r["median_ms"]) for r in timed if r["network"] == name)
         ax.plot([p for p, _ in pts], [t for _, t in pts], marker="o", label=name)
     ax.set(xlabel="parameters", ylabel="latency (ms, median)", title=f"Latency vs params ({setting})", xscale="log")
-    ax.legend(fontsize=8)
+    _legend(ax)
     written.append(_save(fig, out / "latency_vs_params.png"))
     known = [r for r in rows if r["test_error"] is not None]
     trajectory = report.get("trajectory_errors", [])
@@ -56,13 +66,14 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
             pts = sorted((t["params"], t["test_error"]) for t in trajectory)
             ax.plot([p for p, _ in pts], [e for _, e in pts], color="grey", marker=".",
                     label="pruning trajectory (derive's test split)")
-        shown = known if x_key != "params" else [r for r in known if runtime_of(r) == "eager"]  # params: once each
+        shown = [r for r in known if not r.get("busy")] if x_key != "params" else \
+            [r for r in known if runtime_of(r) == "eager"]  # params: once each
         for i, net in enumerate(sorted({r["network"] for r in shown})):  # trained over several seeds: mean and sd
             pts = sorted((r[x_key], r["test_error"], r.get("test_error_std") or 0.0) for r in shown if r["network"] == net)
             ax.errorbar([p for p, _, _ in pts], [e for _, e, _ in pts], yerr=[sd for _, _, sd in pts], linestyle="",
                         capsize=3, label=net, **_style(i))
         title = "Error vs params" if x_key == "params" else f"Error vs latency ({setting})"
         ax.set(xlabel=x_label, ylabel="CIFAR-10 test error (%)", xscale="log", title=title)
-        ax.legend(fontsize=8)
+        _legend(ax)
         written.append(_save(fig, out / name))
     return written

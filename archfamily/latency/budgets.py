@@ -3,15 +3,16 @@
 `solve_latency` searches the rule's multiplier on the per-device latency model's
 predictions and measures only the members it settles on (batch B, eager,
 channels_last, inference mode), bisecting by measurement if the model keeps missing.
-Measurements are cached per machine, device, thread count and batch in
-`$ARCHFAMILY_CACHE/latency.json`, so asking again is quick; one far from the model's
-prediction (a machine busy with other work) is taken again, and kept out of the cache if
-it still is.
+Every measurement is refused while this process does not get its cores (`timing`), so a
+busy machine's figure is never cached or decides anything. Measurements are cached with
+their spread per machine, device, thread count and batch in `$ARCHFAMILY_CACHE/latency.json`
+(`cache`), so asking again is quick, and `remeasure` times them again; a refusal that rests
+on a cached figure names the file. One far from the model's prediction is taken again, and
+kept out of the cache if it still is.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 from pathlib import Path
@@ -22,20 +23,20 @@ from tqdm import tqdm
 
 from archfamily.data.cifar import cache_dir
 from archfamily.errors import SettingError
-from archfamily.files import atomic_write_json
 from archfamily.limits import parse_on
 from archfamily.models import build_model
 from archfamily.scaling.rules import Member, ScalingRule, member
 from archfamily.specs import ArchSpec
+from archfamily.latency.cache import TimingCache
 from archfamily.latency.model import LatencyModel, NotInTable, check_predictable
-from archfamily.latency.timing import machine_info, read_timing_cache, time_interleaved
+from archfamily.latency.timing import Timing, machine_info, time_interleaved
 
 BISECTION_STEPS = 14
 MODEL_STEPS = 4  # rounds of the model's advice (a member and perhaps its neighbour) before bisecting by measurement
 MODEL_TOLERANCE = 0.03  # an answer this close under the budget is kept: about the spread of one measurement
 # A measurement this many times off the latency model's prediction (within 15% on an idle machine, for wrn-16's
-# smallest and largest members before calibration) was spoiled by other work: `scale --latency-ms 3 --on cpu:2`
-# on a busy 2-core machine read 128 ms for a member that takes 0.5 ms, cached it, and refused every rerun.
+# smallest and largest members before calibration) is doubted: a second line behind the busy check of every
+# timing, for what that check cannot see.
 DOUBT_FACTOR = 4.0
 
 
@@ -51,17 +52,24 @@ def parse_target(on: str) -> tuple[torch.device, int]:
 
 
 class LatencyCache:
-    """Measured latencies of this machine, keyed by spec, device, threads and batch."""
+    """Measured latencies of this machine, one section per device, thread count and batch (`TimingCache`),
+    keyed by spec."""
 
-    def __init__(self, path: Optional[Path] = None, on_note: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, path: Optional[Path] = None, on_note: Optional[Callable[[str], None]] = None,
+                 remeasure: bool = False) -> None:
         self.path = Path(path) if path else cache_dir() / "latency.json"
         self.on_note = on_note or (lambda text: tqdm.write(f"archfamily: {text}", file=sys.stderr))
-        self.machine = json.dumps(machine_info(), sort_keys=True)
-        self.entries = read_timing_cache(self.path, 1e9)
+        self.machine = machine_info()
+        self.timings = TimingCache(self.path, remeasure)
 
-    def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> str:
-        text = f"{self.machine}|{device.type}|{threads}|{batch}|{spec!r}"
-        return hashlib.sha256(text.encode()).hexdigest()[:24]
+    def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> tuple[str, str]:
+        """(setting, key) of `spec`'s figure."""
+        sid = self.timings.setting_id({**self.machine, "device": device.type, "threads": threads, "batch": batch})
+        return sid, hashlib.sha256(repr(spec).encode()).hexdigest()[:24]
+
+    def from_file(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> bool:
+        """Whether `measure` answers for `spec` with an earlier run's figure, read from `path`."""
+        return self.timings.from_file(*self.key(spec, device, threads, batch))
 
     def measure(self, spec: ArchSpec, device: torch.device, threads: int, batch: int,
                 expected: Optional[Callable[[], Optional[float]]] = None) -> float:
@@ -70,34 +78,33 @@ class LatencyCache:
         With `expected` (the latency model's prediction, asked for only when the cache misses), a figure
         DOUBT_FACTOR or more off it is measured again; if it still is, the smaller figure is returned but not
         cached, and `on_note` says so."""
-        key = self.key(spec, device, threads, batch)
-        if key in self.entries:
-            return self.entries[key]
+        sid, key = self.key(spec, device, threads, batch)
+        cached = self.timings.get(sid, key)
+        if cached:
+            return cached.median_ms
         model = build_model(spec).to(device, memory_format=torch.channels_last).eval()
         x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
 
-        def timed() -> float:
-            return time_interleaved({"net": lambda: model(x)}, device, threads, rounds=1,
-                                    min_run_time=0.2)["net"].median_ms
+        def timed() -> Timing:
+            return time_interleaved({"net": lambda: model(x)}, device, threads, rounds=1, min_run_time=0.2)["net"]
 
-        ms = timed()
+        timing = timed()
         expected_ms = expected() if expected else None
 
-        def doubtful(ms: float) -> bool:
-            return bool(expected_ms) and not 1 / DOUBT_FACTOR < ms / expected_ms < DOUBT_FACTOR
+        def doubtful(t: Timing) -> bool:
+            return bool(expected_ms) and not 1 / DOUBT_FACTOR < t.median_ms / expected_ms < DOUBT_FACTOR
 
-        if doubtful(ms):
-            first, ms = ms, timed()  # once more: a burst of other work may have passed
-            if doubtful(ms):
-                ms = min(first, ms)
+        if doubtful(timing):
+            first, timing = timing, timed()  # once more: a burst of other work may have passed
+            if doubtful(timing):
+                ms = min(first.median_ms, timing.median_ms)
                 self.on_note(f"measured {ms:.3g} ms for a {spec.num_params():,}-param network on {device.type}:"
                              f"{threads} (batch {batch}), twice, where the latency model predicts {expected_ms:.3g} "
                              "ms: the machine is likely busy; not cached, so a rerun measures it again")
                 return ms
-        self.entries[key] = ms
-        atomic_write_json(self.path, self.entries)
-        return ms
+        self.timings.put(sid, key, timing)
+        return timing.median_ms
 
 
 def _bisect(rule: ScalingRule, round_to: int, lo: float, hi: float, fits: Callable[[Member], bool],
@@ -181,9 +188,12 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
     smallest, largest = member(rule, rule.lo, round_to), member(rule, rule.hi, round_to)
     fastest = measured(smallest, report=False)  # reachable at all? (reported only once it is)
     if fastest > target_ms:
+        cached = " (cached in {file}: {remeasure} times it again)" \
+            if cache.from_file(smallest.spec, device, threads, batch) else ""
         raise SettingError("{latency_ms} {ms:g} is unreachable: the smallest {rule} member ({params:,} params) takes "
-                           "{fastest:.3g} ms on {device}:{threads}, batch {batch}", ms=target_ms, rule=rule.name,
-                           params=smallest.params, fastest=fastest, device=device.type, threads=threads, batch=batch)
+                           "{fastest:.3g} ms on {device}:{threads}, batch {batch}" + cached, ms=target_ms,
+                           rule=rule.name, params=smallest.params, fastest=fastest, device=device.type,
+                           threads=threads, batch=batch, file=cache.path)
     if on_step:
         on_step(smallest, fastest)
     slowest = measured(largest)

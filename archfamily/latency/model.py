@@ -7,14 +7,13 @@ batch norm, ReLU, residual add, concatenation, pooling, linear) is keyed by what
 kind, kernel, stride and input resolution, and its channel counts. A key's latency is measured for channel
 counts on a fixed grid and interpolated (bilinearly for a convolution's input and output channels, linearly for
 the others) in between. Each grid point is measured the first time a prediction needs it, eager, channels_last,
-in inference mode, exactly as the bench and `scale --latency-ms` time whole networks, and cached per machine,
-device, thread count and batch in `$ARCHFAMILY_CACHE/latency-table.json`.
+in inference mode, exactly as the bench and `scale --latency-ms` time whole networks (a busy machine's
+figure refused, never cached: `timing`), and cached with its spread per machine, device, thread count and batch
+in `$ARCHFAMILY_CACHE/latency-table.json` (`cache`); `remeasure` measures every point again.
 """
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from archfamily.data.cifar import cache_dir
 from archfamily.errors import UserError
-from archfamily.files import atomic_write_json
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec
-from archfamily.latency.timing import machine_info, read_timing_cache, time_interleaved
-
+from archfamily.latency.cache import TimingCache
+from archfamily.latency.timing import Timing, machine_info, time_interleaved
 
 
 def _channel_grid(top: int = 2048) -> tuple[int, ...]:
@@ -66,11 +64,11 @@ class Op:
     channels: tuple[int, ...]
 
 
-Timer = Callable[[Callable[[], Any], torch.device, int], float]
+Timer = Callable[[Callable[[], Any], torch.device, int], Timing]
 
 
-def _time_ms(fn: Callable[[], Any], device: torch.device, threads: int) -> float:
-    return time_interleaved({"op": fn}, device, threads, rounds=1, min_run_time=0.05)["op"].median_ms
+def _time(fn: Callable[[], Any], device: torch.device, threads: int) -> Timing:
+    return time_interleaved({"op": fn}, device, threads, rounds=1, min_run_time=0.05)["op"]
 
 
 class NotInTable(UserError):
@@ -244,13 +242,12 @@ class LatencyModel:
     """Predicted latency (ms) of a network on one device, thread count and batch, from a measured table."""
 
     def __init__(self, device: torch.device, threads: int, batch: int, path: Optional[Path] = None,
-                 timer: Timer = _time_ms, on_measure: Optional[Callable[[], None]] = None) -> None:
+                 timer: Timer = _time, on_measure: Optional[Callable[[], None]] = None,
+                 remeasure: bool = False) -> None:
         self.device, self.threads, self.batch, self.timer, self.on_measure = device, threads, batch, timer, on_measure
-        self.path = Path(path) if path else cache_dir() / "latency-table.json"
-        setting = json.dumps({**machine_info(), "device": device.type, "threads": threads, "batch": batch},
-                             sort_keys=True)
-        self.setting = hashlib.sha256(setting.encode()).hexdigest()[:16]
-        self.table = read_timing_cache(self.path, 1e6)
+        self.table = TimingCache(Path(path) if path else cache_dir() / "latency-table.json", remeasure)
+        self.setting = self.table.setting_id({**machine_info(), "device": device.type, "threads": threads,
+                                              "batch": batch})
         self.measured = 0  # grid points measured by this object (the rest came from the cache)
         self.overhead_ms = 0.0  # per operation, from `calibrate`
         self.ms_per_mb = 0.0  # per MB of activations written, from `calibrate`
@@ -259,16 +256,17 @@ class LatencyModel:
         self._templates: dict[ArchSpec, Union[_OpsTemplate, int]] = {}
 
     def _point(self, kind: str, fixed: tuple[int, ...], channels: tuple[int, ...]) -> float:
-        key = f"{self.setting}|{kind}|{','.join(map(str, fixed))}|{','.join(map(str, channels))}"
-        if key not in self.table:
+        key = f"{kind}|{','.join(map(str, fixed))}|{','.join(map(str, channels))}"
+        timing = self.table.get(self.setting, key)
+        if timing is None:
             fn = _runnable(kind, fixed, channels, self.batch, self.device)
             with torch.inference_mode():
-                self.table[key] = float(self.timer(fn, self.device, self.threads))
+                timing = self.timer(fn, self.device, self.threads)
             self.measured += 1
-            atomic_write_json(self.path, self.table)
+            self.table.put(self.setting, key, timing)
             if self.on_measure:
                 self.on_measure()
-        return self.table[key]
+        return timing.median_ms
 
     def op_ms(self, op: Op) -> float:
         if op.kind == "conv":

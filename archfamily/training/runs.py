@@ -99,7 +99,7 @@ def _unlock_run_dir(out: Path) -> None:
 def provenance(command: list[str], device: torch.device, world_size: int) -> dict[str, Any]:
     return {
         "archfamily": __version__, "torch": torch.__version__, "python": platform.python_version(),
-        "command": command, "device": str(device), "world_size": world_size,
+        "command": command, "device": str(device), "world_size": world_size, "threads": torch.get_num_threads(),
         "machine": platform.machine(), "cpu": cpu_model(), "cpu_bf16": cpu_has_bf16(),  # the figures' machine
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
