@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -510,9 +512,75 @@ def timm_family_cases(draw: Callable, fx: dict[str, Any]) -> Case:
     return Case("timm families", what, {"family.json": raw}, [command], not_read=_unnamed(fx))
 
 
+def _png(side: int, shade: int, mode: str = "RGB") -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new(mode, (side, side), shade).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for info, raw in members:
+            info.size = len(raw) if info.isfile() else 0
+            tar.addfile(info, io.BytesIO(raw) if info.isfile() else None)
+    return out.getvalue()
+
+
+def _link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, b""
+
+
+DATA_DAMAGE = ("a 0-byte image", "text posing as an image", "a truncated image", "a decompression bomb",
+               "one class", "classes that differ between splits", "an empty held-out split", "no train split",
+               "an archive member with ..", "an absolute archive member", "an archive symlink to /etc/passwd",
+               "an archive hard link", "bytes that are no archive")
+
+
+@st.composite
+def data_cases(draw: Callable, fx: dict[str, Any]) -> Case:
+    """A user's ImageFolder tree or tar archive (two classes of 16-pixel PNGs, train/ and val/) damaged one way
+    (`DATA_DAMAGE`): `train` must refuse it naming the file, before writing anything or caching anything."""
+    tree: dict[str, Optional[bytes]] = {f"data/{split}/{cls}/{i}.png": _png(16, 40 * i + (100 if cls == "b" else 0))
+                                        for split, n in (("train", 2), ("val", 1)) for cls in "ab" for i in range(n)}
+    what = draw(st.sampled_from(DATA_DAMAGE))
+    source = "{d}/data"
+    if what == "a 0-byte image":
+        tree["data/train/a/0.png"] = b""
+    elif what == "text posing as an image":
+        tree["data/val/b/x.jpg"] = b"not an image at all"
+    elif what == "a truncated image":
+        tree["data/train/b/1.png"] = tree["data/train/b/1.png"][:draw(st.integers(8, 45))]  # into its pixels
+    elif what == "a decompression bomb":
+        tree["data/train/a/bomb.png"] = _png(8000, 0, "1")  # 64M pixels in a few kB
+    elif what == "one class":
+        tree = {k: v for k, v in tree.items() if "/b/" not in k}
+    elif what == "classes that differ between splits":
+        tree["data/val/c/0.png"] = tree.pop("data/val/b/0.png")
+    elif what == "an empty held-out split":
+        tree = {**{k: v for k, v in tree.items() if "/val/" not in k}, "data/val": None}
+    elif what == "no train split":
+        tree = {k: v for k, v in tree.items() if "/train/" not in k}
+    else:
+        members = [(tarfile.TarInfo(k[len("data/"):]), v) for k, v in tree.items() if v is not None]
+        bad = {"an archive member with ..": (tarfile.TarInfo("../../x/train/a/9.png"), members[0][1]),
+               "an absolute archive member": (tarfile.TarInfo("/tmp/train/a/9.png"), members[0][1]),
+               "an archive symlink to /etc/passwd": _link("train/a/9.png", "/etc/passwd", tarfile.SYMTYPE),
+               "an archive hard link": _link("train/a/9.png", "/etc/passwd", tarfile.LNKTYPE)}.get(what)
+        raw = _tar(members + [bad]) if bad else draw(st.binary(min_size=0, max_size=64))
+        tree, source = {"data.tar": raw}, "{d}/data.tar"
+    return Case("data", what, tree, [["train", "--spec", BASE, "--data", source, "--input-size", "16", "--epochs",
+                                      "0.1", "--device", "cpu", "--out", "{d}/out"]],
+                {"ARCHFAMILY_CACHE": "{d}/cache"}, _unnamed(fx))
+
+
 FAMILIES = {"weights": weights_cases, "numbers": number_cases, "plans": plan_cases, "study folders": study_cases,
             "zoo": zoo_cases, "timm keywords": keyword_cases, "exported folders": export_cases,
-            "timm families": timm_family_cases}
+            "timm families": timm_family_cases, "data": data_cases}
 
 
 # ---------------------------------------------------------------- running one input

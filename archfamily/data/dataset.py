@@ -143,7 +143,7 @@ def describe_data(path: Optional[str], input_size: Optional[int], val_fraction: 
                 listing = list_archive(tar, source)
                 opener = _archive_opener(tar, listing) if input_size is None else None
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise UserError(f"cannot read dataset archive {source}: {exc}") from None
+            raise UserError(f"cannot read dataset archive {source}: {str(exc).splitlines()[0][:160]}") from None
     else:
         listing, opener = list_folder(source), (lambda name: name)
     chosen = _choose(listing, None, None, val_fraction)
@@ -198,7 +198,7 @@ def load_data(path: Optional[str] = None, subset: Optional[int] = None, test_sub
                 listing = list_archive(tar, source)
                 data = decode(listing, _archive_opener(tar, listing))
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:  # gzip's and zlib's errors among them
-            raise UserError(f"cannot read dataset archive {source}: {exc}") from None
+            raise UserError(f"cannot read dataset archive {source}: {str(exc).splitlines()[0][:160]}") from None
     else:
         data = decode(listing, lambda name: name)
     _write_cache(cached, data)
