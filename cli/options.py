@@ -36,8 +36,9 @@ SUBSET = click.option("--subset", type=Count(2, MAX_TRAIN_IMAGES),
                       help="Train on the first N/classes images of each class [all].")
 TEST_SUBSET = click.option("--test-subset", type=Count(2, MAX_TEST_IMAGES),
                            help="Measure error on the first N/classes held-out images of each class [all].")
-INPUT_SIZE = click.option("--input-size", help="Train at this image side, e.g. 64 or 64x64 [the images' own where they "
-                                               "share one size up to 128, else the timm base's pretrained size or 224].")
+INPUT_SIZE = click.option("--input-size", help="Train at this image side, e.g. 64 or 64x64 [a spec file's own; else the "
+                                               "images' own where they share one size up to 128, else the timm "
+                                               "base's pretrained size or 224].")
 VAL_FRACTION = click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                             help="Hold out this share of each class of train/ as the validation split, for data "
                                  "without val/ (the same images every run).")

@@ -50,7 +50,10 @@ def train(spec_file: str, recipe: Optional[str], epochs: Optional[float], batch_
     spec = with_model_kwargs(read_spec_file(spec_file), parse_model_kwargs(parse_settings(model_kwargs, "--model-kwargs")))
     starts_pretrained = pretrained_record(pretrained, pretrained_file)
     recipe = recipe or ("transfer" if starts_pretrained else "fast3")
-    config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, parse_input_size(input_size), val_fraction,
+    size = parse_input_size(input_size)
+    if size is None and Path(spec_file).is_file():  # a spec made for some images (scale --out, a model file)
+        size = spec.input_size
+    config = TrainConfig(spec, recipe, epochs, data, subset, test_subset, size, val_fraction,
                          data_path, seed, batch_size, ema,
                          tta, precision, parse_settings(recipe_set, "--recipe-set"),
                          checkpoint_record(initial_checkpoint), starts_pretrained)
