@@ -176,7 +176,7 @@ BAD_INPUTS = [
     (("--base", "vgg-16"), "unknown base network"),
     (("--base", "wrn-15-2"), "6n+4"),
     (("--data", "{tmp}/nowhere"), "dataset not found"),
-    (("--data", "{tmp}"), "not a CIFAR-10 folder"),
+    (("--data", "{tmp}"), "not a dataset folder"),
     (("--checkpoint", "{tmp}/truncated.safetensors"), "cannot read checkpoint"),
     (("--checkpoint", "{tmp}/missing.safetensors"), "checkpoint not found"),
     (("--checkpoint", "{tmp}/other.safetensors"), "mismatched checkpoint"),
