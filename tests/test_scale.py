@@ -243,13 +243,13 @@ def test_train_takes_the_architecture_of_a_model_file_and_not_its_weights(run_cl
     assert errors[0] == errors[1]  # the same architecture, the same seed: the same run
 
 
-_FIVE_CLASSES = '{"family": "wrn", "stage_widths": [4, 4, 4], "inner_widths": [[4], [4], [4]], "num_classes": 5}'
+_ONE_CHANNEL = '{"family": "wrn", "stage_widths": [4, 4, 4], "inner_widths": [[4], [4], [4]], "in_chans": 1}'
 _ZERO_STAGE = '{"family": "resnet", "block": "basic", "stage_widths": [0, 4], "mid_widths": [[4], [4]]}'
 
 
 @pytest.mark.parametrize("content, message", [(None, "spec file not found"), ("{oops", "not valid JSON"),
                                               ('{"family": "vgg"}', "not an archfamily spec"),
-                                              (_FIVE_CLASSES, "10 classes, 3 channels"),
+                                              (_ONE_CHANNEL, "RGB images (3 channels)"),
                                               (_ZERO_STAGE, "stage_widths must be whole numbers from 1")])
 def test_train_bad_spec(run_cli, tmp_path: Path, content, message: str) -> None:
     spec_file = tmp_path / "spec.json"
