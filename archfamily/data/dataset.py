@@ -185,6 +185,7 @@ def load_data(path: Optional[str] = None, subset: Optional[int] = None, test_sub
     decode = functools.partial(_decode_listing, label=label, stats_key=signature, subset=subset,
                                test_subset=test_subset, input_size=input_size, val_fraction=val_fraction, norm=norm,
                                crop_pct=crop_pct, default_size=default_size)
+    chosen = None
     if listing is not None and data_path != "memory":
         chosen = _choose(listing, subset, test_subset, val_fraction)
         size = input_size or _image_size(lambda n: n, [n for n in chosen.names()][:PROBED_IMAGES], "") or default_size
@@ -200,7 +201,7 @@ def load_data(path: Optional[str] = None, subset: Optional[int] = None, test_sub
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:  # gzip's and zlib's errors among them
             raise UserError(f"cannot read dataset archive {source}: {str(exc).splitlines()[0][:160]}") from None
     else:
-        data = decode(listing, lambda name: name)
+        data = decode(listing, lambda name: name, chosen=chosen)
     _write_cache(cached, data)
     return data
 
@@ -397,9 +398,9 @@ def _norm(norm: Optional[tuple[Sequence[float], Sequence[float]]],
 def _decode_listing(listing: Listing, opener: Callable[[str], Union[str, BinaryIO]], *, label: str, stats_key: str,
                     subset: Optional[int], test_subset: Optional[int], input_size: Optional[int],
                     val_fraction: Optional[float], norm: Optional[tuple[Sequence[float], Sequence[float]]],
-                    crop_pct: float, default_size: int) -> ImageData:
-    """The in-memory path: every chosen image decoded at the training size."""
-    chosen = _choose(listing, subset, test_subset, val_fraction)
+                    crop_pct: float, default_size: int, chosen: Optional[_Chosen] = None) -> ImageData:
+    """The in-memory path: every chosen image decoded at the training size (`chosen`: as the caller chose them)."""
+    chosen = chosen or _choose(listing, subset, test_subset, val_fraction)
     prefix = f"{listing.root}: member " if listing.kind == "archive" else ""  # errors name the archive too
     size = input_size or _image_size(opener, chosen.names(), prefix) or default_size
     if not _fits_in_memory(chosen.counts(), size):
