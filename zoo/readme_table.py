@@ -1,6 +1,6 @@
-"""Write the README's zoo table from `zoo/manifest.json`: each entry beside the published network nearest its size.
+"""Write the zoo table of docs/zoo.md from `zoo/manifest.json`: each entry beside the published network nearest its size.
 
-The table lies between `<!-- zoo table -->` and `<!-- /zoo table -->` in README.md; run this after `zoo add` or
+The table lies between `<!-- zoo table -->` and `<!-- /zoo table -->` in docs/zoo.md; run this after `zoo add` or
 `zoo remove` (`python zoo/readme_table.py`) so the table only ever shows figures the manifest holds, which
 `zoo add` measured. The published networks: chenyaofo/pytorch-cifar-models' ResNet-20/32/56 (92.60%, 93.53%,
 94.37% top-1 on CIFAR-10); the nearest is taken by the ratio of parameter counts.
@@ -15,7 +15,7 @@ from archfamily.files import atomic_write_text
 from archfamily.zoo.manifest import read_manifest
 
 ZOO_DIR = Path(__file__).resolve().parent
-README = ZOO_DIR.parent / "README.md"
+README = ZOO_DIR.parent / "docs" / "zoo.md"  # the zoo table lives in docs/zoo.md
 PUBLISHED = (("ResNet-20", 0.27e6, 7.40), ("ResNet-32", 0.46e6, 6.47), ("ResNet-56", 0.86e6, 5.63))
 MARKERS = re.compile(r"(<!-- zoo table -->\n).*?(<!-- /zoo table -->)", re.S)
 
