@@ -1,8 +1,8 @@
 """The registry of base families: every kind of network archfamily builds, prunes, scales and exports.
 
 A family is one `FamilyType`: its spec class (a frozen dataclass that implements `Spec`), its network class (a
-`models.ClassifierNet` with `prune_groups()`, named as "module:Class" so that this registry and the specs stay
-free of torch until a network is built), the base names it knows (`wrn-40-2`) and the few facts timm and the
+`models.ClassifierNet` whose `channel_groups()` lists the channel group of each prunable width, named as
+"module:Class" so that this registry and the specs stay free of torch until a network is built), the base names it knows (`wrn-40-2`) and the few facts timm and the
 paper's recipes need. archfamily's own three families register in `archfamily.specs`; a new family is one module
 that defines its spec and its network and calls `register_family` once (`tests/vgg_family.py` is one).
 Import the registry's names from `archfamily.specs`, which registers the built-in families when it is imported:
@@ -24,7 +24,7 @@ from archfamily.registry import Registry
 
 class Spec(Protocol):
     """What every spec implements: the exact counts budgets are solved with, and the widths pruning and scaling
-    change (one per prunable group, in the order of the network's `prune_groups()`)."""
+    change (one per prunable width, the keys of the network's `channel_groups()`)."""
 
     family: ClassVar[str]
     num_classes: int
@@ -54,13 +54,39 @@ BaseFactory = Callable[["re.Match[str]", int], Spec]  # (a matched base name, nu
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where a group's channels sit: `dim` "out" or "in" of the layer `module`, or "param" of a parameter outside
+    any layer; `count` channels of it (the group's width, or a multiple of it where a flatten spreads one channel
+    over several features)."""
+
+    module: str
+    dim: str
+    count: int
+    start: int = 0  # the first of its channels in that dimension (after a concatenation, not 0); -1: not one run
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One coupled group: its name (the layer whose output channels it is first, in Torch-Pruning's order), its
+    width in the base, and every layer dimension it occupies."""
+
+    name: str
+    width: int
+    places: tuple[Place, ...]
+    inner: bool  # not tied to a residual stream: one layer makes these channels (the `--groups inner` policy)
+    step: int = 1  # its width is a multiple of this: the group width of a grouped (not depthwise) convolution in it
+    closable: bool = False  # may lose every channel (a residual branch removed; archfamily's own families)
+    branch: str = ""  # the layer whose output is zeroed once the group is closed (a branch's last norm), if any
+
+
+@dataclass(frozen=True)
 class FamilyType:
     """One family, as the registry holds it."""
 
     name: str  # the spec's `family`, as spec files and `family.json` hold it ("wrn")
     spec: type  # its spec dataclass
-    model: str  # "module:Class" of its network (a `models.ClassifierNet` whose `prune_groups()` lists its gated
-    # groups, each gate a module named `gate`), imported when the first one is built
+    model: str  # "module:Class" of its network (a `models.ClassifierNet` whose `channel_groups()` lists the channel
+    # group of each prunable width), imported when the first one is built
     bases: tuple[tuple[str, BaseFactory], ...]  # base-name patterns (full match, lower case) and their specs
     default_base: str  # what timm's `archfamily_<name>` builds without model_args
     width_rows: tuple[str, ...] = ()  # spec fields that are rows of widths (checked when a file is read)
@@ -68,8 +94,8 @@ class FamilyType:
     feature_indices: tuple[int, ...] = (0, 1, 2, 3)  # timm's features_only out_indices (the stem, each stage)
     paper_recipe: str = "wrn"  # the recipe `--recipe paper` trains it with from scratch
     paper_finetune: str = "finetune"  # and the fine-tune between prunes
-    graph_pruned: bool = False  # pruned by channel-group masks over a traced dependency graph (`anycnn`), not by
-    # gates in the network
+    graph_pruned: bool = False  # its channel groups are traced by Torch-Pruning (`anycnn`), not listed by the
+    # network: family.json records which of them a run pruned (`--groups`)
 
     def model_class(self) -> type:
         module, _, attr = self.model.partition(":")

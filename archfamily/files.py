@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed process leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a killed process leaves either the old file or the new one, never half of one; and
+`cache_dir`, where archfamily caches what it measured or decoded (`$ARCHFAMILY_CACHE`)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +13,10 @@ from archfamily.errors import UserError
 
 if TYPE_CHECKING:
     import torch
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ARCHFAMILY_CACHE", Path.home() / ".cache" / "archfamily"))
 
 
 _UMASK = os.umask(0)

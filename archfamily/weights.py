@@ -10,7 +10,7 @@ let a run train on garbage for as long as it is left. The first tensor that diff
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -39,9 +39,15 @@ def _dtype_kind(dtype: torch.dtype) -> str:
         "bool" if dtype == torch.bool else "integer"
 
 
+GATE_MASKS = ("gate.mask", "gate1.mask", "gate2.mask")  # the channel gates pruning once put in archfamily's networks
+
+
 def _names(where: str, found: set[str], wanted: Mapping[str, torch.Tensor]) -> None:
     missing = [k for k in wanted if k not in found]
     unexpected = sorted(found - wanted.keys())
+    if any(k.endswith(GATE_MASKS) for k in unexpected):
+        raise UserError(f"{where} holds channel gates, written while pruning by an archfamily before its one pruning "
+                        "engine; it cannot be resumed: derive again into a new folder")
     if missing or unexpected:
         first = f"no tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
         raise UserError(f"{where} does not hold the weights of its network ({len(missing)} missing, "
@@ -67,12 +73,10 @@ def check_tensors(where: str, tensors: Mapping[str, torch.Tensor], wanted: Mappi
         check_tensor(where, name, tensors[name], want)
 
 
-def read_weights(path: Path, wanted: Mapping[str, torch.Tensor],
-                 ignore: Callable[[str], bool] = lambda name: False) -> dict[str, torch.Tensor]:
-    """The tensors of the safetensors file `path`, each checked against `wanted` (a network's `state_dict()`;
-    the names `ignore` accepts need not be in the file); a one-line `UserError` naming the file and the first
-    tensor that differs. Tensors are read one at a time, so a bad one is refused before the rest are loaded."""
-    wanted = {k: v for k, v in wanted.items() if not ignore(k)}
+def read_weights(path: Path, wanted: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file `path`, each checked against `wanted` (a network's `state_dict()`); a
+    one-line `UserError` naming the file and the first tensor that differs. Tensors are read one at a time, so a
+    bad one is refused before the rest are loaded."""
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt") as fh:

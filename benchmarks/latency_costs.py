@@ -42,7 +42,7 @@ def _closing(spec: ArchSpec, step: int) -> list[int]:
     return widths
 
 
-def _phase(spec: ArchSpec, widths_at, steps: int, groups) -> tuple[list[float], list[int]]:
+def _phase(spec: ArchSpec, widths_at, steps: int, groups: list[int]) -> tuple[list[float], list[int]]:
     """Seconds of each step's costs, and how many networks each step asks about, with a fresh model."""
     with TemporaryDirectory() as tmp:
         model = lm.LatencyModel(torch.device("cpu"), 1, 1, Path(tmp) / "table.json", timer=lambda fn, d, t: Timing(fn(), 0.0, 1))
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     spec = base_spec(args.base)
-    groups = build_model(spec, gated=True).prune_groups()
+    groups = list(build_model(spec).channel_groups())  # the prunable width indices that have a group
     lm._runnable = lambda kind, fixed, channels, batch, device: (lambda: 1e-3 * sum(channels))  # the stand-in
     trace = statistics.median(_timed_trace(spec.with_prunable_widths(_wide(spec, i))) for i in range(5))
     print(f"{args.base}: {len(groups)} groups; one torch.fx trace {trace * 1e3:.0f} ms; "

@@ -8,8 +8,8 @@
 
 For each network, precision (fp32; bf16 autocast where the device has bf16 units) and
 mode (eager, `torch.compile`) it times the real training step (`Trainer.train_step`:
-augmentation, forward, backward, SGD) and the pruning step (the same on a gated network
-with Fisher hooks on; `--steps muon`: the training step with `optimizer=muon`, timm's Muon for the
+augmentation, forward, backward, SGD) and the pruning step (the same with the pruning engine's
+masks and Fisher hooks on; `--steps muon`: the training step with `optimizer=muon`, timm's Muon for the
 conv filters) with torch.utils.benchmark, on random uint8 images (speed does not depend on
 pixel values). It prints images/s, the step's MFLOP per image counted by
 `torch.utils.flop_counter.FlopCounterMode` (forward and backward), the achieved GFLOP/s,
@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from archfamily.data.dataset import ImageData, in_memory
 from archfamily.models import build_model
 from archfamily.training.precision import cpu_has_bf16, cpu_model
-from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.run import PruneRun
 from archfamily.training.recipes import FAST
 from archfamily.specs import base_spec
 from archfamily.latency.timing import peak_gflops
@@ -90,12 +90,12 @@ def make_trainer(case: Case, device: torch.device, batch_size: int) -> tuple[Tra
     """A warmed-up trainer for one kind of training step (its Fisher hooks on for a prune step), and the step's
     FLOP per image."""
     torch.manual_seed(0)
-    model = build_model(base_spec(case.network), gated=case.step == "prune")
+    model = build_model(base_spec(case.network)).to(device)
+    if case.step == "prune":
+        PruneRun(model.spec, model, "fisher")  # its masks' hooks stay on the model (compiled with it) for the timing
     recipe = replace(FAST, optimizer="muon") if case.step == "muon" else FAST  # only the optimizer differs
     trainer = Trainer(model, fake_data(4 * batch_size), recipe.with_batch_size(batch_size), device,
                       compile=case.mode == "compiled", precision=case.precision)
-    if case.step == "prune":
-        Pruner(trainer.model, "fisher")  # its hooks stay on the model for the timing
     flops = flop_per_image(trainer)
     for _ in range(3):  # warm-up: compilation, allocator, cuDNN autotuning
         trainer.train_step()

@@ -9,7 +9,9 @@ from typing import Optional
 import click
 
 from archfamily.limits import MAX_STEPS, MAX_TRAIN_BATCH
-from archfamily.pruning.criteria import CRITERIA
+from archfamily.pruning.config import PRESETS
+from archfamily.anycnn.table import POLICIES
+from archfamily.pruning.criteria import COSTS, CRITERIA
 from archfamily.training.recipes import SCRATCH_RECIPES
 from archfamily.limits import format_count, parse_count, parse_counts
 from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINED_FILE, Count, parse_settings,
@@ -17,19 +19,19 @@ from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINE
 
 
 @click.command()
-@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(tuple(PRESETS)), default="quick", show_default=True,
               help="smoke: seconds; quick: ~25 min on a 2-core CPU without bf16 units, ~3 with AMX (measured; see "
                    "README); paper: the paper's recipe, for a GPU.")
 @click.option("--base", help="Base network, e.g. wrn-40-2, wrn-16-2, densenet-bc-100, resnet-18, or any timm CNN as "
                              "timm:NAME (timm:mobilenetv2_050) [preset's].")
-@click.option("--groups", type=click.Choice(["all", "inner"]),
+@click.option("--groups", type=click.Choice(POLICIES),
               help="A timm base's channel groups to prune: all but the input and classifier, or inner: only those not "
                    "tied to a residual stream (the paper's choice for WRNs) [all].")
 @click.option("--method", type=click.Choice(tuple(CRITERIA)),
               default="fisher", show_default=True,
               help="Channel saliency; fisher is the paper's; fisher-cost divides it by --cost, fisher-penalty "
                    "subtracts a scaled --cost (Theis et al.).")
-@click.option("--cost", type=click.Choice(["params", "macs", "latency"]), default="params", show_default=True,
+@click.option("--cost", type=click.Choice(COSTS), default="params", show_default=True,
               help="What a channel costs, for fisher-cost and fisher-penalty; latency is predicted for --on "
                    "(with fisher-penalty, which measured better per millisecond).")
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")

@@ -18,6 +18,7 @@ import archfamily.anycnn.family  # noqa: F401,E402  (the timm family: `--base ti
 load_plugins()  # before the commands are imported: their choices read the registries plug-ins add to
 
 from archfamily.cli.bench import bench  # noqa: E402
+from archfamily.cli.check import check  # noqa: E402
 from archfamily.cli.derive import derive  # noqa: E402
 from archfamily.cli.export import export  # noqa: E402
 from archfamily.cli.measure import measure  # noqa: E402
@@ -41,6 +42,7 @@ cli.add_command(export)
 cli.add_command(zoo)
 cli.add_command(bench)
 cli.add_command(study)
+cli.add_command(check)
 
 
 def _flags(argv: list[str]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""`archfamily study PLAN`: run a study plan (TOML) to the end, resumably, and write its results."""
+"""`archfamily study PLAN`: run a study plan (TOML) to the end, resumably, and write its results;
+`archfamily study compare NEW OLD`: two finished studies of one plan side by side."""
 from __future__ import annotations
 
 import sys
@@ -15,7 +16,36 @@ from archfamily.cli.options import Count, parse_settings
 EXECUTORS = ("local", "slurm", "submitit-local")  # archfamily.study.executors.EXECUTORS (imported late: fast --help)
 
 
-@click.command()
+class _StudyGroup(click.Group):
+    """`study PLAN [OPTIONS]` runs a plan (the `run` command, named or not); `study compare NEW OLD` compares."""
+
+    class _Commands(dict):  # type: ignore[type-arg]
+        def get(self, name, default=None):  # type: ignore[no-untyped-def,override]
+            # anything but a command's name is the start of `run`'s arguments (cli.main._flags walks these too)
+            return super().get(name, self["run"] if "run" in self else default)
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.commands = self._Commands(self.commands)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_StudyGroup)
+def study() -> None:
+    """Run a study plan (archfamily study PLAN [OPTIONS], the run command), or compare two finished studies.
+
+    \b
+    archfamily study studies/smoke/plan.toml          run (or resume) a plan
+    archfamily study run --help                       the options of a run
+    archfamily study compare NEW OLD                  two finished studies of one plan, side by side
+    """
+
+
+@study.command("run")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Study folder [beside the plan, named after it].")
 @click.option("-j", "--jobs", type=Count(1, MAX_JOBS), default=1, show_default=True,
@@ -45,7 +75,7 @@ EXECUTORS = ("local", "slurm", "submitit-local")  # archfamily.study.executors.E
 @click.option("--qos", help="SLURM quality of service.")
 @click.option("--sbatch", "sbatch_items", multiple=True, metavar="KEY=VALUE",
               help="A further #SBATCH parameter, e.g. constraint=a100 (repeatable).")
-def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int], device: str,
+def run(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int], device: str,
           arms_list: Optional[str], dry_run: bool, executor: str, partition: Optional[str], time_min: int,
           cpus_per_task: int, gpus_per_node: int, mem_gb: Optional[float], account: Optional[str],
           qos: Optional[str], sbatch_items: tuple[str, ...]) -> None:
@@ -94,3 +124,17 @@ def study(plan_file: str, out: Optional[str], jobs: int, threads: Optional[int],
         for job_id, why in failed.items():
             click.echo(f"archfamily: run {job_id} {why}", err=True)
         sys.exit(1)
+
+
+@study.command("compare")
+@click.argument("new", type=click.Path(file_okay=False))
+@click.argument("old", type=click.Path(file_okay=False))
+def compare(new: str, old: str) -> None:
+    """Two finished studies of one plan side by side, in Markdown: each row's test error beside OLD's, NEW's
+    batch-1 latency, and each of the paper's findings as gaps between arms.
+
+    A gap is resolved when it exceeds twice the larger of its rows' seed spreads and the study's pooled spread.
+    """
+    from archfamily.study.compare import compare as report
+
+    click.echo(report(Path(new), Path(old)), nl=False)

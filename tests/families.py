@@ -10,25 +10,23 @@ from archfamily.data.dataset import in_memory
 from archfamily.pruning.derive import DeriveConfig, trajectory_entry
 from archfamily.pruning.family_file import family_document
 from archfamily.models import build_model
-from archfamily.pruning.pruner import Pruner
-from archfamily.pruning.compress import pruned_spec
-from archfamily.training.recipes import WRN
+from archfamily.pruning.run import PruneRun
+from archfamily.training.recipes import WRN, finetune_recipe_for
 from archfamily.specs import base_spec
 
 
 def write_family(folder: Path, base_name: str = "wrn-16-2", seed: int = 0, k: int = 8) -> Path:
     base = base_spec(base_name)
-    model = build_model(base, gated=True)
-    pruner = Pruner(model, "random", seed=seed)
+    run = PruneRun(base, build_model(base), "random", seed=seed, channels_per_prune=k)
     trajectory = [trajectory_entry(base, 0, 0, 50.0)]
-    while trajectory[-1]["params"] > base.num_params() // 10 and pruner.open_channels():
-        pruner.prune(k)
-        trajectory.append(trajectory_entry(pruned_spec(model), pruner.num_prunes, 0, None))
-    assert pruned_spec(model).num_params() == trajectory[-1]["params"]
+    while trajectory[-1]["params"] > base.num_params() // 10 and run.open_channels():
+        run.prune()
+        trajectory.append(trajectory_entry(run.member(), run.num_prunes, 0, None))
     tiny = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     data = in_memory(tiny, torch.arange(10) % 10, tiny, torch.arange(10) % 10, "synthetic")
     config = DeriveConfig(base=base_name, method="random", seed=seed, channels_per_step=k).to_dict()
-    doc = family_document(config, base, WRN.to_dict(), data, trajectory, {"command": ["tests"]}, [])
+    doc = family_document(config, base, WRN.to_dict(), finetune_recipe_for(base.family).to_dict(), data, trajectory,
+                          {"command": ["tests"]}, [])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "family.json").write_text(json.dumps(doc))
     return folder / "family.json"
@@ -52,7 +50,8 @@ def write_timm_family(folder: Path, base_name: str = "timm:test_resnet", model_k
     tiny = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     data = in_memory(tiny, torch.arange(10) % 10, tiny, torch.arange(10) % 10, "synthetic")
     config = DeriveConfig(base=base_name, method="random", groups="inner", model_kwargs=model_kwargs).to_dict()
-    doc = family_document(config, base, None, data, trajectory, {"command": ["tests"]}, [])
+    doc = family_document(config, base, None, finetune_recipe_for(base.family).to_dict(), data, trajectory,
+                          {"command": ["tests"]}, [])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "family.json").write_text(json.dumps(doc))
     return folder / "family.json"

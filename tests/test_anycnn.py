@@ -54,9 +54,10 @@ def test_a_timm_cnn_rebuilds_at_smaller_and_larger_widths(name: str) -> None:
 
 
 def test_a_network_that_cannot_be_resized_is_one_line() -> None:
-    base = TimmSpec.of_base("ghostnet_050")  # its ghost modules slice a concatenation: not a traced dependency
+    """Members are counted without being built, so a base whose groups cannot be resized is refused when its
+    count table is measured."""
     with pytest.raises(UserError, match="ghostnet_050: the network does not run with its channel groups resized"):
-        TimmSpec(base.base, tuple(max(1, w // 2) for w in base.widths)).num_params()
+        TimmSpec.of_base("ghostnet_050")  # its ghost modules slice a concatenation: not a traced dependency
 
 
 def test_an_unknown_timm_model_is_one_line() -> None:
@@ -80,7 +81,7 @@ def test_masked_channels_are_the_removed_network(name: str) -> None:
     import timm
 
     from archfamily.anycnn.compress import remove_channels
-    from archfamily.anycnn.masks import GroupMasks
+    from archfamily.pruning.masks import GroupMasks
 
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=10).eval()
@@ -90,7 +91,7 @@ def test_masked_channels_are_the_removed_network(name: str) -> None:
             module.running_var.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
     groups = channel_groups(name)
-    masks = GroupMasks(model, groups, range(len(groups)))
+    masks = GroupMasks(model, dict(enumerate(groups)), range(len(groups)))
     generator = torch.Generator().manual_seed(1)
     closed = [(i, int(c)) for i in range(0, len(groups), 3)
               for c in torch.randperm(groups[i].width, generator=generator)[:max(1, groups[i].width // 4)]]
@@ -114,12 +115,12 @@ def test_fisher_saliency_of_a_group_is_its_masks_gradient_squared() -> None:
     mask variable itself, one sample at a time."""
     import timm
 
-    from archfamily.anycnn.masks import GroupMasks
+    from archfamily.pruning.masks import GroupMasks
 
     torch.manual_seed(0)
     model = timm.create_model("mobilenetv2_050", num_classes=10).train()
     groups = channel_groups("mobilenetv2_050")
-    masks = GroupMasks(model, groups, range(len(groups)))
+    masks = GroupMasks(model, dict(enumerate(groups)), range(len(groups)))
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 3])
     for module in model.modules():  # per-sample gradients must not depend on the batch: freeze norms
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -136,54 +137,37 @@ def test_fisher_saliency_of_a_group_is_its_masks_gradient_squared() -> None:
     torch.testing.assert_close(saliency[i], expected / 6, rtol=1e-4, atol=1e-10)
 
 
-def test_the_graph_engine_makes_the_built_in_engines_fisher_choices_on_a_wrn() -> None:
-    """On archfamily's own WRN, the traced inner groups' Fisher saliency is the hand-written gates' (same steps,
-    same network), so both close the same channels (studies/engine-crosscheck/ does 40 prunes of a trained
-    WRN-16-2 on CIFAR-10)."""
-    from archfamily.anycnn.groups import Place, trace_groups
-    from archfamily.anycnn.masks import GroupMasks
+@pytest.mark.parametrize("family_base", ["wrn-16-1", "resnet-18", "resnet-50", "densenet-bc-40"])
+def test_a_family_s_listed_groups_are_what_torch_pruning_traces(family_base: str) -> None:
+    """archfamily's own networks list their channel groups (`channel_groups()`), so pruning them needs no trace;
+    Torch-Pruning's trace of the same network finds each of them, place for place, and calls it inner
+    (studies/experiments/engine-crosscheck/ prunes WRN-16-2, DenseNet-BC and ResNet-18 40 times with the engine
+    before it and with this one)."""
+    from archfamily.anycnn.groups import trace_groups
     from archfamily.models import build_model
-    from archfamily.pruning.pruner import Pruner
     from archfamily.specs import base_spec
 
-    torch.manual_seed(0)
-    model = build_model(base_spec("wrn-16-1"), gated=True).train()
-    pruner = Pruner(model, "fisher")
+    model = build_model(base_spec(family_base))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        groups = trace_groups(model, "wrn-16-1", 32)
-    names = {id(m): n for n, m in model.named_modules()}
-    mapping = [next(i for i, g in enumerate(groups) if Place(names[id(pg.producer)], "out", pg.gate.mask.numel(), 0)
-                    in g.places) for pg in pruner.groups]
-    assert all(groups[i].inner for i in mapping)
-    masks = GroupMasks(model, groups, mapping)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for _ in range(5):
-        for _ in range(2):
-            x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-        built_in, traced = pruner.fisher.saliency(), masks.saliency()
-        for b, i in enumerate(mapping):
-            torch.testing.assert_close(traced[i], built_in[b], rtol=1e-4, atol=1e-12)
-        open_scores = [(float(traced[i][c]), b, c) for b, i in enumerate(mapping)
-                       for c in torch.nonzero(pruner.groups[b].gate.mask > 0).flatten().tolist()]
-        (choice,) = pruner.prune(1)
-        assert min(open_scores)[1:] == choice
-        masks.close([(mapping[choice[0]], choice[1])])
-        masks.reset()
+        traced = {g.name: g for g in trace_groups(model, family_base, 32)}
+    listed = model.channel_groups()
+    assert listed and all(g.closable for g in listed.values())
+    for group in listed.values():
+        assert set(traced[group.name].places) == set(group.places) and traced[group.name].inner
 
 
 def test_lowest_open_never_closes_a_groups_last_channel() -> None:
     from types import SimpleNamespace
 
-    from archfamily.anycnn.prune import lowest_open
+    from archfamily.pruning.run import lowest_open
 
     masks = SimpleNamespace(masks={0: torch.tensor([1.0, 0.0, 1.0]), 1: torch.tensor([1.0, 1.0])})
     scores = {0: torch.tensor([0.1, 0.0, 0.2]), 1: torch.tensor([0.5, 0.3])}
     # channel 1 of group 0 is closed already; group 0 may lose one more; then group 1's lower channel
-    assert lowest_open(scores, masks, 3) == [(0, 0), (1, 1)]
+    assert lowest_open(scores, masks, {0: 1, 1: 1}, 3) == [(0, 0), (1, 1)]
+    # a closable group (a residual branch of archfamily's own families) may lose its last channel
+    assert lowest_open(scores, masks, {0: 0, 1: 1}, 3) == [(0, 0), (0, 2), (1, 1)]
 
 
 @pytest.mark.parametrize("name,policy", [("resnet18", "all"), ("mobilenetv3_small_050", "inner")])
@@ -192,13 +176,13 @@ def test_a_fisher_pruning_run_records_members_that_are_the_pruned_network(name: 
     parameter count and MACs are those of the network with the closed channels removed, whose logits are the
     masked network's."""
     from archfamily.anycnn.compress import remove_channels
-    from archfamily.anycnn.prune import GraphPruneRun, run_pruning
+    from archfamily.pruning.run import PruneRun, run_pruning
     from archfamily.models.counting import count_params
 
     torch.manual_seed(0)
     spec = TimmSpec.of_base(name)
     model = spec.build()
-    run = GraphPruneRun(spec, model, "fisher", policy, channels_per_prune=2)
+    run = PruneRun(spec, model, "fisher", policy, channels_per_prune=2)
     assert run.prunable and all(spec.groups[i].inner for i in run.prunable) == (policy == "inner")
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -241,12 +225,12 @@ def test_a_fisher_pruning_run_records_members_that_are_the_pruned_network(name: 
 def test_a_timm_family_scales_below_and_above_its_base_within_one_percent(rule: str) -> None:
     """A pruning run's trajectory over resnet18's groups feeds the scaling rules unchanged: each solves a budget
     below and one above the base to within 1% of its parameters, and the member builds and runs."""
-    from archfamily.anycnn.prune import GraphPruneRun
+    from archfamily.pruning.run import PruneRun
     from archfamily.scaling.rules import fit_rules, make_rule, solve
 
     torch.manual_seed(0)
     spec = TimmSpec.of_base("resnet18")
-    run = GraphPruneRun(spec, spec.build(), "l1", "all", channels_per_prune=64)
+    run = PruneRun(spec, spec.build(), "l1", "all", channels_per_prune=64)
     first = {"prune_step": 0, "widths": list(spec.widths), "block_ratios": [1.0] * len(spec.widths),
              "params": spec.num_params(), "macs": spec.num_macs()}
     trajectory = [first] + [run.prune() for _ in range(40)]
@@ -277,21 +261,48 @@ def test_the_bottleneck_rule_keeps_a_timm_base_s_residual_streams() -> None:
         assert member.widths != spec.widths
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_050", "convnext_atto", "densenet121"])
-def test_a_channel_s_cost_is_what_the_whole_network_loses(name: str) -> None:
-    """`anycnn.costs` counts a channel's params and MACs from the layers its group occupies; PyTorch's count of
-    the whole rebuilt network, one channel fewer, says the same (depthwise convolutions, norms, layer scales,
-    concatenations, linear layers applied at every position), at widths other than the base's."""
+def _counted_by_pytorch(spec: TimmSpec) -> tuple[int, int]:
+    """(params, MACs) of the network rebuilt on the meta device and counted by `torch.utils.flop_counter`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = spec.build("meta").eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, spec.in_chans, spec.input_size, spec.input_size, device="meta"))
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_050", "convnext_atto", "densenet121", "regnetx_002"])
+def test_the_count_table_counts_what_pytorch_counts(name: str) -> None:
+    """A member's params and MACs come from its base's count table, without building it; PyTorch's count of the
+    whole rebuilt network says the same (depthwise and grouped convolutions, norms, layer scales, concatenations,
+    linear layers applied at every position), at widths other than the base's, and so does a channel's cost (the
+    member's counts less those of the member with one channel fewer in that group)."""
     from dataclasses import replace
 
-    from archfamily.anycnn.costs import channel_costs
-    from archfamily.anycnn.prune import prunable_groups
-
     base = TimmSpec.of_base(name)
-    member = replace(base, widths=tuple(max(1, w * 3 // 4) for w in base.widths))
-    chosen = prunable_groups(base.groups, "all")[::7][:4]
-    for cost, count in (("params", TimmSpec.num_params), ("macs", TimmSpec.num_macs)):
-        costs = channel_costs(member, chosen, cost)
+    member = base.scaled(1.0, [w * 3 / 4 for w in base.widths])
+    assert (member.num_params(), member.num_macs()) == _counted_by_pytorch(member)
+    chosen = [i for i in range(len(base.groups)) if base.groups[i].step == 1][::7][:3]
+    for cost, which in (("params", 0), ("macs", 1)):
+        costs = base.table.channel_costs(member.widths, chosen, cost)
         for i in chosen:
             fewer = replace(member, widths=tuple(w - (j == i) for j, w in enumerate(member.widths)))
-            assert costs[i] == count(member) - count(fewer) > 0, (cost, base.groups[i].name)
+            assert costs[i] == _counted_by_pytorch(member)[which] - _counted_by_pytorch(fewer)[which] > 0, \
+                (cost, base.groups[i].name)
+
+
+def test_a_base_s_count_table_is_kept_and_a_damaged_one_measured_again(tmp_path, monkeypatch) -> None:
+    """The table is measured once per base and read back from the cache by a later process (here: the same
+    process with its memory cleared); a damaged file is measured again, not trusted."""
+    from archfamily.anycnn import spec as spec_module
+
+    monkeypatch.setenv("ARCHFAMILY_CACHE", str(tmp_path))
+    spec_module.base_table.cache_clear()
+    first = spec_module.base_table("resnet18")
+    (path,) = (tmp_path / "timm-tables").glob("resnet18-*.json")
+    spec_module.base_table.cache_clear()
+    assert spec_module.base_table("resnet18") == first
+    path.write_text(path.read_text().replace('"params"', '"parameters"', 1))
+    spec_module.base_table.cache_clear()
+    assert spec_module.base_table("resnet18") == first
+    spec_module.base_table.cache_clear()

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from archfamily.data.dataset import ImageData, in_memory
 from archfamily.models import build_model
-from archfamily.pruning.pruner import Pruner
-from archfamily.pruning.compress import compress
+from archfamily.pruning.run import PruneRun
 from archfamily.training.recipes import FAST
 from archfamily.specs import base_spec
 from archfamily.training.trainer import Trainer
@@ -38,17 +37,19 @@ def test_bf16_training_step_on_cuda() -> None:
 
 def test_fisher_on_cuda_matches_the_cpu_within_bf16() -> None:
     torch.manual_seed(0)
-    cpu_model = build_model(base_spec("wrn-10-1"), gated=True)
-    gpu_model = build_model(base_spec("wrn-10-1"), gated=True).to(GPU)
+    cpu_model = build_model(base_spec("wrn-10-1"))
+    gpu_model = build_model(base_spec("wrn-10-1")).to(GPU)
     gpu_model.load_state_dict(cpu_model.state_dict())
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
-    cpu_pruner, gpu_pruner = Pruner(cpu_model, "fisher"), Pruner(gpu_model, "fisher")
+    cpu_run, gpu_run = PruneRun(cpu_model.spec, cpu_model), PruneRun(gpu_model.spec, gpu_model)
     F.cross_entropy(cpu_model(x), y).backward()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = F.cross_entropy(gpu_model(x.to(GPU)), y.to(GPU))
     loss.backward()
-    assert all(s.device.type == "cuda" for s in gpu_pruner.fisher.sums)  # accumulated on the device
-    cpu_scores, gpu_scores = torch.cat(cpu_pruner.fisher.saliency()), torch.cat(gpu_pruner.fisher.saliency())
+    gpu_run.masks.saliency()
+    assert all(s.device.type == "cuda" for s in gpu_run.masks.sums.values())  # accumulated on the device
+    cpu_scores = torch.cat(list(cpu_run.masks.saliency().values()))
+    gpu_scores = torch.cat(list(gpu_run.masks.saliency().values()))
     torch.testing.assert_close(gpu_scores, cpu_scores, rtol=0.1, atol=1e-3 * float(cpu_scores.max()))
     lowest = set(cpu_scores.argsort()[:8].tolist())
     assert len(lowest & set(gpu_scores.argsort()[:8].tolist())) >= 6  # the channels pruned first barely move
@@ -56,9 +57,10 @@ def test_fisher_on_cuda_matches_the_cpu_within_bf16() -> None:
 
 def test_compress_on_cuda_keeps_the_outputs() -> None:
     torch.manual_seed(0)
-    model = build_model(base_spec("wrn-16-2"), gated=True).to(GPU).eval()
-    Pruner(model, "random").prune(sum(model.spec.prunable_widths()) // 2)
-    _, small = compress(model)
+    model = build_model(base_spec("wrn-16-2")).to(GPU).eval()
+    run = PruneRun(model.spec, model, "random", channels_per_prune=sum(model.spec.prunable_widths()) // 2)
+    run.prune()
+    small = run.compressed()
     x = torch.randn(4, 3, 32, 32, device=GPU)
     with torch.no_grad():
         torch.testing.assert_close(small.to(GPU).eval()(x), model(x), atol=1e-4, rtol=1e-4)

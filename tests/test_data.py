@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from archfamily.data.batches import BatchStream, random_crop_flip
-from archfamily.data.cifar import CLASSES, DEFAULT_ARCHIVE, MEAN, STD, cache_dir
+from archfamily.data.cifar import CLASSES, DEFAULT_ARCHIVE, MEAN, STD
+from archfamily.files import cache_dir
 from archfamily.data.dataset import load_data
 from archfamily.errors import UserError
 

@@ -12,7 +12,7 @@ from archfamily.models.checkpoint import load_model, save_model
 from archfamily.pruning.derive import DeriveConfig, DeriveResult, derive
 from archfamily.pruning.family_file import FAMILY_FORMAT, FAMILY_VERSION
 from archfamily.models import build_model
-from archfamily.pruning.pruner import Pruner
+from archfamily.pruning.run import PruneRun
 from archfamily.specs import base_spec, spec_from_dict
 from archfamily.training.precision import cpu_has_bf16, cpu_model
 
@@ -81,20 +81,20 @@ def test_a_finished_run_returns_what_a_fresh_run_returned(fresh: DeriveResult) -
 def test_interrupted_run_resumes_to_the_same_trajectory(run_cli, uninterrupted: Path, tmp_path: Path, monkeypatch,
                                                         die_at: int) -> None:
     cut = tmp_path / "cut"
-    real_prune = Pruner.prune
+    real_prune = PruneRun.prune
 
-    def prune_then_die(self, k=1):
+    def prune_then_die(self):
         if self.num_prunes == die_at:
             raise KeyboardInterrupt
-        return real_prune(self, k)
+        return real_prune(self)
 
-    monkeypatch.setattr(Pruner, "prune", prune_then_die)
+    monkeypatch.setattr(PruneRun, "prune", prune_then_die)
     interrupted = run_cli(*SMOKE, "--out", str(cut))
     assert interrupted.code == 130 and "--resume" in interrupted.err
     assert not (cut / "family.json").exists() and (cut / "base.safetensors").is_file()
     if die_at:
         assert len(_trajectory(cut)) == die_at + 1  # the base and each prune step were written as they happened
-    monkeypatch.setattr(Pruner, "prune", real_prune)
+    monkeypatch.setattr(PruneRun, "prune", real_prune)
     # what a SIGKILL in the middle of atomic writes leaves: their hidden temporaries
     stale = [cut / ".trajectory.jsonl.k1ll3d.tmp", cut / ".checkpoints" / "base" / ".state.json.k1ll3d.tmp"]
     for path in stale:

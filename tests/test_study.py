@@ -16,7 +16,7 @@ import torch
 
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ROOT / "studies" / "smoke.toml"
+SMOKE = ROOT / "studies" / "smoke" / "plan.toml"
 STUDY = [sys.executable, "-m", "archfamily", "study", str(SMOKE), "--jobs", "2"]
 
 
@@ -252,6 +252,9 @@ rule = "reduced-width"
     (lambda t: t + '[latency]\non = "gpu"\n', "unknown device 'gpu'"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-penalty"\n'
                                                    'cost = "latency"\non = "tpu"'), "unknown device 'tpu'"),
+    (lambda t: t.replace('"wrn-16-1"', '"timm:mobilenetv2_050"').replace(
+        "channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-cost"\ncost = "latency"\non = "cpu:1"'),
+     "the latency model times dense convolutions only"),  # derive's own check: --dry-run refuses what a job would
     (lambda t: t + '[prune.fisher.finetune]\nlr = "fast"\n', "[finetune]: lr: must be a number"),
     (lambda t: t + '[prune.fisher.finetune]\nepochs = 3\n', "'epochs' cannot be set"),
 ])
@@ -449,7 +452,8 @@ def test_a_plan_and_its_pruning_run_stop_at_the_same_floor(tmp_path: Path) -> No
     assert load_plan(_plan(tmp_path, tuned.replace('["60k"]', f"[{floor}]"))).floors == {"fisher": floor}
     images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     cifar_like = in_memory(images, torch.arange(10), images, torch.arange(10), "zeros")
-    assert _validate(DeriveConfig(base="wrn-16-1", save_at=(floor,)), cifar_like) == (base_spec("wrn-16-1"), floor)
+    settings = _validate(DeriveConfig(base="wrn-16-1", save_at=(floor,)), cifar_like)
+    assert (settings.spec, settings.floor) == (base_spec("wrn-16-1"), floor)
     with pytest.raises(UserError, match="the budget must lie between"):
         load_plan(_plan(tmp_path, tuned.replace('["60k"]', f"[{floor - 1}]")))
     with pytest.raises(UserError, match="outside the pruning run"):
@@ -509,3 +513,27 @@ def test_an_exclusive_job_starts_only_on_an_empty_machine_and_holds_it() -> None
     waiting = job("w", exclusive=True, deps=("d",))
     assert startable([waiting, a, b], [], set(), 2) == [a, b]  # not ready yet: it holds nothing back
     assert startable([a, b, c], [job("r")], set(), 2) == [a]  # lanes as usual
+
+
+def test_a_plan_named_plan_toml_runs_in_its_own_folder(tmp_path: Path) -> None:
+    """studies/NAME/plan.toml -> studies/NAME/ (its plan beside its results); studies/NAME.toml -> studies/NAME/."""
+    from archfamily.study import check_study_folder, default_folder
+    from archfamily.study.plan import load_plan
+
+    (tmp_path / "mine").mkdir()
+    plan = load_plan(_plan(tmp_path / "mine", GOOD))
+    assert default_folder(plan) == tmp_path / "mine" and plan.name == "mine"
+    check_study_folder(tmp_path / "mine")  # the plan itself is no stranger there
+    other = tmp_path / "other.toml"
+    other.write_text(GOOD)
+    assert default_folder(load_plan(other)) == tmp_path / "other" and load_plan(other).name == "other"
+
+
+def test_study_compare_puts_two_committed_studies_side_by_side(run_cli, tmp_path: Path) -> None:
+    new, old = ROOT / "studies" / "cifar10-cpu-fast3", ROOT / "studies" / "cifar10-cpu-bf16"
+    result = run_cli("study", "compare", str(new), str(old))
+    assert result.code == 0, result.err
+    assert "| 304k | copycat | 304,258 | 55.0M | 11.92 ± 0.14% (12.02, 11.82) | 12.93 ± 0.01% (12.92, 12.94) |" in result.out
+    assert "| (iii) | copycat vs reduced-width | +0.56 (resolved) | +0.05 (within seeds) | +0.46 (resolved) |" in result.out
+    result = run_cli("study", "compare", str(new), str(tmp_path))
+    assert result.code == 2 and "has no results.json" in result.err and len(result.err.strip().splitlines()) == 1

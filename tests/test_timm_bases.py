@@ -65,9 +65,9 @@ def test_inner_groups_only_leave_the_residual_streams_whole(run_cli, tmp_path: P
 
 @pytest.mark.parametrize("args, message", [
     (["--base", "timm:no_such_model"], "timm has no model 'no_such_model'"),
-    (["--base", "timm:ghostnet_050"], "ghostnet_050: the network does not run with its channel groups resized"),
-    (["--base", "timm:resnet18", "--method", "fisher-cost", "--cost", "latency", "--on", "cpu"],
-     "--cost latency is not available for a timm base"),
+    (["--base", "timm:edgenext_xx_small"], "edgenext_xx_small: archfamily prunes CNNs; this model has self-attention"),
+    (["--base", "timm:mobilenetv2_050", "--method", "fisher-cost", "--cost", "latency", "--on", "cpu"],
+     "the latency model times dense convolutions only"),
     (["--base", "wrn-16-1", "--groups", "all"], "--groups all is for a timm base"),
 ])
 def test_a_base_archfamily_cannot_prune_is_one_line(args: list[str], message: str, run_cli, tmp_path: Path) -> None:
@@ -79,25 +79,25 @@ def test_a_base_archfamily_cannot_prune_is_one_line(args: list[str], message: st
 def test_an_interrupted_timm_run_resumes_to_the_same_trajectory(run_cli, tmp_path: Path, monkeypatch) -> None:
     """The masks are not model tensors: a checkpoint keeps each group's closed channels and a resumed run
     closes them again, so it goes on exactly as a run that was never stopped."""
-    from archfamily.anycnn.prune import GraphPruneRun
+    from archfamily.pruning.run import PruneRun
 
     settings = ("--eval-every", "2", "-k", "4")  # the last -k counts: a few prunes
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _derive(run_cli, "mobilenetv3_small_050", whole, *settings)
-    real_prune = GraphPruneRun.prune
+    real_prune = PruneRun.prune
 
     def prune_then_die(self):
         if self.num_prunes == 3:  # after the checkpoint at prune 2
             raise KeyboardInterrupt
         return real_prune(self)
 
-    monkeypatch.setattr(GraphPruneRun, "prune", prune_then_die)
+    monkeypatch.setattr(PruneRun, "prune", prune_then_die)
     base = base_spec("timm:mobilenetv3_small_050").num_params()
     args = ("derive", "--preset", "smoke", "--base", "timm:mobilenetv3_small_050", "--subset", "100",
             "--test-subset", "100", "--prune-every", "1", "-k", "32", "--until-params", str(base * 99 // 100),
             *settings, "--out", str(cut))  # as `_derive` runs it
     assert run_cli(*args).code == 130
-    monkeypatch.setattr(GraphPruneRun, "prune", real_prune)
+    monkeypatch.setattr(PruneRun, "prune", real_prune)
     assert run_cli(*args, "--resume").code == 0
     assert (cut / "trajectory.jsonl").read_bytes() == (whole / "trajectory.jsonl").read_bytes()
 
@@ -186,7 +186,7 @@ def test_a_timm_family_s_masked_pruned_network_is_its_compressed_one_at_full_siz
 
     from archfamily.anycnn.compress import remove_channels
     from archfamily.anycnn.spec import TimmSpec
-    from archfamily.pruning.engines import masked_network
+    from archfamily.pruning.run import masked_network
 
     torch.manual_seed(0)
     base = TimmSpec.of_base("mobilenetv2_050")
@@ -214,3 +214,29 @@ def test_a_spec_file_s_model_kwargs_are_checked() -> None:
                          ({"in_chans": 1}, "model_kwargs cannot set in_chans"), ("output_stride=16", "model_kwargs must map")):
         with pytest.raises(UserError, match=message):
             spec_from_dict({**spec, "model_kwargs": bad})
+
+
+def test_scale_on_a_timm_family_counts_from_the_table_without_torch(tmp_path: Path) -> None:
+    """Once its base's count table is measured (here by writing the family), `scale` on a timm family reads the
+    table and counts every trajectory point and member from it: a new process answers without importing torch or
+    timm, and the member's counts are those PyTorch counts on the rebuilt network."""
+    import os
+    import subprocess
+    import sys
+
+    from families import write_timm_family
+
+    from archfamily.specs import spec_from_dict
+
+    family = write_timm_family(tmp_path / "family", model_kwargs={"output_stride": 16})
+    script = ("import sys; from archfamily.cli.main import main\n"
+              "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+              "print('imported', sorted({'torch', 'timm'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", script, "scale", "--family", str(family), "--params", "150k",
+                           "--json"], capture_output=True, text=True, env=os.environ, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer, imported = done.stdout.rsplit("imported", 1)
+    assert imported.strip() == "[]"
+    member = json.loads(answer)
+    spec = spec_from_dict(member["spec"])
+    assert member["params"] == sum(p.numel() for p in spec.build().parameters())

@@ -16,7 +16,7 @@ from PIL import Image
 from timm.data import resolve_model_data_config
 
 from archfamily.data import dataset as dataset_module
-from archfamily.data.cifar import cache_dir
+from archfamily.files import cache_dir
 from archfamily.data.dataset import load_data, parse_input_size
 from archfamily.errors import UserError
 from archfamily.models.checkpoint import load_model

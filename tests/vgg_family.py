@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archfamily.models.classifier_net import ClassifierNet
-from archfamily.models.gates import PruneGroup, make_gate
+from archfamily.families import ChannelGroup, Place
 from archfamily.specs import FamilyType
 
 
@@ -83,29 +83,27 @@ class VGGSpec:
 
 
 class ConvLayer(nn.Module):
-    """conv3x3 -> BN -> ReLU -> gate: one prunable group's producer, norm and gate (a gate is a module named
-    `gate`, as in the built-in families)."""
+    """conv3x3 -> BN -> ReLU: one prunable group's producer and norm."""
 
-    def __init__(self, cin: int, cout: int, gated: bool) -> None:
+    def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
         self.norm = nn.BatchNorm2d(cout)
-        self.gate = make_gate(cout, gated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gate(F.relu(self.norm(self.conv(x))))
+        return F.relu(self.norm(self.conv(x)))
 
 
 class VGG(ClassifierNet):
     """VGG-style CIFAR net built from a `VGGSpec`."""
 
-    def _build_body(self, spec: VGGSpec, gated: bool) -> int:
+    def _build_body(self, spec: VGGSpec) -> int:
         self.stem = nn.Identity()
         stages, cin = [], spec.in_chans
         for s, stage in enumerate(spec.widths):
             layers: list[nn.Module] = [nn.MaxPool2d(2, ceil_mode=True)] if s else []
             for w in stage:
-                layers.append(ConvLayer(cin, w, gated))
+                layers.append(ConvLayer(cin, w))
                 cin = w
             stages.append(nn.Sequential(*layers))
         stages.append(nn.Sequential(nn.Conv2d(cin, spec.out_width, 1, bias=False), nn.BatchNorm2d(spec.out_width),
@@ -115,10 +113,17 @@ class VGG(ClassifierNet):
             dict(num_chs=w, reduction=2**s, module=f"stages.{s}") for s, w in enumerate(spec.stage_widths)]
         return spec.out_width
 
-    def prune_groups(self) -> list[PruneGroup]:
-        layers = [m for m in self.stages.modules() if isinstance(m, ConvLayer)]
-        convs = [layer.conv for layer in layers] + [self.stages[-1][0]]
-        return [PruneGroup(i, layer.gate, layer.conv, layer.norm, convs[i + 1]) for i, layer in enumerate(layers)]
+    def channel_groups(self) -> dict[int, ChannelGroup]:
+        """Each conv layer's outputs: made by its conv, normalised by its norm, read by the next conv. A plain
+        chain has no shortcut, so a group keeps at least one channel (not closable)."""
+        layers = [name for name, m in self.named_modules() if isinstance(m, ConvLayer)]
+        readers = [f"{name}.conv" for name in layers[1:]] + [f"stages.{len(self.stages) - 1}.0"]
+        groups = {}
+        for i, (name, reader) in enumerate(zip(layers, readers)):
+            width = self.get_submodule(name).conv.out_channels
+            places = (Place(f"{name}.conv", "out", width), Place(f"{name}.norm", "out", width), Place(reader, "in", width))
+            groups[i] = ChannelGroup(f"{name}.conv", width, places, inner=True)
+        return groups
 
 
 def _vgg_base(match: "re.Match[str]", num_classes: int) -> VGGSpec:

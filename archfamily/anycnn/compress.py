@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from archfamily.anycnn.groups import ChannelGroup
+from archfamily.families import ChannelGroup
 
 
 def remove_channels(model: nn.Module, groups: Sequence[ChannelGroup], closed: dict[int, list[int]],

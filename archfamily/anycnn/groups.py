@@ -12,39 +12,18 @@ import math
 
 import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from archfamily.anycnn.layers import NORM_TYPES, is_depthwise  # noqa: F401  (also read from here)
+from archfamily.anycnn.resizable import resizable_groups
+from archfamily.families import ChannelGroup, Place
 from archfamily.errors import UserError
 
-TRACE_SECONDS = 60  # a trace that takes longer is refused (Torch-Pruning has been seen not to finish on some networks)
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a group's channels sit: `dim` "out" or "in" of the layer `module`, or "param" of a parameter outside
-    any layer; `count` channels of it (the group's width, or a multiple of it where a flatten spreads one channel
-    over several features)."""
-
-    module: str
-    dim: str
-    count: int
-    start: int = 0  # the first of its channels in that dimension (after a concatenation, not 0); -1: not one run
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """One coupled group: its name (the layer whose output channels it is first, in Torch-Pruning's order), its
-    width in the base, and every layer dimension it occupies."""
-
-    name: str
-    width: int
-    places: tuple[Place, ...]
-    inner: bool  # not tied to a residual stream: one layer makes these channels (the `--groups inner` policy)
-    step: int = 1  # its width is a multiple of this: the group width of a grouped (not depthwise) convolution in it
+TRACE_SECONDS = 180  # a trace that takes longer is refused (Torch-Pruning has been seen not to finish on some
+# networks; FocalNet's smallest takes about a minute on a busy 2-core CPU)
 
 
 @contextmanager
@@ -66,14 +45,6 @@ def _time_limit(seconds: int, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)  # timm's norm-act layers included
-
-
-def is_depthwise(conv: nn.Conv2d) -> bool:
-    """One group per channel: the convolution passes each channel through (Torch-Pruning records its outputs only)."""
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-
-
 def _writes_channels(layer: nn.Module) -> bool:
     """A layer that makes new channels: a convolution (but not a depthwise one) or a linear layer."""
     if isinstance(layer, nn.Conv2d):
@@ -89,9 +60,16 @@ def _dim(handler: object) -> str:
 def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> list[ChannelGroup]:
     """The channel groups of `model` (a timm model named `name`, on the CPU), in Torch-Pruning's order: every
     group but the classifier's outputs (the input image has none). Each says whether it is inner, for the
-    pruning policy that prunes only those (the paper's: `--groups inner`)."""
+    pruning policy that prunes only those (the paper's: `--groups inner`). A model with self-attention or patch
+    tokens is refused first (`kinds.not_a_cnn`); a group the network does not run with resized is left fixed,
+    not one of them (`resizable.resizable_groups`)."""
     import torch_pruning as tp
 
+    from archfamily.anycnn.kinds import not_a_cnn
+
+    found = not_a_cnn(model)
+    if found:
+        raise UserError(f"{name}: archfamily prunes CNNs; this model has {found}")
     names = {id(m): n for n, m in model.named_modules()}
     names.update({id(p): n for n, p in model.named_parameters()})  # parameters outside any layer (ConvNeXt's gamma)
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
@@ -130,6 +108,10 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
         root = names[id(group[0][0].target.module)]
         grouped = [layer.in_channels // layer.groups for layer in (model.get_submodule(m) for m, _ in places if _ != "param")
                    if isinstance(layer, nn.Conv2d) and layer.groups > 1 and not is_depthwise(layer)]
-        groups.append(ChannelGroup(root, len(group[0][1]), tuple(Place(m, d, c, at) for (m, d), (c, at) in places.items()),
-                                   inner=len(writers) == 1, step=math.lcm(1, *grouped)))
-    return groups
+        width = len(group[0][1])
+        # a layer holding a part of the group (half of a ghost module's concatenation) resizes by whole channels
+        # only at widths that are multiples of the group's width over that part's
+        parts = [width // math.gcd(width, count) for count, _ in places.values() if count % width]
+        groups.append(ChannelGroup(root, width, tuple(Place(m, d, c, at) for (m, d), (c, at) in places.items()),
+                                   inner=len(writers) == 1, step=math.lcm(1, *grouped, *parts)))
+    return resizable_groups(model, groups, input_size, in_chans)

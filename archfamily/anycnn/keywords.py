@@ -23,9 +23,6 @@ import math
 import warnings
 from typing import Any, Callable, Iterable
 
-import torch
-from torch import nn
-
 from archfamily.errors import UserError
 from archfamily.specs import MAX_PARAMS, MAX_WIDTH
 
@@ -99,6 +96,7 @@ def _parameters(name: str) -> dict[str, inspect.Parameter]:
     """The keywords timm's `name` takes by name, with their defaults: its class's constructor and its entrypoint's
     builders. A parameter without a default is one the entrypoint sets (a ResNet's `layers`)."""
     import timm
+    import torch
     from timm.models import model_entrypoint
 
     with torch.device("meta"), warnings.catch_warnings():
@@ -124,6 +122,8 @@ def _check_value(name: str, key: str, value: Any, default: Any) -> None:
     if resolver is not None:
         if not isinstance(value, str):
             fail("takes a layer's name, as timm names them")
+        import torch
+
         try:
             with torch.device("meta"):
                 resolved = resolver(value)
@@ -167,6 +167,7 @@ def check_model_kwargs(name: str, model_kwargs: tuple[tuple[str, Any], ...], num
     layer timm does not know, or a network that does not build or is larger than `MAX_PARAMS` (built on the
     meta device: nothing is allocated)."""
     import timm
+    import torch
 
     taken = _parameters(name)
     for key, value in model_kwargs:
@@ -179,7 +180,7 @@ def check_model_kwargs(name: str, model_kwargs: tuple[tuple[str, Any], ...], num
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model: nn.Module = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+            model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                                                  **dict(model_kwargs))
     except Exception as exc:  # whatever timm's constructor raises on keywords it cannot build with
         raise UserError(f"timm's {name} cannot be built with {given} "

@@ -8,28 +8,15 @@ type, never a network that runs with the wrong shapes.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from archfamily.anycnn.groups import NORM_TYPES, ChannelGroup, is_depthwise
+from archfamily.anycnn.layers import NORM_TYPES, is_depthwise
+from archfamily.anycnn.table import new_sizes
+from archfamily.families import ChannelGroup
 from archfamily.errors import UserError
-
-def new_sizes(groups: Sequence[ChannelGroup], widths: Sequence[int]) -> dict[tuple[str, str], int]:
-    """How much each (layer, dim) grows or shrinks: the sum over the groups in it of their change (a group's
-    channels may appear several times per channel, e.g. after a flatten)."""
-    if len(widths) != len(groups):
-        raise UserError(f"expected {len(groups)} widths, one per channel group; got {len(widths)}")
-    change: dict[tuple[str, str], int] = defaultdict(int)
-    for group, width in zip(groups, widths):
-        if width < 1:
-            raise UserError(f"channel group {group.name}: width {width} must be at least 1")
-        for place in group.places:
-            per_channel = place.count // group.width
-            change[(place.module, place.dim)] += (width - group.width) * per_channel
-    return {key: delta for key, delta in change.items() if delta}
 
 
 def _resize_conv(conv: nn.Conv2d, name: str, out_delta: int, in_delta: int) -> None:
@@ -100,20 +87,40 @@ def resize_layers(model: nn.Module, groups: Sequence[ChannelGroup], widths: Sequ
     """`model` (a base built by timm) with every layer its groups occupy resized to `widths`, in place."""
     change = new_sizes(groups, widths)
     layers = sorted({module for module, dim in change if dim != "param"})
+    sliced = _sliced_concatenations(model)
     for name in layers:
         out_delta, in_delta = change.get((name, "out"), 0), change.get((name, "in"), 0)
         layer = model.get_submodule(name)
-        if isinstance(layer, nn.Conv2d):
-            _resize_conv(layer, name, out_delta, in_delta)
-        elif isinstance(layer, nn.Linear):
-            _resize_linear(layer, out_delta, in_delta)
-        elif isinstance(layer, NORM_TYPES):
-            _resize_norm(layer, name, out_delta + in_delta)
-        else:
-            raise UserError(f"{name}: archfamily cannot resize a layer of type {type(layer).__name__}")
+        try:
+            if isinstance(layer, nn.Conv2d):
+                _resize_conv(layer, name, out_delta, in_delta)
+            elif isinstance(layer, nn.Linear):
+                _resize_linear(layer, out_delta, in_delta)
+            elif isinstance(layer, NORM_TYPES):
+                _resize_norm(layer, name, out_delta + in_delta)
+            else:
+                raise UserError(f"{name}: archfamily cannot resize a layer of type {type(layer).__name__}")
+        except RuntimeError as exc:  # a size below zero: widths the layer's groups cannot take together
+            raise UserError(f"{name}: cannot be resized to these widths ({str(exc).splitlines()[0][:120]})") from None
     for name in sorted(module for module, dim in change if dim == "param"):
         _resize_parameter(model, name, change[(name, "param")])
+    for module, dropped in sliced.items():
+        module.out_chs = _concatenated(module) - dropped
     return model
+
+
+def _concatenated(module: nn.Module) -> int:
+    return sum(next(m for m in part.modules() if isinstance(m, nn.Conv2d)).out_channels
+               for part in (module.primary_conv, module.cheap_operation))
+
+
+def _sliced_concatenations(model: nn.Module) -> dict[nn.Module, int]:
+    """timm's ghost modules, which concatenate their primary and cheap convolutions' outputs and keep the first
+    `out_chs` of them (a width recorded at construction, which the trace cannot see), with how many they drop:
+    after resizing, `out_chs` is the concatenation's new width less as many."""
+    return {module: _concatenated(module) - module.out_chs for module in model.modules()
+            if isinstance(getattr(module, "out_chs", None), int) and isinstance(getattr(module, "primary_conv", None), nn.Module)
+            and isinstance(getattr(module, "cheap_operation", None), nn.Module)}
 
 
 def refresh_sizes(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> nn.Module:
@@ -123,17 +130,20 @@ def refresh_sizes(model: nn.Module, name: str, input_size: int, in_chans: int = 
     shows that the network runs at these widths (a one-line error naming the base `name` if it does not)."""
     info = getattr(model, "feature_info", None)
     found: dict[str, int] = {}
-    handles = [model.get_submodule(f["module"]).register_forward_hook(
-        lambda m, i, out, name=f["module"]: found.__setitem__(name, out.shape[1]))
-        for f in info or () if f.get("module")]
+    layers = dict(model.named_modules())  # a level's `module` may name no layer (HRNet's "stem")
+    handles = [layers[f["module"]].register_forward_hook(
+        lambda m, i, out, name=f["module"]: found.__setitem__(name, out.shape[1]) if isinstance(out, torch.Tensor)
+        else None)
+        for f in info or () if f.get("module") in layers]
     device = next(model.parameters()).device
     was_training = model.training
     try:
         with torch.no_grad():
             features = model.eval().forward_features(torch.zeros(1, in_chans, input_size, input_size, device=device))
-    except RuntimeError as exc:
+    except Exception as exc:  # shapes that disagree, and whatever a module's own code raises on widths it did not expect
+        text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"{name}: the network does not run with its channel groups resized "
-                        f"({str(exc).splitlines()[0][:160]}); archfamily cannot scale it") from None
+                        f"({text}); archfamily cannot scale it") from None
     finally:
         model.train(was_training)
         for handle in handles:
@@ -146,4 +156,23 @@ def refresh_sizes(model: nn.Module, name: str, input_size: int, in_chans: int = 
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     if hasattr(model, "head_hidden_size") and isinstance(classifier, nn.Linear):
         model.head_hidden_size = classifier.in_features
+    _refresh_head(model, classifier, features.shape[1])
     return model
+
+
+def _refresh_head(model: nn.Module, classifier: object, features: int) -> None:
+    """A head module around the classifier (timm's `ClassifierHead`, ConvNeXt's `NormMlpClassifierHead`) records
+    the width it reads (`in_features`) and the classifier's (`num_features`, `hidden_size` past a pre-logits
+    layer); its `reset` (timm's `reset_classifier`, which `features_only` calls) refuses a width other than the
+    recorded one, so they are made those of its resized layers."""
+    for head in model.modules():
+        if head is classifier or isinstance(head, (nn.Linear, nn.Conv2d)) or \
+                not isinstance(getattr(head, "in_features", None), int) or \
+                not any(m is classifier for m in head.modules()):
+            continue
+        head.in_features = features
+        pre_logits = getattr(getattr(head, "pre_logits", None), "fc", None)
+        if getattr(head, "hidden_size", None) and isinstance(pre_logits, (nn.Linear, nn.Conv2d)):
+            head.hidden_size = pre_logits.out_features if isinstance(pre_logits, nn.Linear) else pre_logits.out_channels
+        if isinstance(getattr(head, "num_features", None), int):
+            head.num_features = getattr(head, "hidden_size", None) or features

@@ -1,54 +1,37 @@
 """A member of a timm CNN's family: the base's timm name and one width per channel group.
 
-This is all it takes to rebuild the network (timm builds the base, `rebuild.resize_layers` resizes it), so it
-is what a family's trajectory, a scaled member and an exported model record. Counts are exact: parameters and
-MACs (`torch.utils.flop_counter`) of the rebuilt network on the meta device, where no weight is allocated; the
-same build checks that the network runs at these widths (a shape mismatch is a one-line error).
+This is all it takes to rebuild the network (timm builds the base, `network.build_member` resizes it), so it is
+what a family's trajectory, a scaled member and an exported model record. Counts are exact and need no network:
+the base's count table (`table.CountTable`: its traced groups, its counts by `torch.utils.flop_counter`, and the
+shape of every layer a group occupies) gives any member's. The table is measured once per base and kept under
+`$ARCHFAMILY_CACHE/timm-tables/`, keyed by the versions of timm, Torch-Pruning and torch and by the code that
+measures it, so reading a family and scaling it import neither torch nor timm.
 """
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import json
 import math
-import warnings
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Mapping, Optional
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from archfamily.anycnn.groups import ChannelGroup, trace_groups
-from archfamily.anycnn.keywords import check_model_kwargs, check_plain
-from archfamily.anycnn.rebuild import refresh_sizes, resize_layers
+from archfamily.anycnn.keywords import check_plain
+from archfamily.anycnn.table import CountTable
+from archfamily.families import ChannelGroup
 from archfamily.errors import UserError
+from archfamily.files import atomic_write_json, cache_dir
 from archfamily.specs import _round_width
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 PREFIX = "timm:"  # `--base timm:mobilenetv2_050`
 ModelKwargs = tuple[tuple[str, Any], ...]  # timm's create_model keywords of a base, sorted (hashable)
-
-
-def _create(name: str, num_classes: int, in_chans: int, model_kwargs: ModelKwargs = (), **kwargs: Any) -> nn.Module:
-    """timm's `name`, untrained (nothing is downloaded), built with the base's `model_kwargs` (output_stride...);
-    `kwargs` are timm's for this one build (drop_rate, drop_path_rate...). The base's keywords are checked first
-    (`keywords.check_model_kwargs`: by the model's signature, on the meta device), so no build with them fails
-    inside timm or allocates a network beyond archfamily's limit."""
-    import timm
-
-    if not timm.is_model(name) or name.startswith("archfamily_"):
-        raise UserError(f"timm has no model {name!r} (timm.list_models() lists them)")
-    if model_kwargs:
-        check_model_kwargs(name, model_kwargs, num_classes, in_chans)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans,
-                                     **dict(model_kwargs), **kwargs)
-        except (TypeError, ValueError, AssertionError) as exc:
-            if not model_kwargs:
-                raise
-            given = ", ".join(f"{k}={v!r}" for k, v in model_kwargs)
-            raise UserError(f"timm's {name} cannot be built with {given} ({str(exc).splitlines()[0][:160]})") from None
 
 
 def parse_model_kwargs(texts: Mapping[str, str]) -> dict[str, Any]:
@@ -66,7 +49,7 @@ def parse_model_kwargs(texts: Mapping[str, str]) -> dict[str, Any]:
 def _model_kwargs(value: Any) -> ModelKwargs:
     """A base's timm keywords as the spec holds them (from a dict, or the pairs a spec already holds); raises
     ValueError saying why for any that archfamily sets itself, that loads weights, or that a file could not hold
-    (`keywords.check_plain`). What the base's model takes is checked where it is built (`_create`). A whole number
+    (`keywords.check_plain`). What the base's model takes is checked where it is built (`network.create`). A whole number
     written as 16.0 is 16, as JSON has one kind of number (and the caches of traced bases could not tell them
     apart)."""
     items = list(value.items()) if isinstance(value, Mapping) else value
@@ -84,13 +67,43 @@ def _model_kwargs(value: Any) -> ModelKwargs:
     return tuple(sorted(pairs))
 
 
+TABLE_FORMAT = 1  # the count table's JSON form (`CountTable.to_dict`)
+
+
+def _table_path(key: tuple[Any, ...]) -> Path:
+    """Where the table of a base (`key`) is kept: one file per base, named by a hash of the key, of the versions of
+    torch, timm and Torch-Pruning, and of the code that traces and measures it (a change to any measures again)."""
+    versions = [metadata.version(p) for p in ("torch", "timm", "torch-pruning")]
+    code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(Path(__file__).parent.glob("*.py")))).hexdigest()
+    digest = hashlib.sha256(json.dumps([TABLE_FORMAT, versions, code, key]).encode()).hexdigest()[:20]
+    return cache_dir() / "timm-tables" / f"{key[0]}-{digest}.json"
+
+
 @functools.lru_cache(maxsize=16)
+def base_table(name: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+               model_kwargs: ModelKwargs = ()) -> CountTable:
+    """The count table of timm's `name` with this head, input and keywords: read from the cache when this code
+    and these versions measured it before (a damaged file is measured again), else measured and kept."""
+    key = (name, num_classes, in_chans, input_size, [list(kv) for kv in model_kwargs])
+    path = _table_path(key)
+    try:
+        return CountTable.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    from archfamily.anycnn.network import measure_table
+
+    table = measure_table(name, num_classes, in_chans, input_size, model_kwargs)
+    try:
+        atomic_write_json(path, table.to_dict())
+    except (OSError, UserError):  # a read-only cache: the table is kept for this process only
+        pass
+    return table
+
+
 def channel_groups(name: str, num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
                    model_kwargs: ModelKwargs = ()) -> tuple[ChannelGroup, ...]:
-    """Every channel group of timm's `name`, traced once per process (the base built on the CPU, untrained)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Torch-Pruning's note on parameters outside layers
-        return tuple(trace_groups(_create(name, num_classes, in_chans, model_kwargs), name, input_size, in_chans))
+    """Every channel group of timm's `name`, from its count table."""
+    return base_table(name, num_classes, in_chans, input_size, model_kwargs).groups
 
 
 @dataclass(frozen=True)
@@ -135,30 +148,25 @@ class TimmSpec:
 
     @property
     def groups(self) -> tuple[ChannelGroup, ...]:
-        return channel_groups(self.base, self.num_classes, self.in_chans, self.input_size, self.model_kwargs)
+        return self.table.groups
 
-    def build(self, device: Optional[str | torch.device] = None, **kwargs: Any) -> nn.Module:
+    @property
+    def table(self) -> CountTable:
+        """The count table of this member's base."""
+        return base_table(self.base, self.num_classes, self.in_chans, self.input_size, self.model_kwargs)
+
+    def build(self, device: Optional[str | "torch.device"] = None, **kwargs: Any) -> "nn.Module":
         """The network at these widths: timm's base, its grouped layers resized (and initialised afresh), with
         `spec` set to this spec (as archfamily's own networks have it). `kwargs` are timm's."""
-        if device is None:
-            model = _create(self.base, self.num_classes, self.in_chans, self.model_kwargs, **kwargs)
-        else:
-            with torch.device(device):
-                model = _create(self.base, self.num_classes, self.in_chans, self.model_kwargs, **kwargs)
-        model = refresh_sizes(resize_layers(model, self.groups, self.widths), self.base, self.input_size,
-                              self.in_chans)
-        # timm records the keywords a model was created with, to rebuild it from a saved config; this member is
-        # rebuilt from its spec (archfamily_timm's model_args), never from its base's keywords, which would clash
-        model.__dict__.pop("_model_args", None)
-        model.spec = self
-        return model
+        from archfamily.anycnn.network import build_member
 
+        return build_member(self, device, **kwargs)
     def num_params(self) -> int:
-        return _counts(self)[0]
+        return self.table.counts(self.widths)[0]
 
     def num_macs(self, input_size: int | None = None) -> int:
         spec = self if input_size in (None, self.input_size) else replace(self, input_size=input_size)
-        return _counts(spec)[1]
+        return spec.table.counts(spec.widths)[1]
 
     # What the scaling rules read (`scaling.rules`): every group is a prunable width, so copycat's ratios cover
     # residual streams too (the `all` policy prunes them; under `inner` their ratio stays 1 and they scale with
@@ -209,22 +217,25 @@ class TimmSpec:
         """What timm's pretrained cfg of this member says that its base's cfg decides: the pool size at this
         input, and the input convolution's and the classifier's names (timm adapts them to `in_chans` and
         `num_classes`)."""
-        from timm.models import get_pretrained_cfg
+        from archfamily.anycnn.network import pretrained_cfg
 
-        cfg = get_pretrained_cfg(self.base)
+        cfg = pretrained_cfg(self.base)
         names = {"first_conv": cfg.first_conv, "classifier": cfg.classifier} if cfg is not None else {}
-        return {"pool_size": self.pool_size(self.input_size), **{k: v for k, v in names.items() if v}}
+        # a name each (FastViT's cfg names two input convolutions, a tuple; an export's config holds text)
+        return {"pool_size": self.pool_size(self.input_size), **{k: v for k, v in names.items() if isinstance(v, str) and v}}
 
     def native_input_size(self) -> int:
         """The side of the images timm's pretrained cfg of the base says it was trained at (224 for most)."""
-        from timm.models import get_pretrained_cfg
+        from archfamily.anycnn.network import pretrained_cfg
 
-        cfg = get_pretrained_cfg(self.base)
+        cfg = pretrained_cfg(self.base)
         return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
 
     def feature_indices(self) -> tuple[int, ...]:
         """timm's features_only out_indices: every feature level the base has."""
-        return tuple(range(len(_feature_info(self.base, self.model_kwargs))))
+        from archfamily.anycnn.network import feature_info
+
+        return tuple(range(len(feature_info(self.base, self.model_kwargs))))
 
     def ratios(self, base: "TimmSpec") -> list[float]:
         """Each group's width as a share of the base's: a trajectory point's `block_ratios`."""
@@ -253,38 +264,16 @@ def with_model_kwargs(spec: Any, model_kwargs: Mapping[str, Any]) -> Any:
         raise UserError(f"{spec.base}: {exc}") from None
 
 
-@functools.lru_cache(maxsize=64)
-def _feature_info(name: str, model_kwargs: ModelKwargs = ()) -> tuple[dict[str, Any], ...]:
-    with torch.device("meta"):
-        model = _create(name, 10, 3, model_kwargs)
-    return tuple(getattr(model, "feature_info", None) or ({"reduction": 32},))
-
-
 def _reduction(name: str, model_kwargs: ModelKwargs = ()) -> int:
-    return int(_feature_info(name, model_kwargs)[-1].get("reduction", 32))
+    from archfamily.anycnn.network import feature_info
+
+    return int(feature_info(name, model_kwargs)[-1].get("reduction", 32))
 
 
-def timm_network(spec: TimmSpec, gated: bool = False, **kwargs: Any) -> nn.Module:
+def timm_network(spec: TimmSpec, **kwargs: Any) -> "nn.Module":
     """The `timm` family's network of `spec` (how `models.build_model` and timm's `archfamily_timm` build it).
-    A timm base is pruned through its channel groups' masks (`anycnn.masks`), not gates."""
-    if gated:
-        raise UserError(f"{spec.base}: a timm base is pruned through its channel groups, not gates")
+    """
     kwargs.pop("spec", None)
     spec = replace(spec, num_classes=kwargs.pop("num_classes", spec.num_classes),
                    in_chans=kwargs.pop("in_chans", spec.in_chans))
     return spec.build(**kwargs)
-
-
-@functools.lru_cache(maxsize=4096)
-def _counts(spec: TimmSpec) -> tuple[int, int]:
-    """(params, MACs at the spec's input size) of the network rebuilt on the meta device; running it there also
-    checks every layer's shapes agree at these widths."""
-    model = spec.build("meta").eval()
-    x = torch.empty(1, spec.in_chans, spec.input_size, spec.input_size, device="meta")
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(x)
-    except RuntimeError as exc:
-        raise UserError(f"{spec.base}: the network does not run with its channel groups resized "
-                        f"({str(exc).splitlines()[0][:160]}); archfamily cannot scale it") from None
-    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2

@@ -25,7 +25,7 @@ from torch import nn
 
 from archfamily.models.checkpoint import load_model, model_test_error
 from archfamily.errors import SettingError, UserError
-from archfamily.pruning.engines import masked_network
+from archfamily.pruning.run import masked_network
 from archfamily.pruning.family_file import Family
 from archfamily.models import build_model
 from archfamily.scaling.rules import RULES, make_rule, solve
@@ -119,7 +119,7 @@ def pruned_at(family: Family, budget: int, metric: str) -> Optional[ArchSpec]:
 
 
 def _masked_builder(base: ArchSpec, pruned: ArchSpec) -> Callable[[], nn.Module]:
-    """The base network with the pruned channels zeroed: full-size convs (`engines.masked_network`)."""
+    """The base network with the pruned channels zeroed: full-size convs (`run.masked_network`)."""
     return lambda: masked_network(base, pruned)
 
 

@@ -4,11 +4,9 @@ Those files are pickles, so they are read with an unpickler that admits only the
 crafted file cannot run code (torchvision's own `CIFAR10` dataset unpickles without restriction). Every other
 source, the vendored archive included, is read as any dataset is (`data.dataset`). `MEAN` and `STD` are the
 vendored training split's statistics, the cfg of archfamily's timm entrypoints before a network says its own.
-`cache_dir` is where archfamily caches what it measured or decoded (`ARCHFAMILY_CACHE`).
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Optional
@@ -21,10 +19,6 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 MEAN = (0.4913, 0.4821, 0.4465)  # decoded statistics of the vendored training split
 STD = (0.2452, 0.2428, 0.2606)
 DEFAULT_ARCHIVE = Path(__file__).parent.parent / "datasets" / "cifar10-jpeg.tar.gz"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ARCHFAMILY_CACHE", Path.home() / ".cache" / "archfamily"))
 
 
 def find_batches(source: Path) -> Optional[Path]:

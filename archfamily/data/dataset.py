@@ -37,7 +37,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from archfamily.data.cifar import DEFAULT_ARCHIVE, cache_dir, find_batches, read_batches
+from archfamily.data.cifar import DEFAULT_ARCHIVE, find_batches, read_batches
+from archfamily.files import cache_dir
 from archfamily.data.images import open_image, read_rgb
 from archfamily.data.sources import Listing, list_archive, list_folder
 from archfamily.errors import SettingError, UserError

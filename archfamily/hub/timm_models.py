@@ -137,12 +137,15 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
     kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "pool_size": pool_size(spec),
                                         "input_size": (channels, spec.input_size, spec.input_size), **own_cfg}
     out_indices = spec.feature_indices() if hasattr(spec, "feature_indices") else kind.feature_indices
+    # archfamily's own networks flatten their stages into one sequence of layers; a timm base's member keeps timm's
+    # module tree, whose `feature_info` names its own layers (`layer1`, `stages.2`): hooks on them, unflattened
+    feature_cfg = dict(feature_cls="hook", no_rewrite=True) if own_cfg else dict(flatten_sequential=True)
     if pretrained:
         _check_weights(variant, family, spec, kwargs)
     try:
         return build_model_with_cfg(kind.model_class(), variant, pretrained, spec=spec, num_classes=spec.num_classes,
                                     in_chans=spec.in_chans,
-                                    feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+                                    feature_cfg=dict(**feature_cfg, out_indices=out_indices),
                                     **kwargs)
     except TypeError as exc:  # an argument the network does not take
         raise ValueError(f"{variant}: {exc}") from None

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
-from archfamily.data.cifar import cache_dir
+from archfamily.files import cache_dir
 from archfamily.errors import SettingError
 from archfamily.limits import parse_on
 from archfamily.models import build_model

@@ -2,11 +2,15 @@
 lookup table measured on this machine (as NetAdapt's tables are), so a family member's latency is predicted in
 milliseconds of arithmetic instead of seconds of timing.
 
-The network is traced with torch.fx and its shapes propagated once; every operation that runs (convolution,
-batch norm, ReLU, residual add, concatenation, pooling, linear) is keyed by what its latency depends on: its
-kind, kernel, stride and input resolution, and its channel counts. A key's latency is measured for channel
-counts on a fixed grid and interpolated (bilinearly for a convolution's input and output channels, linearly for
-the others) in between. Each grid point is measured the first time a prediction needs it, eager, channels_last,
+The network is traced with torch.fx and its shapes propagated once; every operation that runs is keyed by what
+its latency depends on: its kind, kernel, stride and input resolution, and its channel counts. The kinds are
+those archfamily's own families and timm's CNNs run: dense, depthwise and grouped convolutions, batch norm (a
+layer, or timm's norm-act layers' function), the activations timm uses (ReLU, ReLU6, SiLU,
+GELU, hard swish, sigmoid, hard sigmoid, tanh), residual add, a channel gate's multiply (squeeze-excitation's,
+and layer scale's), concatenation, pooling (and a mean over the map), linear. An operation of another kind that
+does work is refused in one line naming it (`NotInTable`), as is a network whose maps turn channels-last
+(ConvNeXt); shape checks, reshapes and inference-time identities count nothing. A key's latency is measured for channel counts on a fixed grid and interpolated (bilinearly for
+a convolution's input and output channels, linearly for the others) in between. Each grid point is measured the first time a prediction needs it, eager, channels_last,
 in inference mode, exactly as the bench and `scale --latency-ms` time whole networks (a busy machine's
 figure refused, never cached: `timing`), and cached with its spread per machine, device, thread count and batch
 in `$ARCHFAMILY_CACHE/latency-table.json` (`cache`); `remeasure` measures every point again.
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from archfamily.data.cifar import cache_dir
+from archfamily.files import cache_dir
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec
@@ -77,8 +81,8 @@ class NotInTable(UserError):
 
 def check_predictable(ops: list[Op]) -> None:
     """A one-line error, before any timing or training, for a network the table cannot predict from its
-    operations (`network_ops`; grouped convolutions fail there): more channels than the grid's last point. A
-    pruned network has no more channels than its base."""
+    operations (`network_ops`; an operation of a kind it does not time fails there): more channels than the
+    grid's last point. A pruned network has no more channels than its base."""
     for op in ops:
         for c in op.channels:
             _bracket(c)
@@ -166,24 +170,70 @@ def _keep(cache: dict, key: Any, value: Any) -> None:
         del cache[next(iter(cache))]
 
 
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {  # by the name of the function timm's layers call
+    "relu": F.relu, "relu6": F.relu6, "silu": F.silu, "gelu": F.gelu, "hardswish": F.hardswish,
+    "sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid, "tanh": torch.tanh,
+}
+_ACTIVATION_LAYERS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.GELU: "gelu", nn.Hardswish: "hardswish",
+                      nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid", nn.Tanh: "tanh"}
+# timm's own activation layers (timm.layers.activations), by class name: the same functions
+_TIMM_ACTIVATIONS = {"Swish": "silu", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "GELU": "gelu",
+                     "Sigmoid": "sigmoid", "Tanh": "tanh"}
+# what does no work worth a table at inference: shape reads and checks, views, identities, dropout
+_NO_WORK = {"getattr", "eq", "_assert", "size", "dim", "flatten", "reshape", "view", "contiguous",
+            "new_zeros", "Identity", "Flatten", "Dropout", "DropPath", "getitem", "floordiv", "mul_scalar"}
+
+
+def _activation(target: Any) -> Optional[str]:
+    for layer, name in _ACTIVATION_LAYERS.items():
+        if isinstance(target, layer):
+            return name
+    if isinstance(target, nn.Module):
+        return _TIMM_ACTIVATIONS.get(type(target).__name__)
+    name = getattr(target, "__name__", "")
+    return name if name in ACTIVATIONS and callable(target) else None
+
+
 def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torch.fx.Node) -> Optional[Op]:
     if isinstance(target, nn.Conv2d):
-        if target.groups != 1:
-            raise NotInTable("the latency model times dense convolutions only; this network has grouped ones")
-        return Op("conv", (target.kernel_size[0], target.stride[0], shape_in[2]), (shape_in[1], out[1]))
-    if isinstance(target, nn.BatchNorm2d):
+        fixed = (target.kernel_size[0], target.stride[0], shape_in[2])
+        if target.groups == 1:
+            return Op("conv", fixed, (shape_in[1], out[1]))
+        if target.groups == target.in_channels == target.out_channels:
+            return Op("dwconv", fixed, (out[1],))
+        return Op("gconv", (*fixed, target.in_channels // target.groups), (shape_in[1], out[1]))
+    if isinstance(target, nn.BatchNorm2d) or target is F.batch_norm:
         return Op("batchnorm", (out[2],), (out[1],))
+    if target == "permute" and len(out) == 4:
+        raise NotInTable(f"the latency model times networks whose maps stay channels-first; this one permutes "
+                         f"them (at {node.name}, as ConvNeXt's blocks do)")
     if isinstance(target, (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)):
         return Op(f"pool-{type(target).__name__}", (shape_in[2], out[2]), (out[1],))
-    if isinstance(target, nn.Linear):
-        return Op("linear", (target.out_features,), (target.in_features,))
-    if target in (F.relu, torch.relu) or isinstance(target, nn.ReLU):
-        return Op("relu", (out[2],), (out[1],)) if len(out) == 4 else None
-    if target in (operator.add, torch.add):
+    if target == "mean" and len(shape_in) == 4:  # squeeze-excitation's squeeze: a mean over the map
+        return Op("pool-mean", (shape_in[2], out[2] if len(out) == 4 else 1), (shape_in[1],))
+    if isinstance(target, nn.Linear) or target is F.linear:
+        features = (target.in_features, target.out_features) if isinstance(target, nn.Linear) else \
+            (shape_in[-1], out[-1])
+        return Op("linear", (features[1],), (features[0],))
+    activation = _activation(target)
+    if activation is not None:
+        kind = "relu" if activation == "relu" else f"act-{activation}"  # "relu": as the table has always keyed it
+        return Op(kind, (out[2],), (out[1],)) if len(out) == 4 else None
+    if target in (operator.add, torch.add, "add"):
         return Op("add", (out[2],), (out[1],)) if len(out) == 4 else None
+    if target in (operator.mul, torch.mul, "mul") and len(out) == 4:  # a gate or a scale broadcast over the map
+        other = [a for a in node.args if isinstance(a, torch.fx.Node) and "tensor_meta" in a.meta]
+        shapes = [tuple(a.meta["tensor_meta"].shape) for a in other]
+        broadcast = int(len(shapes) < 2 or any(s != out for s in shapes))
+        return Op("mul", (out[2], broadcast), (out[1],))
     if target is torch.cat:
         return Op("cat", (out[2], len(node.args[0])), (out[1],))
-    return None  # identities, flatten, dropout at inference: no work worth a table
+    name = type(target).__name__ if isinstance(target, nn.Module) else getattr(target, "__name__", str(target))
+    if name in _NO_WORK or not isinstance(target, nn.Module) and target in (operator.mul, operator.floordiv,
+                                                                              operator.getitem):
+        return None
+    raise NotInTable(f"the latency model cannot time {name} (at {node.name}); it times convolutions, norms, "
+                     "activations, adds, multiplies, pooling, concatenation and linear layers")
 
 
 def _bracket(c: int) -> tuple[int, int]:
@@ -210,6 +260,20 @@ def _runnable(kind: str, fixed: tuple[int, ...], channels: tuple[int, ...], batc
         conv = conv.to(memory_format=torch.channels_last)
         x = inputs(channels[0], size)
         return lambda: conv(x)
+    if kind == "dwconv":
+        kernel, stride, size = fixed
+        conv = nn.Conv2d(channels[0], channels[0], kernel, stride, kernel // 2, groups=channels[0], bias=False)
+        conv = conv.to(device).eval().to(memory_format=torch.channels_last)
+        x = inputs(channels[0], size)
+        return lambda: conv(x)
+    if kind == "gconv":  # at the grid's channel counts rounded to whole groups of the layer's group width
+        kernel, stride, size, width = fixed
+        groups = max(1, round(channels[0] / width))
+        out = groups * max(1, round(channels[1] / groups))
+        conv = nn.Conv2d(groups * width, out, kernel, stride, kernel // 2, groups=groups, bias=False)
+        conv = conv.to(device).eval().to(memory_format=torch.channels_last)
+        x = inputs(groups * width, size)
+        return lambda: conv(x)
     if kind == "linear":
         fc = nn.Linear(channels[0], fixed[0]).to(device).eval()
         x = torch.randn(batch, channels[0], device=device)
@@ -219,9 +283,16 @@ def _runnable(kind: str, fixed: tuple[int, ...], channels: tuple[int, ...], batc
         bn = nn.BatchNorm2d(c).to(device).eval()
         x = inputs(c, size)
         return lambda: bn(x)
-    if kind == "relu":
+    if kind == "relu" or kind.startswith("act-"):
+        act, x = ACTIVATIONS[kind.removeprefix("act-")], inputs(c, size)
+        return lambda: act(x)
+    if kind == "mul":
         x = inputs(c, size)
-        return lambda: F.relu(x)
+        y = torch.randn(batch, c, 1, 1, device=device) if fixed[1] else inputs(c, size)
+        return lambda: x * y
+    if kind == "pool-mean":
+        x = inputs(c, size)
+        return lambda: x.mean((2, 3), keepdim=True)
     if kind == "add":
         x, y = inputs(c, size), inputs(c, size)
         return lambda: x + y
@@ -269,10 +340,10 @@ class LatencyModel:
         return timing.median_ms
 
     def op_ms(self, op: Op) -> float:
-        if op.kind == "conv":
+        if len(op.channels) == 2:  # a dense or grouped convolution: its input and output channels
             (ci, co), ((a0, a1), (b0, b1)) = op.channels, (_bracket(op.channels[0]), _bracket(op.channels[1]))
             u, v = _weight(ci, a0, a1), _weight(co, b0, b1)
-            at = lambda a, b: self._point("conv", op.fixed, (a, b))  # noqa: E731
+            at = lambda a, b: self._point(op.kind, op.fixed, (a, b))  # noqa: E731
             return ((1 - u) * (1 - v) * at(a0, b0) + u * (1 - v) * at(a1, b0)
                     + (1 - u) * v * at(a0, b1) + u * v * at(a1, b1))
         (c,), (lo, hi) = op.channels, _bracket(op.channels[0])
@@ -327,9 +398,9 @@ class LatencyModel:
 
 def _output_elements(op: Op) -> int:
     """Elements (per image) an operation writes."""
-    if op.kind == "conv":
-        kernel, stride, size = op.fixed
-        return op.channels[1] * (size // stride) ** 2
+    if op.kind in ("conv", "dwconv", "gconv"):
+        kernel, stride, size = op.fixed[:3]
+        return op.channels[-1] * (size // stride) ** 2
     if op.kind == "linear":
         return op.fixed[0]
     if op.kind.startswith("pool-"):

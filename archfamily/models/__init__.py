@@ -1,4 +1,4 @@
-"""Build a network from its spec: `build_model(spec)`; `gated=True` adds channel gates for pruning. Also here:
+"""Build a network from its spec: `build_model(spec)`. Also here:
 measured counts of a built model (`counting`) and model files and resumable training state (`checkpoint`).
 
 Floor 2: may import the helpers (the modules directly under `archfamily/`, `specs` among them) and nothing else.
@@ -10,7 +10,7 @@ from torch import nn
 from archfamily.specs import ArchSpec, family_type
 
 
-def build_model(spec: ArchSpec, gated: bool = False) -> nn.Module:
+def build_model(spec: ArchSpec) -> nn.Module:
     """The network a spec describes (its family's registered network class); its parameter count is
     `spec.num_params()` exactly."""
-    return family_type(spec.family).model_class()(spec, gated=gated)
+    return family_type(spec.family).model_class()(spec)

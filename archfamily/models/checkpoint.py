@@ -91,7 +91,7 @@ def read_model_metadata(path: Path) -> dict[str, str]:
     return meta
 
 
-def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, dict[str, str]]:
+def load_model(path: Path) -> tuple[ArchSpec, nn.Module, dict[str, str]]:
     """(spec, model, metadata) from a model file, with one-line errors for anything wrong with it: its weights
     are checked against the network its spec builds (`weights.read_weights`), its metadata as `checked_metadata`."""
     path = Path(path)
@@ -99,9 +99,8 @@ def load_model(path: Path, gated: bool = False) -> tuple[ArchSpec, nn.Module, di
         raise UserError(f"checkpoint not found: {path}")
     meta = checked_metadata(path, read_model_metadata(path))
     spec = read_model_spec(path)
-    model = build_model(spec, gated=gated)
-    state = read_weights(path, model.state_dict(), ignore=lambda name: name.endswith("gate.mask"))
-    model.load_state_dict(state, strict=False)
+    model = build_model(spec)
+    model.load_state_dict(read_weights(path, model.state_dict()))
     return spec, model, meta
 
 

@@ -22,6 +22,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from torch import nn
 
+from archfamily.families import ChannelGroup, Place
 
 class ClassifierNet(nn.Module):
     """Base for the three families: the spec, the pooled linear head and the methods timm expects.
@@ -34,10 +35,8 @@ class ClassifierNet(nn.Module):
     __jit_ignored_attributes__ = ["spec"]
 
     def __init__(self, spec: Any, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg",
-                 gated: bool = False) -> None:
-        """timm passes `num_classes` and `in_chans` as keywords of their own; given, they replace the spec's.
-        `gated` puts a channel gate on every prunable group, for pruning."""
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "avg") -> None:
+        """timm passes `num_classes` and `in_chans` as keywords of their own; given, they replace the spec's."""
         super().__init__()
         changes = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if v is not None}
         self.spec = replace(spec, **changes) if changes else spec
@@ -45,15 +44,20 @@ class ClassifierNet(nn.Module):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.drop_path_rate = drop_path_rate
         self.grad_checkpointing = False
-        num_features = self._build_body(self.spec, gated)
+        num_features = self._build_body(self.spec)
         self.num_classes = self.spec.num_classes
         self.num_features = self.head_hidden_size = num_features
         self.drop_rate = drop_rate
         self.global_pool, self.fc = create_classifier(num_features, self.num_classes, pool_type=global_pool)
         _init_weights(self)
 
-    def _build_body(self, spec: Any, gated: bool) -> int:
+    def _build_body(self, spec: Any) -> int:
         """Build the stem, the stages and `feature_info`; returns the number of features the head pools."""
+        raise NotImplementedError
+
+    def channel_groups(self) -> dict[int, ChannelGroup]:
+        """The channel group of each prunable width (by its index in `spec.prunable_widths()`; a width of 0 in
+        this network has none): what pruning masks, scores and removes."""
         raise NotImplementedError
 
     def _drop_path_rates(self, blocks: int) -> list[float]:
@@ -160,3 +164,13 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
+
+
+def inner_group(block: str, width: int, producer: str, norm: str, consumer: str, branch: str = "") -> ChannelGroup:
+    """The channel group of a block's inner width: `producer` (a convolution of `block`) makes its channels, `norm`
+    normalises them, `consumer` reads them. It may close entirely (the block is then its shortcut, or appends
+    zeros); `branch` names the layer whose output is zeroed then, where the branch would still add a norm's bias."""
+    places = (Place(f"{block}.{producer}", "out", width), Place(f"{block}.{norm}", "out", width),
+              Place(f"{block}.{consumer}", "in", width))
+    return ChannelGroup(f"{block}.{producer}", width, places, inner=True, closable=True,
+                        branch=f"{block}.{branch}" if branch else "")

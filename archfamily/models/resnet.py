@@ -1,9 +1,11 @@
 """ResNet (He et al. 2016) with basic or bottleneck blocks and prunable inner widths.
 
 Post-activation blocks as in torchvision, so that `resnet-18-imagenet` has exactly
-torchvision's parameter count. Because BN follows the last conv of a branch, a fully
-gated branch would still add BN's bias; a gated block therefore multiplies its branch
-by `gate.alive()`, so a block whose channels are all pruned is its shortcut alone.
+torchvision's parameter count. Each inner width is one channel group
+(`channel_groups`). Because BN follows the last conv of a branch, a branch whose
+channels are all closed would still add BN's bias; its groups therefore name that BN
+as their `branch`, whose output pruning zeroes once they close, so the block is its
+shortcut alone, as the network without the branch is.
 """
 from typing import Optional
 
@@ -12,8 +14,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from archfamily.models.classifier_net import ClassifierNet
-from archfamily.models.gates import PruneGroup, make_gate
+from archfamily.models.classifier_net import ClassifierNet, inner_group
+from archfamily.families import ChannelGroup
 from archfamily.specs import BlockPlan, ResNetSpec
 
 
@@ -24,18 +26,17 @@ def _downsample(plan: BlockPlan) -> Optional[nn.Sequential]:
 
 
 class BasicBlock(nn.Module):
-    __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
+    __constants__ = ["has_branch"]  # a constant, so TorchScript drops the branch a block lacks
 
-    def __init__(self, plan: BlockPlan, gated: bool, drop_path: float = 0.0) -> None:
+    def __init__(self, plan: BlockPlan, drop_path: float = 0.0) -> None:
         super().__init__()
         (mid,) = plan.inner
         self.downsample = _downsample(plan)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.has_branch, self.gated = plan.has_branch, gated
+        self.has_branch = plan.has_branch
         if self.has_branch:
             self.conv1 = nn.Conv2d(plan.cin, mid, 3, plan.stride, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
-            self.gate = make_gate(mid, gated)
             self.conv2 = nn.Conv2d(mid, plan.cout, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(plan.cout)
 
@@ -43,33 +44,31 @@ class BasicBlock(nn.Module):
         shortcut = self.downsample(x) if self.downsample is not None else x
         if not self.has_branch:
             return F.relu(shortcut)
-        out = self.bn2(self.conv2(self.gate(F.relu(self.bn1(self.conv1(x))))))
-        if self.gated:
-            out = out * self.gate.alive()
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
         return F.relu(shortcut + self.drop_path(out))
 
-    def prune_groups(self, index: int) -> list[PruneGroup]:
-        return [PruneGroup(index, self.gate, self.conv1, self.bn1, self.conv2)] if self.has_branch else []
+    def channel_groups(self, name: str, index: int) -> dict[int, ChannelGroup]:
+        if not self.has_branch:
+            return {}
+        return {index: inner_group(name, self.conv1.out_channels, "conv1", "bn1", "conv2", branch="bn2")}
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (strided) -> 1x1, with a gate after each of the first two convs."""
+    """1x1 -> 3x3 (strided) -> 1x1; the outputs of the first two convs are its two channel groups."""
 
-    __constants__ = ["gated", "has_branch"]  # constants, so TorchScript drops the branch a block lacks
+    __constants__ = ["has_branch"]  # a constant, so TorchScript drops the branch a block lacks
 
-    def __init__(self, plan: BlockPlan, gated: bool, drop_path: float = 0.0) -> None:
+    def __init__(self, plan: BlockPlan, drop_path: float = 0.0) -> None:
         super().__init__()
         mid, mid2 = plan.inner
         self.downsample = _downsample(plan)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.has_branch, self.gated = plan.has_branch, gated
+        self.has_branch = plan.has_branch
         if self.has_branch:
             self.conv1 = nn.Conv2d(plan.cin, mid, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(mid)
-            self.gate1 = make_gate(mid, gated)
             self.conv2 = nn.Conv2d(mid, mid2, 3, plan.stride, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(mid2)
-            self.gate2 = make_gate(mid2, gated)
             self.conv3 = nn.Conv2d(mid2, plan.cout, 1, bias=False)
             self.bn3 = nn.BatchNorm2d(plan.cout)
 
@@ -77,25 +76,21 @@ class Bottleneck(nn.Module):
         shortcut = self.downsample(x) if self.downsample is not None else x
         if not self.has_branch:
             return F.relu(shortcut)
-        out = self.gate1(F.relu(self.bn1(self.conv1(x))))
-        out = self.bn3(self.conv3(self.gate2(F.relu(self.bn2(self.conv2(out))))))
-        if self.gated:
-            out = out * torch.minimum(self.gate1.alive(), self.gate2.alive())
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out)))))
         return F.relu(shortcut + self.drop_path(out))
 
-    def prune_groups(self, index: int) -> list[PruneGroup]:
+    def channel_groups(self, name: str, index: int) -> dict[int, ChannelGroup]:
         if not self.has_branch:
-            return []
-        return [
-            PruneGroup(index, self.gate1, self.conv1, self.bn1, self.conv2),
-            PruneGroup(index + 1, self.gate2, self.conv2, self.bn2, self.conv3),
-        ]
+            return {}
+        return {index: inner_group(name, self.conv1.out_channels, "conv1", "bn1", "conv2", branch="bn3"),
+                index + 1: inner_group(name, self.conv2.out_channels, "conv2", "bn2", "conv3", branch="bn3")}
 
 
 class ResNet(ClassifierNet):
     """ResNet with a CIFAR (3x3) or ImageNet (7x7 + max pool) stem, built from a `ResNetSpec`."""
 
-    def _build_body(self, spec: ResNetSpec, gated: bool) -> int:
+    def _build_body(self, spec: ResNetSpec) -> int:
         if spec.stem == "imagenet":
             self.stem = nn.Sequential(
                 nn.Conv2d(spec.in_chans, spec.stem_width, 7, 2, 3, bias=False), nn.BatchNorm2d(spec.stem_width),
@@ -110,17 +105,19 @@ class ResNet(ClassifierNet):
         block = BasicBlock if spec.block == "basic" else Bottleneck
         plans = spec.blocks()
         rates = iter(self._drop_path_rates(sum(len(stage) for stage in plans)))
-        self.stages = nn.Sequential(*[nn.Sequential(*[block(plan, gated, next(rates)) for plan in stage])
+        self.stages = nn.Sequential(*[nn.Sequential(*[block(plan, next(rates)) for plan in stage])
                                       for stage in plans])
         self.feature_info += [dict(num_chs=w, reduction=reduction * 2**s, module=f"stages.{s}")
                               for s, w in enumerate(spec.stage_widths)]
         return spec.stage_widths[-1]
 
-    def prune_groups(self) -> list[PruneGroup]:
-        groups, index = [], 0
+    def channel_groups(self) -> dict[int, ChannelGroup]:
+        """Each block's inner widths (one for a basic block, two for a bottleneck), in the spec's prunable width
+        order."""
+        groups, index = {}, 0
         per_block = 2 if self.spec.block == "bottleneck" else 1
-        for stage in self.stages:
-            for block in stage:
-                groups.extend(block.prune_groups(index))
+        for s, stage in enumerate(self.stages):
+            for b, block in enumerate(stage):
+                groups.update(block.channel_groups(f"stages.{s}.{b}", index))
                 index += per_block
         return groups

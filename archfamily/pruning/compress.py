@@ -1,48 +1,66 @@
-"""Physically remove gated-off channels: masked model -> (smaller spec, dense smaller model)."""
+"""A masked network made smaller for real: each group's closed channels removed, weights and all.
+
+The result is the member's network, the one its spec alone builds, with the trained weights of the channels kept
+(so it saves and loads as any model file). For archfamily's own families the member is built from its spec and
+each tensor is the base's, sliced to the open channels of every group at every place it occupies; a branch that
+closed entirely is absent from the member, and its tensors with it. For a timm base, whose groups reach through
+concatenations and flattens, Torch-Pruning removes the closed channels through its dependency graph
+(`anycnn.compress`) and the network's recorded sizes are refreshed.
+"""
 from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping
 
 import torch
 from torch import nn
 
+from archfamily.anycnn.compress import remove_channels
+from archfamily.anycnn.rebuild import refresh_sizes
+from archfamily.families import ChannelGroup
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec
 
-_NORM_KEYS = ("weight", "bias", "running_mean", "running_var")
 
-
-def pruned_spec(model: nn.Module) -> ArchSpec:
-    """The spec of the network that a gated model computes: its open channels per group."""
-    widths = [0] * len(model.spec.prunable_widths())
-    for g in model.prune_groups():
-        widths[g.index] = g.gate.num_open
-    return model.spec.with_prunable_widths(widths)
-
-
-def compress(model: nn.Module) -> tuple[ArchSpec, nn.Module]:
-    """The dense network that computes what `model` computes with its current masks.
-
-    Each group keeps its open channels: rows of the producing conv and of the BN,
-    input columns of the consuming conv. The result is built from its own spec, so
-    the spec alone rebuilds it.
-    """
-    groups = model.prune_groups()
-    names = {id(m): n for n, m in model.named_modules()}
-    slices: dict[str, list[tuple[int, torch.Tensor]]] = {}
-    for g in groups:
-        keep = g.gate.mask.nonzero().flatten()
-        slices.setdefault(f"{names[id(g.producer)]}.weight", []).append((0, keep))
-        slices.setdefault(f"{names[id(g.consumer)]}.weight", []).append((1, keep))
-        for key in _NORM_KEYS:
-            slices.setdefault(f"{names[id(g.norm)]}.{key}", []).append((0, keep))
-    spec = pruned_spec(model)
-    small = build_model(spec).to(next(model.parameters()).device)
-    old = model.state_dict()
-    new = {}
+def compress(base: ArchSpec, model: nn.Module, groups: Mapping[int, ChannelGroup], closed: Mapping[int, list[int]],
+             member: ArchSpec) -> nn.Module:
+    """`model` (the network of `base`, masked) as the dense network of `member`, on the CPU, in eval mode; `closed`
+    lists each group's closed channels. The model itself is untouched."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if hasattr(base, "groups"):  # a traced timm base
+        small = base.build()
+        small.load_state_dict(state)
+        remove_channels(small, base.groups, dict(closed), base.input_size, base.in_chans)
+        small = refresh_sizes(small, member.base, member.input_size, member.in_chans)
+        small.spec = member
+        return small.eval()
+    small = build_model(member)
+    slices = _slices(model, groups, closed)
+    kept = {}
     for key in small.state_dict():
-        tensor = old[key]
+        tensor = state[key]
         for dim, keep in slices.get(key, []):
-            tensor = tensor.index_select(dim, keep.to(tensor.device))
-        new[key] = tensor.clone()
-    small.load_state_dict(new)
-    small.train(model.training)
-    return spec, small
+            tensor = tensor.index_select(dim, keep)
+        kept[key] = tensor.clone()
+    small.load_state_dict(kept)
+    return small.eval()
+
+
+def _slices(model: nn.Module, groups: Mapping[int, ChannelGroup],
+            closed: Mapping[int, list[int]]) -> dict[str, list[tuple[int, torch.Tensor]]]:
+    """Tensor name -> the (dimension, channels kept) selections each group's closed channels make of it: a place's
+    output channels are its tensors' first dimension (weights, biases, a norm's statistics), its input channels a
+    convolution's or linear layer's second."""
+    slices: dict[str, list[tuple[int, torch.Tensor]]] = defaultdict(list)
+    for i, group in groups.items():
+        shut = set(closed.get(i, ()))
+        if not shut:
+            continue
+        keep = torch.tensor([c for c in range(group.width) if c not in shut], dtype=torch.long)
+        for place in group.places:
+            layer = model.get_submodule(place.module)
+            dim = 1 if place.dim == "in" else 0
+            for name, tensor in [*layer.named_parameters(recurse=False), *layer.named_buffers(recurse=False)]:
+                if tensor.dim() > dim and not (dim == 1 and name == "bias"):
+                    slices[f"{place.module}.{name}"].append((dim, keep + place.start))
+    return slices

@@ -21,7 +21,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -34,17 +34,18 @@ from archfamily.data.dataset import ImageData
 from archfamily.training.distributed import DistContext, resolve_device
 from archfamily.checks import Fields, decode_json
 from archfamily.errors import SettingError, UserError
+from archfamily.pruning.config import DeriveConfig
 from archfamily.pruning.family_file import family_document
 from archfamily.files import atomic_write_json, atomic_write_text
 from archfamily.models import build_model
 from archfamily.progress import progress_bar
 from archfamily.anycnn.spec import with_model_kwargs
-from archfamily.pruning.engines import (PruneEngine, check_engine_settings, engine_for,
-                                        network_to_prune, smallest_member)
-from archfamily.pruning.pruner import check_cost_device, check_method
+from archfamily.anycnn.table import POLICIES
+from archfamily.pruning.criteria import check_cost_device, check_method
+from archfamily.pruning.run import PruneRun, smallest_member
 from archfamily.training.recipes import Recipe, finetune_recipe_for, training_recipe
 from archfamily.training.runs import finish_run, run_precision, start_run
-from archfamily.specs import ArchSpec, base_spec, for_data, spec_from_dict, spec_to_dict
+from archfamily.specs import ArchSpec, base_spec, family_type, for_data, spec_from_dict, spec_to_dict
 from archfamily.training.scratch import pretrained_file, run_data
 from archfamily.training.trainer import Trainer, train_to_file
 
@@ -52,76 +53,6 @@ if TYPE_CHECKING:
     from archfamily.latency.model import LatencyModel
 
 MILESTONES = (0.50, 0.25)  # fractions of the base's parameters at which a compressed network is saved
-
-
-@dataclass(frozen=True, kw_only=True)
-class DerivePreset:
-    """Defaults for one kind of run; every field can be overridden on the command line."""
-
-    base: str
-    recipe: Optional[str]  # base training recipe; None is the paper's for the base's family
-    batch_size: Optional[int]  # base training batch size (the recipe's lr scales with it); None is the recipe's
-    subset: Optional[int]
-    test_subset: Optional[int]
-    epochs: Optional[float]  # base training epochs; None is the recipe in full
-    prune_every: int
-    channels_per_step: int
-    eval_every: int  # prune steps between test-error measurements (and checkpoints)
-
-
-PRESETS = {
-    # Seconds, for tests: a tiny WRN on 500 images.
-    "smoke": DerivePreset(base="wrn-16-1", recipe="fast", batch_size=None, subset=500, test_subset=200, epochs=1,
-                          prune_every=2, channels_per_step=16, eval_every=4),
-    # A real result on a CPU (8 to 24 min on 2 cores, by CPU): WRN-16-2 on 10k images, pruned 8 channels every 10 steps.
-    "quick": DerivePreset(base="wrn-16-2", recipe="fast", batch_size=64, subset=10_000, test_subset=2_000, epochs=6,
-                          prune_every=10, channels_per_step=8, eval_every=5),
-    # Crowley et al.: the paper's recipes in full, one channel every 100 steps, for a GPU.
-    "paper": DerivePreset(base="wrn-40-2", recipe=None, batch_size=None, subset=None, test_subset=None, epochs=None,
-                          prune_every=100, channels_per_step=1, eval_every=50),
-}
-
-
-@dataclass(frozen=True)
-class DeriveConfig:
-    """Everything that determines a derive run's results (the device does not)."""
-
-    base: str
-    method: str = "fisher"
-    cost: str = "params"
-    cost_on: Optional[str] = None  # where a latency cost is measured: cpu, cpu:THREADS or cuda
-    recipe: Optional[str] = None  # base training; None: the paper's for the base's family (older run.json files)
-    batch_size: Optional[int] = None  # base training; None: the recipe's
-    data: Optional[str] = None
-    subset: Optional[int] = None
-    test_subset: Optional[int] = None
-    input_size: Optional[int] = None  # None: the data's own (`data.dataset.load_data`)
-    val_fraction: Optional[float] = None  # a validation split carved from train/
-    data_path: str = "auto"  # memory, stream or auto (`data.dataset.load_data`)
-    seed: int = 0
-    epochs: Optional[float] = None
-    prune_every: int = 100
-    channels_per_step: int = 1
-    eval_every: int = 50
-    until_params: Optional[int] = None
-    checkpoint: Optional[str] = None
-    pretrained: Optional[dict[str, str]] = None  # the base starts from timm's pretrained weights (`scratch.pretrained_record`)
-    save_at: tuple[int, ...] = ()  # parameter counts at which to save (and measure) the pruned network
-    precision: str = "auto"  # auto, fp32 or bf16 for training and fine-tuning; `derive` resolves auto for run.json
-    groups: Optional[str] = None  # a timm base's prunable groups: all or inner; None: all (the built-in families
-    # prune their own inner groups)
-    model_kwargs: Optional[dict[str, Any]] = None  # a timm base's own create_model keywords (output_stride=16)
-    finetune_set: dict[str, str] = field(default_factory=dict)  # fine-tune recipe fields set by name (lr=0.02)
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides: Any) -> "DeriveConfig":
-        p = PRESETS[preset]
-        config = cls(base=p.base, recipe=p.recipe, batch_size=p.batch_size, subset=p.subset, test_subset=p.test_subset, epochs=p.epochs,
-                     prune_every=p.prune_every, channels_per_step=p.channels_per_step, eval_every=p.eval_every)
-        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -136,25 +67,49 @@ class DeriveResult:
     trajectory: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
 
-def _validate(config: DeriveConfig, data: ImageData) -> tuple[ArchSpec, int]:
-    """The base's spec for `data` and where pruning stops (`pruning_floor`), once every setting is checked."""
-    check_method(config.method, config.cost)
-    check_cost_device(config.cost, config.cost_on)
-    spec = run_base_spec(config, data)
-    check_engine_settings(spec, config.method, config.groups, config.cost)
-    if config.cost_on:
+def check_prune_settings(spec: ArchSpec, method: str, cost: str = "params", cost_on: Optional[str] = None,
+                         groups: Optional[str] = None) -> None:
+    """Every pruning setting a derive run of `spec`'s base checks before it starts: the method and the cost it
+    weighs, the device a latency cost is measured on and whether the latency model can predict the base, and the
+    groups the engine prunes. A study plan's prune runs are checked by this too, so `study --dry-run` refuses what
+    a job would."""
+    check_method(method, cost)
+    check_cost_device(cost, cost_on)
+    if groups not in (None, *POLICIES):
+        raise SettingError("{groups} must be one of {known}", known=", ".join(POLICIES))
+    if groups == "all" and not family_type(spec.family).graph_pruned:
+        raise SettingError("{groups} all is for a timm base, whose traced groups include residual streams; a "
+                           "{family} network's prunable groups are its inner widths", family=spec.family)
+    if cost_on:
         from archfamily.latency.budgets import parse_target  # with torch's benchmark utilities: only when needed
 
-        parse_target(config.cost_on)
-    for name in ("prune_every", "channels_per_step", "eval_every"):
-        if getattr(config, name) < 1:
-            raise SettingError("{" + name + "} must be at least 1")
-    _base_recipe(config)  # one-line errors for an unknown recipe or bad epochs
-    finetune_recipe_for(spec.family, config.finetune_set)  # and for a fine-tune field no run can use
-    if config.cost == "latency":
+        parse_target(cost_on)
+    if cost == "latency":
         from archfamily.latency.model import check_predictable, network_ops
 
         check_predictable(network_ops(spec))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a derive run makes of its config, once, after checking every setting: the base's spec for the data,
+    where pruning stops (`pruning_floor`), and the recipes that train the base and fine-tune it while pruning."""
+
+    spec: ArchSpec
+    floor: int
+    base_recipe: Recipe
+    finetune: Recipe
+
+
+def _validate(config: DeriveConfig, data: ImageData, bare: Optional[ArchSpec] = None) -> RunSettings:
+    """A run's settings for `data`, every one checked (`bare`: the base's spec before the data, if made already)."""
+    spec = for_data(bare or run_base_spec(config), data.num_classes, data.input_size)
+    check_prune_settings(spec, config.method, config.cost, config.cost_on, config.groups)
+    for name in ("prune_every", "channels_per_step", "eval_every"):
+        if getattr(config, name) < 1:
+            raise SettingError("{" + name + "} must be at least 1")
+    base_recipe = training_recipe(config.recipe, spec.family, config.epochs, config.batch_size)
+    finetune = finetune_recipe_for(spec.family, config.finetune_set)  # a fine-tune field no run can use: one line
     if config.checkpoint:
         if config.pretrained is not None:
             raise SettingError("the base is trained from {pretrained} weights or given as a {checkpoint}, not both")
@@ -173,14 +128,12 @@ def _validate(config: DeriveConfig, data: ImageData) -> tuple[ArchSpec, int]:
         if not floor <= count < base_params:
             raise SettingError("{save_at} {count:,} is outside the pruning run: {floor:,} to {top:,} parameters",
                                count=count, floor=floor, top=base_params - 1)
-    return spec, floor
+    return RunSettings(spec, floor, base_recipe, finetune)
 
 
-def run_base_spec(config: DeriveConfig, data: Optional[ImageData] = None) -> ArchSpec:
-    """The base network a run prunes: its base name, built with its timm keywords if it has any, with the head and
-    input size of `data` when given."""
-    spec = with_model_kwargs(base_spec(config.base), config.model_kwargs or {})
-    return spec if data is None else for_data(spec, data.num_classes, data.input_size)
+def run_base_spec(config: DeriveConfig) -> ArchSpec:
+    """The base network a run prunes, before its data: its base name, built with its timm keywords if it has any."""
+    return with_model_kwargs(base_spec(config.base), config.model_kwargs or {})
 
 
 def pruning_floor(until_params: Optional[int], base_params: int) -> int:
@@ -215,14 +168,10 @@ def _saved_stems(state: Optional[dict[str, Any]]) -> set[str]:
     return {m if isinstance(m, str) else _milestone_stem(m) for m in milestones}
 
 
-def _base_recipe(config: DeriveConfig) -> Recipe:
-    return training_recipe(config.recipe, run_base_spec(config).family, config.epochs, config.batch_size)
-
-
-def _train_base(spec: ArchSpec, config: DeriveConfig, data: ImageData, out: Path, device: torch.device,
+def _train_base(settings: RunSettings, config: DeriveConfig, data: ImageData, out: Path, device: torch.device,
                 dist_ctx: DistContext, compile: bool) -> tuple[torch.nn.Module, float]:
     base_file = out / "base.safetensors"
-    recipe = _base_recipe(config)
+    spec, recipe = settings.spec, settings.base_recipe
     if base_file.exists() and not base_file.is_file():
         raise UserError(f"{base_file} is not a model file; move it away to train the base again")
     if base_file.is_file():  # trained (or copied from --checkpoint) before an interruption
@@ -302,7 +251,7 @@ def _read_trajectory(out: Path, base: ArchSpec) -> list[dict[str, Any]]:
                                f"{path}: lines", base, finished=True)
 
 
-def _prune_step(trainer: Trainer, engine: PruneEngine, config: DeriveConfig) -> ArchSpec:
+def _prune_step(trainer: Trainer, engine: PruneRun, config: DeriveConfig) -> ArchSpec:
     """Fine-tune `prune_every` steps, then close the `k` least salient channels; returns the pruned spec."""
     for _ in range(config.prune_every):
         trainer.train_step()
@@ -316,9 +265,11 @@ class _PruneLog:
     Only the main rank writes; every rank keeps the same trajectory, so any of them can checkpoint it.
     """
 
-    def __init__(self, out: Path, config: DeriveConfig, base: ArchSpec, base_error: float, data: ImageData,
+    def __init__(self, out: Path, config: DeriveConfig, settings: RunSettings, base_error: float, data: ImageData,
                  state: Optional[dict[str, Any]], writes: bool) -> None:
         self.out, self.config, self.data, self.writes = out, config, data, writes
+        self.finetune = settings.finetune
+        base = settings.spec
         first = [trajectory_entry(base, 0, 0, base_error)]
         where = str(out / ".checkpoints" / "prune" / "state.json")
         recorded = Fields(state, where, ("trajectory",)).list("trajectory", nonempty=True) if state else None
@@ -335,7 +286,7 @@ class _PruneLog:
         """The pruned networks not yet saved whose size `params` has reached."""
         return [stem for stem, count in self.points.items() if params <= count and stem not in self.saved]
 
-    def add(self, entry: dict[str, Any], due: list[str], engine: PruneEngine) -> None:
+    def add(self, entry: dict[str, Any], due: list[str], engine: PruneRun) -> None:
         """Record one prune step: save the networks due, then rewrite trajectory.jsonl."""
         self.trajectory.append(entry)
         for stem in due:
@@ -348,7 +299,7 @@ class _PruneLog:
         """What a checkpoint keeps to resume the log."""
         return {"trajectory": self.trajectory, "milestones": sorted(self.saved)}
 
-    def save_pruned(self, stem: str, engine: PruneEngine) -> None:
+    def save_pruned(self, stem: str, engine: PruneRun) -> None:
         """The compressed pruned network at the last step, with where it came from in its metadata."""
         if not self.writes:
             return
@@ -357,7 +308,7 @@ class _PruneLog:
         meta = {"params": str(entry["params"]), "prune_step": str(entry["prune_step"]), "method": config.method,
                 "seed": str(config.seed), "test_images": str(len(self.data.test_x)), "data": self.data.source,
                 "data_cfg": json.dumps(self.data.facts()),
-                "recipe": json.dumps({"finetune": finetune_recipe_for(small.spec.family, config.finetune_set).to_dict(),
+                "recipe": json.dumps({"finetune": self.finetune.to_dict(),
                                       "prune_every": config.prune_every, "channels_per_step": config.channels_per_step})}
         if entry["test_error"] is not None:
             meta["test_error"] = repr(entry["test_error"])
@@ -380,18 +331,19 @@ def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) 
     return model
 
 
-def _prune(base_model: torch.nn.Module, spec: ArchSpec, base_error: float, config: DeriveConfig, data: ImageData,
-           out: Path, device: torch.device, dist_ctx: DistContext, floor: int) -> list[dict[str, Any]]:
+def _prune(base_model: torch.nn.Module, settings: RunSettings, base_error: float, config: DeriveConfig,
+           data: ImageData, out: Path, device: torch.device, dist_ctx: DistContext) -> list[dict[str, Any]]:
     """Fine-tune with the paper's recipe, closing k channels every `prune_every` steps, down to the floor."""
-    model = network_to_prune(spec, base_model, str(out / "base.safetensors"))
-    trainer = Trainer(model, data, finetune_recipe_for(spec.family, config.finetune_set), device, config.seed, dist_ctx,
-                      precision=config.precision)
-    engine = engine_for(spec, trainer.model, config.method, config.cost, config.seed, config.channels_per_step,
-                        config.groups, _latency_model(config, spec, dist_ctx))
+    spec, floor = settings.spec, settings.floor
+    model = build_model(spec)
+    model.load_state_dict(base_model.state_dict())
+    trainer = Trainer(model, data, settings.finetune, device, config.seed, dist_ctx, precision=config.precision)
+    engine = PruneRun(spec, trainer.model, config.method, config.groups, config.channels_per_step, config.seed,
+                      config.cost, _latency_model(config, spec, dist_ctx))
     checkpoint = RunCheckpoint(out / ".checkpoints" / "prune")
     state = trainer.resume(checkpoint)
     engine.restore(state)
-    log = _PruneLog(out, config, spec, base_error, data, state, dist_ctx.is_main)
+    log = _PruneLog(out, config, settings, base_error, data, state, dist_ctx.is_main)
     engine.num_prunes = log.last["prune_step"]
     base_params = spec.num_params()
     with progress_bar(total=base_params - floor, initial=base_params - log.last["params"], desc="prune",
@@ -420,18 +372,20 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     device = resolve_device(device_name)
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
-    data = run_data(config, run_base_spec(config))
-    spec, floor = _validate(config, data)
+    bare = run_base_spec(config)
+    data = run_data(config, bare)
+    settings = _validate(config, data, bare)
+    spec = settings.spec
     dist_ctx, prov = start_run(out, config.to_dict(), resume, device, command or sys.argv)
     torch.manual_seed(config.seed)
     if (out / "family.json").is_file():  # resuming a finished run: nothing left to do
         return _result(out, _read_trajectory(out, spec), 0.0, data.split)
-    base_model, base_error = _train_base(spec, config, data, out, device, dist_ctx, compile)
-    trajectory = _prune(base_model, spec, base_error, config, data, out, device, dist_ctx, floor)
+    base_model, base_error = _train_base(settings, config, data, out, device, dist_ctx, compile)
+    trajectory = _prune(base_model, settings, base_error, config, data, out, device, dist_ctx)
     if dist_ctx.is_main:
         meta = read_model_metadata(out / "base.safetensors")
         base_recipe = json.loads(meta["recipe"]) if "recipe" in meta else None
-        document = family_document(config.to_dict(), spec, base_recipe, data, trajectory, prov,
+        document = family_document(config.to_dict(), spec, base_recipe, settings.finetune.to_dict(), data, trajectory, prov,
                                    sorted(p.name for p in out.glob("*.safetensors")))
         atomic_write_json(out / "family.json", document)
     finish_run(out, dist_ctx)

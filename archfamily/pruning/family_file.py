@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Optional
 from archfamily.checks import Fields, read_json, show
 from archfamily.errors import UserError
 from archfamily.pruning.criteria import cost_weighing
-from archfamily.training.recipes import finetune_recipe_for
 from archfamily.scaling.rules import RULES, family_order, fit_rules, trajectory_spec
 from archfamily.specs import ArchSpec, block_ratios, family_type, spec_from_dict, spec_to_dict, stage_ratios
 
@@ -125,7 +124,7 @@ def _check_groups(doc: Fields, base: ArchSpec, version: int) -> None:
     if version < 3:
         return
     if family_type(base.family).graph_pruned:
-        from archfamily.anycnn.prune import POLICIES  # torch is loaded already: the base is a traced timm network
+        from archfamily.anycnn.table import POLICIES
 
         doc.str("groups", POLICIES)
     elif doc.get("groups") is not None:
@@ -155,12 +154,13 @@ def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
             "cost_on": config.get("cost_on") if weighs_cost and config["cost"] == "latency" else None}
 
 
-def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]], data: "ImageData",
-                    trajectory: list[dict[str, Any]], provenance: dict[str, Any],
-                    checkpoints: list[str]) -> dict[str, Any]:
+def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]],
+                    finetune: dict[str, Any], data: "ImageData", trajectory: list[dict[str, Any]],
+                    provenance: dict[str, Any], checkpoints: list[str]) -> dict[str, Any]:
     """The family.json of a finished derive run (`trajectory` as trajectory.jsonl holds it), its rules fitted.
 
-    `base_recipe` is None when the base came from a checkpoint that does not record its recipe.
+    `base_recipe` is None when the base came from a checkpoint that does not record its recipe; `finetune` is the
+    recipe the run fine-tuned with while pruning.
     """
     points = [_family_point(e, base) for e in trajectory]
     return {
@@ -173,7 +173,7 @@ def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optiona
         "data": {"source": data.source, "train_images": len(data.train_x),
                  "test_images": len(data.test_x), "subset": config["subset"],
                  "test_subset": config["test_subset"], **data.facts()},
-        "recipes": {"base": base_recipe, "finetune": finetune_recipe_for(base.family, config.get("finetune_set") or {}).to_dict()},
+        "recipes": {"base": base_recipe, "finetune": finetune},
         "trajectory": points,
         "rules": fit_rules(base, points),
         "checkpoints": checkpoints,

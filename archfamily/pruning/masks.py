@@ -1,4 +1,4 @@
-"""Pruning a timm CNN before making it smaller: one 0/1 mask per channel group, and the groups' Fisher saliency.
+"""Pruning a network before making it smaller: one 0/1 mask per channel group, and the groups' Fisher saliency.
 
 A group's mask multiplies its channels wherever they leave a norm layer (BatchNorm and timm's norm-act layers,
 whose output is past the activation), or, for a group with no norm (a squeeze-excitation's reduction), the
@@ -6,26 +6,32 @@ layer that makes them. So a closed channel is zero everywhere it is read: after 
 addend is masked), in a concatenation (the mask sits at the group's offset there) and in a depthwise
 convolution (masked before and after it). Removing the closed channels for real (`compress.py`) then gives the
 same network. Groups whose channels meet a LayerNorm over channels (ConvNeXt) are masked alike, but there a
-closed channel still takes part in the norm's statistics, so masking only approximates removal.
+closed channel still takes part in the norm's statistics, so masking only approximates removal. A closable group
+(a residual branch of archfamily's own families) may lose every channel; once it has, the output of its `branch`
+layer (a post-activation ResNet's last norm, which would still add its bias) is zeroed too, so the block computes
+its shortcut alone, as the network without the branch does.
 
 Fisher (Theis et al. 2018, the paper's criterion): with one mask m shared by all P places of a group,
 dLoss/dm_c = sum over places and positions of a * g, so Delta_c = 1/(2N) sum_n (sum_p sum_hw a g)^2, accumulated
-over the training steps between prunes, as the built-in families' engine does. The per-sample sums of one step
+over the training steps between prunes. With the mask after a norm and before its ReLU, a*g is the same as at the
+ReLU's output (ReLU passes the gradient where it passes the activation). The per-sample sums of one step
 are squared once every place's gradient is in (at the next forward, or when the saliency is read); the sums stay
 on the device and are reduced over ranks once per prune.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from archfamily.anycnn.groups import NORM_TYPES, ChannelGroup, Place
+from archfamily.anycnn.groups import NORM_TYPES
+from archfamily.families import ChannelGroup, Place
 from archfamily.errors import UserError
+
 
 def mask_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
     """Where the group's mask multiplies its channels: the outputs of its norms, else of the layers that make it."""
@@ -40,11 +46,12 @@ def mask_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
 
 
 class GroupMasks:
-    """The masks of `groups[i]` for i in `prunable` (the others stay whole), applied by forward hooks."""
+    """The masks of `groups[i]` for i in `prunable` (the others stay whole), applied by forward hooks. `groups` maps
+    each group's index among the spec's prunable widths to the group."""
 
-    def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup], prunable: Sequence[int]) -> None:
+    def __init__(self, model: nn.Module, groups: Mapping[int, ChannelGroup], prunable: Sequence[int]) -> None:
         device = next(model.parameters()).device
-        self.model, self.groups, self.prunable = model, list(groups), list(prunable)
+        self.model, self.groups, self.prunable = model, dict(groups), list(prunable)
         self.masks = {i: torch.ones(groups[i].width, device=device) for i in self.prunable}
         self.sums = {i: torch.zeros(groups[i].width, dtype=torch.float64, device=device) for i in self.prunable}
         self.samples = 0
@@ -57,6 +64,19 @@ class GroupMasks:
         self._first = next(iter(segments), None)
         for name, parts in segments.items():
             self._handles.append(model.get_submodule(name).register_forward_hook(self._hook(name, parts)))
+        branches: dict[str, list[int]] = defaultdict(list)  # layer -> the closable groups whose branch it ends
+        for i in self.prunable:
+            if groups[i].closable and groups[i].branch:
+                branches[groups[i].branch].append(i)
+        for name, members in branches.items():
+            self._handles.append(model.get_submodule(name).register_forward_hook(self._branch_hook(members)))
+
+    def _branch_hook(self, members: list[int]):
+        def on_forward(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+            alive = torch.stack([self.masks[i].amax() for i in members]).amin()  # 0 once any of them is closed
+            return out * alive.to(out.dtype)
+
+        return on_forward
 
     def _hook(self, name: str, parts: list[tuple[int, int]]):
         def on_forward(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:

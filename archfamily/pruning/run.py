@@ -1,63 +1,57 @@
-"""One pruning run of a timm CNN: train, and every `prune_every` steps close the least salient open channels of
-the prunable groups, recording the widths (and so the member `TimmSpec(base, widths)`) after each prune.
+"""The pruning engine: one run over any network, archfamily's own families and any timm CNN alike.
 
-This is the paper's procedure (fine-tune while pruning, Fisher saliency accumulated over the steps between
-prunes, reset after each) on the dependency-graph engine's groups. Which groups may be pruned is a policy:
-`all` (every traced group: the classifier's outputs and the input image are never groups) or `inner` (only
-groups not tied to a residual stream, what the paper does for WRNs). A group keeps at least one channel, so
-every point of the trajectory is a network that runs.
+The network's channel groups come from its family (archfamily's own networks list theirs: `channel_groups()`) or
+from Torch-Pruning's trace of a timm base (`anycnn`). One 0/1 mask per group (`masks.GroupMasks`) closes channels
+while the network trains; every `prune` scores each open channel by the run's criterion (`criteria.CRITERIA`: any
+registered method, on any base) and closes the lowest, globally. This is the paper's procedure: fine-tune while
+pruning, Fisher saliency accumulated over the steps between prunes and reset after each.
+
+Which groups may be pruned is a policy for a timm base: `all` (every traced group: the classifier's outputs and
+the input image are never groups) or `inner` (only groups not tied to a residual stream, what the paper does for
+WRNs); archfamily's own families prune their inner groups. A group keeps at least one channel unless it is
+closable (a residual branch of archfamily's own families, which then computes its shortcut alone), so every
+point of the trajectory is a network that runs.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Optional
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from archfamily.anycnn.compress import remove_channels
-from archfamily.anycnn.costs import COSTS, channel_costs
-from archfamily.anycnn.groups import ChannelGroup
-from archfamily.anycnn.masks import GroupMasks
-from archfamily.anycnn.rebuild import refresh_sizes
-from archfamily.anycnn.spec import TimmSpec
+from archfamily.anycnn.table import prunable_groups
+from archfamily.families import ChannelGroup
 from archfamily.errors import UserError
-from archfamily.seeding import generator
+from archfamily.models import build_model
+from archfamily.pruning.compress import compress
+from archfamily.pruning.costs import count_costs, latency_costs
+from archfamily.pruning.criteria import CRITERIA, check_method
+from archfamily.pruning.masks import GroupMasks
+from archfamily.specs import ArchSpec, block_ratios
 
-POLICIES = ("all", "inner")
-METHODS = ("fisher", "l1", "random", "fisher-cost", "fisher-penalty")  # the last two weigh Fisher by `cost`
-
-
-def prunable_groups(groups: Sequence[ChannelGroup], policy: str) -> list[int]:
-    """The indices of the groups `policy` lets the run prune."""
-    if policy not in POLICIES:
-        raise UserError(f"--groups must be one of {', '.join(POLICIES)}, got {policy!r}")
-    # A group in a grouped convolution would have to lose channels evenly from each of its convolution groups to
-    # be removed for real; that is not done yet, so those groups stay whole (RegNet's, ResNeXt's inner groups).
-    chosen = [i for i, g in enumerate(groups) if (policy == "all" or g.inner) and g.step == 1]
-    if not chosen:
-        raise UserError(f"the network has no {policy} channel groups to prune")
-    return chosen
+if TYPE_CHECKING:
+    from archfamily.latency.model import LatencyModel
 
 
-def l1_scores(model: nn.Module, groups: Sequence[ChannelGroup], prunable: Sequence[int]) -> dict[int, torch.Tensor]:
-    """Each channel's L1 norm of the filters that make it (summed over the group's convolutions and linears)."""
-    scores = {}
-    for i in prunable:
-        total = torch.zeros(groups[i].width, dtype=torch.float64)
-        for place in groups[i].places:
-            layer = model.get_submodule(place.module)
-            if place.dim == "out" and isinstance(layer, (nn.Conv2d, nn.Linear)) and place.start >= 0:
-                w = layer.weight.detach().cpu().double()
-                total += w[place.start:place.start + groups[i].width].abs().flatten(1).sum(1)
-        scores[i] = total
-    return scores
+def channel_groups_of(spec: ArchSpec, model: Optional[nn.Module] = None) -> dict[int, ChannelGroup]:
+    """Each prunable width's channel group (by its index in `spec.prunable_widths()`): as Torch-Pruning traced a
+    timm base (the spec holds them), else as the network lists them (archfamily's own families, and plug-ins; a
+    network built on the meta device when none is given)."""
+    if hasattr(spec, "groups"):
+        return dict(enumerate(spec.groups))
+    if model is None:
+        with torch.device("meta"):
+            model = build_model(spec)
+    return dict(model.channel_groups())
 
 
-def lowest_open(scores: dict[int, torch.Tensor], masks: GroupMasks, k: int) -> list[tuple[int, int]]:
-    """The k lowest-scoring open (group, channel) pairs, ties broken by group then channel order, never a group's
-    last open channel."""
+def lowest_open(scores: dict[int, torch.Tensor], masks: GroupMasks, least: dict[int, int],
+                k: int) -> list[tuple[int, int]]:
+    """The k lowest-scoring open (group, channel) pairs, ties broken by group then channel order, never closing a
+    group below `least[group]` open channels."""
     candidates = []
     for i, score in scores.items():
         open_channels = torch.nonzero(masks.masks[i].cpu() > 0).flatten().tolist()
@@ -67,54 +61,87 @@ def lowest_open(scores: dict[int, torch.Tensor], masks: GroupMasks, k: int) -> l
     for _, i, c in sorted(candidates):
         if len(chosen) == k:
             break
-        if left[i] > 1:
+        if left[i] > least[i]:
             chosen.append((i, c))
             left[i] -= 1
     return chosen
 
 
 @dataclass
-class GraphPruneRun:
+class PruneRun:
     """A pruning run in progress over `spec`'s network `model` (built from `spec`, trained or not)."""
 
-    spec: TimmSpec
+    spec: ArchSpec
     model: nn.Module
     method: str = "fisher"
-    policy: str = "all"
+    policy: Optional[str] = None  # a timm base's groups: all (the default) or inner; archfamily's own: inner
     channels_per_prune: int = 1
     seed: int = 0
-    cost: str = "params"  # what a channel costs, for fisher-cost and fisher-penalty: params or macs
+    cost: str = "params"  # what a channel costs, for the cost-weighing methods: params, macs or latency
+    latency: Optional["LatencyModel"] = None  # the device's latency model, for a latency cost
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"--method must be one of {', '.join(METHODS)} for a timm base, got {self.method!r}")
-        if self.cost not in COSTS:
-            raise UserError(f"--cost {self.cost} is not available for a timm base; choose from {', '.join(COSTS)}")
-        self.groups = self.spec.groups
-        self.prunable = prunable_groups(self.groups, self.policy)
+        check_method(self.method, self.cost)
+        if self.cost == "latency" and self.latency is None:
+            raise ValueError("a latency cost needs the latency model of the device it is measured on")
+        self.criterion = CRITERIA[self.method]
+        self.groups = channel_groups_of(self.spec, self.model)
+        self.prunable = prunable_groups(self.groups, self.policy or "all")
+        self.least = {i: 0 if self.groups[i].closable else 1 for i in self.prunable}
         self.masks = GroupMasks(self.model, self.groups, self.prunable)
         self.num_prunes = 0
-
-    beta: Optional[float] = None  # fisher-penalty's trade-off at the last prune, for the trajectory
+        self.beta: Optional[float] = None  # fisher-penalty's trade-off at the last prune, for the trajectory
 
     def open_channels(self) -> int:
-        """Channels a prune may still close (every group keeps one)."""
-        return sum(int((self.masks.masks[i] > 0).sum()) - 1 for i in self.prunable)
+        """Channels a prune may still close."""
+        return sum(int((self.masks.masks[i] > 0).sum()) - self.least[i] for i in self.prunable)
 
-    def member(self) -> TimmSpec:
+    def widths(self) -> list[int]:
+        """Every prunable width now: a pruned group's open channels, the others as the base has them."""
+        widths = list(self.spec.prunable_widths())
+        for i in self.prunable:
+            widths[i] = int((self.masks.masks[i] > 0).sum())
+        return widths
+
+    def member(self) -> ArchSpec:
         """The network the masks leave: the base at the open widths."""
-        return replace(self.spec, widths=self.widths())
+        return self.spec.with_prunable_widths(self.widths())
+
+    def channel_costs(self) -> dict[int, float]:
+        """What one open channel of each prunable group costs now. A latency cost is measured on rank 0 alone and
+        sent to the others, so every rank closes the same channels."""
+        member = self.member()
+        if self.cost != "latency":
+            return count_costs(member, self.prunable, self.cost, min(self.least.values()))
+        rank0 = not dist.is_initialized() or dist.get_rank() == 0
+        least = min(self.least.values())
+        costs = latency_costs(member, self.prunable, self.latency, least=least) if rank0 \
+            else dict.fromkeys(self.prunable, 0.0)
+        if dist.is_initialized():
+            shared = torch.tensor([costs[i] for i in self.prunable], dtype=torch.float64,
+                                  device=self.masks.masks[self.prunable[0]].device)
+            dist.broadcast(shared, 0)
+            costs = dict(zip(self.prunable, shared.tolist()))
+        return costs
+
+    def scores(self) -> dict[int, torch.Tensor]:
+        """Every channel's saliency by the run's criterion, per prunable group (lower is closed first)."""
+        return self.criterion.scores(self)
+
+    def prune(self) -> dict[str, Any]:
+        """Close the next channels, start a fresh saliency sum, and return the trajectory point this makes."""
+        closed = lowest_open(self.scores(), self.masks, self.least, self.channels_per_prune)
+        self.masks.close(closed)
+        self.masks.reset()
+        self.num_prunes += 1
+        member = self.member()
+        return {"prune_step": self.num_prunes, "closed": [list(c) for c in closed], "widths": member.prunable_widths(),
+                "block_ratios": block_ratios(member, self.spec), "params": member.num_params(),
+                "macs": member.num_macs()}
 
     def compressed(self) -> nn.Module:
         """The member for real, on the CPU, with the trained weights of the channels kept (the model is untouched)."""
-        small = self.spec.build()
-        small.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        closed = self.masks.closed_channels()
-        remove_channels(small, self.groups, closed, self.spec.input_size, self.spec.in_chans)
-        member = self.member()
-        small = refresh_sizes(small, member.base, member.input_size, member.in_chans)
-        small.spec = member
-        return small
+        return compress(self.spec, self.model, self.groups, self.masks.closed_channels(), self.member())
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the masks: each pruned group's closed channels."""
@@ -138,45 +165,8 @@ class GraphPruneRun:
         """Remove the masks' hooks."""
         self.masks.remove()
 
-    def widths(self) -> tuple[int, ...]:
-        """The open channels of every group now."""
-        return tuple(int((self.masks.masks[i] > 0).sum()) if i in self.masks.masks else g.width
-                     for i, g in enumerate(self.groups))
 
-    def scores(self) -> dict[int, torch.Tensor]:
-        if self.method == "fisher":
-            return self.masks.saliency()
-        if self.method in ("fisher-cost", "fisher-penalty"):
-            return self.weighed(self.masks.saliency())
-        if self.method == "l1":
-            return l1_scores(self.model, self.groups, self.prunable)
-        g = generator(self.seed, 1, self.num_prunes)
-        return {i: torch.rand(self.groups[i].width, generator=g, dtype=torch.float64) for i in self.prunable}
-
-    def weighed(self, saliency: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Fisher weighed against what one channel of each group saves now (`anycnn.costs`), as the gated engine
-        weighs it: divided by the cost (`fisher-cost`), or less beta times the cost (`fisher-penalty`, Theis et
-        al.'s form), beta the ratio of the open channels' median saliency and median cost."""
-        costs = channel_costs(self.member(), list(saliency), self.cost)
-        if self.method == "fisher-cost":
-            return {i: s / costs[i] for i, s in saliency.items()}
-        open_saliency = torch.cat([s[self.masks.masks[i].to(s.device) > 0] for i, s in saliency.items()])
-        open_costs = torch.tensor([costs[i] for i in saliency for _ in range(int((self.masks.masks[i] > 0).sum()))])
-        self.beta = float(open_saliency.median()) / max(float(open_costs.median()), 1e-12)
-        return {i: s - self.beta * costs[i] for i, s in saliency.items()}
-
-    def prune(self) -> dict[str, Any]:
-        """Close the next channels, start a fresh saliency sum, and return the trajectory point this makes."""
-        closed = lowest_open(self.scores(), self.masks, self.channels_per_prune)
-        self.masks.close(closed)
-        self.masks.reset()
-        self.num_prunes += 1
-        member = self.member()
-        return {"prune_step": self.num_prunes, "closed": [list(c) for c in closed], "widths": list(member.widths),
-                "block_ratios": member.ratios(self.spec), "params": member.num_params(), "macs": member.num_macs()}
-
-
-def run_pruning(run: GraphPruneRun, train_step: Callable[[], Any], prune_every: int, prunes: int) -> list[dict[str, Any]]:
+def run_pruning(run: PruneRun, train_step: Callable[[], Any], prune_every: int, prunes: int) -> list[dict[str, Any]]:
     """Fine-tune with `train_step` (one optimiser step of `run.model`, e.g. a `training.Trainer`'s), pruning every
     `prune_every` steps, `prunes` times; the trajectory points, in order."""
     points = []
@@ -186,3 +176,26 @@ def run_pruning(run: GraphPruneRun, train_step: Callable[[], Any], prune_every: 
             train_step()
         points.append(run.prune())
     return points
+
+
+def masked_network(base: ArchSpec, pruned: ArchSpec) -> nn.Module:
+    """The pruned network as a masking framework runs it: the base at full size, every channel `pruned` lost
+    zeroed by its group's mask at every forward, untrained (for timing)."""
+    model = build_model(base)
+    groups = channel_groups_of(base, model)
+    widths, full = pruned.prunable_widths(), base.prunable_widths()
+    shrunk = [i for i in groups if widths[i] < full[i]]
+    if shrunk:
+        model.masks = GroupMasks(model, groups, shrunk)
+        model.masks.close([(i, c) for i in shrunk for c in range(widths[i], full[i])])
+    return model
+
+
+def smallest_member(spec: ArchSpec, policy: Optional[str]) -> ArchSpec:
+    """The smallest network pruning can reach: every group it prunes at its fewest channels (closed where it may
+    close, else one)."""
+    groups = channel_groups_of(spec)
+    widths = list(spec.prunable_widths())
+    for i in prunable_groups(groups, policy or "all"):
+        widths[i] = 0 if groups[i].closable else 1
+    return spec.with_prunable_widths(widths)

@@ -6,7 +6,7 @@
   (child processes here, or SLURM jobs through submitit);
 - `results.py` writes `results.json` and `results.md` after every finished run.
 
-The study folder (default: beside the plan, named after it) holds `runs/`, `specs/`, `logs/`, `bench/` and
+The study folder (default: the plan's own folder for `NAME/plan.toml`, else beside the plan, named after it) holds `runs/`, `specs/`, `logs/`, `bench/` and
 the results. Everything in it can be deleted and made again by the same command.
 
 Floor 9: may import every floor below it. It starts the CLI only as a process (`python -m archfamily`), never
@@ -29,14 +29,21 @@ from archfamily.study.runner import (Runner, bench_is_current, check_jobs, estim
                                      job_seconds, probe_rate, record_bench_inputs, training_rate)
 
 
+PLAN_FILE = "plan.toml"  # a plan of this name lives in its study's folder: studies/NAME/plan.toml -> studies/NAME/
+
+
 def default_folder(plan: Plan) -> Path:
-    """Beside the plan, named after it: studies/cifar10-cpu.toml -> studies/cifar10-cpu/."""
+    """The folder a plan named plan.toml is in (studies/cifar10-cpu/plan.toml -> studies/cifar10-cpu/), and
+    beside any other plan, named after it (studies/cifar10-cpu.toml -> studies/cifar10-cpu/)."""
+    if plan.path.name == PLAN_FILE:
+        return plan.path.parent
     folder = plan.path.parent / plan.path.stem
     return folder if folder != plan.path else plan.path.parent / f"{plan.path.name}-study"
 
 
 STUDY_FOLDERS = ("runs", "specs", "logs", "bench", "jobs", "submitit")  # submitit: the submitted jobs' own files
-STUDY_ENTRIES = {*STUDY_FOLDERS, "results.json", "results.md", "README.md"}  # all a study writes, and its notes
+# all a study writes, its notes and its plan
+STUDY_ENTRIES = {*STUDY_FOLDERS, "results.json", "results.md", "README.md", PLAN_FILE}
 
 
 def check_study_folder(study_dir: Path) -> None:

@@ -2,7 +2,7 @@
 
 Read with Python's own `tomllib` and checked whole before anything runs: an unknown key, a wrong
 type, a budget no arm can reach or a base archfamily cannot build is one line naming the key.
-Paths in a plan are relative to the plan file. `studies/smoke.toml` shows every key.
+Paths in a plan are relative to the plan file. `studies/smoke/plan.toml` shows every key.
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from archfamily.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LATENCY_MS, MAX_ROUND_
                                MAX_TEST_IMAGES, MAX_TRAIN_BATCH, MAX_TRAIN_IMAGES, check_count, cores)
 from archfamily.training.precision import PRECISIONS
 from archfamily.training.recipes import SCRATCH_RECIPES, finetune_recipe_for
-from archfamily.pruning.criteria import CRITERIA, cost_weighing
-from archfamily.pruning.pruner import COSTS
+from archfamily.pruning.criteria import COSTS, CRITERIA, cost_weighing
 from archfamily.scaling.rules import RULES, base_rules
 from archfamily.specs import ArchSpec, base_spec, for_data, native_input_size
 from archfamily.limits import format_count, parse_count
@@ -317,6 +316,19 @@ def _check_device(on: str, where: str) -> None:
         raise UserError(f"{where}: {e}") from None
 
 
+def _check_prune_settings(spec: ArchSpec, method: str, cost: str, on: Optional[str], where: str) -> None:
+    """A prune run's settings as `archfamily derive` checks them for this base (`derive.check_prune_settings`),
+    its one-line error naming the plan's table and keys."""
+    from archfamily.pruning.derive import check_prune_settings  # with torch: only a plan that prunes pays for it
+
+    try:
+        check_prune_settings(spec, method, cost, on)
+    except SettingError as exc:
+        raise UserError(f"{where}: {exc.named({name: repr(name) for name in exc.settings})}") from None
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
 def _name(name: str, where: str) -> str:
     if not NAME.fullmatch(name):
         raise UserError(f"{where}: the name {name!r:.70} must be letters, digits, '_', '.' or '-' (it names folders)")
@@ -411,7 +423,7 @@ def load_plan(path: str | Path) -> Plan:
         raise UserError(f"{path}: {str(exc).splitlines()[0]:.120}") from None
     top = _Table(raw, str(path))
     plan_dir = path.resolve().parent
-    name = top.str("name", path.stem)
+    name = top.str("name", path.resolve().parent.name if path.name == "plan.toml" else path.stem)  # NAME/plan.toml: NAME
     description = top.str("description", "")
     budgets, labels = _budgets(top, "budgets", _REQUIRED)
 
@@ -456,6 +468,7 @@ def load_plan(path: str | Path) -> Plan:
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
             _check_device(on, f"{t.where}: 'on'")
+        _check_prune_settings(spec, method, cost or "params", on, t.where)
         prune_runs[run_name] = PruneRun(run_name, method, cost, on, t.int("prune_every", 100, low=1, high=MAX_STEPS),
                                         t.int("channels_per_step", 1, low=1, high=MAX_STEPS),
                                         t.int("eval_every", 50, low=1, high=MAX_STEPS),
