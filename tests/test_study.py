@@ -252,9 +252,9 @@ rule = "reduced-width"
     (lambda t: t + '[latency]\non = "gpu"\n', "unknown device 'gpu'"),
     (lambda t: t.replace("channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-penalty"\n'
                                                    'cost = "latency"\non = "tpu"'), "unknown device 'tpu'"),
-    (lambda t: t.replace('"wrn-16-1"', '"timm:mobilenetv2_050"').replace(
+    (lambda t: t.replace('"wrn-16-1"', '"timm:convnext_atto"').replace(
         "channels_per_step = 16", 'channels_per_step = 16\nmethod = "fisher-cost"\ncost = "latency"\non = "cpu:1"'),
-     "the latency model times dense convolutions only"),  # derive's own check: --dry-run refuses what a job would
+     "maps stay channels-first; this one permutes them"),  # derive's own check: --dry-run refuses what a job would
     (lambda t: t + '[prune.fisher.finetune]\nlr = "fast"\n', "[finetune]: lr: must be a number"),
     (lambda t: t + '[prune.fisher.finetune]\nepochs = 3\n', "'epochs' cannot be set"),
 ])

@@ -66,8 +66,8 @@ def test_inner_groups_only_leave_the_residual_streams_whole(run_cli, tmp_path: P
 @pytest.mark.parametrize("args, message", [
     (["--base", "timm:no_such_model"], "timm has no model 'no_such_model'"),
     (["--base", "timm:edgenext_xx_small"], "edgenext_xx_small: archfamily prunes CNNs; this model has self-attention"),
-    (["--base", "timm:mobilenetv2_050", "--method", "fisher-cost", "--cost", "latency", "--on", "cpu"],
-     "the latency model times dense convolutions only"),
+    (["--base", "timm:convnext_atto", "--method", "fisher-cost", "--cost", "latency", "--on", "cpu"],
+     "maps stay channels-first; this one permutes them"),
     (["--base", "wrn-16-1", "--groups", "all"], "--groups all is for a timm base"),
 ])
 def test_a_base_archfamily_cannot_prune_is_one_line(args: list[str], message: str, run_cli, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from archfamily.compat.report import changes, markdown, passes, summary
 CROSS_SECTION = {  # timm's smallest of each class (its test_ models where it has one)
     "test_resnet": "plain residual",
     "test_efficientnet": "inverted residual with squeeze-excitation",
-    "densenet121": "dense concatenation",
+    "ese_vovnet19b_slim_dw": "concatenation (one-shot aggregation; DenseNet's is in test_anycnn)",
     "regnetx_002": "grouped convolutions",
     "ghostnet_050": "split and concatenation (ghost modules)",
     "test_convnext": "ConvNeXt: depthwise, LayerNorm, layer scale",

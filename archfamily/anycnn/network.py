@@ -19,7 +19,6 @@ from archfamily.anycnn.groups import NORM_TYPES, is_depthwise, trace_groups
 from archfamily.anycnn.keywords import check_model_kwargs
 from archfamily.anycnn.rebuild import refresh_sizes, resize_layers
 from archfamily.anycnn.table import CountTable, Layer
-from archfamily.families import ChannelGroup
 from archfamily.errors import UserError
 
 def create(name: str, num_classes: int, in_chans: int, model_kwargs: tuple[tuple[str, Any], ...] = (), **kwargs: Any) -> nn.Module:
@@ -64,9 +63,10 @@ def build_member(spec: Any, device: Optional[str | torch.device] = None, **kwarg
 
 def measure_table(name: str, num_classes: int, in_chans: int, input_size: int,
                   model_kwargs: tuple[tuple[str, Any], ...] = ()) -> CountTable:
-    """The base's count table: its channel groups traced by Torch-Pruning, then one forward pass that counts it
-    (`torch.utils.flop_counter`) and records how many output positions each occupied layer computes per image;
-    that pass also shows the base runs at this input size (a one-line error if not)."""
+    """The base's count table: its channel groups traced by Torch-Pruning (those that resize safely,
+    `resizable`), then one forward pass that counts it (`torch.utils.flop_counter`) and records how many output
+    positions each occupied layer computes per image; that pass also shows the base runs at this input size (a
+    one-line error if not)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning's note on parameters outside layers
         model = create(name, num_classes, in_chans, model_kwargs)
@@ -87,20 +87,7 @@ def measure_table(name: str, num_classes: int, in_chans: int, input_size: int,
         for hook in hooks:
             hook.remove()
     layers = tuple((layer, _describe(model, layer, positions.get(layer, 0))) for layer in sorted(names))
-    for scale in (0.5, 1.5):
-        _check_resizes(name, num_classes, in_chans, input_size, model_kwargs, groups, scale)
     return CountTable(groups, layers, sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2)
-
-
-def _check_resizes(name: str, num_classes: int, in_chans: int, input_size: int,
-                   model_kwargs: tuple[tuple[str, Any], ...], groups: tuple[ChannelGroup, ...], scale: float) -> None:
-    """Raise a one-line error unless the base, every group's width times `scale` (whole convolution groups where
-    a grouped convolution holds it), builds and runs (on the meta device): members are counted from the table
-    without being built, so a base whose groups cannot be resized is refused here, once."""
-    widths = [max(g.step, round(g.width * scale / g.step) * g.step) for g in groups]
-    with torch.device("meta"):
-        model = create(name, num_classes, in_chans, model_kwargs)
-    refresh_sizes(resize_layers(model, groups, widths), name, input_size, in_chans)
 
 
 def _describe(model: nn.Module, name: str, positions: int) -> Layer:

@@ -28,7 +28,9 @@ def _scaled(group: ChannelGroup, scale: float) -> int:
 
 def _runs(meta: nn.Module, x: torch.Tensor, shape: tuple[int, ...], groups: Sequence[ChannelGroup],
           chosen: set[int], scale: float) -> bool:
-    """Whether `meta` (a copy of it) runs with the `chosen` groups resized by `scale`, giving logits of `shape`."""
+    """Whether `meta` (a copy of it) runs with the `chosen` groups resized by `scale`, giving logits of `shape` (a
+    network without a classifier, `num_classes=0`, gives its features, whose width is a group's: only their number
+    of dimensions must stay)."""
     model = copy.deepcopy(meta)
     widths = [_scaled(g, scale) if i in chosen else g.width for i, g in enumerate(groups)]
     try:
@@ -37,7 +39,8 @@ def _runs(meta: nn.Module, x: torch.Tensor, shape: tuple[int, ...], groups: Sequ
             out = model(x)
     except Exception:  # any failure to resize or to run (shapes, negative sizes, a layer the rebuild does not know)
         return False
-    return isinstance(out, torch.Tensor) and tuple(out.shape) == shape
+    headless = getattr(meta, "num_classes", None) == 0
+    return isinstance(out, torch.Tensor) and (out.dim() == len(shape) if headless else tuple(out.shape) == shape)
 
 
 def _failing(tries: Callable[[set[int]], bool], indices: list[int]) -> set[int]:

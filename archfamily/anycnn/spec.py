@@ -221,8 +221,10 @@ class TimmSpec:
 
         cfg = pretrained_cfg(self.base)
         names = {"first_conv": cfg.first_conv, "classifier": cfg.classifier} if cfg is not None else {}
-        # a name each (FastViT's cfg names two input convolutions, a tuple; an export's config holds text)
-        return {"pool_size": self.pool_size(self.input_size), **{k: v for k, v in names.items() if isinstance(v, str) and v}}
+        # one name each, as an export's config holds it: the first where the cfg names several (FastViT's two
+        # input convolutions)
+        names = {k: v if isinstance(v, str) else v[0] for k, v in names.items() if v}
+        return {"pool_size": self.pool_size(self.input_size), **names}
 
     def native_input_size(self) -> int:
         """The side of the images timm's pretrained cfg of the base says it was trained at (224 for most)."""

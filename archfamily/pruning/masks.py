@@ -45,6 +45,17 @@ def mask_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
     return places
 
 
+def channels_last(layer: nn.Module, out: torch.Tensor) -> bool:
+    """Whether `layer`'s output holds its channels last: a LayerNorm or a linear layer applied to a map laid out
+    (N, H, W, C), as ConvNeXt's blocks run them (timm's LayerNorm2d takes and gives (N, C, H, W))."""
+    if not isinstance(layer, (nn.LayerNorm, nn.Linear)) or out.dim() <= 2:
+        return False
+    channels = layer.out_features if isinstance(layer, nn.Linear) else layer.normalized_shape[0]
+    if out.shape[1] != channels or out.shape[-1] != channels:
+        return out.shape[-1] == channels
+    return not type(layer).__name__.endswith("2d")
+
+
 class GroupMasks:
     """The masks of `groups[i]` for i in `prunable` (the others stay whole), applied by forward hooks. `groups` maps
     each group's index among the spec's prunable widths to the group."""
@@ -80,10 +91,11 @@ class GroupMasks:
 
     def _hook(self, name: str, parts: list[tuple[int, int]]):
         def on_forward(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
-            full = torch.ones(out.shape[1], device=out.device, dtype=out.dtype)
+            last = channels_last(module, out)
+            full = torch.ones(out.shape[-1 if last else 1], device=out.device, dtype=out.dtype)
             for i, start in parts:
                 full[start:start + self.masks[i].numel()] = self.masks[i].to(out.dtype)
-            shape = (1, -1) + (1,) * (out.dim() - 2)
+            shape = (1,) * (out.dim() - 1) + (-1,) if last else (1, -1) + (1,) * (out.dim() - 2)
             masked = out * full.view(shape)
             if self.model.training and masked.requires_grad:  # the network's mode: its norms may be frozen
                 if name == self._first:
@@ -93,6 +105,8 @@ class GroupMasks:
                 def on_grad(grad: torch.Tensor) -> None:
                     dtype = torch.promote_types(act.dtype, torch.float32)  # bf16 under autocast: sum in fp32
                     per_sample = (act.to(dtype) * grad.to(dtype))
+                    if last and per_sample.dim() > 2:
+                        per_sample = per_sample.movedim(-1, 1)
                     per_sample = per_sample.sum(tuple(range(2, per_sample.dim()))) if per_sample.dim() > 2 else per_sample
                     for i, start in parts:
                         part = per_sample[:, start:start + self.masks[i].numel()].double()
