@@ -174,7 +174,7 @@ def _pretrained_cfg(cfg: Fields, spec: ArchSpec, family: str) -> dict[str, Any]:
         "std": lambda k: _channels(cfg, k, spec, 1e-6, 1e3),
         "num_classes": lambda k: cfg.int(k, spec.num_classes, spec.num_classes),
         "pool_size": lambda k: cfg.get(k) is None or cfg.ints(k, 2, 1, MAX_INPUT_SIZE),
-        "first_conv": lambda k: cfg.str(k, [expected["first_conv"]]),
+        "first_conv": lambda k: _layer_names(cfg, k, expected["first_conv"]),
         "classifier": lambda k: cfg.str(k, [expected["classifier"]]),
         "license": lambda k: _text(cfg, k),
         "paper_ids": lambda k: _text(cfg, k),
@@ -185,6 +185,15 @@ def _pretrained_cfg(cfg: Fields, spec: ArchSpec, family: str) -> dict[str, Any]:
     if len(cfg.data.get("mean", ())) != len(cfg.data.get("std", ())):
         cfg.fail("std", "must hold as many numbers as mean")
     return dict(cfg.data)
+
+
+def _layer_names(cfg: Fields, key: str, expected: str) -> None:
+    """A layer's name, or timm's list of them where the base's cfg names several (FastViT's two input
+    convolutions), the first being the one archfamily's member has."""
+    value = cfg.get(key)
+    if isinstance(value, list) and value and value[0] == expected and all(isinstance(v, str) for v in value):
+        return
+    cfg.str(key, [expected])
 
 
 def _input_size(cfg: Fields, spec: ArchSpec) -> None:
