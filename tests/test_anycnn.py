@@ -272,12 +272,14 @@ def test_the_count_table_counts_what_pytorch_counts(name: str) -> None:
     member's counts less those of the member with one channel fewer in that group)."""
     from dataclasses import replace
 
+    from archfamily.pruning.costs import count_costs
+
     base = TimmSpec.of_base(name)
     member = base.scaled(1.0, [w * 3 / 4 for w in base.widths])
     assert (member.num_params(), member.num_macs()) == _counted_by_pytorch(member)
     chosen = [i for i in range(len(base.groups)) if base.groups[i].step == 1][::7][:3]
     for cost, which in (("params", 0), ("macs", 1)):
-        costs = base.table.channel_costs(member.widths, chosen, cost)
+        costs = count_costs(member, chosen, cost, least=1)
         for i in chosen:
             fewer = replace(member, widths=tuple(w - (j == i) for j, w in enumerate(member.widths)))
             assert costs[i] == _counted_by_pytorch(member)[which] - _counted_by_pytorch(fewer)[which] > 0, \

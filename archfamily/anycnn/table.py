@@ -1,5 +1,5 @@
 """A timm base's count table: its channel groups and every layer they occupy, which is all it takes to count any
-member's parameters and MACs, and what one channel of a group costs, in plain Python.
+member's parameters and MACs in plain Python (and so what one channel of a group costs, `pruning.costs`).
 
 Tracing a base (Torch-Pruning) and counting a network (`torch.utils.flop_counter` on the meta device) take
 seconds; a member differs from its base only in the layers its groups occupy, so its counts are the base's plus
@@ -17,7 +17,6 @@ from typing import Any, Mapping, Sequence
 from archfamily.errors import UserError
 from archfamily.families import ChannelGroup, Place
 
-COSTS = ("params", "macs")  # what one channel of a group can cost: parameters or MACs
 POLICIES = ("all", "inner")  # which groups a pruning run may prune (`prunable_groups`)
 
 
@@ -103,23 +102,6 @@ class CountTable:
             params += layer.params(out, inp) - layer.params(layer.out, layer.inp)
             macs += layer.macs(out, inp) - layer.macs(layer.out, layer.inp)
         return params, macs
-
-    def channel_costs(self, widths: Sequence[int], groups: Sequence[int], cost: str) -> dict[int, float]:
-        """For each group index in `groups`: the `cost` (params or macs) the member at `widths` saves when that
-        group loses one channel (its counts less those of the member with one channel fewer there)."""
-        if cost not in COSTS:
-            raise UserError(f"--cost {cost} is not available for a timm base; choose from {', '.join(COSTS)}")
-        which = 0 if cost == "params" else 1
-        now = self.counts(widths)[which]
-        costs = {}
-        for i in groups:
-            if widths[i] > 1:
-                fewer = [w - (j == i) for j, w in enumerate(widths)]
-                costs[i] = float(now - self.counts(fewer)[which])
-            else:  # a group's last channel never closes; its cost is that of the next channel it would gain
-                more = [w + (j == i) for j, w in enumerate(widths)]
-                costs[i] = float(self.counts(more)[which] - now)
-        return costs
 
     def _sizes(self, widths: Sequence[int]) -> list[tuple[int, int]]:
         """Each occupied layer's (outputs, inputs) at `widths`, in `layers`' order."""

@@ -181,7 +181,7 @@ _TIMM_ACTIVATIONS = {"Swish": "silu", "HardSwish": "hardswish", "HardSigmoid": "
                      "Sigmoid": "sigmoid", "Tanh": "tanh"}
 # what does no work worth a table at inference: shape reads and checks, views, identities, dropout
 _NO_WORK = {"getattr", "eq", "_assert", "size", "dim", "flatten", "reshape", "view", "contiguous",
-            "new_zeros", "Identity", "Flatten", "Dropout", "DropPath", "getitem", "floordiv", "mul_scalar"}
+            "new_zeros", "Identity", "Flatten", "Dropout", "DropPath", "getitem", "floordiv"}
 
 
 def _activation(target: Any) -> Optional[str]:
@@ -229,8 +229,7 @@ def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torc
     if target is torch.cat:
         return Op("cat", (out[2], len(node.args[0])), (out[1],))
     name = type(target).__name__ if isinstance(target, nn.Module) else getattr(target, "__name__", str(target))
-    if name in _NO_WORK or not isinstance(target, nn.Module) and target in (operator.mul, operator.floordiv,
-                                                                              operator.getitem):
+    if name in _NO_WORK or target is operator.mul:  # a product that is not a map's: shape arithmetic
         return None
     raise NotInTable(f"the latency model cannot time {name} (at {node.name}); it times convolutions, norms, "
                      "activations, adds, multiplies, pooling, concatenation and linear layers")
