@@ -102,9 +102,9 @@ class RunSettings:
 
 
 def _validate(config: DeriveConfig, data: ImageData, bare: Optional[ArchSpec] = None) -> RunSettings:
-    """A run's settings for `data`, every one checked (`bare`: the base's spec before the data, if made already)."""
+    """A run's settings for `data`, every one that depends on the data checked (`bare`: the base's spec before the
+    data, if made already); the pruning settings are checked before the data loads (`check_prune_settings`)."""
     spec = for_data(bare or run_base_spec(config), data.num_classes, data.input_size)
-    check_prune_settings(spec, config.method, config.cost, config.cost_on, config.groups)
     for name in ("prune_every", "channels_per_step", "eval_every"):
         if getattr(config, name) < 1:
             raise SettingError("{" + name + "} must be at least 1")
@@ -373,6 +373,7 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
     bare = run_base_spec(config)
+    check_prune_settings(bare, config.method, config.cost, config.cost_on, config.groups)  # before any data loads
     data = run_data(config, bare)
     settings = _validate(config, data, bare)
     spec = settings.spec
