@@ -9,6 +9,7 @@ that dimension's channels it holds. That is enough to rebuild the network at any
 from __future__ import annotations
 
 import math
+import traceback
 
 import signal
 from contextlib import contextmanager
@@ -57,6 +58,13 @@ def _dim(handler: object) -> str:
     return "out" if name == "prune_out_channels" else "in"
 
 
+def _raised_in(exc: BaseException) -> str:
+    """Where in Torch-Pruning an error was raised (` in torch_pruning's FUNCTION`: its own bug, to report
+    upstream), or nothing for an error raised elsewhere."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "torch_pruning" in f.filename]
+    return f" in torch_pruning's {frames[-1].name}" if frames else ""
+
+
 def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> list[ChannelGroup]:
     """The channel groups of `model` (a timm model named `name`, on the CPU), in Torch-Pruning's order: every
     group but the classifier's outputs (the input image has none). Each says whether it is inner, for the
@@ -85,8 +93,8 @@ def trace_groups(model: nn.Module, name: str, input_size: int, in_chans: int = 3
             raise
         except Exception as exc:  # Torch-Pruning's own failures (IndexError, split sizes...) on what it cannot trace
             raise UserError(f"{name}: Torch-Pruning cannot trace its channel groups "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no message'})") \
-                from None
+                            f"({type(exc).__name__}{_raised_in(exc)}: "
+                            f"{str(exc).splitlines()[0][:120] if str(exc) else 'no message'})") from None
     groups = []
     for group in traced:
         places: dict[tuple[str, str], tuple[int, int]] = {}

@@ -122,6 +122,15 @@ def feature_info(name: str, model_kwargs: tuple[tuple[str, Any], ...] = ()) -> t
     return tuple(getattr(model, "feature_info", None) or ({"reduction": 32},))
 
 
+@functools.lru_cache(maxsize=64)
+def feature_indices(name: str, model_kwargs: tuple[tuple[str, Any], ...] = ()) -> tuple[int, ...]:
+    """The feature levels timm's own `features_only` of the base returns by default (built on the meta device):
+    most take every level of `feature_info`, some skip one (TResNet's first, at the input's own resolution)."""
+    with torch.device("meta"):
+        model = create(name, 10, 3, model_kwargs, features_only=True)
+    return tuple(getattr(model.feature_info, "out_indices", None) or range(len(model.feature_info)))
+
+
 def pretrained_cfg(name: str) -> Any:
     """timm's pretrained cfg of the base, or None."""
     from timm.models import get_pretrained_cfg

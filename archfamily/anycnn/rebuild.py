@@ -125,32 +125,27 @@ def _sliced_concatenations(model: nn.Module) -> dict[nn.Module, int]:
 
 def refresh_sizes(model: nn.Module, name: str, input_size: int, in_chans: int = 3) -> nn.Module:
     """The sizes timm's model records of itself made those of its resized layers: `feature_info`'s channels
-    (what `features_only` reports), `num_features` (what `forward_features` returns) and `head_hidden_size` (what
-    the classifier reads, which `reset_classifier` builds anew from). One forward of a 1-image batch finds them, and
-    shows that the network runs at these widths (a one-line error naming the base `name` if it does not)."""
+    (what `features_only` reports: `forward_intermediates`' levels), `num_features` (what `forward_features`
+    returns) and `head_hidden_size` (what the classifier reads, which `reset_classifier` builds anew from). Forwards
+    of a 1-image batch find them, and show that the network runs at these widths (a one-line error naming the
+    base `name` if it does not)."""
     info = getattr(model, "feature_info", None)
-    found: dict[str, int] = {}
-    layers = dict(model.named_modules())  # a level's `module` may name no layer (HRNet's "stem")
-    handles = [layers[f["module"]].register_forward_hook(
-        lambda m, i, out, name=f["module"]: found.__setitem__(name, out.shape[1]) if isinstance(out, torch.Tensor)
-        else None)
-        for f in info or () if f.get("module") in layers]
     device = next(model.parameters()).device
     was_training = model.training
+    x = torch.zeros(1, in_chans, input_size, input_size, device=device)
     try:
         with torch.no_grad():
-            features = model.eval().forward_features(torch.zeros(1, in_chans, input_size, input_size, device=device))
+            features = model.eval().forward_features(x)
+            # each feature level as timm's `features_only` returns it (`FeatureGetterNet` calls the same method)
+            levels = model.forward_intermediates(x, indices=len(info), intermediates_only=True) if info else []
     except Exception as exc:  # shapes that disagree, and whatever a module's own code raises on widths it did not expect
         text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(f"{name}: the network does not run with its channel groups resized "
                         f"({text}); archfamily cannot scale it") from None
     finally:
         model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    for f in info or ():
-        if f.get("module") in found:
-            f["num_chs"] = found[f["module"]]
+    for f, level in zip(info or (), levels):
+        f["num_chs"] = level.shape[1]
     if hasattr(model, "num_features"):
         model.num_features = features.shape[1]
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None

@@ -234,10 +234,10 @@ class TimmSpec:
         return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
 
     def feature_indices(self) -> tuple[int, ...]:
-        """timm's features_only out_indices: every feature level the base has."""
-        from archfamily.anycnn.network import feature_info
+        """timm's features_only out_indices: the levels timm's own `features_only` of the base returns."""
+        from archfamily.anycnn.network import feature_indices
 
-        return tuple(range(len(feature_info(self.base, self.model_kwargs))))
+        return feature_indices(self.base, self.model_kwargs)
 
     def ratios(self, base: "TimmSpec") -> list[float]:
         """Each group's width as a share of the base's: a trajectory point's `block_ratios`."""

@@ -137,9 +137,10 @@ def create_model_for(family: str, variant: str, pretrained: bool = False, **kwar
     kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "pool_size": pool_size(spec),
                                         "input_size": (channels, spec.input_size, spec.input_size), **own_cfg}
     out_indices = spec.feature_indices() if hasattr(spec, "feature_indices") else kind.feature_indices
-    # archfamily's own networks flatten their stages into one sequence of layers; a timm base's member keeps timm's
-    # module tree, whose `feature_info` names its own layers (`layer1`, `stages.2`): hooks on them, unflattened
-    feature_cfg = dict(feature_cls="hook", no_rewrite=True) if own_cfg else dict(flatten_sequential=True)
+    # archfamily's own networks flatten their stages into one sequence of layers; a timm base's member is timm's
+    # own network, whose `forward_intermediates` returns its feature levels as timm's own `features_only` does
+    # (HRNet's, TResNet's and SelecSLS's too, which timm wraps in classes of their own)
+    feature_cfg = dict(feature_cls="getter") if own_cfg else dict(flatten_sequential=True)
     if pretrained:
         _check_weights(variant, family, spec, kwargs)
     try:

@@ -2,9 +2,11 @@
 
 A group's mask multiplies its channels wherever they leave a norm layer (BatchNorm and timm's norm-act layers,
 whose output is past the activation), or, for a group with no norm (a squeeze-excitation's reduction), the
-layer that makes them. So a closed channel is zero everywhere it is read: after a residual addition (every
-addend is masked), in a concatenation (the mask sits at the group's offset there) and in a depthwise
-convolution (masked before and after it). Removing the closed channels for real (`compress.py`) then gives the
+layer that makes them; Fisher saliency is read there. It multiplies them again where a convolution or linear
+layer reads them, so what comes between (a learnable affine, a bias past the last norm) cannot reopen them. So a
+closed channel is zero everywhere it is read: after a residual addition (every addend is masked), in a
+concatenation (the mask sits at the group's offset there) and in a depthwise convolution (masked before and
+after it). Removing the closed channels for real (`compress.py`) then gives the
 same network. Groups whose channels meet a LayerNorm over channels (ConvNeXt) are masked alike, but there a
 closed channel still takes part in the norm's statistics, so masking only approximates removal. A closable group
 (a residual branch of archfamily's own families) may lose every channel; once it has, the output of its `branch`
@@ -45,6 +47,15 @@ def mask_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
     return places
 
 
+def input_places(model: nn.Module, group: ChannelGroup) -> list[Place]:
+    """Where the group's mask also multiplies the layers that read its channels: the inputs of its convolutions
+    and linear layers, where its channels are one run. Masked at the norms alone, a closed channel may come back
+    before they read it (a learnable affine after the activation, HGNet's; a bias added past the last norm, as
+    a residual branch's closing convolution adds); its readers then see what the pruned network does not have."""
+    return [p for p in group.places if p.dim == "in" and p.start >= 0 and p.count == group.width
+            and isinstance(model.get_submodule(p.module), (nn.Conv2d, nn.Linear))]
+
+
 def channels_last(layer: nn.Module, out: torch.Tensor) -> bool:
     """Whether `layer`'s output holds its channels last: a LayerNorm or a linear layer applied to a map laid out
     (N, H, W, C), as ConvNeXt's blocks run them (timm's LayerNorm2d takes and gives (N, C, H, W))."""
@@ -75,6 +86,12 @@ class GroupMasks:
         self._first = next(iter(segments), None)
         for name, parts in segments.items():
             self._handles.append(model.get_submodule(name).register_forward_hook(self._hook(name, parts)))
+        readers: dict[str, list[tuple[int, int]]] = defaultdict(list)  # layer -> (group, first input channel)
+        for i in self.prunable:
+            for place in input_places(model, groups[i]):
+                readers[place.module].append((i, place.start))
+        for name, parts in readers.items():
+            self._handles.append(model.get_submodule(name).register_forward_pre_hook(self._input_hook(parts)))
         branches: dict[str, list[int]] = defaultdict(list)  # layer -> the closable groups whose branch it ends
         for i in self.prunable:
             if groups[i].closable and groups[i].branch:
@@ -89,12 +106,29 @@ class GroupMasks:
 
         return on_forward
 
+    def _full_mask(self, parts: list[tuple[int, int]], width: int, like: torch.Tensor,
+                   detach: bool = False) -> torch.Tensor:
+        """One mask over a layer's `width` channels: each group's at its first channel there, 1 elsewhere
+        (`detach`: values only, so a mask's gradient is its norms' alone, where saliency is read)."""
+        full = torch.ones(width, device=like.device, dtype=like.dtype)
+        for i, start in parts:
+            mask = self.masks[i].detach() if detach else self.masks[i]
+            full[start:start + mask.numel()] = mask.to(like.dtype)
+        return full
+
+    def _input_hook(self, parts: list[tuple[int, int]]):
+        def on_forward(module: nn.Module, args: tuple) -> tuple:
+            x = args[0]
+            dim = -1 if isinstance(module, nn.Linear) else 1
+            full = self._full_mask(parts, x.shape[dim], x, detach=True)
+            return (x * (full if dim == -1 else full.view((1, -1) + (1,) * (x.dim() - 2))), *args[1:])
+
+        return on_forward
+
     def _hook(self, name: str, parts: list[tuple[int, int]]):
         def on_forward(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
             last = channels_last(module, out)
-            full = torch.ones(out.shape[-1 if last else 1], device=out.device, dtype=out.dtype)
-            for i, start in parts:
-                full[start:start + self.masks[i].numel()] = self.masks[i].to(out.dtype)
+            full = self._full_mask(parts, out.shape[-1 if last else 1], out)
             shape = (1,) * (out.dim() - 1) + (-1,) if last else (1, -1) + (1,) * (out.dim() - 2)
             masked = out * full.view(shape)
             if self.model.training and masked.requires_grad:  # the network's mode: its norms may be frozen
