@@ -3,10 +3,13 @@
     python benchmarks/latency_model.py --family studies/cifar10-cpu/runs/prune-fisher-k2e25
 
 Draws `--members` random members of the family (every rule, sizes log-uniform from 5% to 100% of the base,
-widths rounded to 1 or 8), then for each setting (thread count x batch) fits the model's two costs (per
+widths rounded to 1 or 8), then for each setting (runtime x thread count x batch) fits the model's two costs (per
 operation, per MB of activations) on the base and its reduced-width member at 10% of its params, predicts each
-member and measures it (eager, channels_last, interleaved rounds, median). Prints each setting's median and worst absolute error and the table's cost; `--rows` also prints every
-member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
+member and measures it as `bench` does (eager channels_last, or exported to ONNX Runtime; interleaved rounds,
+median). Prints each setting's median, 90th-percentile and worst error and the table's cost; `--rows` also prints
+every member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
+
+    python benchmarks/latency_model.py --family RUN --runtimes eager,onnxruntime --threads 1 --batches 1
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import argparse
 import json
 import math
 import random
+import itertools
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import torch
 
 from archfamily.errors import UserError
 from archfamily.pruning.family_file import load_family
+from archfamily.hub.export import write_onnx
 from archfamily.latency.model import LatencyModel
 from archfamily.models import build_model
 from archfamily.scaling.rules import RULES, base_rule, make_rule, solve
@@ -45,10 +51,24 @@ def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:
     return found
 
 
-def _runner(spec, batch: int):
-    model = build_model(spec).to(memory_format=torch.channels_last).eval()
-    x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size).contiguous(memory_format=torch.channels_last)
-    return lambda: model(x)
+def _runner(spec, batch: int, runtime: str, threads: int, folder: Path):
+    """One call of `spec`'s network as `bench` times it: eager (channels_last) or in ONNX Runtime (exported once
+    into `folder` by `archfamily export`'s writer)."""
+    x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size)
+    if runtime == "eager":
+        model = build_model(spec).to(memory_format=torch.channels_last).eval()
+        x = x.contiguous(memory_format=torch.channels_last)
+        return lambda: model(x)
+    import onnxruntime
+
+    path = folder / f"{abs(hash(spec))}.onnx"
+    if not path.is_file():
+        write_onnx(build_model(spec), path, spec.input_size, spec.in_chans)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"images": x.numpy()}
+    return lambda: session.run(None, feed)
 
 
 def main() -> None:
@@ -58,6 +78,7 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runtimes", default="eager", help="eager, onnxruntime or both, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", help="the lookup table's cache file [$ARCHFAMILY_CACHE/latency-table.json]")
     parser.add_argument("--rows", action="store_true", help="print every member's figures")
@@ -69,32 +90,36 @@ def main() -> None:
     small = solve(base_rule("reduced-width", family.base), family.base.num_params() // 10, "params").member.spec
     references = [family.base, small]  # the model's fitted costs come from these two, as scale's come from its ends
     print(f"{machine_info()['cpu']}, torch {torch.__version__}; family {family.path}; {len(members)} members")
-    print(f"{'threads':>7} {'batch':>5} {'median |err|':>12} {'worst |err|':>11} {'overhead/op':>11} "
-          f"{'per MB':>8} {'table pts':>9} {'table s':>7}")
+    print(f"{'runtime':>11} {'threads':>7} {'batch':>5} {'median |err|':>12} {'p90 |err|':>9} {'worst':>7} "
+          f"{'overhead/op':>11} {'per MB':>8} {'table pts':>9} {'table s':>7}")
     report = []
-    for threads in (int(t) for t in args.threads.split(",")):
-        for batch in (int(b) for b in args.batches.split(",")):
-            model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None)
-            started = time.perf_counter()
-            overhead, per_mb = model.calibrate(references, lambda spec: time_interleaved(
-                {"reference": _runner(spec, batch)}, cpu, threads, rounds=args.rounds)["reference"].median_ms)
-            predicted = [model.predict(spec) for _, _, spec in members]
-            table_seconds = time.perf_counter() - started
-            cases = {f"{i}": _runner(spec, batch) for i, (_, _, spec) in enumerate(members)}
-            measured = time_interleaved(cases, cpu, threads, rounds=args.rounds)
-            errors = [p / measured[f"{i}"].median_ms - 1 for i, p in enumerate(predicted)]
-            worst = max(errors, key=abs)
-            print(f"{threads:>7} {batch:>5} {statistics.median(abs(e) for e in errors):>11.1%} {worst:>+11.1%} "
-                  f"{overhead * 1e3:>9.1f}us {per_mb * 1e3:>6.1f}us {model.measured:>9} {table_seconds:>7.1f}")
-            rows = [{"member": name, "budget": budget, "params": spec.num_params(), "predicted_ms": p,
-                     "measured_ms": measured[f"{i}"].median_ms, "iqr_ms": measured[f"{i}"].iqr_ms, "error": e}
-                    for i, ((name, budget, spec), p, e) in enumerate(zip(members, predicted, errors))]
-            if args.rows:
-                for r in rows:
-                    print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
-                          f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
-            report.append({"threads": threads, "batch": batch, "overhead_ms_per_op": overhead, "ms_per_mb": per_mb,
-                           "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
+    folder = Path(tempfile.mkdtemp(prefix="latency-model-"))
+    for runtime, threads, batch in itertools.product(args.runtimes.split(","), map(int, args.threads.split(",")),
+                                                     map(int, args.batches.split(","))):
+        model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None, runtime=runtime)
+        started = time.perf_counter()
+        overhead, per_mb = model.calibrate(references, lambda spec: time_interleaved(
+            {"reference": _runner(spec, batch, runtime, threads, folder)}, cpu, threads,
+            rounds=args.rounds)["reference"].median_ms)
+        predicted = [model.predict(spec) for _, _, spec in members]
+        table_seconds = time.perf_counter() - started
+        cases = {f"{i}": _runner(spec, batch, runtime, threads, folder) for i, (_, _, spec) in enumerate(members)}
+        measured = time_interleaved(cases, cpu, threads, rounds=args.rounds)
+        errors = [p / measured[f"{i}"].median_ms - 1 for i, p in enumerate(predicted)]
+        worst = max(errors, key=abs)
+        p90 = statistics.quantiles([abs(e) for e in errors], n=10)[-1] if len(errors) > 1 else abs(worst)
+        print(f"{runtime:>11} {threads:>7} {batch:>5} {statistics.median(abs(e) for e in errors):>11.1%} "
+              f"{p90:>9.1%} {worst:>+7.1%} {overhead * 1e3:>9.1f}us {per_mb * 1e3:>6.1f}us {model.measured:>9} "
+              f"{table_seconds:>7.1f}")
+        rows = [{"member": name, "budget": budget, "params": spec.num_params(), "predicted_ms": p,
+                 "measured_ms": measured[f"{i}"].median_ms, "iqr_ms": measured[f"{i}"].iqr_ms, "error": e}
+                for i, ((name, budget, spec), p, e) in enumerate(zip(members, predicted, errors))]
+        if args.rows:
+            for r in rows:
+                print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
+                      f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
+        report.append({"runtime": runtime, "threads": threads, "batch": batch, "overhead_ms_per_op": overhead, "ms_per_mb": per_mb,
+                       "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_info(), "settings": report}, indent=2) + "\n")
 

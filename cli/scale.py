@@ -10,6 +10,7 @@ from typing import Any, Optional
 import click
 from tqdm import tqdm
 
+from archfamily.bench.runtimes import RUNTIMES, check_runtimes
 from archfamily.errors import UserError
 from archfamily.limits import MAX_BATCH, MAX_LATENCY_MS, MAX_ROUND_TO
 from archfamily.progress import progress_bar
@@ -92,8 +93,25 @@ def _print_sweep(results: list[ScaleResult], description: str) -> None:
                    f"{m.multiplier:>10.4f}  {outer}{flag}")
 
 
+def _runtime_call(runtime: str) -> Any:
+    """How `LatencyCache` makes a member ready to call in `runtime`: as `bench` does (an ONNX export, once)."""
+    import tempfile
+    from pathlib import Path
+
+    from archfamily.bench.runtimes import Setting
+    from archfamily.bench.select import BenchNet
+    from archfamily.models import build_model
+
+    def prepare(spec: ArchSpec, device: Any, threads: int, batch: int) -> Any:
+        with tempfile.TemporaryDirectory(prefix="archfamily-latency-") as folder:
+            return RUNTIMES[runtime].prepare(BenchNet(0, "", spec, lambda: build_model(spec)),
+                                             Setting(device, threads, batch, "channels_last", False, Path(folder)))
+
+    return prepare
+
+
 def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int, round_to: int,
-                   remeasure: bool) -> ScaleResult:
+                   remeasure: bool, runtime: str) -> ScaleResult:
     """The largest member within a measured latency, as a ScaleResult whose metric is latency (ms).
 
     The search runs on the per-device latency model; the members it settles on are measured."""
@@ -123,14 +141,17 @@ def _solve_latency(rule: ScalingRule, latency_ms: float, target: str, batch: int
             bar("latency table", "op").update(early[0])
             early[0] = 0
 
-    model = LatencyModel(device, threads, batch, on_measure=table_point, remeasure=remeasure)
+    check_runtimes((runtime,))  # its packages installed
+    model = LatencyModel(device, threads, batch, on_measure=table_point, remeasure=remeasure, runtime=runtime)
     try:
         found, ms = solve_latency(rule, latency_ms, device, threads, batch, round_to, on_step=report, model=model,
-                                  cache=LatencyCache(remeasure=remeasure))
+                                  cache=LatencyCache(remeasure=remeasure, runtime=runtime,
+                                                     prepare=_runtime_call(runtime)))
     finally:
         for b in bars.values():
             b.close()
-    note = f"measured {ms:.3f} ms on {device.type}:{threads} at batch {batch} (budget {latency_ms:g} ms)"
+    where = f" in {runtime}" if runtime != "eager" else ""
+    note = f"measured {ms:.3f} ms on {device.type}:{threads}{where} at batch {batch} (budget {latency_ms:g} ms)"
     return ScaleResult(found, "latency", latency_ms, ms <= latency_ms, note)
 
 
@@ -175,6 +196,8 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
 @click.option("--latency-ms", type=float, help="Or a measured latency budget: the largest member within it.")
 @click.option("--on", "target", help="Where --latency-ms is measured: cpu, cpu:THREADS or cuda [cpu: all threads].")
 @click.option("--batch", type=Count(1, MAX_BATCH), help="Batch size --latency-ms is measured at [1].")
+@click.option("--runtime", type=click.Choice(tuple(RUNTIMES)),
+              help="What --latency-ms is measured in: eager PyTorch or ONNX Runtime (on the CPU) [eager].")
 @click.option("--remeasure", is_flag=True, help="Time every --latency-ms figure again instead of reading "
                                                 "$ARCHFAMILY_CACHE's latency.json and latency-table.json, replacing "
                                                 "what they held.")
@@ -182,7 +205,7 @@ def _family_rule(family_path: str, rule: str, at: Optional[float]) -> tuple[Scal
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the spec as JSON (for train/export).")
 def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: Optional[str], rule: str,
           at: Optional[float], round_to: int, latency_ms: Optional[float], target: Optional[str],
-          batch: Optional[int], remeasure: bool, as_json: bool, out: Optional[str]) -> None:
+          batch: Optional[int], runtime: Optional[str], remeasure: bool, as_json: bool, out: Optional[str]) -> None:
     """The member of a family that meets a parameter, MAC or measured-latency budget."""
     from pathlib import Path
 
@@ -191,8 +214,9 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
 
     if latency_ms is not None and (params or macs or sweep):
         raise UserError("give exactly one budget: --params, --macs, --sweep or --latency-ms")
-    if latency_ms is None and (target is not None or batch is not None or remeasure):
-        raise UserError("--on, --batch and --remeasure say how --latency-ms is measured; give --latency-ms with them")
+    if latency_ms is None and (target is not None or batch is not None or runtime is not None or remeasure):
+        raise UserError("--on, --batch, --runtime and --remeasure say how --latency-ms is measured; give "
+                        "--latency-ms with them")
     metric, budgets = ("latency", []) if latency_ms is not None else _budgets(params, macs, sweep)
     if out and len(budgets) > 1:
         raise UserError("--out writes one spec: give a single budget")
@@ -201,7 +225,7 @@ def scale(family_path: str, params: Optional[str], macs: Optional[str], sweep: O
     scaling_rule, family_file, family_folder, base_name, method = _family_rule(family_path, rule, at)
     if latency_ms is not None:
         results = [_solve_latency(scaling_rule, latency_ms, "cpu" if target is None else target,
-                                  1 if batch is None else batch, round_to, remeasure)]
+                                  1 if batch is None else batch, round_to, remeasure, runtime or "eager")]
     else:
         results = [solve(scaling_rule, b, metric, round_to) for b in budgets]
     if out:

@@ -1,8 +1,9 @@
 """Latency budgets: the largest family member that meets a measured latency on this machine.
 
 `solve_latency` searches the rule's multiplier on the per-device latency model's
-predictions and measures only the members it settles on (batch B, eager,
-channels_last, inference mode), bisecting by measurement if the model keeps missing.
+predictions and measures only the members it settles on (batch B, as `bench` times a
+network: eager channels_last in inference mode, or ONNX Runtime), bisecting by measurement
+if the model keeps missing.
 Every measurement is refused while this process does not get its cores (`timing`), so a
 busy machine's figure is never cached or decides anything. Measurements are cached with
 their spread per machine, device, thread count and batch in `$ARCHFAMILY_CACHE/latency.json`
@@ -51,20 +52,39 @@ def parse_target(on: str) -> tuple[torch.device, int]:
     return torch.device("cpu"), threads or torch.get_num_threads()
 
 
+Prepare = Callable[[ArchSpec, torch.device, int, int], Callable[[], object]]  # (spec, device, threads, batch)
+
+
+def _eager_call(spec: ArchSpec, device: torch.device, threads: int, batch: int) -> Callable[[], object]:
+    """One forward pass of `spec`'s network in eager PyTorch, channels_last, as `bench` times it."""
+    model = build_model(spec).to(device, memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    return lambda: model(x)
+
+
 class LatencyCache:
     """Measured latencies of this machine, one section per device, thread count and batch (`TimingCache`),
     keyed by spec."""
 
     def __init__(self, path: Optional[Path] = None, on_note: Optional[Callable[[str], None]] = None,
-                 remeasure: bool = False) -> None:
+                 remeasure: bool = False, runtime: str = "eager", prepare: Optional[Prepare] = None) -> None:
         self.path = Path(path) if path else cache_dir() / "latency.json"
         self.on_note = on_note or (lambda text: tqdm.write(f"archfamily: {text}", file=sys.stderr))
         self.machine = machine_info()
         self.timings = TimingCache(self.path, remeasure)
+        # the runtime's name (one of `bench`'s), and how a network is made ready to call in it: `bench`'s
+        # runtimes, given by the caller (they sit above this package), or eager channels_last by default
+        self.runtime, self.prepare = runtime, prepare or _eager_call
+        if prepare is None and runtime != "eager":
+            raise ValueError(f"a LatencyCache for {runtime} needs its prepare")
 
     def key(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> tuple[str, str]:
-        """(setting, key) of `spec`'s figure."""
-        sid = self.timings.setting_id({**self.machine, "device": device.type, "threads": threads, "batch": batch})
+        """(setting, key) of `spec`'s figure; eager's settings name no runtime, as those from before ONNX
+        Runtime's did not."""
+        own = {"runtime": self.runtime} if self.runtime != "eager" else {}
+        sid = self.timings.setting_id({**self.machine, "device": device.type, "threads": threads, "batch": batch,
+                                       **own})
         return sid, hashlib.sha256(repr(spec).encode()).hexdigest()[:24]
 
     def from_file(self, spec: ArchSpec, device: torch.device, threads: int, batch: int) -> bool:
@@ -82,12 +102,10 @@ class LatencyCache:
         cached = self.timings.get(sid, key)
         if cached:
             return cached.median_ms
-        model = build_model(spec).to(device, memory_format=torch.channels_last).eval()
-        x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size, device=device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        call = self.prepare(spec, device, threads, batch)
 
         def timed() -> Timing:
-            return time_interleaved({"net": lambda: model(x)}, device, threads, rounds=1, min_run_time=0.2)["net"]
+            return time_interleaved({"net": call}, device, threads, rounds=1, min_run_time=0.2)["net"]
 
         timing = timed()
         expected_ms = expected() if expected else None

@@ -13,13 +13,15 @@ does work is refused in one line naming it (`NotInTable`), as is a network whose
 a convolution's input and output channels, linearly for the others) in between. Each grid point is measured the first time a prediction needs it, eager, channels_last,
 in inference mode, exactly as the bench and `scale --latency-ms` time whole networks (a busy machine's
 figure refused, never cached: `timing`), and cached with its spread per machine, device, thread count and batch
-in `$ARCHFAMILY_CACHE/latency-table.json` (`cache`); `remeasure` measures every point again.
+in `$ARCHFAMILY_CACHE/latency-table.json` (`cache`); `remeasure` measures every point again. With
+`runtime="onnxruntime"` the table is ONNX Runtime's instead (`onnx_ops`: its fusions, and each point a node's
+cost inside a graph), in a section of its own.
 """
 from __future__ import annotations
 
 import bisect
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -33,6 +35,7 @@ from archfamily.files import cache_dir
 from archfamily.errors import UserError
 from archfamily.models import build_model
 from archfamily.specs import ArchSpec
+from archfamily.latency import onnx_ops
 from archfamily.latency.cache import TimingCache
 from archfamily.latency.timing import Timing, machine_info, time_interleaved
 
@@ -52,6 +55,7 @@ def _channel_grid(top: int = 2048) -> tuple[int, ...]:
 
 
 CHANNEL_GRID = _channel_grid()
+RUNTIMES = ("eager", "onnxruntime")  # what the table is measured in: eager PyTorch, or ONNX Runtime (`onnx_ops`)
 # Networks (and topologies) whose operations are kept, least recently used dropped first: a prune step asks about
 # one network per group and never about those again, so an unbounded cache grows by megabytes a prune over a run
 # of thousands.
@@ -235,12 +239,22 @@ def _op(target: Any, shape_in: tuple[int, ...], out: tuple[int, ...], node: torc
                      "activations, adds, multiplies, pooling, concatenation and linear layers")
 
 
-def _bracket(c: int) -> tuple[int, int]:
-    """The grid points around `c` (equal when `c` is on the grid)."""
+def _bracket(c: int, grid: Optional[Sequence[int]] = None) -> tuple[int, int]:
+    """The points of `grid` (the channel grid's, unless given) around `c` (equal when `c` is one)."""
     if not 1 <= c <= CHANNEL_GRID[-1]:
         raise NotInTable(f"the latency model's table covers 1 to {CHANNEL_GRID[-1]} channels, not {c}")
-    i = bisect.bisect_left(CHANNEL_GRID, c)
-    return (c, c) if CHANNEL_GRID[i] == c else (CHANNEL_GRID[i - 1], CHANNEL_GRID[i])
+    grid = grid or CHANNEL_GRID
+    i = bisect.bisect_left(grid, c)
+    return (c, c) if grid[i] == c else (grid[i - 1], grid[i])
+
+
+# ONNX Runtime's kernels (MLAS's blocked layout) run channel counts in whole blocks of 8 several times faster than
+# the counts between (`studies/experiments/rounding-timm/`), so its latency is two curves, not one: a count in
+# whole blocks is read between the grid's whole-block points, any other between the points one channel past them.
+BLOCK = 8
+BLOCK_GRID = tuple(c for c in CHANNEL_GRID if c % BLOCK == 0)
+OFF_BLOCK_GRID = tuple(sorted({c for c in CHANNEL_GRID if c < BLOCK} | {c + 1 for c in BLOCK_GRID if c < CHANNEL_GRID[-1]}
+                              | {CHANNEL_GRID[-1]}))
 
 
 def _weight(c: int, lo: int, hi: int) -> float:
@@ -313,11 +327,16 @@ class LatencyModel:
 
     def __init__(self, device: torch.device, threads: int, batch: int, path: Optional[Path] = None,
                  timer: Timer = _time, on_measure: Optional[Callable[[], None]] = None,
-                 remeasure: bool = False) -> None:
+                 remeasure: bool = False, runtime: str = "eager") -> None:
+        if runtime not in RUNTIMES or (runtime == "onnxruntime" and device.type != "cpu"):
+            raise UserError(f"the latency model predicts {' or '.join(RUNTIMES)} (onnxruntime on the CPU), "
+                            f"not {runtime} on {device.type}")
         self.device, self.threads, self.batch, self.timer, self.on_measure = device, threads, batch, timer, on_measure
+        self.runtime = runtime
         self.table = TimingCache(Path(path) if path else cache_dir() / "latency-table.json", remeasure)
+        # eager's settings say no runtime, as tables measured before ONNX Runtime's did not
         self.setting = self.table.setting_id({**machine_info(), "device": device.type, "threads": threads,
-                                              "batch": batch})
+                                              "batch": batch, **({"runtime": runtime} if runtime != "eager" else {})})
         self.measured = 0  # grid points measured by this object (the rest came from the cache)
         self.overhead_ms = 0.0  # per operation, from `calibrate`
         self.ms_per_mb = 0.0  # per MB of activations written, from `calibrate`
@@ -329,23 +348,35 @@ class LatencyModel:
         key = f"{kind}|{','.join(map(str, fixed))}|{','.join(map(str, channels))}"
         timing = self.table.get(self.setting, key)
         if timing is None:
-            fn = _runnable(kind, fixed, channels, self.batch, self.device)
+            fn = _runnable(kind, fixed, channels, self.batch, self.device) if self.runtime == "eager" else \
+                onnx_ops.runnable(kind, fixed, channels, self.batch, self.threads)
             with torch.inference_mode():
                 timing = self.timer(fn, self.device, self.threads)
+            if self.runtime == "onnxruntime" and kind != onnx_ops.FLOOR:
+                floor = self._point(onnx_ops.FLOOR, (), ())
+                timing = replace(timing, median_ms=onnx_ops.per_copy(timing.median_ms, floor),
+                                 iqr_ms=timing.iqr_ms / onnx_ops.COPIES)
             self.measured += 1
             self.table.put(self.setting, key, timing)
             if self.on_measure:
                 self.on_measure()
         return timing.median_ms
 
+    def _bracket(self, c: int) -> tuple[int, int]:
+        """The table points a channel count is read between: the grid's, or in ONNX Runtime those on `c`'s side
+        of its block boundary."""
+        if self.runtime == "eager":
+            return _bracket(c)
+        return _bracket(c, BLOCK_GRID) if c % BLOCK == 0 else _bracket(c, OFF_BLOCK_GRID)
+
     def op_ms(self, op: Op) -> float:
         if len(op.channels) == 2:  # a dense or grouped convolution: its input and output channels
-            (ci, co), ((a0, a1), (b0, b1)) = op.channels, (_bracket(op.channels[0]), _bracket(op.channels[1]))
+            (ci, co), ((a0, a1), (b0, b1)) = op.channels, (self._bracket(op.channels[0]), self._bracket(op.channels[1]))
             u, v = _weight(ci, a0, a1), _weight(co, b0, b1)
             at = lambda a, b: self._point(op.kind, op.fixed, (a, b))  # noqa: E731
             return ((1 - u) * (1 - v) * at(a0, b0) + u * (1 - v) * at(a1, b0)
                     + (1 - u) * v * at(a0, b1) + u * v * at(a1, b1))
-        (c,), (lo, hi) = op.channels, _bracket(op.channels[0])
+        (c,), (lo, hi) = op.channels, self._bracket(op.channels[0])
         w = _weight(c, lo, hi)
         return (1 - w) * self._point(op.kind, op.fixed, (lo,)) + w * self._point(op.kind, op.fixed, (hi,))
 
@@ -368,9 +399,14 @@ class LatencyModel:
         _keep(self._ops, spec, ops)
         return ops
 
+    def run_ops(self, spec: ArchSpec) -> list[Op]:
+        """`spec`'s operations as the runtime runs them: ONNX Runtime's with its fusions (`onnx_ops.fuse`)."""
+        ops = self.ops(spec)
+        return ops if self.runtime == "eager" else onnx_ops.fuse(ops)
+
     def output_bytes(self, spec: ArchSpec) -> int:
         """Bytes of the activations one forward pass writes (float32)."""
-        return sum(_output_elements(op) for op in self.ops(spec)) * self.batch * 4
+        return sum(_output_elements(op) for op in self.run_ops(spec)) * self.batch * 4
 
     def calibrate(self, references: Sequence[ArchSpec], measure: Callable[[ArchSpec], float]) -> tuple[float, float]:
         """Fit what the table does not see from measured networks; returns (ms per operation, ms per MB written).
@@ -380,24 +416,38 @@ class LatencyModel:
         operation timed alone reads its own input, warm in cache. (A third cost, page faults on activations glibc
         gave back to the OS, is not modelled but removed: every timing keeps freed memory, see `allocator`.)
         Fitted by least squares on two or more references of different sizes (the per-byte cost is left at 0
-        with one, and either is left at 0 where a fit would make it negative).
+        with one, and either is left at 0 where a fit would make it negative); in ONNX Runtime the
+        per-operation cost alone, at least minus the references' mean operation.
         """
-        rows = [(len(self.ops(r)), self.output_bytes(r) / 2**20, measure(r) - self._table_ms(r)) for r in references]
-        self.overhead_ms, self.ms_per_mb = _nonnegative_fit(rows)
+        rows = [(len(self.run_ops(r)), self.output_bytes(r) / 2**20, measure(r) - self._table_ms(r))
+                for r in references]
+        if self.runtime == "onnxruntime":
+            # An operation in a network may cost less than one timed alone (its layout reorders are the
+            # network's, once, not each node's): the per-operation cost alone is fitted, and may go below 0, down
+            # to minus the references' mean operation. (A per-MB cost fitted beside a negative one cancels it at
+            # the references and predicts small members below zero.)
+            lowest = min(self._table_ms(r) / len(self.run_ops(r)) for r in references)
+            a, _ = _nonnegative_fit([(ops, 0.0, residual + lowest * ops) for ops, _, residual in rows])
+            self.overhead_ms, self.ms_per_mb = a - lowest, 0.0
+        else:
+            self.overhead_ms, self.ms_per_mb = _nonnegative_fit(rows)
         return self.overhead_ms, self.ms_per_mb
 
     def _table_ms(self, spec: ArchSpec) -> float:
-        return sum(self.op_ms(op) for op in self.ops(spec))
+        floor = self._point(onnx_ops.FLOOR, (), ()) if self.runtime == "onnxruntime" else 0.0  # a session call
+        return sum(self.op_ms(op) for op in self.run_ops(spec)) + floor
 
     def predict(self, spec: ArchSpec) -> float:
-        """The network's predicted latency in ms: its operations' table latencies plus the fitted costs."""
-        return (self._table_ms(spec) + self.overhead_ms * len(self.ops(spec))
-                + self.ms_per_mb * self.output_bytes(spec) / 2**20)
+        """The network's predicted latency in ms: its operations' table latencies plus the fitted costs (in ONNX
+        Runtime, whose fitted per-operation cost may be negative, at least one session call)."""
+        predicted = (self._table_ms(spec) + self.overhead_ms * len(self.run_ops(spec))
+                     + self.ms_per_mb * self.output_bytes(spec) / 2**20)
+        return max(predicted, self._point(onnx_ops.FLOOR, (), ())) if self.runtime == "onnxruntime" else predicted
 
 
 def _output_elements(op: Op) -> int:
     """Elements (per image) an operation writes."""
-    if op.kind in ("conv", "dwconv", "gconv"):
+    if op.kind.split("+")[0] in ("conv", "dwconv", "gconv"):  # and what ONNX Runtime fuses into one
         kernel, stride, size = op.fixed[:3]
         return op.channels[-1] * (size // stride) ** 2
     if op.kind == "linear":
