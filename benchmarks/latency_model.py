@@ -27,7 +27,8 @@ import torch
 
 from archfamily.errors import UserError
 from archfamily.pruning.family_file import load_family
-from archfamily.hub.export import write_onnx
+from archfamily.bench.runtimes import RUNTIMES, Setting
+from archfamily.bench.select import BenchNet
 from archfamily.latency.model import LatencyModel
 from archfamily.models import build_model
 from archfamily.scaling.rules import RULES, base_rule, make_rule, solve
@@ -51,24 +52,10 @@ def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:
     return found
 
 
-def _runner(spec, batch: int, runtime: str, threads: int, folder: Path):
-    """One call of `spec`'s network as `bench` times it: eager (channels_last) or in ONNX Runtime (exported once
-    into `folder` by `archfamily export`'s writer)."""
-    x = torch.randn(batch, spec.in_chans, spec.input_size, spec.input_size)
-    if runtime == "eager":
-        model = build_model(spec).to(memory_format=torch.channels_last).eval()
-        x = x.contiguous(memory_format=torch.channels_last)
-        return lambda: model(x)
-    import onnxruntime
-
-    path = folder / f"{abs(hash(spec))}.onnx"
-    if not path.is_file():
-        write_onnx(build_model(spec), path, spec.input_size, spec.in_chans)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"images": x.numpy()}
-    return lambda: session.run(None, feed)
+def _runner(net: BenchNet, batch: int, runtime: str, threads: int, folder: Path):
+    """One call of `net` as `bench` times it (`bench.runtimes`): eager channels_last, or in ONNX Runtime, exported
+    once into `folder`."""
+    return RUNTIMES[runtime].prepare(net, Setting(torch.device("cpu"), threads, batch, "channels_last", False, folder))
 
 
 def main() -> None:
@@ -94,16 +81,19 @@ def main() -> None:
           f"{'overhead/op':>11} {'per MB':>8} {'table pts':>9} {'table s':>7}")
     report = []
     folder = Path(tempfile.mkdtemp(prefix="latency-model-"))
+    nets = {spec: BenchNet(0, name, spec, lambda spec=spec: build_model(spec))  # one each: exported once
+            for name, spec in [("reference", s) for s in references] + [(n, s) for n, _, s in members]}
     for runtime, threads, batch in itertools.product(args.runtimes.split(","), map(int, args.threads.split(",")),
                                                      map(int, args.batches.split(","))):
         model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None, runtime=runtime)
         started = time.perf_counter()
         overhead, per_mb = model.calibrate(references, lambda spec: time_interleaved(
-            {"reference": _runner(spec, batch, runtime, threads, folder)}, cpu, threads,
+            {"reference": _runner(nets[spec], batch, runtime, threads, folder)}, cpu, threads,
             rounds=args.rounds)["reference"].median_ms)
         predicted = [model.predict(spec) for _, _, spec in members]
         table_seconds = time.perf_counter() - started
-        cases = {f"{i}": _runner(spec, batch, runtime, threads, folder) for i, (_, _, spec) in enumerate(members)}
+        cases = {f"{i}": _runner(nets[spec], batch, runtime, threads, folder)
+                 for i, (_, _, spec) in enumerate(members)}
         measured = time_interleaved(cases, cpu, threads, rounds=args.rounds)
         errors = [p / measured[f"{i}"].median_ms - 1 for i, p in enumerate(predicted)]
         worst = max(errors, key=abs)
@@ -118,7 +108,8 @@ def main() -> None:
             for r in rows:
                 print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
                       f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
-        report.append({"runtime": runtime, "threads": threads, "batch": batch, "overhead_ms_per_op": overhead, "ms_per_mb": per_mb,
+        report.append({"runtime": runtime, "threads": threads, "batch": batch, "overhead_ms_per_op": overhead,
+                       "ms_per_mb": per_mb,
                        "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_info(), "settings": report}, indent=2) + "\n")

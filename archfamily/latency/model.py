@@ -253,8 +253,8 @@ def _bracket(c: int, grid: Optional[Sequence[int]] = None) -> tuple[int, int]:
 # whole blocks is read between the grid's whole-block points, any other between the points one channel past them.
 BLOCK = 8
 BLOCK_GRID = tuple(c for c in CHANNEL_GRID if c % BLOCK == 0)
-OFF_BLOCK_GRID = tuple(sorted({c for c in CHANNEL_GRID if c < BLOCK} | {c + 1 for c in BLOCK_GRID if c < CHANNEL_GRID[-1]}
-                              | {CHANNEL_GRID[-1]}))
+OFF_BLOCK_GRID = tuple(sorted({c for c in CHANNEL_GRID if c < BLOCK}
+                              | {c + 1 for c in BLOCK_GRID if c < CHANNEL_GRID[-1]} | {CHANNEL_GRID[-1]}))
 
 
 def _weight(c: int, lo: int, hi: int) -> float:
@@ -419,14 +419,15 @@ class LatencyModel:
         with one, and either is left at 0 where a fit would make it negative); in ONNX Runtime the
         per-operation cost alone, at least minus the references' mean operation.
         """
-        rows = [(len(self.run_ops(r)), self.output_bytes(r) / 2**20, measure(r) - self._table_ms(r))
-                for r in references]
+        tables = [self._table_ms(r) for r in references]
+        rows = [(len(self.run_ops(r)), self.output_bytes(r) / 2**20, measure(r) - table)
+                for r, table in zip(references, tables)]
         if self.runtime == "onnxruntime":
             # An operation in a network may cost less than one timed alone (its layout reorders are the
             # network's, once, not each node's): the per-operation cost alone is fitted, and may go below 0, down
             # to minus the references' mean operation. (A per-MB cost fitted beside a negative one cancels it at
             # the references and predicts small members below zero.)
-            lowest = min(self._table_ms(r) / len(self.run_ops(r)) for r in references)
+            lowest = min(table / ops for table, (ops, _, _) in zip(tables, rows))
             a, _ = _nonnegative_fit([(ops, 0.0, residual + lowest * ops) for ops, _, residual in rows])
             self.overhead_ms, self.ms_per_mb = a - lowest, 0.0
         else:
