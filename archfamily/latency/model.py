@@ -103,12 +103,13 @@ def network_ops(spec: ArchSpec, batch: int = 1) -> list[Op]:
     ShapeProp(graph).propagate(torch.zeros(batch, spec.in_chans, spec.input_size, spec.input_size, device="meta"))
     ops = []
     for node in graph.graph.nodes:
-        if node.op not in ("call_module", "call_function", "call_method") or "tensor_meta" not in node.meta:
-            continue  # not an operation on tensors (a shape read, say)
+        if node.op not in ("call_module", "call_function", "call_method") \
+                or not hasattr(node.meta.get("tensor_meta"), "shape"):
+            continue  # not an operation on one tensor: a shape read, or a split into views (MixNet's)
         out = node.meta["tensor_meta"].shape
         first = node.args[0] if node.args else None
         shape_in = first.meta["tensor_meta"].shape \
-            if isinstance(first, torch.fx.Node) and "tensor_meta" in first.meta else out
+            if isinstance(first, torch.fx.Node) and hasattr(first.meta.get("tensor_meta"), "shape") else out
         target = graph.get_submodule(node.target) if node.op == "call_module" else node.target
         op = _op(target, tuple(shape_in), tuple(out), node)
         if op is not None:
@@ -185,7 +186,7 @@ _TIMM_ACTIVATIONS = {"Swish": "silu", "HardSwish": "hardswish", "HardSigmoid": "
                      "Sigmoid": "sigmoid", "Tanh": "tanh"}
 # what does no work worth a table at inference: shape reads and checks, views, identities, dropout
 _NO_WORK = {"getattr", "eq", "_assert", "size", "dim", "flatten", "reshape", "view", "contiguous",
-            "new_zeros", "Identity", "Flatten", "Dropout", "DropPath", "getitem", "floordiv"}
+            "new_zeros", "Identity", "Flatten", "Dropout", "dropout", "DropPath", "getitem", "floordiv"}
 
 
 def _activation(target: Any) -> Optional[str]:
