@@ -4,9 +4,10 @@
 
 Draws `--members` random members of the family (every rule, sizes log-uniform from 5% to 100% of the base,
 widths rounded to 1 or 8), then for each setting (runtime x thread count x batch) fits the model's two costs (per
-operation, per MB of activations) on the base and its reduced-width member at 10% of its params, predicts each
-member and measures it as `bench` does (eager channels_last, or exported to ONNX Runtime; interleaved rounds,
-median). Prints each setting's median, 90th-percentile and worst error and the table's cost; `--rows` also prints
+operation, per MB of activations) on references timed together in interleaved rounds (the base and its
+reduced-width members at 10% and 30% of its params, and the copycat member at 30% where the family has one:
+`--references 2` keeps the first two, as `scale` fits on two), predicts each member and measures it as `bench`
+does (eager channels_last, or exported to ONNX Runtime; interleaved rounds, median). Prints each setting's median, 90th-percentile and worst error and the table's cost; `--rows` also prints
 every member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
 
     python benchmarks/latency_model.py --family RUN --runtimes eager,onnxruntime --threads 1 --batches 1
@@ -31,7 +32,7 @@ from archfamily.bench.runtimes import RUNTIMES, Setting
 from archfamily.bench.select import BenchNet
 from archfamily.latency.model import LatencyModel
 from archfamily.models import build_model
-from archfamily.scaling.rules import RULES, base_rule, make_rule, solve
+from archfamily.scaling.rules import RULES, make_rule, solve
 from archfamily.latency.timing import machine_info, time_interleaved
 
 
@@ -52,6 +53,20 @@ def _members(family, count: int, seed: int) -> list[tuple[str, int, object]]:
     return found
 
 
+def _references(family, count: int) -> list:
+    """The networks the model's costs are fitted on: the base, its reduced-width members at 10% and 30% of its
+    params, and the copycat member at 30% (where the family has that rule), the first `count` of them."""
+    base = family.base.num_params()
+    found = [family.base]
+    for rule_name, share in (("reduced-width", 0.1), ("reduced-width", 0.3), ("copycat", 0.3)):
+        try:
+            rule = make_rule(rule_name, family.base, family.trajectory, family.rules)
+            found.append(solve(rule, int(base * share), "params").member.spec)
+        except UserError:  # a family without that rule
+            continue
+    return found[:count]
+
+
 def _runner(net: BenchNet, batch: int, runtime: str, threads: int, folder: Path):
     """One call of `net` as `bench` times it (`bench.runtimes`): eager channels_last, or in ONNX Runtime, exported
     once into `folder`."""
@@ -64,7 +79,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,64")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--references", type=int, default=4, help="how many networks the costs are fitted on (2-4)")
     parser.add_argument("--runtimes", default="eager", help="eager, onnxruntime or both, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", help="the lookup table's cache file [$ARCHFAMILY_CACHE/latency-table.json]")
@@ -74,9 +90,9 @@ def main() -> None:
     family = load_family(args.family)
     members = _members(family, args.members, args.seed)
     cpu = torch.device("cpu")
-    small = solve(base_rule("reduced-width", family.base), family.base.num_params() // 10, "params").member.spec
-    references = [family.base, small]  # the model's fitted costs come from these two, as scale's come from its ends
-    print(f"{machine_info()['cpu']}, torch {torch.__version__}; family {family.path}; {len(members)} members")
+    references = _references(family, args.references)
+    print(f"{machine_info()['cpu']}, torch {torch.__version__}; family {family.path}; {len(members)} members; "
+          f"costs fitted on {len(references)} references")
     print(f"{'runtime':>11} {'threads':>7} {'batch':>5} {'median |err|':>12} {'p90 |err|':>9} {'worst':>7} "
           f"{'overhead/op':>11} {'per MB':>8} {'table pts':>9} {'table s':>7}")
     report = []
@@ -87,9 +103,9 @@ def main() -> None:
                                                      map(int, args.batches.split(","))):
         model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None, runtime=runtime)
         started = time.perf_counter()
-        overhead, per_mb = model.calibrate(references, lambda spec: time_interleaved(
-            {"reference": _runner(nets[spec], batch, runtime, threads, folder)}, cpu, threads,
-            rounds=args.rounds)["reference"].median_ms)
+        timed = time_interleaved({f"{i}": _runner(nets[spec], batch, runtime, threads, folder)
+                                  for i, spec in enumerate(references)}, cpu, threads, rounds=args.rounds)
+        overhead, per_mb = model.calibrate(references, lambda spec: timed[f"{references.index(spec)}"].median_ms)
         predicted = [model.predict(spec) for _, _, spec in members]
         table_seconds = time.perf_counter() - started
         cases = {f"{i}": _runner(nets[spec], batch, runtime, threads, folder)
@@ -109,6 +125,8 @@ def main() -> None:
                 print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
                       f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
         report.append({"runtime": runtime, "threads": threads, "batch": batch, "overhead_ms_per_op": overhead,
+                       "references": [{"params": spec.num_params(), "measured_ms": timed[f"{i}"].median_ms,
+                                       "iqr_ms": timed[f"{i}"].iqr_ms} for i, spec in enumerate(references)],
                        "ms_per_mb": per_mb,
                        "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
     if args.json:

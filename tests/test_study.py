@@ -494,8 +494,25 @@ def test_latency_budgets_choose_each_member_first_and_alone(tmp_path: Path) -> N
                                   "1", "--rule", "reduced-width", "--out", "specs/rw-ms-0.5ms.json"]]
     trains = [j for j in jobs if j.arm == "rw-ms"]
     assert {j.id for j in trains} == {f"rw-ms-{b}-s{s}" for b in ("0.5ms", "2ms") for s in (0, 1)}
+    onnx = expand(load_plan(_plan(tmp_path, LATENCY_PLAN + 'runtime = "onnxruntime"\n')), tmp_path / "study")
+    assert [j for j in onnx if j.kind == "scale"][0].commands[0][8:12] == ["1", "--runtime", "onnxruntime", "--rule"]
     assert all(j.commands[0][:3] == ["train", "--spec", f"specs/rw-ms-{j.id.split('-')[2]}.json"]
                and j.deps == (f"spec-rw-ms-{j.id.split('-')[2]}",) for j in trains)
+
+
+@pytest.mark.parametrize("extra, error", [
+    ('runtime = "tensorrt"\n', "'runtime' must be one of eager, onnxruntime"),
+    ('runtime = "onnxruntime"\n', None),
+])
+def test_a_plans_latency_runtime_is_one_the_bench_has(tmp_path: Path, extra: str, error) -> None:
+    from archfamily.errors import UserError
+    from archfamily.study.plan import load_plan
+
+    if error is None:
+        assert load_plan(_plan(tmp_path, LATENCY_PLAN + extra)).latency.runtime == "onnxruntime"
+    else:
+        with pytest.raises(UserError, match=error):
+            load_plan(_plan(tmp_path, LATENCY_PLAN + extra))
 
 
 def test_an_exclusive_job_starts_only_on_an_empty_machine_and_holds_it() -> None:

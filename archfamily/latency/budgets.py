@@ -157,13 +157,17 @@ Measure = Callable[[Member, Optional[Callable[[], Optional[float]]], float], flo
 
 def _search_with_model(rule: ScalingRule, target_ms: float, round_to: int, model: "LatencyModel",
                        measure: Measure, smallest: Member, fastest: float, largest: Member,
-                       slowest: float) -> tuple[Optional[tuple[Member, float]], float, float]:
-    """`solve_latency`'s search on predicted latency, from the rule's two ends as measured: the answer if it
-    settles within MODEL_STEPS rounds, and the bracket (lo within the budget, hi over it) it narrowed by
-    measurement either way. `largest` is the widest member the model predicts (the rule's, or below it where the
-    rule's is wider than the table). Each member it measures is doubted against its corrected prediction."""
+                       slowest: float) -> tuple[Member, float]:
+    """`solve_latency`'s search on predicted latency, from the rule's two ends as measured (`largest`: the widest
+    member the model predicts, the rule's or below it where the rule's is wider than the table): the answer it
+    settles on within MODEL_STEPS rounds, else by bisecting by measurement the bracket those rounds narrowed.
+
+    The model's per-operation cost is fitted on the smallest member, where it is most of the latency (fitted
+    on both ends, a 4x-wide largest member's error would be read as a per-operation cost and mispredict the
+    members between 5x); the error left is corrected by measurement. Each member measured is doubted against
+    its corrected prediction (SEARCH_DOUBT), so a burst the busy check missed does not steer the search."""
     lo, hi = smallest.multiplier, largest.multiplier
-    model.calibrate([smallest.spec, largest.spec], {smallest.spec: fastest, largest.spec: slowest}.__getitem__)
+    model.calibrate([smallest.spec], {smallest.spec: fastest}.__getitem__)
     errors = {lo: fastest / model.predict(smallest.spec), hi: slowest / model.predict(largest.spec)}
 
     def corrected(c: Member) -> float:
@@ -175,25 +179,27 @@ def _search_with_model(rule: ScalingRule, target_ms: float, round_to: int, model
         return model.predict(c.spec) * ((1 - w) * errors[below] + w * errors[above])
 
     def measured(c: Member) -> float:
-        return measure(c, lambda: corrected(c), SEARCH_DOUBT)
+        ms = measure(c, lambda: corrected(c), SEARCH_DOUBT)
+        errors[c.multiplier] = ms / model.predict(c.spec)
+        return ms
 
     for _ in range(MODEL_STEPS):
         m, m_above = _bisect(rule, round_to, lo, hi, lambda c: corrected(c) <= target_ms)
         candidate = member(rule, m, round_to)
         ms = measured(candidate)
-        errors[m] = ms / model.predict(candidate.spec)
         if ms > target_ms:
             hi = m
             continue
         if ms >= (1 - MODEL_TOLERANCE) * target_ms:
-            return (candidate, ms), lo, hi  # within the budget and close to it
+            return candidate, ms  # within the budget and close to it
         above = member(rule, m_above, round_to)
         above_ms = measured(above)
         if above_ms > target_ms:
-            return (candidate, ms), lo, hi  # within the budget, and the next larger member is not
-        errors[m_above] = above_ms / model.predict(above.spec)
+            return candidate, ms  # within the budget, and the next larger member is not
         lo = m_above
-    return None, lo, hi
+    lo, _ = _bisect(rule, round_to, lo, hi, lambda c: measured(c) <= target_ms)
+    best = member(rule, lo, round_to)
+    return best, measure(best, lambda: corrected(best), SEARCH_DOUBT, False)
 
 
 def _predictable(model: LatencyModel, spec: ArchSpec) -> bool:
@@ -230,13 +236,13 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
     """The largest member whose measured latency is at most `target_ms`, and that latency.
 
     The smallest and largest members are measured first (is the budget reachable; is the whole family within
-    it). With a latency `model`, fitted on the smallest and the largest member it can predict (the rule's largest,
-    or the widest member within its table, measured too), the search runs on predicted latency corrected by the
-    model's error at the nearest measured members, and the member it settles on is measured: if it is within
-    the budget and within 3% of it, or the next larger member (measured too) is over it, that is the answer,
-    usually the first time. After MODEL_STEPS rounds it bisects by measurement between the closest measured
-    members, as it does without a model, or where the budget lies past the model's table. The answer's latency is
-    always measured, never predicted.
+    it). With a latency `model` (fitted on the smallest member; the largest one it can predict, the rule's or the
+    widest within its table, measured too), the search runs on predicted latency corrected by the model's error at
+    the nearest measured members, and the member it settles on is measured: if it is within the budget and within
+    3% of it, or the next larger member (measured too) is over it, that is the answer, usually the first time.
+    After MODEL_STEPS rounds it bisects by measurement between the closest measured members, as it does without a
+    model, or where the budget lies past the model's table. The answer's latency is always measured, never
+    predicted.
     """
     cache = cache or LatencyCache()
 
@@ -274,10 +280,7 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
         if top_ms <= target_ms:
             lo = top.multiplier  # the budget lies past the model's table: measurement alone answers
         else:
-            answer, lo, hi = _search_with_model(rule, target_ms, round_to, model, measure, smallest, fastest,
-                                                top, top_ms)
-            if answer:
-                return answer
+            return _search_with_model(rule, target_ms, round_to, model, measure, smallest, fastest, top, top_ms)
     lo, _ = _bisect(rule, round_to, lo, hi, lambda m: measured(m) <= target_ms)
     best = member(rule, lo, round_to)
     return best, measured(best, report=False)

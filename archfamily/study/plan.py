@@ -84,10 +84,11 @@ class Arm:
 
 @dataclass(frozen=True)
 class Latency:
-    """Where and how the latency budgets of arms are measured (`scale --latency-ms --on --batch`)."""
+    """Where and how the latency budgets of arms are measured (`scale --latency-ms --on --batch --runtime`)."""
 
     on: str = "cpu:1"
     batch: int = 1
+    runtime: str = "eager"  # or onnxruntime, on the CPU
 
 
 @dataclass(frozen=True)
@@ -482,8 +483,11 @@ def load_plan(path: str | Path) -> Plan:
     latency_t = top.table("latency")
     latency = None
     if latency_t is not None:
-        latency = Latency(latency_t.str("on", "cpu:1"), latency_t.int("batch", 1, low=1, high=MAX_BATCH))
+        latency = Latency(latency_t.str("on", "cpu:1"), latency_t.int("batch", 1, low=1, high=MAX_BATCH),
+                          latency_t.str("runtime", "eager", tuple(RUNTIMES)))
         _check_device(latency.on, f"{latency_t.where}: 'on'")
+        if latency.runtime != "eager" and not latency.on.startswith("cpu"):
+            raise UserError(f"{latency_t.where}: runtime {latency.runtime!r} measures on the CPU, not {latency.on}")
         latency_t.done()
 
     arms_t = top.table("arms", required=True)

@@ -173,6 +173,8 @@ def _latency_arm_jobs(plan: Plan, study_dir: Path, arm: Arm, derive_ids: dict[st
         label = arm.budget_label(ms, plan.budget_labels)
         spec_file = f"specs/{arm.name}-{label}.json"
         budget = ["--latency-ms", f"{ms:g}", "--on", plan.latency.on, "--batch", str(plan.latency.batch)]
+        if plan.latency.runtime != "eager":  # eager's jobs keep the arguments studies from before runtimes have
+            budget += ["--runtime", plan.latency.runtime]
         scale_id = f"spec-{arm.name}-{label}"
         jobs.append(Job(scale_id, "scale", [_scale_args(arm, family, budget, spec_file)], spec_file, deps,
                         extra_seconds=60.0, exclusive=True, priority=(False, -math.inf)))
