@@ -4,7 +4,7 @@
 
 Draws `--members` random members of the family (every rule, sizes log-uniform from 5% to 100% of the base,
 widths rounded to 1 or 8), then for each setting (runtime x thread count x batch) fits the model's two costs (per
-operation, per MB of activations) on references timed together in interleaved rounds (the base and its
+operation, per MB of activations) on references timed in the same interleaved rounds as the members (the base and its
 reduced-width members at 10% and 30% of its params, and the copycat member at 30% where the family has one:
 `--references 2` keeps the first two, as `scale` fits on two), predicts each member and measures it as `bench`
 does (eager channels_last, or exported to ONNX Runtime; interleaved rounds, median). Prints each setting's median, 90th-percentile and worst error and the table's cost; `--rows` also prints
@@ -102,21 +102,22 @@ def main() -> None:
     for runtime, threads, batch in itertools.product(args.runtimes.split(","), map(int, args.threads.split(",")),
                                                      map(int, args.batches.split(","))):
         model = LatencyModel(cpu, threads, batch, Path(args.table) if args.table else None, runtime=runtime)
+        # references and members timed in the same interleaved rounds, so the machine's drift over minutes (10-20%
+        # here) moves both alike instead of reading as the model's error
+        cases = {f"r{i}": _runner(nets[spec], batch, runtime, threads, folder) for i, spec in enumerate(references)}
+        cases |= {f"{i}": _runner(nets[spec], batch, runtime, threads, folder) for i, (_, _, spec) in enumerate(members)}
+        measured = time_interleaved(cases, cpu, threads, rounds=args.rounds)
         started = time.perf_counter()
-        timed = time_interleaved({f"{i}": _runner(nets[spec], batch, runtime, threads, folder)
-                                  for i, spec in enumerate(references)}, cpu, threads, rounds=args.rounds)
-        overhead, per_mb = model.calibrate(references, lambda spec: timed[f"{references.index(spec)}"].median_ms)
+        overhead, per_mb = model.calibrate(references,
+                                           lambda spec: measured[f"r{references.index(spec)}"].median_ms)
         predicted = [model.predict(spec) for _, _, spec in members]
         table_seconds = time.perf_counter() - started
-        cases = {f"{i}": _runner(nets[spec], batch, runtime, threads, folder)
-                 for i, (_, _, spec) in enumerate(members)}
-        measured = time_interleaved(cases, cpu, threads, rounds=args.rounds)
         errors = [p / measured[f"{i}"].median_ms - 1 for i, p in enumerate(predicted)]
         worst = max(errors, key=abs)
         p90 = statistics.quantiles([abs(e) for e in errors], n=10)[-1] if len(errors) > 1 else abs(worst)
         print(f"{runtime:>11} {threads:>7} {batch:>5} {statistics.median(abs(e) for e in errors):>11.1%} "
-              f"{p90:>9.1%} {worst:>+7.1%} {overhead * 1e3:>9.1f}us {per_mb * 1e3:>6.1f}us {model.measured:>9} "
-              f"{table_seconds:>7.1f}")
+              f"{p90:>9.1%} {worst:>+7.1%} {overhead * 1e3:>5.1f}/{model.off_block_ms * 1e3:<4.1f}us "
+              f"{per_mb * 1e3:>6.1f}us {model.measured:>9} {table_seconds:>7.1f}")
         rows = [{"member": name, "budget": budget, "params": spec.num_params(), "predicted_ms": p,
                  "measured_ms": measured[f"{i}"].median_ms, "iqr_ms": measured[f"{i}"].iqr_ms, "error": e}
                 for i, ((name, budget, spec), p, e) in enumerate(zip(members, predicted, errors))]
@@ -125,8 +126,9 @@ def main() -> None:
                 print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
                       f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
         report.append({"runtime": runtime, "threads": threads, "batch": batch, "overhead_ms_per_op": overhead,
-                       "references": [{"params": spec.num_params(), "measured_ms": timed[f"{i}"].median_ms,
-                                       "iqr_ms": timed[f"{i}"].iqr_ms} for i, spec in enumerate(references)],
+                       "off_block_ms_per_op": model.off_block_ms,
+                       "references": [{"params": spec.num_params(), "measured_ms": measured[f"r{i}"].median_ms,
+                                       "iqr_ms": measured[f"r{i}"].iqr_ms} for i, spec in enumerate(references)],
                        "ms_per_mb": per_mb,
                        "table_points_measured": model.measured, "table_seconds": table_seconds, "rows": rows})
     if args.json:

@@ -35,6 +35,8 @@ from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINE
               help="What a channel costs, for fisher-cost and fisher-penalty; latency is predicted for --on "
                    "(with fisher-penalty, which measured better per millisecond).")
 @click.option("--on", "cost_on", help="Where --cost latency is measured: cpu, cpu:THREADS or cuda (batch 1).")
+@click.option("--runtime", "cost_runtime", type=click.Choice(("eager", "onnxruntime")),
+              help="What --cost latency is predicted in: eager PyTorch or ONNX Runtime (on the CPU) [eager].")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Start from this trained base (safetensors).")
 @click.option("--recipe", type=click.Choice(SCRATCH_RECIPES),
               help="Base training recipe: fast, or the paper's wrn or densenet [quick, smoke: fast; paper: the paper's; "
@@ -55,7 +57,8 @@ from archfamily.cli.options import (COMPILE, MODEL_KWARGS, PRETRAINED, PRETRAINE
 @PRETRAINED_FILE
 @training_options
 @COMPILE
-def derive(preset: str, base: Optional[str], groups: Optional[str], method: str, cost: str, cost_on: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
+def derive(preset: str, base: Optional[str], groups: Optional[str], method: str, cost: str, cost_on: Optional[str],
+           cost_runtime: Optional[str], checkpoint: Optional[str], recipe: Optional[str],
            epochs: Optional[float], batch_size: Optional[int], prune_every: Optional[int], channels_per_step: Optional[int],
            eval_every: Optional[int], until_params: Optional[str], save_at: Optional[str],
            finetune_set: tuple[str, ...], out: Optional[str], model_kwargs: tuple[str, ...], pretrained: bool,
@@ -70,10 +73,15 @@ def derive(preset: str, base: Optional[str], groups: Optional[str], method: str,
     from archfamily.training.scratch import pretrained_record
 
     use_threads(threads)
+    if cost_runtime == "onnxruntime":
+        from archfamily.bench.runtimes import check_runtimes
+
+        check_runtimes((cost_runtime,))  # its packages installed
     starts_pretrained = pretrained_record(pretrained, pretrained_file)
     recipe = recipe or ("transfer" if starts_pretrained else None)
     config = DeriveConfig.from_preset(
-        preset, base=base, pretrained=starts_pretrained, groups=groups, method=method, cost=cost, cost_on=cost_on, recipe=recipe, data=data, subset=subset, test_subset=test_subset,
+        preset, base=base, pretrained=starts_pretrained, groups=groups, method=method, cost=cost, cost_on=cost_on,
+        cost_runtime=None if cost_runtime == "eager" else cost_runtime, recipe=recipe, data=data, subset=subset, test_subset=test_subset,
         input_size=parse_input_size(input_size), val_fraction=val_fraction, data_path=data_path, seed=seed,
         epochs=epochs, batch_size=batch_size, prune_every=prune_every, channels_per_step=channels_per_step, eval_every=eval_every,
         until_params=parse_count(until_params, "--until-params") if until_params is not None else None, checkpoint=checkpoint,

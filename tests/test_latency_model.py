@@ -381,6 +381,34 @@ def test_latency_pruning_refuses_a_base_wider_than_the_table_before_training(run
     assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+
+@pytest.mark.parametrize("args, message", [
+    (("--runtime", "onnxruntime"), "--runtime says what --cost latency is predicted in; give --cost latency with it"),
+    (("--method", "fisher-penalty", "--cost", "latency", "--on", "cuda", "--runtime", "onnxruntime"),
+     "--runtime onnxruntime predicts the CPU's latency, not cuda's"),
+])
+def test_a_latency_cost_predicted_in_onnxruntime_is_checked_before_training(run_cli, tmp_path: Path, args,
+                                                                             message: str) -> None:
+    result = run_cli("derive", "--preset", "smoke", *args, "--out", str(tmp_path / "run"))
+    assert result.code == 2 and message in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_latency_cost_in_onnxruntime_reads_its_own_table_and_measures_no_network(monkeypatch) -> None:
+    """`derive --runtime onnxruntime`: the costs are ONNX Runtime's table's (fusions and blocks of 8 included), and
+    nothing is exported or timed before pruning starts; eager's model is fitted on the base, as before."""
+    from archfamily.pruning.derive import DeriveConfig, _latency_model
+    from archfamily.training.distributed import DistContext
+
+    fitted: list[str] = []
+    monkeypatch.setattr(lm.LatencyModel, "calibrate", lambda self, refs, measure: fitted.append(self.runtime))
+    config = DeriveConfig("wrn-16-1", "fisher-penalty", "latency", "cpu:1", "onnxruntime")
+    model = _latency_model(config, base_spec("wrn-16-1"), DistContext())
+    assert model.runtime == "onnxruntime" and model.measured == 0 and not fitted
+    assert _latency_model(DeriveConfig("wrn-16-1", "fisher-penalty", "latency", "cpu:1"), base_spec("wrn-16-1"),
+                          DistContext()).runtime == "eager" and fitted == ["eager"]
+
+
 FAULTS = """
 import itertools, resource, sys, torch
 from archfamily.latency.timing import Clock, Usage, time_interleaved

@@ -495,6 +495,7 @@ def test_latency_budgets_choose_each_member_first_and_alone(tmp_path: Path) -> N
     trains = [j for j in jobs if j.arm == "rw-ms"]
     assert {j.id for j in trains} == {f"rw-ms-{b}-s{s}" for b in ("0.5ms", "2ms") for s in (0, 1)}
     onnx = expand(load_plan(_plan(tmp_path, LATENCY_PLAN + 'runtime = "onnxruntime"\n')), tmp_path / "study")
+    assert "--runtime" not in [a for j in jobs for c in j.commands for a in c]  # eager's jobs as before runtimes
     assert [j for j in onnx if j.kind == "scale"][0].commands[0][8:12] == ["1", "--runtime", "onnxruntime", "--rule"]
     assert all(j.commands[0][:3] == ["train", "--spec", f"specs/rw-ms-{j.id.split('-')[2]}.json"]
                and j.deps == (f"spec-rw-ms-{j.id.split('-')[2]}",) for j in trains)
@@ -513,6 +514,19 @@ def test_a_plans_latency_runtime_is_one_the_bench_has(tmp_path: Path, extra: str
     else:
         with pytest.raises(UserError, match=error):
             load_plan(_plan(tmp_path, LATENCY_PLAN + extra))
+
+
+def test_a_prune_run_predicts_its_latency_cost_in_the_runtime_it_names(tmp_path: Path) -> None:
+    from archfamily.errors import UserError
+    from archfamily.study.plan import load_plan
+    from archfamily.study.queue import expand
+
+    latency = GOOD.replace("[prune.fisher]", '[prune.fisher]\nmethod = "fisher-penalty"\ncost = "latency"\n'
+                                             'on = "cpu:1"\nruntime = "onnxruntime"')
+    derive = [j for j in expand(load_plan(_plan(tmp_path, latency)), tmp_path / "study") if j.kind == "derive"][0]
+    assert derive.commands[0][derive.commands[0].index("--on"):][:4] == ["--on", "cpu:1", "--runtime", "onnxruntime"]
+    with pytest.raises(UserError, match="'runtime' says what 'cost' latency is predicted in"):
+        load_plan(_plan(tmp_path, GOOD.replace("[prune.fisher]", '[prune.fisher]\nruntime = "onnxruntime"')))
 
 
 def test_an_exclusive_job_starts_only_on_an_empty_machine_and_holds_it() -> None:

@@ -17,6 +17,7 @@ class DeriveConfig:
     method: str = "fisher"
     cost: str = "params"
     cost_on: Optional[str] = None  # where a latency cost is measured: cpu, cpu:THREADS or cuda
+    cost_runtime: Optional[str] = None  # what a latency cost is predicted in: onnxruntime; None: eager PyTorch
     recipe: Optional[str] = None  # base training; None: the paper's for the base's family (older run.json files)
     batch_size: Optional[int] = None  # base training; None: the recipe's
     data: Optional[str] = None

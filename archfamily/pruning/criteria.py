@@ -80,9 +80,13 @@ def check_method(method: str, cost: str) -> None:
                            "millisecond the better of the two in RESULTS.md) or fisher-cost")
 
 
-def check_cost_device(cost: str, on: Optional[str]) -> None:
-    """A latency cost names its device (`--on`), and only a latency cost does. (`latency.parse_target` checks
-    the device itself.)"""
+def check_cost_device(cost: str, on: Optional[str], runtime: Optional[str] = None) -> None:
+    """A latency cost names its device (`--on`), and only a latency cost does, or names a runtime (eager, or
+    ONNX Runtime on the CPU). (`latency.parse_target` checks the device itself.)"""
+    if runtime is not None and cost != "latency":
+        raise SettingError("{runtime} says what {cost} latency is predicted in; give {cost} latency with it")
+    if runtime == "onnxruntime" and on and not on.startswith("cpu"):
+        raise SettingError("{runtime} onnxruntime predicts the CPU's latency, not {device}'s", device=on)
     if cost == "latency" and not on:
         raise SettingError("{cost} latency needs {on}: the device whose latency pruning saves (cpu, cpu:THREADS or "
                            "cuda)")

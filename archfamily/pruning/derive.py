@@ -68,13 +68,13 @@ class DeriveResult:
 
 
 def check_prune_settings(spec: ArchSpec, method: str, cost: str = "params", cost_on: Optional[str] = None,
-                         groups: Optional[str] = None) -> None:
+                         groups: Optional[str] = None, cost_runtime: Optional[str] = None) -> None:
     """Every pruning setting a derive run of `spec`'s base checks before it starts: the method and the cost it
     weighs, the device a latency cost is measured on and whether the latency model can predict the base, and the
     groups the engine prunes. A study plan's prune runs are checked by this too, so `study --dry-run` refuses what
     a job would."""
     check_method(method, cost)
-    check_cost_device(cost, cost_on)
+    check_cost_device(cost, cost_on, cost_runtime)
     if groups not in (None, *POLICIES):
         raise SettingError("{groups} must be one of {known}", known=", ".join(POLICIES))
     if groups == "all" and not family_type(spec.family).graph_pruned:
@@ -316,16 +316,18 @@ class _PruneLog:
 
 
 def _latency_model(config: DeriveConfig, spec: ArchSpec, dist_ctx: DistContext) -> Optional["LatencyModel"]:
-    """The model a latency cost is read from (batch 1, the bench's setting), its per-operation overhead fitted on
-    the base; only rank 0 measures."""
+    """The model a latency cost is read from (batch 1, the bench's setting); only rank 0 measures. In eager
+    PyTorch its per-operation overhead is fitted on the base (a layer pruned away saves its Python and module
+    calls too); in ONNX Runtime the table alone (its fitted per-operation cost is a few microseconds either way,
+    and measuring the base would mean exporting it)."""
     if config.cost != "latency":
         return None
     from archfamily.latency.budgets import LatencyCache, parse_target
     from archfamily.latency.model import LatencyModel
 
     device, threads = parse_target(config.cost_on)
-    model = LatencyModel(device, threads, batch=1)
-    if dist_ctx.is_main:
+    model = LatencyModel(device, threads, batch=1, runtime=config.cost_runtime or "eager")
+    if dist_ctx.is_main and model.runtime == "eager":
         model.calibrate([spec], lambda s: LatencyCache().measure(s, device, threads, batch=1,
                                                                  expected=lambda: model.predict(s)))
     return model
@@ -373,7 +375,8 @@ def derive(config: DeriveConfig, out: Path, device_name: str = "auto", resume: b
     out = Path(out)
     config = replace(config, precision=run_precision(config.precision, device, out, resume))  # as run.json holds it
     bare = run_base_spec(config)
-    check_prune_settings(bare, config.method, config.cost, config.cost_on, config.groups)  # before any data loads
+    check_prune_settings(bare, config.method, config.cost, config.cost_on, config.groups,
+                         config.cost_runtime)  # before any data loads
     data = run_data(config, bare)
     settings = _validate(config, data, bare)
     spec = settings.spec

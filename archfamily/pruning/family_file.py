@@ -150,8 +150,10 @@ def _cost_fields(config: dict[str, Any]) -> dict[str, Optional[str]]:
     """What a cost-aware run weighed saliency against, and for a latency cost the device it was predicted for:
     a family pruned against one machine's latency is that machine's family, and its reader needs to know which."""
     weighs_cost = config["method"] in cost_weighing()
-    return {"cost": config["cost"] if weighs_cost else None,
-            "cost_on": config.get("cost_on") if weighs_cost and config["cost"] == "latency" else None}
+    latency = weighs_cost and config["cost"] == "latency"
+    runtime = config.get("cost_runtime")  # ONNX Runtime's is named; eager's is not, as before runtimes
+    return {"cost": config["cost"] if weighs_cost else None, "cost_on": config.get("cost_on") if latency else None,
+            **({"cost_runtime": runtime} if latency and runtime else {})}
 
 
 def family_document(config: dict[str, Any], base: ArchSpec, base_recipe: Optional[dict[str, Any]],

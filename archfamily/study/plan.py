@@ -49,6 +49,7 @@ class PruneRun:
     method: str = "fisher"
     cost: Optional[str] = None
     on: Optional[str] = None  # where a latency cost is measured
+    runtime: Optional[str] = None  # what a latency cost is predicted in: onnxruntime; None: eager
     prune_every: int = 100
     channels_per_step: int = 1
     eval_every: int = 50
@@ -317,13 +318,14 @@ def _check_device(on: str, where: str) -> None:
         raise UserError(f"{where}: {e}") from None
 
 
-def _check_prune_settings(spec: ArchSpec, method: str, cost: str, on: Optional[str], where: str) -> None:
+def _check_prune_settings(spec: ArchSpec, method: str, cost: str, on: Optional[str], where: str,
+                          runtime: Optional[str] = None) -> None:
     """A prune run's settings as `archfamily derive` checks them for this base (`derive.check_prune_settings`),
     its one-line error naming the plan's table and keys."""
     from archfamily.pruning.derive import check_prune_settings  # with torch: only a plan that prunes pays for it
 
     try:
-        check_prune_settings(spec, method, cost, on)
+        check_prune_settings(spec, method, cost, on, cost_runtime=runtime)
     except SettingError as exc:
         raise UserError(f"{where}: {exc.named({name: repr(name) for name in exc.settings})}") from None
     except UserError as exc:
@@ -462,15 +464,15 @@ def load_plan(path: str | Path) -> Plan:
         t = prune_t.table(run_name)
         _name(run_name, t.where)
         method = t.str("method", "fisher", tuple(CRITERIA))
-        cost, on = t.str("cost", None, COSTS), t.str("on")
+        cost, on, runtime = t.str("cost", None, COSTS), t.str("on"), t.str("runtime", None, tuple(RUNTIMES))
         if cost is not None and method not in cost_weighing():
             raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(cost_weighing())} only")
         if (cost == "latency") != (on is not None):
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
             _check_device(on, f"{t.where}: 'on'")
-        _check_prune_settings(spec, method, cost or "params", on, t.where)
-        prune_runs[run_name] = PruneRun(run_name, method, cost, on, t.int("prune_every", 100, low=1, high=MAX_STEPS),
+        _check_prune_settings(spec, method, cost or "params", on, t.where, None if runtime == "eager" else runtime)
+        prune_runs[run_name] = PruneRun(run_name, method, cost, on, None if runtime == "eager" else runtime, t.int("prune_every", 100, low=1, high=MAX_STEPS),
                                         t.int("channels_per_step", 1, low=1, high=MAX_STEPS),
                                         t.int("eval_every", 50, low=1, high=MAX_STEPS),
                                         t.int("test_subset", None, low=10, high=MAX_TEST_IMAGES),

@@ -129,6 +129,8 @@ def _derive_job(plan: Plan, study_dir: Path, run: PruneRun, checkpoint: str, dep
         args += ["--cost", run.cost]
     if run.on:
         args += ["--on", run.on]
+    if run.runtime:
+        args += ["--runtime", run.runtime]
     args += ["--prune-every", str(run.prune_every), "-k", str(run.channels_per_step),
              "--eval-every", str(run.eval_every), *_data_args(plan, study_dir, run.test_subset or plan.test_subset, True),
              *_precision_args(plan)]
