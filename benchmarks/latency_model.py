@@ -116,7 +116,7 @@ def main() -> None:
         worst = max(errors, key=abs)
         p90 = statistics.quantiles([abs(e) for e in errors], n=10)[-1] if len(errors) > 1 else abs(worst)
         print(f"{runtime:>11} {threads:>7} {batch:>5} {statistics.median(abs(e) for e in errors):>11.1%} "
-              f"{p90:>9.1%} {worst:>+7.1%} {overhead * 1e3:>5.1f}/{model.off_block_ms * 1e3:<4.1f}us "
+              f"{p90:>9.1%} {worst:>+7.1%} {overhead * 1e3:>9.1f}us "
               f"{per_mb * 1e3:>6.1f}us {model.measured:>9} {table_seconds:>7.1f}")
         rows = [{"member": name, "budget": budget, "params": spec.num_params(), "predicted_ms": p,
                  "measured_ms": measured[f"{i}"].median_ms, "iqr_ms": measured[f"{i}"].iqr_ms, "error": e}
@@ -126,7 +126,6 @@ def main() -> None:
                 print(f"    {r['member']:<16} {r['params']:>9,} params  predicted {r['predicted_ms']:8.3f} ms  "
                       f"measured {r['measured_ms']:8.3f} ms (IQR {r['iqr_ms']:.3f})  {r['error']:+.1%}")
         report.append({"runtime": runtime, "threads": threads, "batch": batch, "overhead_ms_per_op": overhead,
-                       "off_block_ms_per_op": model.off_block_ms,
                        "references": [{"params": spec.num_params(), "measured_ms": measured[f"r{i}"].median_ms,
                                        "iqr_ms": measured[f"r{i}"].iqr_ms} for i, spec in enumerate(references)],
                        "ms_per_mb": per_mb,

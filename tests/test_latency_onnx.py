@@ -14,7 +14,7 @@ from archfamily.anycnn.spec import TimmSpec
 from archfamily.errors import UserError
 from archfamily.latency import onnx_ops
 from archfamily.latency.timing import Timing
-from archfamily.specs import ArchSpec, base_spec
+from archfamily.specs import base_spec
 
 pytest.importorskip("onnxruntime")
 
@@ -113,31 +113,6 @@ def test_onnxruntime_calibration_fits_a_per_operation_cost_alone_that_may_save_t
     assert model.predict(small) == pytest.approx(measured[small])
 
 
-
-def test_onnxruntime_fits_one_per_operation_cost_for_whole_blocks_and_one_for_the_counts_between(
-        tmp_path: Path, monkeypatch) -> None:
-    """ONNX Runtime's table errs differently on its two curves, so a network's kernels in whole blocks of 8 and
-    those between each get their own fitted cost, where the references tell them apart (one alone fits one)."""
-    monkeypatch.setattr(onnx_ops, "runnable", lambda kind, fixed, channels, batch, threads:
-                        lambda: 0.01 if kind == onnx_ops.FLOOR else 0.01 + onnx_ops.COPIES * 0.004)
-    model = lm.LatencyModel(torch.device("cpu"), 1, 1, tmp_path / "table.json",
-                            timer=lambda fn, device, threads: Timing(fn(), 0.0, 1), runtime="onnxruntime")
-    rounded = base_spec("wrn-16-2")
-    between = rounded.with_prunable_widths([w - 3 for w in rounded.prunable_widths()])
-    other = base_spec("wrn-10-1").with_prunable_widths([w - 1 for w in base_spec("wrn-10-1").prunable_widths()])
-    table = {s: model.predict(s) for s in (rounded, between, other)}  # nothing fitted yet: the table alone
-    counts = {s: model.op_counts(s) for s in table}
-    assert counts[rounded][1] <= 1 < 10 < counts[between][1]  # the stem reads 3 channels: off-block in both
-
-    def measured(spec: ArchSpec) -> float:
-        (on, off) = counts[spec]
-        return table[spec] + 0.002 * on - 0.001 * off
-
-    model.calibrate([rounded, between], measured)
-    assert (model.overhead_ms, model.off_block_ms) == (pytest.approx(0.002), pytest.approx(-0.001))
-    assert model.predict(other) == pytest.approx(measured(other))
-    model.calibrate([between], measured)  # one reference: one cost for both
-    assert model.overhead_ms == model.off_block_ms
 def test_an_onnxruntime_prediction_is_never_below_one_session_call(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(onnx_ops, "runnable", lambda kind, fixed, channels, batch, threads:
                         lambda: 0.01 if kind == onnx_ops.FLOOR else 0.01 + onnx_ops.COPIES * 0.004)

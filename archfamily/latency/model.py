@@ -339,8 +339,7 @@ class LatencyModel:
         self.setting = self.table.setting_id({**machine_info(), "device": device.type, "threads": threads,
                                               "batch": batch, **({"runtime": runtime} if runtime != "eager" else {})})
         self.measured = 0  # grid points measured by this object (the rest came from the cache)
-        self.overhead_ms = 0.0  # per operation, from `calibrate` (in ONNX Runtime, per operation in whole blocks)
-        self.off_block_ms = 0.0  # in ONNX Runtime, per operation with a channel count between blocks of 8
+        self.overhead_ms = 0.0  # per operation, from `calibrate`
         self.ms_per_mb = 0.0  # per MB of activations written, from `calibrate`
         self._ops: dict[ArchSpec, list[Op]] = {}
         # by topology: its template, or how many of its networks were traced so far
@@ -406,13 +405,6 @@ class LatencyModel:
         ops = self.ops(spec)
         return ops if self.runtime == "eager" else onnx_ops.fuse(ops)
 
-    def op_counts(self, spec: ArchSpec) -> tuple[int, int]:
-        """(operations in whole blocks of 8, the others): ONNX Runtime's two kinds of kernel, each with its fitted
-        per-operation cost; in eager PyTorch every operation is of the first kind."""
-        ops = self.run_ops(spec)
-        off = 0 if self.runtime == "eager" else sum(any(c % BLOCK for c in op.channels) for op in ops)
-        return len(ops) - off, off
-
     def output_bytes(self, spec: ArchSpec) -> int:
         """Bytes of the activations one forward pass writes (float32)."""
         return sum(_output_elements(op) for op in self.run_ops(spec)) * self.batch * 4
@@ -425,11 +417,8 @@ class LatencyModel:
         operation timed alone reads its own input, warm in cache. (A third cost, page faults on activations glibc
         gave back to the OS, is not modelled but removed: every timing keeps freed memory, see `allocator`.)
         Fitted by least squares on two or more references of different sizes (the per-byte cost is left at 0
-        with one, and either is left at 0 where a fit would make it negative). In ONNX Runtime the per-operation
-        cost alone, at least minus the references' mean operation, and one for each kind of kernel (whole blocks
-        of 8, and the counts between: the table's two curves err differently; EfficientNet-B0's members rounded
-        to 8 were predicted 50-80% too slow by one cost fitted on unrounded references) where the references
-        tell them apart, else one for both.
+        with one, and either is left at 0 where a fit would make it negative); in ONNX Runtime the
+        per-operation cost alone, at least minus the references' mean operation.
         """
         tables = [self._table_ms(r) for r in references]
         rows = [(len(self.run_ops(r)), self.output_bytes(r) / 2**20, measure(r) - table)
@@ -440,12 +429,8 @@ class LatencyModel:
             # to minus the references' mean operation. (A per-MB cost fitted beside a negative one cancels it at
             # the references and predicts small members below zero.)
             lowest = min(table / ops for table, (ops, _, _) in zip(tables, rows))
-            counts = [self.op_counts(r) for r in references]
-            shifted = [(on, off, residual + lowest * (on + off)) for (on, off), (_, _, residual) in zip(counts, rows)]
-            both = _two_columns(shifted)
-            a, b = _nonnegative_fit(shifted) if both else (_nonnegative_fit([(on + off, 0.0, y) for on, off, y in
-                                                                             shifted])[0],) * 2
-            self.overhead_ms, self.off_block_ms, self.ms_per_mb = a - lowest, b - lowest, 0.0
+            a, _ = _nonnegative_fit([(ops, 0.0, residual + lowest * ops) for ops, _, residual in rows])
+            self.overhead_ms, self.ms_per_mb = a - lowest, 0.0
         else:
             self.overhead_ms, self.ms_per_mb = _nonnegative_fit(rows)
         return self.overhead_ms, self.ms_per_mb
@@ -457,8 +442,7 @@ class LatencyModel:
     def predict(self, spec: ArchSpec) -> float:
         """The network's predicted latency in ms: its operations' table latencies plus the fitted costs (in ONNX
         Runtime, whose fitted per-operation cost may be negative, at least one session call)."""
-        on, off = self.op_counts(spec)
-        predicted = (self._table_ms(spec) + self.overhead_ms * on + self.off_block_ms * off
+        predicted = (self._table_ms(spec) + self.overhead_ms * len(self.run_ops(spec))
                      + self.ms_per_mb * self.output_bytes(spec) / 2**20)
         return max(predicted, self._point(onnx_ops.FLOOR, (), ())) if self.runtime == "onnxruntime" else predicted
 
@@ -473,11 +457,6 @@ def _output_elements(op: Op) -> int:
     if op.kind.startswith("pool-"):
         return op.channels[0] * op.fixed[1] ** 2
     return op.channels[0] * op.fixed[0] ** 2  # batch norm, ReLU, add, cat: the output's channels at its size
-
-
-def _two_columns(rows: list[tuple[float, float, float]]) -> bool:
-    """Whether rows of (x, y, target) tell x's and y's coefficients apart: two or more, not proportional."""
-    return any(abs(a[0] * b[1] - a[1] * b[0]) > 1e-9 * (a[0] + a[1]) * (b[0] + b[1]) for a in rows for b in rows)
 
 
 def _nonnegative_fit(rows: list[tuple[float, float, float]]) -> tuple[float, float]:
