@@ -4,11 +4,11 @@
 
 Draws `--members` random members of the family (every rule, sizes log-uniform from 5% to 100% of the base,
 widths rounded to 1 or 8), then for each setting (runtime x thread count x batch) fits the model's two costs (per
-operation, per MB of activations) on references timed in the same interleaved rounds as the members (the base and its
-reduced-width members at 10% and 30% of its params, and the copycat member at 30% where the family has one:
-`--references 2` keeps the first two, as `scale` fits on two), predicts each member and measures it as `bench`
-does (eager channels_last, or exported to ONNX Runtime; interleaved rounds, median). Prints each setting's median, 90th-percentile and worst error and the table's cost; `--rows` also prints
-every member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
+operation, per MB of activations) on references timed in the same interleaved rounds as the members (the base
+and its reduced-width members at 10% and 30% of its params, and the copycat member at 30% where the family has
+one; `--references N` keeps the first N), predicts each member and measures it as `bench` does (eager
+channels_last, or exported to ONNX Runtime; interleaved rounds, median). Prints each setting's median,
+90th-percentile and worst error and the table's cost; `--rows` also prints every member. Run it on a quiet machine: the table and the measurements share its noise. Asserts nothing.
 
     python benchmarks/latency_model.py --family RUN --runtimes eager,onnxruntime --threads 1 --batches 1
 """

@@ -41,7 +41,7 @@ MODEL_TOLERANCE = 0.03  # an answer this close under the budget is kept: about t
 # smallest and largest members before calibration) is doubted: a second line behind the busy check of every
 # timing, for what that check cannot see.
 DOUBT_FACTOR = 4.0
-# Inside the search the prediction is fitted on the family's measured ends and corrected by its error at the
+# Inside the search the prediction is fitted on the family's smallest member and corrected by its error at the
 # nearest measured members: within 30% at the 90th percentile on the families of docs/latency.md. A figure this
 # far off it is doubted (a cached 4.71 ms for a 511-param mnasnet_050 member, whose 498-param neighbour measured
 # 2.81 ms, stopped a search at the family's smallest member).
@@ -152,7 +152,7 @@ def _bisect(rule: ScalingRule, round_to: int, lo: float, hi: float, fits: Callab
     return lo, hi
 
 
-Measure = Callable[[Member, Optional[Callable[[], Optional[float]]], float], float]  # (member, expected, doubt)
+Measure = Callable[..., float]  # solve_latency's measured: (member, expected, doubt[, report]) -> ms
 
 
 def _search_with_model(rule: ScalingRule, target_ms: float, round_to: int, model: "LatencyModel",
@@ -220,13 +220,7 @@ def _predictable_top(rule: ScalingRule, round_to: int, model: LatencyModel) -> f
 
 def _predicted(model: Optional[LatencyModel], spec: ArchSpec) -> Optional[float]:
     """The model's prediction for `spec`, a measurement's sanity check; None without a model or past its table."""
-    if model is None:
-        return None
-    try:
-        check_predictable(model.ops(spec))  # before the model times its table
-        return model.predict(spec)
-    except NotInTable:
-        return None
+    return model.predict(spec) if model is not None and _predictable(model, spec) else None
 
 
 def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, threads: int, batch: int = 1,
@@ -246,16 +240,13 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
     """
     cache = cache or LatencyCache()
 
-    def measure(candidate: Member, expected: Optional[Callable[[], Optional[float]]] = None,
-                doubt: float = DOUBT_FACTOR, report: bool = True) -> float:
+    def measured(candidate: Member, expected: Optional[Callable[[], Optional[float]]] = None,
+                 doubt: float = DOUBT_FACTOR, report: bool = True) -> float:
         ms = cache.measure(candidate.spec, device, threads, batch,
                            expected or (lambda: _predicted(model, candidate.spec)), doubt)
         if on_step and report:
             on_step(candidate, ms)
         return ms
-
-    def measured(candidate: Member, report: bool = True) -> float:
-        return measure(candidate, report=report)
 
     smallest, largest = member(rule, rule.lo, round_to), member(rule, rule.hi, round_to)
     fastest = measured(smallest, report=False)  # reachable at all? (reported only once it is)
@@ -280,7 +271,7 @@ def solve_latency(rule: ScalingRule, target_ms: float, device: torch.device, thr
         if top_ms <= target_ms:
             lo = top.multiplier  # the budget lies past the model's table: measurement alone answers
         else:
-            return _search_with_model(rule, target_ms, round_to, model, measure, smallest, fastest, top, top_ms)
+            return _search_with_model(rule, target_ms, round_to, model, measured, smallest, fastest, top, top_ms)
     lo, _ = _bisect(rule, round_to, lo, hi, lambda m: measured(m) <= target_ms)
     best = member(rule, lo, round_to)
     return best, measured(best, report=False)

@@ -464,15 +464,18 @@ def load_plan(path: str | Path) -> Plan:
         t = prune_t.table(run_name)
         _name(run_name, t.where)
         method = t.str("method", "fisher", tuple(CRITERIA))
-        cost, on, runtime = t.str("cost", None, COSTS), t.str("on"), t.str("runtime", None, tuple(RUNTIMES))
+        cost, on = t.str("cost", None, COSTS), t.str("on")
+        runtime = t.str("runtime", None, tuple(RUNTIMES))
+        runtime = None if runtime == "eager" else runtime  # eager's runs as before runtimes: no --runtime
         if cost is not None and method not in cost_weighing():
             raise UserError(f"{t.where}: 'cost' applies to methods {' and '.join(cost_weighing())} only")
         if (cost == "latency") != (on is not None):
             raise UserError(f"{t.where}: cost = \"latency\" needs 'on' (cpu, cpu:THREADS or cuda), and 'on' needs it")
         if on is not None:
             _check_device(on, f"{t.where}: 'on'")
-        _check_prune_settings(spec, method, cost or "params", on, t.where, None if runtime == "eager" else runtime)
-        prune_runs[run_name] = PruneRun(run_name, method, cost, on, None if runtime == "eager" else runtime, t.int("prune_every", 100, low=1, high=MAX_STEPS),
+        _check_prune_settings(spec, method, cost or "params", on, t.where, runtime)
+        prune_runs[run_name] = PruneRun(run_name, method, cost, on, runtime,
+                                        t.int("prune_every", 100, low=1, high=MAX_STEPS),
                                         t.int("channels_per_step", 1, low=1, high=MAX_STEPS),
                                         t.int("eval_every", 50, low=1, high=MAX_STEPS),
                                         t.int("test_subset", None, low=10, high=MAX_TEST_IMAGES),
